@@ -1,0 +1,131 @@
+/**
+ * The InferenceBackend contract: the one interface that every engine (MLX, GGUF) implements.
+ * Options and results are plain objects so they serialise and document well.
+ */
+
+/** Options for {@link InferenceBackend.load}. */
+export interface LoadOptions {
+  /**
+   * Maximum number of tokens (prompt + generated) the model keeps in its KV cache.
+   * Defaults to the model's trained context length, capped at 4096.
+   */
+  contextSize?: number;
+  /**
+   * CPU threads used for evaluation. Defaults to a value that is fast on this machine:
+   * 1 for tiny models, otherwise the number of physical cores (never more than the cores available).
+   */
+  threads?: number;
+  /** Aborts a load in progress. */
+  signal?: AbortSignal;
+}
+
+/** Sampling and stopping options shared by `generate`, `generateStream` and chat. */
+export interface GenerateOptions {
+  /** Maximum number of tokens to generate. Defaults to 256. */
+  maxTokens?: number;
+  /** Sampling temperature, `0` picks the most likely token (greedy). Range 0–2. Defaults to 0. */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to `topP`. Range (0, 1]. Defaults to 1 (off). */
+  topP?: number;
+  /** Keep only the `topK` most likely tokens; `0` disables. Defaults to 0. */
+  topK?: number;
+  /** Drop tokens whose probability is below `minP` times the top token's. Range [0, 1). Defaults to 0 (off). */
+  minP?: number;
+  /** Divides logits of recently generated tokens (>1 discourages repeats). Defaults to 1 (off). */
+  repetitionPenalty?: number;
+  /** How many recent tokens the repetition penalty looks at. Defaults to 64. */
+  repetitionContextSize?: number;
+  /** Seed for sampling; the same seed, prompt and options give the same text. Defaults to a random seed. */
+  seed?: number;
+  /** Strings that end generation; the stop string itself is not included in the output. Defaults to none. */
+  stop?: string | readonly string[];
+  /** Aborting ends generation promptly; the result so far is returned with `finishReason: "abort"`. */
+  signal?: AbortSignal;
+}
+
+/** Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or the context is full; `abort`: the signal fired. */
+export type FinishReason = "stop" | "length" | "abort";
+
+/** A piece of streamed output. */
+export interface GenerateChunk {
+  /** New text since the previous chunk (never splits a UTF-8 character). */
+  text: string;
+  /** Token ids generated since the previous chunk. */
+  tokens: number[];
+}
+
+/** Token counts of one request. */
+export interface Usage {
+  /** Tokens in the prompt. */
+  promptTokens: number;
+  /** Prompt tokens actually evaluated (fewer when a cached prefix was reused). */
+  evaluatedPromptTokens: number;
+  /** Tokens generated. */
+  completionTokens: number;
+  totalTokens: number;
+}
+
+/** Speed of one request, measured around the engine. */
+export interface Timings {
+  /** Milliseconds from the call to the first generated token. */
+  timeToFirstTokenMs: number;
+  /** Evaluated prompt tokens per second during prefill. */
+  promptTokensPerSecond: number;
+  /** Generated tokens per second after the first token. */
+  generatedTokensPerSecond: number;
+  /** Milliseconds for the whole request. */
+  totalMs: number;
+}
+
+/** The outcome of a whole generation. */
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The stop string that ended generation, when `finishReason` is `stop` because of one. */
+  stopSequence?: string;
+  usage: Usage;
+  timings: Timings;
+}
+
+/** A streamed generation: iterate it for chunks; `result` settles with the full outcome when it ends. */
+export interface GenerationStream extends AsyncIterable<GenerateChunk> {
+  /** The final result; settles after the last chunk, or rejects with the error that ended the stream. */
+  readonly result: Promise<GenerateResult>;
+}
+
+/** A prompt: text, or token ids that are evaluated as they are. */
+export type Prompt = string | readonly number[];
+
+/** Options for {@link InferenceBackend.tokenize}. */
+export interface TokenizeOptions {
+  /** Add the model's special tokens (such as BOS) as its tokenizer config says. Defaults to false. */
+  addSpecialTokens?: boolean;
+}
+
+/** Names of the available backends. */
+export type BackendName = "mlx" | "gguf";
+
+/** The contract every backend implements. */
+export interface InferenceBackend {
+  /** Which engine this is. */
+  readonly name: BackendName;
+  /** Loads a model; throws if one is already loaded. */
+  load(modelPath: string, options?: LoadOptions): Promise<void>;
+  /** Frees the model. Idempotent; running and queued requests end with an `UnloadedError`. */
+  unload(): Promise<void>;
+  /** True between a successful `load` and `unload`. */
+  readonly isLoaded: boolean;
+  /** The context size in tokens of the loaded model (0 when none is loaded). */
+  readonly contextSize: number;
+  /** CPU threads used for evaluation (0 when none is loaded). */
+  readonly threadCount: number;
+  /** Generates a whole completion of `prompt`. */
+  generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult>;
+  /** Streams a completion of `prompt` as it is generated. */
+  generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream;
+  /** Text to token ids, with the model's own tokenizer. */
+  tokenize(text: string, options?: TokenizeOptions): number[];
+  /** Token ids to text. */
+  detokenize(tokens: readonly number[]): string;
+}

@@ -1,0 +1,252 @@
+/**
+ * What every backend shares: option validation, the request queue, streaming detokenization,
+ * stop strings, abort, usage and timings. A backend supplies only load/unload, the tokenizer
+ * and `runTokens`, which streams raw token ids from its engine.
+ */
+import type {
+  BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
+  LoadOptions, Prompt, TokenizeOptions, FinishReason,
+} from "../backend.js";
+import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
+import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
+import {
+  checkModelPath, checkTokenIds, resolveGenerateOptions, resolveLoadOptions,
+  type ResolvedGenerateOptions, type ResolvedLoadOptions,
+} from "../options.js";
+import { RequestQueue } from "../request-queue.js";
+import { StopMatcher } from "../stop-matcher.js";
+
+/** A running generation in an engine: batches of token ids, in order. */
+export interface TokenRun extends AsyncIterable<number[]> {
+  /** Prompt tokens the engine evaluated (fewer than the prompt when a cached prefix was reused). Valid after the first batch. */
+  readonly evaluatedPromptTokens: number;
+  /** Why the run ended by itself: an end-of-generation token (`stop`) or `maxTokens`/context (`length`). */
+  readonly finish: "stop" | "length" | undefined;
+  /** Asks the engine to stop; iteration then ends soon. Safe to call more than once. */
+  cancel(): void;
+}
+
+/** Options of the backend object itself (not of one load). */
+export interface BackendOptions {
+  /** Requests allowed to wait while one runs; more are rejected with `BusyError`. Defaults to 64. */
+  maxQueuedRequests?: number;
+}
+
+export abstract class BaseBackend implements InferenceBackend {
+  abstract readonly name: BackendName;
+  protected loadedPath: string | undefined;
+  private readonly queue: RequestQueue;
+  private readonly running = new Set<TokenRun>();
+  private unloading: Promise<void> | undefined;
+  /** Bumped on every unload so requests from an older load know they were cut off. */
+  private generation = 0;
+
+  constructor(options: BackendOptions = {}) {
+    const max = options.maxQueuedRequests ?? 64;
+    if (!Number.isInteger(max) || max < 0) throw new InvalidOptionError("maxQueuedRequests", "a non-negative integer", max);
+    this.queue = new RequestQueue(max);
+  }
+
+  get isLoaded(): boolean {
+    return this.loadedPath !== undefined && this.unloading === undefined;
+  }
+
+  abstract get contextSize(): number;
+  abstract get threadCount(): number;
+  abstract tokenize(text: string, options?: TokenizeOptions): number[];
+  abstract detokenize(tokens: readonly number[]): string;
+
+  /** Loads the model at `path` (already validated). */
+  protected abstract loadModel(path: string, options: ResolvedLoadOptions): Promise<void>;
+  /** Frees the model; no run is active when this is called. */
+  protected abstract unloadModel(): Promise<void>;
+  /** Starts generating from `prompt` with exclusive use of the model. */
+  protected abstract runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun;
+  /** Size of the vocabulary, for checking token-id prompts. */
+  protected abstract get vocabSize(): number;
+  /** Option names a backend accepts beyond the shared ones. */
+  protected extraGenerateOptionKeys(): readonly string[] {
+    return [];
+  }
+
+  async load(modelPath: string, options?: LoadOptions): Promise<void> {
+    const path = checkModelPath(modelPath);
+    const resolved = resolveLoadOptions(options);
+    if (this.loadedPath !== undefined) {
+      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded (${this.loadedPath}): call unload() first`);
+    }
+    resolved.signal?.throwIfAborted();
+    await this.loadModel(path, resolved);
+    this.loadedPath = path;
+  }
+
+  unload(): Promise<void> {
+    if (this.loadedPath === undefined) return Promise.resolve();
+    this.unloading ??= (async () => {
+      this.generation++;
+      this.queue.rejectWaiting(new UnloadedError());
+      for (const run of this.running) run.cancel();
+      // Wait for the running request to hand the model back before freeing it.
+      const release = await this.queue.acquire();
+      try {
+        await this.unloadModel();
+      } finally {
+        this.loadedPath = undefined;
+        this.unloading = undefined;
+        release();
+      }
+    })();
+    return this.unloading;
+  }
+
+  async generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult> {
+    const stream = this.generateStream(prompt, options);
+    for await (const _ of stream) {
+      // Chunks are accumulated into the result by the stream itself.
+    }
+    return stream.result;
+  }
+
+  generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream {
+    const resolved = resolveGenerateOptions(options, this.extraGenerateOptionKeys());
+    if (!this.isLoaded) throw new NotLoadedError("generateStream");
+    const ids = this.promptIds(prompt);
+    if (ids.length === 0) throw new InvalidOptionError("prompt", "at least one token", "an empty prompt");
+    if (ids.length >= this.contextSize) {
+      throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
+    }
+    return this.stream(ids, resolved, options);
+  }
+
+  /** Text or token ids to the token ids the engine evaluates. */
+  protected promptIds(prompt: Prompt): number[] {
+    if (typeof prompt === "string") return this.tokenize(prompt, { addSpecialTokens: true });
+    return checkTokenIds("prompt", prompt, this.vocabSize);
+  }
+
+  /** Checks that a model is loaded before a synchronous call. */
+  protected ensureLoaded(what: string): void {
+    if (!this.isLoaded) throw new NotLoadedError(what);
+  }
+
+  private stream(ids: number[], options: ResolvedGenerateOptions, extra: GenerateOptions | undefined): GenerationStream {
+    let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
+    const result = new Promise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
+    // The caller may only iterate; never let an ignored `result` become an unhandled rejection.
+    result.catch(() => undefined);
+    const self = this;
+    void extra;
+    async function* chunks(): AsyncGenerator<GenerateChunk> {
+      try {
+        const outcome = yield* self.drive(ids, options);
+        settle.resolve(outcome);
+      } catch (error) {
+        settle.reject(error);
+        throw error;
+      }
+    }
+    const iterable = chunks();
+    return { result, [Symbol.asyncIterator]: () => iterable };
+  }
+
+  private async *drive(ids: number[], options: ResolvedGenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
+    const start = performance.now();
+    const { signal } = options;
+    const myGeneration = this.generation;
+    let release: (() => void) | undefined;
+    try {
+      release = await this.queue.acquire(signal);
+    } catch (error) {
+      if (signal?.aborted && error === signal.reason) return emptyResult(ids.length, start);
+      throw error;
+    }
+    const run = (() => {
+      try {
+        if (myGeneration !== this.generation || !this.isLoaded) throw new UnloadedError();
+        return this.runTokens(ids, options);
+      } catch (error) {
+        release();
+        throw error;
+      }
+    })();
+    this.running.add(run);
+    const onAbort = () => run.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const detok = new StreamingDetokenizer((t) => this.detokenize(t), ids.slice(-DETOKENIZER_CONTEXT));
+    const stops = new StopMatcher(options.stop);
+    const tokens: number[] = [];
+    let text = "";
+    let firstTokenAt = 0;
+    let finish: FinishReason | undefined;
+    let stopSequence: string | undefined;
+    try {
+      for await (const batch of run) {
+        if (firstTokenAt === 0) firstTokenAt = performance.now();
+        const room = options.maxTokens - tokens.length;
+        const taken = batch.length > room ? batch.slice(0, room) : batch;
+        tokens.push(...taken);
+        const match = stops.push(detok.push(taken));
+        if (match.emit || taken.length > 0) {
+          text += match.emit;
+          yield { text: match.emit, tokens: taken };
+        }
+        if (match.stop !== undefined) {
+          finish = "stop";
+          stopSequence = match.stop;
+          break;
+        }
+        if (tokens.length >= options.maxTokens) {
+          finish = "length";
+          break;
+        }
+      }
+      if (myGeneration !== this.generation) throw new UnloadedError();
+      finish ??= signal?.aborted ? "abort" : run.finish ?? "length";
+      if (stopSequence === undefined) {
+        const tail = stops.push(detok.flush()).emit + stops.flush();
+        if (tail) {
+          text += tail;
+          yield { text: tail, tokens: [] };
+        }
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      run.cancel();
+      this.running.delete(run);
+      release();
+    }
+    const end = performance.now();
+    const ttft = (firstTokenAt || end) - start;
+    const evaluated = run.evaluatedPromptTokens;
+    const decodeMs = end - (firstTokenAt || end);
+    return {
+      text,
+      tokens,
+      finishReason: finish,
+      ...(stopSequence !== undefined ? { stopSequence } : {}),
+      usage: {
+        promptTokens: ids.length,
+        evaluatedPromptTokens: evaluated,
+        completionTokens: tokens.length,
+        totalTokens: ids.length + tokens.length,
+      },
+      timings: {
+        timeToFirstTokenMs: ttft,
+        promptTokensPerSecond: ttft > 0 ? (evaluated / ttft) * 1000 : 0,
+        generatedTokensPerSecond: tokens.length > 1 && decodeMs > 0 ? ((tokens.length - 1) / decodeMs) * 1000 : 0,
+        totalMs: end - start,
+      },
+    };
+  }
+}
+
+function emptyResult(promptTokens: number, start: number): GenerateResult {
+  const totalMs = performance.now() - start;
+  return {
+    text: "",
+    tokens: [],
+    finishReason: "abort",
+    usage: { promptTokens, evaluatedPromptTokens: 0, completionTokens: 0, totalTokens: promptTokens },
+    timings: { timeToFirstTokenMs: totalMs, promptTokensPerSecond: 0, generatedTokensPerSecond: 0, totalMs },
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * Validation of user-supplied options. Every public call validates first, so bad input fails
+ * with an InvalidOptionError naming the option before any work or native call happens.
+ */
+import type { GenerateOptions, LoadOptions } from "./backend.js";
+import { InvalidOptionError } from "./errors.js";
+
+/** Generation options with defaults applied; what the backends consume. */
+export interface ResolvedGenerateOptions {
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  repetitionPenalty: number;
+  repetitionContextSize: number;
+  seed: number;
+  stop: string[];
+  signal: AbortSignal | undefined;
+}
+
+export const DEFAULT_MAX_TOKENS = 256;
+
+const GENERATE_KEYS = new Set([
+  "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
+  "repetitionContextSize", "seed", "stop", "signal",
+]);
+
+/** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
+export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
+  rejectUnknownKeys(options, GENERATE_KEYS, extraKeys);
+  const o = options;
+  return {
+    maxTokens: integerIn("maxTokens", o.maxTokens, DEFAULT_MAX_TOKENS, 1, 1 << 20),
+    temperature: numberIn("temperature", o.temperature, 0, 0, 2),
+    topP: numberIn("topP", o.topP, 1, Number.MIN_VALUE, 1),
+    topK: integerIn("topK", o.topK, 0, 0, 1 << 20),
+    minP: numberIn("minP", o.minP, 0, 0, 0.999999),
+    repetitionPenalty: numberIn("repetitionPenalty", o.repetitionPenalty, 1, 0.01, 10),
+    repetitionContextSize: integerIn("repetitionContextSize", o.repetitionContextSize, 64, 1, 1 << 16),
+    seed: o.seed === undefined ? randomSeed() : integerIn("seed", o.seed, 0, 0, 2 ** 32 - 1),
+    stop: stopStrings(o.stop),
+    signal: abortSignal(o.signal),
+  };
+}
+
+/** Load options with defaults left open for the backend to decide. */
+export interface ResolvedLoadOptions {
+  contextSize: number | undefined;
+  threads: number | undefined;
+  signal: AbortSignal | undefined;
+}
+
+/** Checks load options; throws InvalidOptionError naming the first bad one. */
+export function resolveLoadOptions(options: LoadOptions = {}, extraKeys: readonly string[] = []): ResolvedLoadOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
+  rejectUnknownKeys(options, new Set(["contextSize", "threads", "signal"]), extraKeys);
+  return {
+    contextSize: options.contextSize === undefined ? undefined : integerIn("contextSize", options.contextSize, 0, 16, 1 << 20),
+    threads: options.threads === undefined ? undefined : integerIn("threads", options.threads, 0, 1, 1024),
+    signal: abortSignal(options.signal),
+  };
+}
+
+/** Checks that a model path argument is a non-empty string. */
+export function checkModelPath(path: unknown): string {
+  if (typeof path !== "string" || path.length === 0) throw new InvalidOptionError("modelPath", "a non-empty string", path);
+  return path;
+}
+
+/** Checks a token id array. */
+export function checkTokenIds(name: string, ids: unknown, vocabSize?: number): number[] {
+  if (!Array.isArray(ids) && !ArrayBuffer.isView(ids)) throw new InvalidOptionError(name, "an array of token ids", ids);
+  const out = Array.from(ids as ArrayLike<number>);
+  for (const id of out) {
+    if (!Number.isInteger(id) || id < 0 || (vocabSize !== undefined && id >= vocabSize)) {
+      throw new InvalidOptionError(name, vocabSize === undefined ? "non-negative integer token ids" : `token ids in [0, ${vocabSize})`, id);
+    }
+  }
+  return out;
+}
+
+function rejectUnknownKeys(options: object, known: Set<string>, extra: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    if (!known.has(key) && !extra.includes(key)) {
+      throw new InvalidOptionError(key, `one of the known options (${[...known, ...extra].join(", ")})`, "an unknown option");
+    }
+  }
+}
+
+function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+    throw new InvalidOptionError(name, `a number in [${min === Number.MIN_VALUE ? "0 (exclusive)" : min}, ${max}]`, value);
+  }
+  return value;
+}
+
+function integerIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidOptionError(name, `an integer in [${min}, ${max}]`, value);
+  }
+  return value;
+}
+
+function stopStrings(value: unknown): string[] {
+  if (value === undefined) return [];
+  const list = typeof value === "string" ? [value] : value;
+  if (!Array.isArray(list) || list.some((s) => typeof s !== "string" || s.length === 0)) {
+    throw new InvalidOptionError("stop", "a non-empty string or an array of non-empty strings", value);
+  }
+  return [...list];
+}
+
+function abortSignal(value: unknown): AbortSignal | undefined {
+  if (value === undefined) return undefined;
+  if (!(value instanceof AbortSignal)) throw new InvalidOptionError("signal", "an AbortSignal", value);
+  return value;
+}
+
+function randomSeed(): number {
+  return Math.floor(Math.random() * 2 ** 32);
+}
