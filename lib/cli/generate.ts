@@ -1,0 +1,74 @@
+/** `mlx-node generate`: streams a completion to stdout, speed and backend to stderr. Ctrl-C stops it cleanly. */
+import { parseArgs } from "node:util";
+import { InvalidOptionError } from "../errors.js";
+import type { GenerateOptions } from "../backend.js";
+import { loadModel } from "../backends/select.js";
+
+export async function runGenerate(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      model: { type: "string", short: "m" },
+      backend: { type: "string" },
+      "max-tokens": { type: "string", short: "n" },
+      temperature: { type: "string", short: "t" },
+      "top-p": { type: "string" },
+      "top-k": { type: "string" },
+      "min-p": { type: "string" },
+      "repetition-penalty": { type: "string" },
+      seed: { type: "string" },
+      stop: { type: "string", multiple: true },
+      "context-size": { type: "string" },
+      threads: { type: "string" },
+    },
+  });
+  if (!values.model) throw new InvalidOptionError("--model", "a model path", undefined);
+  const prompt = positionals.join(" ");
+  if (!prompt) throw new InvalidOptionError("prompt", "a prompt after the options", "nothing");
+
+  const backend = (values.backend ?? "auto") as "auto" | "mlx" | "gguf";
+  const model = await loadModel(values.model, {
+    backend,
+    contextSize: num("--context-size", values["context-size"]),
+    threads: num("--threads", values.threads),
+  });
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once("SIGINT", onSigint);
+  try {
+    const options: GenerateOptions = {
+      maxTokens: num("--max-tokens", values["max-tokens"]),
+      temperature: num("--temperature", values.temperature),
+      topP: num("--top-p", values["top-p"]),
+      topK: num("--top-k", values["top-k"]),
+      minP: num("--min-p", values["min-p"]),
+      repetitionPenalty: num("--repetition-penalty", values["repetition-penalty"]),
+      seed: num("--seed", values.seed),
+      stop: values.stop,
+      signal: controller.signal,
+    };
+    for (const key of Object.keys(options) as (keyof GenerateOptions)[]) if (options[key] === undefined) delete options[key];
+    const stream = model.generateStream(prompt, options);
+    for await (const chunk of stream) process.stdout.write(chunk.text);
+    const result = await stream.result;
+    process.stdout.write("\n");
+    const t = result.timings;
+    process.stderr.write(
+      `[${model.name}: ${model.selection.reason}] ${result.usage.completionTokens} tokens, ` +
+        `${t.generatedTokensPerSecond.toFixed(1)} tok/s, prompt ${t.promptTokensPerSecond.toFixed(1)} tok/s, ` +
+        `first token ${t.timeToFirstTokenMs.toFixed(0)} ms, finish: ${result.finishReason}\n`,
+    );
+    return 0;
+  } finally {
+    process.off("SIGINT", onSigint);
+    await model.unload();
+  }
+}
+
+function num(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n)) throw new InvalidOptionError(flag, "a number", value);
+  return n;
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * The mlx-node command line: `generate` streams a completion, `info` says what can run here,
+ * `build-native` builds the addon. Run `mlx-node help` for the options.
+ */
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { MlxNodeError } from "../errors.js";
+import { packageRoot } from "../native.js";
+import { runGenerate } from "./generate.js";
+import { runInfo } from "./info.js";
+
+const USAGE = `Usage: mlx-node <command> [options]
+
+Commands:
+  generate --model <path> [options] "prompt"   Stream a completion to stdout; speed and backend go to stderr
+  info [--json]                                Platform, available backends, and why others are not
+  build-native                                 Build the native addon (needs CMake, a C++17 compiler; mlx-c for MLX)
+  help                                         This text
+
+generate options:
+  --model, -m <path>        .gguf file or MLX/Hugging Face model directory (required)
+  --backend <name>          auto | mlx | gguf (default: auto)
+  --max-tokens, -n <n>      tokens to generate (default: 256)
+  --temperature, -t <x>     0 is greedy (default: 0)
+  --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --seed <n>
+  --stop <text>             stop string (repeatable)
+  --context-size <n>  --threads <n>
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "generate":
+      return runGenerate(rest);
+    case "info": {
+      const { values } = parseArgs({ args: rest, options: { json: { type: "boolean" } } });
+      return runInfo(Boolean(values.json));
+    }
+    case "build-native": {
+      const result = spawnSync(process.execPath, [join(packageRoot(), "scripts", "build-native.mjs")], { stdio: "inherit" });
+      return result.status ?? 1;
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE);
+      return command === undefined ? 1 : 0;
+    default:
+      process.stderr.write(`mlx-node: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const message = error instanceof MlxNodeError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
+    process.stderr.write(`mlx-node: ${message}\n`);
+    process.exitCode = 1;
+  },
+);

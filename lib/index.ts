@@ -1,0 +1,19 @@
+/**
+ * mlx-node: run local language models from Node.js and Electron.
+ * MLX (through mlx-c) for model directories, node-llama-cpp for GGUF files, one contract for both.
+ */
+export type {
+  BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
+  InferenceBackend, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
+} from "./backend.js";
+export type { BackendOptions } from "./backends/base.js";
+export { MlxBackend, mlxAvailability, type MlxRuntimeInfo } from "./backends/mlx.js";
+export { GgufBackend } from "./backends/gguf.js";
+export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";
+export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
+export { Tokenizer } from "./tokenizer.js";
+export {
+  BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
+  ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
+} from "./errors.js";
+export type { NativeGenerationStats, NativeMemory, NativeModelInfo } from "./native.js";

@@ -1,0 +1,135 @@
+/**
+ * The typed binding of the native addon and its one loader. The addon is found by node-gyp-build:
+ * a prebuilt binary in `prebuilds/<platform>-<arch>/` first, else `build/Release`. Loading never
+ * throws: a missing or broken binary, or a build without mlx-c, is recorded as the reason the MLX
+ * backend is unavailable, and the GGUF backend still works.
+ */
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Model facts the native loader reports. */
+export interface NativeModelInfo {
+  modelType: string;
+  dtype: string;
+  quantizationBits: number;
+  vocabSize: number;
+  contextSize: number;
+  numLayers: number;
+  hiddenSize: number;
+  weightBytes: number;
+}
+
+/** Per-request numbers from the native generation loop. */
+export interface NativeGenerationStats {
+  evaluatedPromptTokens: number;
+  generatedTokens: number;
+  finish: "stop" | "length" | "cancelled";
+  prefillMs: number;
+  decodeMs: number;
+  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
+  graphBuildMs: number;
+  /** Other engine-thread time outside MLX evaluation. */
+  hostMs: number;
+  /** MLX operations created per decoded token. */
+  opsPerToken: number;
+}
+
+/** Sampling parameters as the native engine takes them. */
+export interface NativeSamplingParams {
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  repetitionPenalty: number;
+  repetitionContextSize: number;
+  seed: number;
+  stopTokenIds: Int32Array;
+}
+
+/** The end of a native generation: an error (with `code`) or the stats. */
+export interface NativeDone {
+  error?: Error & { code?: string };
+  stats?: NativeGenerationStats;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  /** Starts generating; `onEvent` gets token batches, then `(null, done)` once. */
+  generate(
+    promptIds: Int32Array,
+    params: NativeSamplingParams,
+    onEvent: (tokens: Int32Array | null, done?: NativeDone) => void,
+  ): { cancel(): void };
+  /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
+  logits(ids: Int32Array): Promise<Float32Array>;
+  unload(): Promise<void>;
+}
+
+export interface NativeMemory {
+  activeBytes: number;
+  peakBytes: number;
+  cacheBytes: number;
+  memoryLimitBytes: number;
+}
+
+/** The addon's exports when it was built with mlx-c. */
+export interface NativeMlx {
+  mlx: true;
+  loadModel(dir: string, contextSize: number): Promise<NativeModel>;
+  runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
+  memory(): Promise<NativeMemory>;
+  setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
+}
+
+type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string };
+
+/** Outcome of loading the addon: the MLX engine, or why it is unavailable. */
+export type NativeStatus = { available: true; addon: NativeMlx } | { available: false; reason: string };
+
+let status: NativeStatus | undefined;
+
+/** The package root: `lib/` in sources and `dist/lib/` when compiled both sit below it. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    try {
+      const pkg = createRequire(join(dir, "noop.js"))(join(dir, "package.json")) as { name?: string };
+      if (pkg.name === "mlx-node") return dir;
+    } catch {
+      // Not here; look one level up.
+    }
+    dir = dirname(dir);
+  }
+  throw new Error("mlx-node: cannot find the package root");
+}
+
+/** Loads the addon once and reports whether the MLX engine is in it. */
+export function nativeStatus(): NativeStatus {
+  status ??= loadNative();
+  return status;
+}
+
+function loadNative(): NativeStatus {
+  const require = createRequire(import.meta.url);
+  let addon: NativeAddon;
+  try {
+    const root = packageRoot();
+    const load = require("node-gyp-build") as (dir: string) => unknown;
+    addon = load(root) as NativeAddon;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (/No native build was found/.test(message)) {
+      return {
+        available: false,
+        reason:
+          `no native binary for ${process.platform}-${process.arch} (no prebuild and no local build): ` +
+          "build it with `npx mlx-node build-native` (needs CMake, a C++17 compiler and mlx-c)",
+      };
+    }
+    return { available: false, reason: `the native addon failed to load: ${message}` };
+  }
+  if (!addon.mlx) return { available: false, reason: addon.mlxUnavailableReason };
+  return { available: true, addon };
+}

@@ -1,0 +1,29 @@
+// Addon entry: registers the exports and the cleanup hook, nothing else.
+#include <napi.h>
+
+#include "engine.h"
+#include "errors.h"
+#ifdef MLXNODE_HAVE_MLX
+#include "model_binding.h"
+#endif
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#ifdef MLXNODE_HAVE_MLX
+  // Before any MLX call: mlx-c's default handler prints and exits the process.
+  mlxnode::install_mlx_error_handler();
+  mlxnode::Engine::get().retain();
+  napi_add_env_cleanup_hook(env, [](void*) { mlxnode::Engine::get().release(); }, nullptr);
+  exports.Set("mlx", Napi::Boolean::New(env, true));
+  mlxnode::register_mlx_exports(env, exports);
+#else
+  exports.Set("mlx", Napi::Boolean::New(env, false));
+  exports.Set("mlxUnavailableReason", Napi::String::New(env, MLXNODE_MLX_MISSING_REASON));
+#endif
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(mlx_node, Init)

@@ -1,0 +1,31 @@
+// Device choice and memory helpers. Engine thread only: MLX default streams are per thread, so
+// the stream made here belongs to the thread that first asks for it (the engine thread).
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include <mlx/c/stream.h>
+
+namespace mlxnode {
+
+// "gpu" when a Metal (or CUDA) device is available to MLX, else "cpu".
+std::string current_device_name();
+
+// The stream every model op runs on: a dedicated stream on the chosen device, created on first
+// use (mlx-lm likewise runs generation on its own `generation_stream`).
+mlx_stream compute_stream();
+
+// MLX reads safetensors on the CPU (mx.load does the same), whatever the compute device.
+mlx_stream load_stream();
+
+// Byte counts from MLX's allocator.
+size_t active_memory();
+size_t peak_memory();
+size_t cache_memory();
+void reset_peak_memory();
+void clear_memory_cache();
+// Return the previous limit.
+size_t set_memory_limit(size_t bytes);
+size_t set_cache_limit(size_t bytes);
+
+}  // namespace mlxnode

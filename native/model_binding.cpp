@@ -1,0 +1,293 @@
+#include "model_binding.h"
+
+#include <atomic>
+#include <mutex>
+#include <vector>
+
+#include "device.h"
+#include "engine.h"
+#include "session.h"
+
+namespace mlxnode {
+namespace {
+
+struct Unit {};
+
+// A session is created and destroyed on the engine thread: MLX arrays must not be freed elsewhere.
+using SessionPtr = std::shared_ptr<ModelSession>;
+SessionPtr own_on_engine(std::unique_ptr<ModelSession> session) {
+  return SessionPtr(session.release(), [](ModelSession* s) {
+    if (!Engine::get().post([s] { delete s; })) {
+      // The engine already stopped (process exit): let the OS reclaim it.
+    }
+  });
+}
+
+std::vector<int32_t> int32_vector(const Napi::Value& value, const char* name) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(value.Env(), std::string(name) + " must be an Int32Array");
+  }
+  auto array = value.As<Napi::Int32Array>();
+  return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
+}
+
+double number_field(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("params.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+SamplingParams sampling_params(const Napi::Object& o) {
+  SamplingParams p;
+  p.temperature = static_cast<float>(number_field(o, "temperature", p.temperature));
+  p.top_p = static_cast<float>(number_field(o, "topP", p.top_p));
+  p.top_k = static_cast<int>(number_field(o, "topK", p.top_k));
+  p.min_p = static_cast<float>(number_field(o, "minP", p.min_p));
+  p.repetition_penalty = static_cast<float>(number_field(o, "repetitionPenalty", p.repetition_penalty));
+  p.repetition_context_size = static_cast<int>(number_field(o, "repetitionContextSize", p.repetition_context_size));
+  p.seed = static_cast<uint64_t>(number_field(o, "seed", 0));
+  p.max_tokens = static_cast<int>(number_field(o, "maxTokens", p.max_tokens));
+  if (o.Has("stopTokenIds")) p.stop_token_ids = int32_vector(o.Get("stopTokenIds"), "params.stopTokenIds");
+  return p;
+}
+
+Napi::Object info_to_js(Napi::Env env, const ModelInfo& info) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("modelType", info.model_type);
+  o.Set("dtype", info.dtype);
+  o.Set("quantizationBits", info.quantization_bits);
+  o.Set("vocabSize", info.vocab_size);
+  o.Set("contextSize", info.context_size);
+  o.Set("numLayers", info.num_layers);
+  o.Set("hiddenSize", info.hidden_size);
+  o.Set("weightBytes", static_cast<double>(info.weight_bytes));
+  return o;
+}
+
+Napi::Object stats_to_js(Napi::Env env, const GenerationStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("evaluatedPromptTokens", s.evaluated_prompt_tokens);
+  o.Set("generatedTokens", s.generated_tokens);
+  o.Set("finish", s.finish);
+  o.Set("prefillMs", s.prefill_ms);
+  o.Set("decodeMs", s.decode_ms);
+  o.Set("graphBuildMs", s.graph_build_ms);
+  o.Set("hostMs", s.host_ms);
+  o.Set("opsPerToken", static_cast<double>(s.ops_per_token));
+  return o;
+}
+
+// Tokens produced on the engine thread, waiting for the JS thread. While one delivery is queued
+// further tokens join it, so a slow event loop receives batches instead of a backlog of calls.
+struct TokenMailbox {
+  std::mutex mutex;
+  std::vector<int32_t> pending;
+  bool delivery_queued = false;
+
+  std::vector<int32_t> take() {
+    std::lock_guard<std::mutex> lock(mutex);
+    delivery_queued = false;
+    return std::exchange(pending, {});
+  }
+};
+
+Napi::Int32Array to_int32_array(Napi::Env env, const std::vector<int32_t>& ids) {
+  // Copied into V8 memory: Electron forbids external buffers.
+  auto array = Napi::Int32Array::New(env, ids.size());
+  std::copy(ids.begin(), ids.end(), array.Data());
+  return array;
+}
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod<&NativeModel::Info>("info"),
+                        InstanceMethod<&NativeModel::Generate>("generate"),
+                        InstanceMethod<&NativeModel::Logits>("logits"),
+                        InstanceMethod<&NativeModel::Unload>("unload")});
+  }
+
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {}
+
+  void Attach(SessionPtr session, ModelInfo model_info) {
+    session_ = std::move(session);
+    info_ = std::move(model_info);
+  }
+
+ private:
+  SessionPtr Session(Napi::Env env) {
+    if (!session_) throw Napi::Error::New(env, "the model was unloaded");
+    return session_;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), info_); }
+
+  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?})) -> { cancel() }
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SessionPtr session = Session(env);
+    auto prompt = int32_vector(info[0], "promptIds");
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "params must be an object");
+    SamplingParams params = sampling_params(info[1].As<Napi::Object>());
+    if (!info[2].IsFunction()) throw Napi::TypeError::New(env, "onEvent must be a function");
+
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    auto mailbox = std::make_shared<TokenMailbox>();
+    auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "mlx-node:generate", 0, 1);
+
+    auto deliver = [mailbox](Napi::Env env, Napi::Function on_event) {
+      auto tokens = mailbox->take();
+      if (!tokens.empty()) on_event.Call({to_int32_array(env, tokens)});
+    };
+
+    bool posted = Engine::get().post([session, prompt, params, cancel, mailbox, tsfn, deliver]() mutable {
+      GenerationStats stats;
+      bool failed = false;
+      JobError error = capture_error([&] {
+        stats = session->generate(prompt, params, *cancel, [&](int32_t token) {
+          std::lock_guard<std::mutex> lock(mailbox->mutex);
+          mailbox->pending.push_back(token);
+          if (!mailbox->delivery_queued) {
+            mailbox->delivery_queued = true;
+            tsfn.NonBlockingCall(deliver);
+          }
+        });
+      }, failed);
+      session.reset();  // Let unload free the model as soon as this job is over.
+      tsfn.BlockingCall([deliver, stats, failed, error](Napi::Env env, Napi::Function on_event) {
+        deliver(env, on_event);
+        Napi::Object done = Napi::Object::New(env);
+        if (failed) done.Set("error", make_js_error(env, error).Value());
+        else done.Set("stats", stats_to_js(env, stats));
+        on_event.Call({env.Null(), done});
+      });
+      tsfn.Release();
+    });
+    if (!posted) {
+      tsfn.Release();
+      throw Napi::Error::New(env, "the MLX engine has stopped");
+    }
+
+    Napi::Object handle = Napi::Object::New(env);
+    handle.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }));
+    return handle;
+  }
+
+  // logits(ids: Int32Array) -> Promise<Float32Array> of ids.length * vocabSize values.
+  Napi::Value Logits(const Napi::CallbackInfo& info) {
+    SessionPtr session = Session(info.Env());
+    auto ids = int32_vector(info[0], "ids");
+    return run_on_engine<std::vector<float>>(
+        info.Env(), "mlx-node:logits", [session, ids]() { return session->logits(ids); },
+        [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
+          auto array = Napi::Float32Array::New(env, values.size());
+          std::copy(values.begin(), values.end(), array.Data());
+          return array;
+        });
+  }
+
+  // unload() -> Promise<void>: frees the weights and cache on the engine thread, then clears MLX's buffer cache.
+  Napi::Value Unload(const Napi::CallbackInfo& info) {
+    SessionPtr session = std::move(session_);
+    return run_on_engine<Unit>(
+        info.Env(), "mlx-node:unload",
+        [session]() mutable {
+          session.reset();
+          clear_memory_cache();
+          return Unit{};
+        },
+        [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
+  }
+
+  SessionPtr session_;
+  ModelInfo info_;
+};
+
+struct AddonData {
+  Napi::FunctionReference model_constructor;
+};
+
+struct Loaded {
+  SessionPtr session;
+  ModelInfo info;
+};
+
+// loadModel(dir: string, contextSize: number) -> Promise<NativeModel>
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
+  LoadConfig config;
+  config.model_dir = info[0].As<Napi::String>().Utf8Value();
+  if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
+  return run_on_engine<Loaded>(
+      env, "mlx-node:load",
+      [config]() {
+        auto session = ModelSession::load(config);
+        ModelInfo model_info = session->info();
+        return Loaded{own_on_engine(std::move(session)), model_info};
+      },
+      [](Napi::Env env, Loaded& loaded) -> Napi::Value {
+        Napi::Object object = env.GetInstanceData<AddonData>()->model_constructor.New({});
+        NativeModel::Unwrap(object)->Attach(std::move(loaded.session), loaded.info);
+        return object;
+      });
+}
+
+Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
+  return run_on_engine<RuntimeDescription>(
+      info.Env(), "mlx-node:runtime", [] { return describe_runtime(); },
+      [](Napi::Env env, RuntimeDescription& d) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("device", d.device);
+        o.Set("mlxVersion", d.mlx_version);
+        return o;
+      });
+}
+
+Napi::Value Memory(const Napi::CallbackInfo& info) {
+  return run_on_engine<MemoryStats>(
+      info.Env(), "mlx-node:memory", [] { return memory_stats(); },
+      [](Napi::Env env, MemoryStats& m) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("activeBytes", static_cast<double>(m.active));
+        o.Set("peakBytes", static_cast<double>(m.peak));
+        o.Set("cacheBytes", static_cast<double>(m.cache));
+        o.Set("memoryLimitBytes", static_cast<double>(m.memory_limit));
+        return o;
+      });
+}
+
+// setLimits({ memoryLimitBytes?, cacheLimitBytes?, resetPeak? }) -> Promise<void>
+Napi::Value SetLimits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "limits must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  double memory = number_field(o, "memoryLimitBytes", -1);
+  double cache = number_field(o, "cacheLimitBytes", -1);
+  bool reset_peak = o.Get("resetPeak").ToBoolean();
+  return run_on_engine<Unit>(
+      env, "mlx-node:limits",
+      [memory, cache, reset_peak] {
+        if (memory >= 0) set_memory_limit(static_cast<size_t>(memory));
+        if (cache >= 0) set_cache_limit(static_cast<size_t>(cache));
+        if (reset_peak) reset_peak_memory();
+        return Unit{};
+      },
+      [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
+}
+
+}  // namespace
+
+void register_mlx_exports(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->model_constructor = Napi::Persistent(NativeModel::Define(env));
+  env.SetInstanceData(data);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo));
+  exports.Set("memory", Napi::Function::New(env, Memory));
+  exports.Set("setLimits", Napi::Function::New(env, SetLimits));
+}
+
+}  // namespace mlxnode

@@ -1,0 +1,72 @@
+// The MLX engine's face toward the addon: one loaded model with its KV cache.
+// Engine thread only: every method runs on the single thread that owns all MLX work (engine.h).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mlxnode {
+
+struct LoadConfig {
+  std::string model_dir;
+  int context_size = 0;  // 0: the model's max_position_embeddings, capped at 4096
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: argmax
+  float top_p = 1.0f;
+  int top_k = 0;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  int repetition_context_size = 64;
+  uint64_t seed = 0;
+  int max_tokens = 256;
+  std::vector<int32_t> stop_token_ids;  // end-of-generation ids: generation stops after emitting none of them
+};
+
+struct ModelInfo {
+  std::string model_type;   // config.json model_type, e.g. "llama"
+  std::string dtype;        // compute dtype: "float32" | "float16" | "bfloat16"
+  int quantization_bits = 0;  // 0 when not quantized
+  int vocab_size = 0;
+  int context_size = 0;
+  int num_layers = 0;
+  int hidden_size = 0;
+  int64_t weight_bytes = 0;
+};
+
+struct GenerationStats {
+  int evaluated_prompt_tokens = 0;  // prompt tokens run through the model (after cached-prefix reuse)
+  int generated_tokens = 0;
+  std::string finish;               // "stop" (stop token), "length" (max_tokens or context full), "cancelled"
+  double prefill_ms = 0;
+  double decode_ms = 0;
+  double graph_build_ms = 0;        // time spent building graphs on the engine thread (outside MLX evaluation)
+  double host_ms = 0;               // other time outside MLX evaluation (emit, bookkeeping)
+  int64_t ops_per_token = 0;        // MLX ops created per decoded token
+};
+
+class ModelSession {
+ public:
+  // Throws EngineError: MODEL_NOT_FOUND, BAD_WEIGHTS (naming file and tensor), UNSUPPORTED_ARCHITECTURE, MLX_ERROR.
+  static std::unique_ptr<ModelSession> load(const LoadConfig& config);
+  virtual ~ModelSession() = default;
+
+  virtual const ModelInfo& info() const = 0;
+
+  // Evaluates `prompt` (reusing the longest cached prefix from the previous call), then samples
+  // up to max_tokens tokens, calling `emit` for each one as soon as it is known. Checks `cancel`
+  // before every step. A stop token ends generation and is not emitted.
+  virtual GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
+                                   const std::atomic<bool>& cancel,
+                                   const std::function<void(int32_t token)>& emit) = 0;
+
+  // Logits for every position of `tokens` ([tokens.size() * vocab_size], float32), evaluated
+  // from an empty cache. For tests against the reference forward pass; leaves the cache empty.
+  virtual std::vector<float> logits(const std::vector<int32_t>& tokens) = 0;
+};
+
+}  // namespace mlxnode

@@ -1,0 +1,27 @@
+/**
+ * Prints, after the run, how many MLX-engine tests ran and how many were skipped and why, then a
+ * plain "N passed, N failed, N skipped" line for CI logs. MLX tests are the files named mlx*.test.ts.
+ */
+import { basename } from "node:path";
+import type { Reporter, TestModule } from "vitest/node";
+import { mlxAvailability } from "../../lib/backends/mlx.js";
+
+export default class SummaryReporter implements Reporter {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
+    const all = { passed: 0, failed: 0, skipped: 0 };
+    const mlx = { passed: 0, failed: 0, skipped: 0 };
+    for (const module of modules) {
+      const isMlx = basename(module.moduleId).startsWith("mlx");
+      for (const test of module.children.allTests()) {
+        const state = test.result().state;
+        const key = state === "passed" ? "passed" : state === "failed" ? "failed" : "skipped";
+        all[key]++;
+        if (isMlx) mlx[key]++;
+      }
+    }
+    const availability = mlxAvailability();
+    const why = availability.available ? "" : ` (skipped because: ${availability.reason})`;
+    console.log(`\nMLX engine tests: ${mlx.passed + mlx.failed} ran, ${mlx.skipped} skipped${why}`);
+    console.log(`tests: ${all.passed} passed, ${all.failed} failed, ${all.skipped} skipped`);
+  }
+}
