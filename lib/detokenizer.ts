@@ -5,8 +5,13 @@
  * Each step decodes a short window twice, with and without the new tokens, and emits the
  * difference; while the window ends in an incomplete character (U+FFFD), nothing is emitted.
  */
+/** A tokenizer's decode function, such as `(ids) => tokenizer.decode(ids)`. */
 export type DecodeFn = (ids: readonly number[]) => string;
 
+/**
+ * Turns generated token ids into text chunks as they arrive. Concatenated, the chunks equal one
+ * `decode` of all the ids (after the context); no chunk ends inside a UTF-8 character.
+ */
 export class StreamingDetokenizer {
   private readonly ids: number[];
   private prefixOffset = 0;
