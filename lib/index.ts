@@ -11,7 +11,8 @@ export { MlxBackend, mlxAvailability, type MlxRuntimeInfo } from "./backends/mlx
 export { GgufBackend } from "./backends/gguf.js";
 export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";
 export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
-export { Tokenizer } from "./tokenizer.js";
+export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
+export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatResult } from "./chat.js";
 export {
   BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,

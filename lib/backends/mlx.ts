@@ -6,6 +6,7 @@
 import { stat } from "node:fs/promises";
 import type { LoadOptions } from "../backend.js";
 import { Channel } from "../channel.js";
+import type { ChatTemplateSource } from "../chat.js";
 import { BackendUnavailableError, ModelNotFoundError, errorFromNative } from "../errors.js";
 import {
   nativeStatus, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel, type NativeModelInfo,
@@ -190,8 +191,9 @@ export class MlxBackend extends BaseBackend {
     };
   }
 
-  protected override extraGenerateOptionKeys(): readonly string[] {
-    return [];
+  protected override chatTemplateSource(): ChatTemplateSource {
+    const t = this.tokenizer;
+    return { template: t.chatTemplate, bosToken: t.bosToken, eosToken: t.eosToken, origin: `${t.directory} (chat_template.jinja, tokenizer_config.json)` };
   }
 
   /** Runs a native call and maps its `{code, message}` error to a typed error. */

@@ -1,0 +1,118 @@
+/**
+ * Chat prompts: messages rendered with the model's own Jinja chat template (@huggingface/jinja),
+ * as Hugging Face's `apply_chat_template` does, ready to be tokenized without extra special tokens.
+ */
+import { Template } from "@huggingface/jinja";
+import type { GenerateOptions, GenerateResult } from "./backend.js";
+import { InvalidOptionError, MlxNodeError } from "./errors.js";
+
+/** One message of a conversation. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | (string & {});
+  content: string;
+}
+
+/** Options for `chat` and `chatStream`: generation options plus template control. */
+export interface ChatOptions extends GenerateOptions {
+  /** A Jinja chat template to use instead of the model's own (required when the model has none). */
+  chatTemplate?: string;
+  /** End the prompt with the template's assistant header so the model answers. Defaults to true. */
+  addGenerationPrompt?: boolean;
+  /** Extra variables for the template (for example `enable_thinking: false` for Qwen3). Defaults to none. */
+  templateVariables?: Record<string, unknown>;
+}
+
+/** The result of `chat`: a generation result plus the answer as an assistant message. */
+export interface ChatResult extends GenerateResult {
+  message: { role: "assistant"; content: string };
+}
+
+/** What a backend knows about its model's chat formatting. */
+export interface ChatTemplateSource {
+  template: string | undefined;
+  bosToken?: string;
+  eosToken?: string;
+  /** Where the template came from, for error messages (a file or GGUF metadata). */
+  origin: string;
+}
+
+/** The chat template could not be used: missing, or it failed to render. */
+export class ChatTemplateError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("CHAT_TEMPLATE_ERROR", message, options);
+  }
+}
+
+const CHAT_KEYS = ["chatTemplate", "addGenerationPrompt", "templateVariables"] as const;
+
+/** Splits chat options into template options and the generation options left over. */
+export function splitChatOptions(options: ChatOptions = {}): {
+  chat: Pick<ChatOptions, (typeof CHAT_KEYS)[number]>;
+  generate: GenerateOptions;
+} {
+  if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
+  const { chatTemplate, addGenerationPrompt, templateVariables, ...generate } = options;
+  if (chatTemplate !== undefined && (typeof chatTemplate !== "string" || chatTemplate.length === 0)) {
+    throw new InvalidOptionError("chatTemplate", "a non-empty Jinja template string", chatTemplate);
+  }
+  if (addGenerationPrompt !== undefined && typeof addGenerationPrompt !== "boolean") {
+    throw new InvalidOptionError("addGenerationPrompt", "a boolean", addGenerationPrompt);
+  }
+  if (templateVariables !== undefined && (typeof templateVariables !== "object" || templateVariables === null)) {
+    throw new InvalidOptionError("templateVariables", "an object", templateVariables);
+  }
+  return { chat: { chatTemplate, addGenerationPrompt, templateVariables }, generate };
+}
+
+/** Checks the messages argument. */
+export function checkMessages(messages: unknown): ChatMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw new InvalidOptionError("messages", "a non-empty array of { role, content }", messages);
+  }
+  messages.forEach((m, i) => {
+    if (typeof m !== "object" || m === null || typeof m.role !== "string" || typeof m.content !== "string") {
+      throw new InvalidOptionError(`messages[${i}]`, "an object with string role and content", m);
+    }
+  });
+  return messages as ChatMessage[];
+}
+
+// Parsing a template is far costlier than rendering it; a model has one or two.
+const parsed = new Map<string, Template>();
+
+/**
+ * Renders `messages` with a chat template.
+ * @throws ChatTemplateError when there is no template or it fails (including the template's own `raise_exception`).
+ */
+export function renderChat(
+  messages: ChatMessage[],
+  source: ChatTemplateSource,
+  chat: Pick<ChatOptions, "chatTemplate" | "addGenerationPrompt" | "templateVariables"> = {},
+): string {
+  const text = chat.chatTemplate ?? source.template;
+  if (!text) {
+    throw new ChatTemplateError(
+      `The model has no chat template (looked in ${source.origin}): pass one with the chatTemplate option, or use generate() with a plain prompt`,
+    );
+  }
+  let template = parsed.get(text);
+  try {
+    if (!template) {
+      template = new Template(text);
+      parsed.set(text, template);
+    }
+    return template.render({
+      ...chat.templateVariables,
+      messages,
+      add_generation_prompt: chat.addGenerationPrompt ?? true,
+      bos_token: source.bosToken ?? "",
+      eos_token: source.eosToken ?? "",
+      raise_exception: (message: string) => {
+        throw new ChatTemplateError(`The chat template rejected the messages: ${message}`);
+      },
+    });
+  } catch (error) {
+    if (error instanceof ChatTemplateError) throw error;
+    throw new ChatTemplateError(`The chat template failed to render: ${(error as Error).message}`, { cause: error });
+  }
+}
