@@ -1,0 +1,316 @@
+// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 decoders, used as the
+// ground truth for the native engine. Deliberately naive: full recompute every call, no KV
+// cache, float64 accumulation with float32 storage between ops (like a float32 numpy ref).
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { readSafetensors, type DecodedTensor } from "./safetensors.js";
+import { dequantize } from "./quantize.js";
+
+export type Family = "llama" | "mistral" | "qwen2" | "qwen3";
+
+export interface RopeScaling {
+  type: "default" | "linear" | "llama3";
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+export interface ReferenceConfig {
+  modelType: Family;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  tieWordEmbeddings: boolean | undefined;
+  quantization: Record<string, unknown> | null;
+}
+
+/** Parse a HF config.json object (with mlx-lm's optional `quantization` block). */
+export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
+  const num = (k: string, d?: number): number => {
+    const v = raw[k] ?? d;
+    if (typeof v !== "number") throw new Error(`config.json: missing numeric ${k}`);
+    return v;
+  };
+  const modelType = raw.model_type as Family;
+  if (!["llama", "mistral", "qwen2", "qwen3"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
+  const numHeads = num("num_attention_heads");
+  const hiddenSize = num("hidden_size");
+  let ropeScaling: RopeScaling | null = null;
+  const rs = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  if (rs) {
+    // HF moved from "type" to "rope_type"; accept both.
+    const type = (rs.rope_type ?? rs.type ?? "default") as string;
+    if (!["default", "linear", "llama3"].includes(type)) throw new Error(`unsupported rope_scaling type ${type}`);
+    ropeScaling = {
+      type: type as RopeScaling["type"],
+      factor: (rs.factor as number | undefined) ?? 1,
+      lowFreqFactor: (rs.low_freq_factor as number | undefined) ?? 1,
+      highFreqFactor: (rs.high_freq_factor as number | undefined) ?? 4,
+      originalMaxPositionEmbeddings: (rs.original_max_position_embeddings as number | undefined) ?? 8192,
+    };
+  }
+  return {
+    modelType,
+    vocabSize: num("vocab_size"),
+    hiddenSize,
+    intermediateSize: num("intermediate_size"),
+    numLayers: num("num_hidden_layers"),
+    numHeads,
+    numKvHeads: num("num_key_value_heads", numHeads),
+    headDim: typeof raw.head_dim === "number" ? raw.head_dim : hiddenSize / numHeads,
+    rmsNormEps: num("rms_norm_eps", 1e-6),
+    ropeTheta: num("rope_theta", 10000),
+    ropeScaling,
+    tieWordEmbeddings: raw.tie_word_embeddings as boolean | undefined,
+    quantization: (raw.quantization ?? raw.quantization_config ?? null) as Record<string, unknown> | null,
+  };
+}
+
+/**
+ * RoPE inverse frequencies (per rotated pair), as HF `_compute_*_rope_parameters`.
+ * llama3: long wavelengths are divided by `factor`, short ones kept, and the band between
+ * is interpolated; `linear` divides every frequency by `factor` (== positions / factor).
+ */
+export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling | null): Float64Array {
+  const half = headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / headDim);
+  if (!scaling || scaling.type === "default") return inv;
+  if (scaling.type === "linear") return inv.map((v) => v / scaling.factor);
+  const { factor, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: old } = scaling;
+  const lowWavelen = old / lo;
+  const highWavelen = old / hi;
+  return inv.map((v) => {
+    const wavelen = (2 * Math.PI) / v;
+    if (wavelen < highWavelen) return v;
+    if (wavelen > lowWavelen) return v / factor;
+    const smooth = (old / wavelen - lo) / (hi - lo);
+    return (1 - smooth) * (v / factor) + smooth * v;
+  });
+}
+
+export type Weights = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Read all safetensors shards of a model dir (index.json when present) and dequantize MLX-quantized layers. */
+export function loadWeights(dir: string, config: ReferenceConfig): Weights {
+  const indexPath = join(dir, "model.safetensors.index.json");
+  let files: string[];
+  if (existsSync(indexPath)) {
+    const index = JSON.parse(readFileSync(indexPath, "utf8")) as { weight_map: Record<string, string> };
+    files = [...new Set(Object.values(index.weight_map))];
+  } else if (existsSync(join(dir, "model.safetensors"))) {
+    files = ["model.safetensors"];
+  } else {
+    files = readdirSync(dir).filter((f) => f.endsWith(".safetensors")).sort();
+  }
+  const raw = new Map<string, DecodedTensor>();
+  for (const f of files) for (const [k, v] of Object.entries(readSafetensors(join(dir, f)))) raw.set(k, v);
+
+  const out: Weights = new Map();
+  for (const [name, t] of raw) {
+    if (name.endsWith(".scales") || name.endsWith(".biases")) continue;
+    const base = name.slice(0, name.lastIndexOf("."));
+    const scales = raw.get(`${base}.scales`);
+    if (name.endsWith(".weight") && scales) {
+      const biases = raw.get(`${base}.biases`);
+      if (!biases || !(t.data instanceof Uint32Array)) throw new Error(`${base}: malformed quantized layer`);
+      // mlx-lm allows per-layer overrides: quantization["model.layers.0.mlp.down_proj"] = {bits, group_size}.
+      const q = config.quantization;
+      if (!q) throw new Error(`${base} is quantized but config.json has no quantization block`);
+      const per = (q[base] ?? q) as { bits: number; group_size: number };
+      const rows = t.shape[0];
+      const cols = (t.shape[1] * 32) / per.bits;
+      if (cols / per.group_size !== scales.shape[1]) throw new Error(`${base}: scales shape does not match bits/group_size`);
+      const w = dequantize(t.data, scales.data as Float32Array, biases.data as Float32Array, per.group_size, per.bits);
+      out.set(name, { shape: [rows, cols], data: w });
+    } else if (t.data instanceof Float32Array) {
+      out.set(name, { shape: t.shape, data: t.data });
+    } else {
+      throw new Error(`${name}: unexpected integer tensor`);
+    }
+  }
+  return out;
+}
+
+// ---- primitive ops on row-major [T, dim] Float32Arrays ----
+
+/** y = x W^T + b, W is [out, in]. */
+function linear(x: Float32Array, T: number, W: { shape: number[]; data: Float32Array }, b?: Float32Array): Float32Array {
+  const [outDim, inDim] = W.shape;
+  const w = W.data;
+  const y = new Float32Array(T * outDim);
+  for (let t = 0; t < T; t++) {
+    const xo = t * inDim;
+    for (let o = 0; o < outDim; o++) {
+      let s = b ? b[o] : 0;
+      const wo = o * inDim;
+      for (let i = 0; i < inDim; i++) s += x[xo + i] * w[wo + i];
+      y[t * outDim + o] = s;
+    }
+  }
+  return y;
+}
+
+/** RMSNorm over consecutive chunks of `dim` values (also used per head for qwen3 q/k norms). */
+function rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
+  const y = new Float32Array(x.length);
+  for (let r = 0; r < x.length; r += dim) {
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[r + i] * x[r + i];
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) y[r + i] = weight[i] * (x[r + i] * inv);
+  }
+  return y;
+}
+
+/** In-place rotate-half RoPE on [T, nHeads, headDim]: pairs (i, i + headDim/2). */
+function rope(x: Float32Array, T: number, nHeads: number, headDim: number, invFreq: Float64Array): void {
+  const half = headDim / 2;
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < nHeads; h++) {
+      const o = (t * nHeads + h) * headDim;
+      for (let i = 0; i < half; i++) {
+        const a = t * invFreq[i];
+        const c = Math.cos(a);
+        const s = Math.sin(a);
+        const x1 = x[o + i];
+        const x2 = x[o + i + half];
+        x[o + i] = x1 * c - x2 * s;
+        x[o + i + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+}
+
+export function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i; // first index wins ties, like numpy
+  return best;
+}
+
+export class ReferenceModel {
+  readonly invFreq: Float64Array;
+  private readonly lmHead: { shape: number[]; data: Float32Array };
+
+  constructor(
+    readonly config: ReferenceConfig,
+    readonly weights: Weights,
+  ) {
+    this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling);
+    const head = weights.get("lm_head.weight");
+    // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent.
+    const tied = config.tieWordEmbeddings ?? !head;
+    const lm = tied ? weights.get("model.embed_tokens.weight") : head;
+    if (!lm) throw new Error(tied ? "missing model.embed_tokens.weight" : "missing lm_head.weight (tie_word_embeddings is false)");
+    this.lmHead = lm;
+  }
+
+  private w(name: string): { shape: number[]; data: Float32Array } {
+    const t = this.weights.get(name);
+    if (!t) throw new Error(`missing weight ${name}`);
+    return t;
+  }
+
+  private opt(name: string): Float32Array | undefined {
+    return this.weights.get(name)?.data;
+  }
+
+  /** Logits for every position of `tokens` (full causal recompute). */
+  forward(tokens: number[]): Float32Array[] {
+    const c = this.config;
+    const T = tokens.length;
+    const D = c.hiddenSize;
+    const hd = c.headDim;
+    const nH = c.numHeads;
+    const nKv = c.numKvHeads;
+    const groupsPerKv = nH / nKv;
+    const scale = 1 / Math.sqrt(hd);
+    const emb = this.w("model.embed_tokens.weight").data;
+    let x: Float32Array = new Float32Array(T * D);
+    tokens.forEach((tok, t) => {
+      if (tok < 0 || tok >= c.vocabSize) throw new Error(`token ${tok} out of range`);
+      x.set(emb.subarray(tok * D, tok * D + D), t * D);
+    });
+
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}.`;
+      const h = rmsNorm(x, D, this.w(p + "input_layernorm.weight").data, c.rmsNormEps);
+      const q = linear(h, T, this.w(p + "self_attn.q_proj.weight"), this.opt(p + "self_attn.q_proj.bias"));
+      const k = linear(h, T, this.w(p + "self_attn.k_proj.weight"), this.opt(p + "self_attn.k_proj.bias"));
+      const v = linear(h, T, this.w(p + "self_attn.v_proj.weight"), this.opt(p + "self_attn.v_proj.bias"));
+      // qwen3: per-head RMSNorm on q and k before RoPE.
+      const qn = this.opt(p + "self_attn.q_norm.weight");
+      const kn = this.opt(p + "self_attn.k_norm.weight");
+      if (c.modelType === "qwen3" && (!qn || !kn)) throw new Error(`${p}: qwen3 needs q_norm/k_norm`);
+      const qr = qn ? rmsNorm(q, hd, qn, c.rmsNormEps) : q;
+      const kr = kn ? rmsNorm(k, hd, kn, c.rmsNormEps) : k;
+      rope(qr, T, nH, hd, this.invFreq);
+      rope(kr, T, nKv, hd, this.invFreq);
+
+      const attn = new Float32Array(T * nH * hd);
+      const scores = new Float64Array(T);
+      for (let hh = 0; hh < nH; hh++) {
+        const kvh = Math.floor(hh / groupsPerKv);
+        for (let t = 0; t < T; t++) {
+          const qo = (t * nH + hh) * hd;
+          let mx = -Infinity;
+          for (let s = 0; s <= t; s++) {
+            const ko = (s * nKv + kvh) * hd;
+            let dot = 0;
+            for (let i = 0; i < hd; i++) dot += qr[qo + i] * kr[ko + i];
+            scores[s] = dot * scale;
+            if (scores[s] > mx) mx = scores[s];
+          }
+          let sum = 0;
+          for (let s = 0; s <= t; s++) sum += scores[s] = Math.exp(scores[s] - mx);
+          for (let i = 0; i < hd; i++) {
+            let acc = 0;
+            for (let s = 0; s <= t; s++) acc += scores[s] * v[(s * nKv + kvh) * hd + i];
+            attn[qo + i] = acc / sum;
+          }
+        }
+      }
+      const o = linear(attn, T, this.w(p + "self_attn.o_proj.weight"), this.opt(p + "self_attn.o_proj.bias"));
+      for (let i = 0; i < x.length; i++) x[i] += o[i];
+
+      const h2 = rmsNorm(x, D, this.w(p + "post_attention_layernorm.weight").data, c.rmsNormEps);
+      const gate = linear(h2, T, this.w(p + "mlp.gate_proj.weight"), this.opt(p + "mlp.gate_proj.bias"));
+      const up = linear(h2, T, this.w(p + "mlp.up_proj.weight"), this.opt(p + "mlp.up_proj.bias"));
+      for (let i = 0; i < gate.length; i++) gate[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
+      const down = linear(gate, T, this.w(p + "mlp.down_proj.weight"), this.opt(p + "mlp.down_proj.bias"));
+      for (let i = 0; i < x.length; i++) x[i] += down[i];
+    }
+
+    x = rmsNorm(x, D, this.w("model.norm.weight").data, c.rmsNormEps);
+    const logits = linear(x, T, this.lmHead);
+    const V = this.lmHead.shape[0];
+    return Array.from({ length: T }, (_, t) => logits.slice(t * V, (t + 1) * V));
+  }
+
+  /** Greedy decoding with full recompute; returns only the `n` new tokens. */
+  greedy(prompt: number[], n: number): number[] {
+    const seq = prompt.slice();
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const logits = this.forward(seq);
+      const next = argmax(logits[logits.length - 1]);
+      out.push(next);
+      seq.push(next);
+    }
+    return out;
+  }
+}
+
+/** Load config.json + safetensors (single file or sharded index) from a model dir. */
+export function loadReferenceModel(dir: string): ReferenceModel {
+  const config = parseConfig(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>);
+  return new ReferenceModel(config, loadWeights(dir, config));
+}

@@ -1,0 +1,212 @@
+// Writes tiny random checkpoints in the exact on-disk layout of HF / mlx-lm models so the
+// native engine and the TS reference can be compared on every family, dtype and quant mode.
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { roundTo, writeSafetensors, DTYPE_BYTES, type TensorInput } from "./safetensors.js";
+import { quantize } from "./quantize.js";
+import type { Family } from "./model.js";
+
+export const TOKENIZER_SOURCE = "/work/shared/models/stories260K/hf-f32";
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
+
+export type TinyDtype = "float32" | "float16" | "bfloat16";
+
+export interface TinyModelOptions {
+  family: Family;
+  dtype: TinyDtype;
+  /** mlx-lm style affine quantization of every Linear/Embedding whose input dim % groupSize == 0. */
+  quantize?: { bits: 4 | 8; groupSize: 32 | 64 };
+  seed: number;
+  /** Raw HF rope_scaling object, e.g. { rope_type: "llama3", factor: 8, ... } or { type: "linear", factor: 2 }. */
+  ropeScaling?: Record<string, unknown>;
+  tieWordEmbeddings?: boolean;
+  /** >1 writes model-0000i-of-0000N.safetensors + model.safetensors.index.json. */
+  shards?: number;
+  /** Default 3. */
+  numLayers?: number;
+  /**
+   * Default 128. A value that is not a multiple of the group size (e.g. 136) leaves every
+   * mlp.down_proj unquantized (its input dim), as mlx-lm does, while gate/up stay quantized.
+   */
+  intermediateSize?: number;
+}
+
+export interface TinyModel {
+  dir: string;
+  config: Record<string, unknown>;
+  /** Names of tensors written packed (have .scales/.biases). */
+  quantized: string[];
+  /** Names of weight tensors left in float because their input dim is not divisible. */
+  unquantized: string[];
+  files: string[];
+}
+
+export const TINY_VOCAB = 512;
+const HIDDEN = 64;
+const HEADS = 4;
+const KV_HEADS = 2;
+
+/** mulberry32: tiny, fast, deterministic across platforms. */
+export function makeRng(seed: number): { uniform(): number; normal(): number } {
+  let a = seed >>> 0;
+  const uniform = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const normal = (): number => {
+    const u = Math.max(uniform(), 1e-12); // Box-Muller; avoid log(0)
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  };
+  return { uniform, normal };
+}
+
+function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: boolean): Record<string, unknown> {
+  const qwen = o.family === "qwen2" || o.family === "qwen3";
+  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[o.family];
+  const c: Record<string, unknown> = {
+    architectures: [arch],
+    model_type: o.family,
+    vocab_size: TINY_VOCAB,
+    hidden_size: HIDDEN,
+    intermediate_size: inter,
+    num_hidden_layers: o.numLayers ?? 3,
+    num_attention_heads: HEADS,
+    num_key_value_heads: KV_HEADS,
+    hidden_act: "silu",
+    max_position_embeddings: 2048,
+    rms_norm_eps: qwen ? 1e-6 : 1e-5,
+    // Mistral v0.2+ and Qwen use theta 1e6; this also keeps mistral distinct from llama.
+    rope_theta: o.family === "llama" ? 10000.0 : 1000000.0,
+    rope_scaling: o.ropeScaling ?? null,
+    tie_word_embeddings: tied,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: o.dtype,
+  };
+  if (o.family === "llama" || o.family === "qwen3") c.attention_bias = false;
+  if (o.family === "llama") c.mlp_bias = false;
+  if (o.family === "qwen3") c.head_dim = headDim; // deliberately != hidden/heads
+  if (o.family === "mistral") Object.assign(c, { head_dim: headDim, sliding_window: null });
+  if (o.family === "qwen2") Object.assign(c, { use_sliding_window: false, sliding_window: 32768, max_window_layers: c.num_hidden_layers });
+  if (o.quantize) {
+    // mlx-lm writes both keys with the same content.
+    c.quantization = { group_size: o.quantize.groupSize, bits: o.quantize.bits };
+    c.quantization_config = { group_size: o.quantize.groupSize, bits: o.quantize.bits };
+  }
+  return c;
+}
+
+export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
+  const rng = makeRng(o.seed);
+  const L = o.numLayers ?? 3;
+  const inter = o.intermediateSize ?? 128;
+  const headDim = o.family === "qwen3" ? 32 : HIDDEN / HEADS;
+  const tied = o.tieWordEmbeddings ?? false;
+  const config = buildConfig(o, headDim, inter, tied);
+
+  // Float weights in generation order (fixed, so a given seed always gives the same model).
+  const float = new Map<string, { shape: number[]; data: Float32Array }>();
+  const gen = (name: string, shape: number[], std: number, mean = 0): void => {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < data.length; i++) data[i] = mean + std * rng.normal();
+    float.set(name, { shape, data: roundTo(data, o.dtype) });
+  };
+  // Init scales were tuned so greedy decoding does not collapse (checked over 12 seeds per
+  // family). Tied heads need a small embedding and strong o/down projections, or the raw
+  // embedding dominates the residual and the model just predicts the current token again.
+  const outStd = tied ? 0.5 : 0.15;
+  gen("model.embed_tokens.weight", [TINY_VOCAB, HIDDEN], tied ? 0.2 : 0.3);
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    gen(p + "input_layernorm.weight", [HIDDEN], 0.1, 1);
+    gen(p + "self_attn.q_proj.weight", [HEADS * headDim, HIDDEN], 0.15);
+    gen(p + "self_attn.k_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
+    gen(p + "self_attn.v_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
+    if (o.family === "qwen2") {
+      gen(p + "self_attn.q_proj.bias", [HEADS * headDim], 0.1);
+      gen(p + "self_attn.k_proj.bias", [KV_HEADS * headDim], 0.1);
+      gen(p + "self_attn.v_proj.bias", [KV_HEADS * headDim], 0.1);
+    }
+    if (o.family === "qwen3") {
+      // Gain ~2 sharpens attention; with unit q/k norms attention is near-uniform and
+      // greedy output often locks onto one token.
+      gen(p + "self_attn.q_norm.weight", [headDim], 0.2, 2);
+      gen(p + "self_attn.k_norm.weight", [headDim], 0.2, 2);
+    }
+    gen(p + "self_attn.o_proj.weight", [HIDDEN, HEADS * headDim], outStd);
+    gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, 1);
+    gen(p + "mlp.gate_proj.weight", [inter, HIDDEN], 0.15);
+    gen(p + "mlp.up_proj.weight", [inter, HIDDEN], 0.15);
+    gen(p + "mlp.down_proj.weight", [HIDDEN, inter], outStd);
+  }
+  gen("model.norm.weight", [HIDDEN], 0.1, tied ? 1.5 : 1); // keeps tied logits spread
+  if (!tied) gen("lm_head.weight", [TINY_VOCAB, HIDDEN], 0.3);
+
+  const stDtype = ({ float32: "F32", float16: "F16", bfloat16: "BF16" } as const)[o.dtype];
+  const tensors: Record<string, TensorInput> = {};
+  const quantized: string[] = [];
+  const unquantized: string[] = [];
+  for (const [name, t] of float) {
+    const isMatrix = t.shape.length === 2; // every Linear and the Embedding
+    const q = o.quantize;
+    if (q && isMatrix && t.shape[1] % q.groupSize === 0) {
+      const base = name.slice(0, -".weight".length);
+      const r = quantize(t.data, t.shape[0], t.shape[1], q.groupSize, q.bits, o.dtype);
+      const gShape = [t.shape[0], t.shape[1] / q.groupSize];
+      tensors[name] = { dtype: "U32", shape: [t.shape[0], (t.shape[1] * q.bits) / 32], data: r.wq };
+      tensors[base + ".scales"] = { dtype: stDtype, shape: gShape, data: r.scales };
+      tensors[base + ".biases"] = { dtype: stDtype, shape: gShape, data: r.biases };
+      quantized.push(name);
+    } else {
+      if (q && isMatrix) unquantized.push(name);
+      tensors[name] = { dtype: stDtype, shape: t.shape, data: t.data };
+    }
+  }
+
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2));
+  const metadata = { format: o.quantize ? "mlx" : "pt" };
+  const files = writeShards(dir, tensors, o.shards ?? 1, metadata);
+  for (const f of TOKENIZER_FILES) {
+    const src = join(TOKENIZER_SOURCE, f);
+    if (existsSync(src)) copyFileSync(src, join(dir, f));
+  }
+  return { dir, config, quantized, unquantized, files };
+}
+
+function writeShards(dir: string, tensors: Record<string, TensorInput>, shards: number, metadata: Record<string, string>): string[] {
+  const names = Object.keys(tensors);
+  if (shards <= 1) {
+    writeSafetensors(join(dir, "model.safetensors"), tensors, metadata);
+    return ["model.safetensors"];
+  }
+  if (shards > names.length) throw new Error(`cannot split ${names.length} tensors into ${shards} shards`);
+  const bytes = (n: string): number => tensors[n].data.length * DTYPE_BYTES[tensors[n].dtype];
+  const total = names.reduce((s, n) => s + bytes(n), 0);
+  // Greedy contiguous split by size, keeping at least one tensor for each remaining shard.
+  const groups: string[][] = [];
+  let i = 0;
+  for (let s = 0; s < shards; s++) {
+    const g: string[] = [];
+    const target = (total * (s + 1)) / shards;
+    let acc = groups.flat().reduce((a, n) => a + bytes(n), 0);
+    while (i < names.length && (g.length === 0 || s === shards - 1 || (acc < target && names.length - i > shards - s - 1))) {
+      acc += bytes(names[i]);
+      g.push(names[i++]);
+    }
+    groups.push(g);
+  }
+  const pad = (n: number): string => String(n).padStart(5, "0");
+  const weightMap: Record<string, string> = {};
+  const files = groups.map((g, s) => {
+    const file = `model-${pad(s + 1)}-of-${pad(shards)}.safetensors`;
+    writeSafetensors(join(dir, file), Object.fromEntries(g.map((n) => [n, tensors[n]])), metadata);
+    for (const n of g) weightMap[n] = file;
+    return file;
+  });
+  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2));
+  return [...files, "model.safetensors.index.json"];
+}
