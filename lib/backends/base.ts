@@ -7,6 +7,7 @@ import type {
   BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
+import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
@@ -118,6 +119,36 @@ export abstract class BaseBackend implements InferenceBackend {
     return this.stream(ids, resolved, options);
   }
 
+  /**
+   * Answers a conversation, rendered with the model's chat template. The KV cache of the previous
+   * request is reused for the longest common prefix, so a follow-up turn evaluates only its new tokens.
+   * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
+   */
+  async chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult> {
+    const stream = this.chatStream(messages, options);
+    for await (const _ of stream) {
+      // Accumulated by the stream.
+    }
+    const result = await stream.result;
+    return { ...result, message: { role: "assistant", content: result.text } };
+  }
+
+  /** Streams the answer to a conversation; see {@link chat}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream {
+    const list = checkMessages(messages);
+    const { chat, generate } = splitChatOptions(options);
+    resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
+    if (!this.isLoaded) throw new NotLoadedError("chatStream");
+    const text = renderChat(list, this.chatTemplateSource(), chat);
+    // The template writes BOS itself where the model wants one (as apply_chat_template does).
+    return this.generateStream(this.tokenize(text, { addSpecialTokens: false }), generate);
+  }
+
+  /** The loaded model's chat template and special tokens. Backends without one report none. */
+  protected chatTemplateSource(): ChatTemplateSource {
+    return { template: undefined, origin: "the model" };
+  }
+
   /** Text or token ids to the token ids the engine evaluates. */
   protected promptIds(prompt: Prompt): number[] {
     if (typeof prompt === "string") return this.tokenize(prompt, { addSpecialTokens: true });
@@ -172,6 +203,8 @@ export abstract class BaseBackend implements InferenceBackend {
     this.running.add(run);
     const onAbort = () => run.cancel();
     signal?.addEventListener("abort", onAbort, { once: true });
+    // A signal aborted before this point never fires "abort" again: cancel right away.
+    if (signal?.aborted) run.cancel();
     const detok = new StreamingDetokenizer((t) => this.detokenize(t), ids.slice(-DETOKENIZER_CONTEXT));
     const stops = new StopMatcher(options.stop);
     const tokens: number[] = [];
