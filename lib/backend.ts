@@ -39,6 +39,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Strings that end generation; the stop string itself is not included in the output. Defaults to none. */
   stop?: string | readonly string[];
+  /** Keep generating past end-of-generation tokens until `maxTokens` (for benchmarks). Defaults to false. */
+  ignoreEos?: boolean;
   /** Aborting ends generation promptly; the result so far is returned with `finishReason: "abort"`. */
   signal?: AbortSignal;
 }

@@ -16,6 +16,7 @@ export interface ResolvedGenerateOptions {
   repetitionContextSize: number;
   seed: number;
   stop: string[];
+  ignoreEos: boolean;
   signal: AbortSignal | undefined;
 }
 
@@ -23,7 +24,7 @@ export const DEFAULT_MAX_TOKENS = 256;
 
 const GENERATE_KEYS = new Set([
   "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
-  "repetitionContextSize", "seed", "stop", "signal",
+  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal",
 ]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
@@ -41,6 +42,7 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     repetitionContextSize: integerIn("repetitionContextSize", o.repetitionContextSize, 64, 1, 1 << 16),
     seed: o.seed === undefined ? randomSeed() : integerIn("seed", o.seed, 0, 0, 2 ** 32 - 1),
     stop: stopStrings(o.stop),
+    ignoreEos: booleanOr("ignoreEos", o.ignoreEos, false),
     signal: abortSignal(o.signal),
   };
 }
@@ -102,6 +104,12 @@ function integerIn(name: string, value: unknown, fallback: number, min: number, 
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
     throw new InvalidOptionError(name, `an integer in [${min}, ${max}]`, value);
   }
+  return value;
+}
+
+function booleanOr(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new InvalidOptionError(name, "a boolean", value);
   return value;
 }
 

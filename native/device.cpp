@@ -2,6 +2,7 @@
 
 #include <mlx/c/device.h>
 #include <mlx/c/memory.h>
+#include <mlx/c/version.h>
 
 #include "errors.h"
 #include "mlx_array.h"
@@ -49,6 +50,22 @@ mlx_stream compute_stream() {
 mlx_stream load_stream() {
   static const Stream stream = make_load_stream();
   return stream.get();
+}
+
+RuntimeDescription describe_runtime() {
+  String version(mlx_string_new());
+  check(mlx_version(version.out()), "mlx_version");
+  const char* v = mlx_string_data(version.get());
+  return RuntimeDescription{current_device_name(), v ? v : ""};
+}
+
+MemoryStats memory_stats() {
+  MemoryStats m;
+  m.active = active_memory();
+  m.peak = peak_memory();
+  m.cache = cache_memory();
+  check(mlx_get_memory_limit(&m.memory_limit), "mlx_get_memory_limit");
+  return m;
 }
 
 size_t active_memory() {

@@ -18,7 +18,20 @@ mlx_stream compute_stream();
 // MLX reads safetensors on the CPU (mx.load does the same), whatever the compute device.
 mlx_stream load_stream();
 
+struct RuntimeDescription {
+  std::string device;       // current_device_name()
+  std::string mlx_version;  // MLX's version string, e.g. "0.31.2"
+};
+RuntimeDescription describe_runtime();
+
 // Byte counts from MLX's allocator.
+struct MemoryStats {
+  size_t active = 0;
+  size_t peak = 0;
+  size_t cache = 0;
+  size_t memory_limit = 0;
+};
+MemoryStats memory_stats();
 size_t active_memory();
 size_t peak_memory();
 size_t cache_memory();

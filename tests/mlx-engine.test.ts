@@ -17,7 +17,6 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const PROMPT = [1, 403, 407, 261, 378, 17, 99, 250, 311, 42, 7, 480];
 const POSITIONS = [0, 3, 7, PROMPT.length - 1];
-const EOS = 2;
 
 interface Case {
   name: string;
@@ -78,12 +77,11 @@ describe.skipIf(!mlxAvailable)("MLX engine vs TypeScript reference forward pass"
         const mlx = new MlxBackend();
         await mlx.load(dir);
         try {
-          const result = await mlx.generate(PROMPT, { maxTokens: 32, temperature: 0 });
+          // Random weights emit EOS (id 2) now and then: ignore it so all 32 tokens are compared.
+          const result = await mlx.generate(PROMPT, { maxTokens: 32, temperature: 0, ignoreEos: true });
           const want = reference.greedy(PROMPT, 32);
-          const stopAt = want.indexOf(EOS);
-          const expected = stopAt === -1 ? want : want.slice(0, stopAt);
-          expect(result.tokens).toEqual(expected);
-          expect(result.finishReason).toBe(stopAt === -1 ? "length" : "stop");
+          expect(result.tokens).toEqual(want);
+          expect(result.finishReason).toBe("length");
           // Cached decoding must agree with a full recompute at the last step too.
           if (result.tokens.length > 1) {
             const full = reference.forward([...PROMPT, ...result.tokens.slice(0, -1)]);

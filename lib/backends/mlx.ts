@@ -159,7 +159,7 @@ export class MlxBackend extends BaseBackend {
         repetitionPenalty: options.repetitionPenalty,
         repetitionContextSize: options.repetitionContextSize,
         seed: options.seed,
-        stopTokenIds: Int32Array.from(this.tokenizer.eosTokenIds),
+        stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
       },
       (tokens, done) => {
         if (tokens) {

@@ -1,0 +1,175 @@
+#include "generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "device.h"
+#include "errors.h"
+#include "sampler.h"
+
+namespace mlxnode {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kPrefillChunk = 512;  // mlx-lm's prefill_step_size
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Adds the wall time of a scope to `total`.
+struct Span {
+  double& total;
+  Clock::time_point start = Clock::now();
+  ~Span() { total += ms_since(start); }
+};
+
+[[noreturn]] void invalid(const std::string& msg) { throw EngineError(kInvalidOption, msg); }
+
+// MLX's gather does not bounds-check on the CPU, so ids are checked on the host first.
+void check_tokens(const std::vector<int32_t>& tokens, int vocab, int context_size) {
+  if (tokens.empty()) invalid("the prompt is empty");
+  if (static_cast<int64_t>(tokens.size()) > context_size)
+    invalid("the prompt has " + std::to_string(tokens.size()) + " tokens but the context holds " +
+            std::to_string(context_size));
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      invalid("token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+              " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+}
+
+Array token_array(const std::vector<int32_t>& tokens, size_t begin, size_t end) {
+  return Array::from_int32(std::vector<int32_t>(tokens.begin() + begin, tokens.begin() + end),
+                           {1, static_cast<int>(end - begin)});
+}
+
+}  // namespace
+
+GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
+                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit) {
+  check_tokens(prompt, ctx.model.info.vocab_size, ctx.context_size);
+  if (params.max_tokens < 0) invalid("max_tokens must be >= 0, got " + std::to_string(params.max_tokens));
+  Sampler sampler(params, prompt, ctx.model.info.vocab_size);  // validates before the cache changes
+
+  GenerationStats st;
+  const auto t0 = Clock::now();
+  double wait_ms = 0;        // blocked on MLX evaluation
+  double first_token_ms = -1;
+  int64_t decode_ops = 0, decode_steps = 0, prompt_step_ops = 0;
+  auto finish = [&](const char* reason) {
+    st.finish = reason;
+    const double total = ms_since(t0);
+    st.prefill_ms = first_token_ms < 0 ? total : first_token_ms;
+    st.decode_ms = total - st.prefill_ms;
+    st.host_ms = std::max(0.0, total - st.graph_build_ms - wait_ms);
+    st.ops_per_token = decode_steps ? decode_ops / decode_steps : prompt_step_ops;
+    return st;
+  };
+  if (params.max_tokens == 0) return finish("length");
+
+  std::vector<int32_t>& cached = ctx.cached_tokens;
+  try {
+    // Prefix reuse: keep what the cache already holds, but always evaluate >= 1 prompt token.
+    size_t pos = 0;
+    while (pos < cached.size() && pos < prompt.size() && cached[pos] == prompt[pos]) ++pos;
+    if (pos == prompt.size()) --pos;
+    ctx.cache.trim(ctx.cache.offset() - static_cast<int>(pos));
+    cached.resize(pos);
+    st.evaluated_prompt_tokens = static_cast<int>(prompt.size() - pos);
+
+    // Prefill: every chunk but the last only fills the cache (its logits are never evaluated).
+    while (prompt.size() - pos > kPrefillChunk) {
+      if (cancel) return finish("cancelled");
+      std::vector<Array> state;
+      {
+        Span build{st.graph_build_ms};
+        ctx.model.forward(token_array(prompt, pos, pos + kPrefillChunk), ctx.cache, true);
+        state = ctx.cache.state();
+      }
+      {
+        Span wait{wait_ms};
+        eval(state);
+      }
+      cached.insert(cached.end(), prompt.begin() + pos, prompt.begin() + pos + kPrefillChunk);
+      pos += kPrefillChunk;
+      clear_memory_cache();  // as mlx-lm: release the chunk's activations
+    }
+    if (cancel) return finish("cancelled");
+
+    // The last prompt chunk and the first sample form one graph.
+    Array y;
+    {
+      Span build{st.graph_build_ms};
+      const int64_t ops0 = op_count();
+      y = sampler(ctx.model.forward(token_array(prompt, pos, prompt.size()), ctx.cache, true));
+      prompt_step_ops = op_count() - ops0;
+    }
+    {
+      Span wait{wait_ms};
+      async_eval({y});
+    }
+    cached.insert(cached.end(), prompt.begin() + pos, prompt.end());
+
+    const auto& stops = params.stop_token_ids;
+    for (int n = 0;; ++n) {
+      // y is token n: queued, maybe not yet computed.
+      if (cancel) return finish("cancelled");
+      // Token n is fed back only if token n+1 will be generated and its position fits.
+      const bool more = n + 1 < params.max_tokens && ctx.cache.offset() + 1 <= ctx.context_size;
+      Array next;
+      if (more) {
+        Span build{st.graph_build_ms};
+        const int64_t ops0 = op_count();
+        next = sampler(ctx.model.forward(y, ctx.cache, true));  // y is [1, 1]: feeds back as is
+        decode_ops += op_count() - ops0;
+        ++decode_steps;
+      }
+      if (more) {
+        // Counted as evaluation: on MLX's CPU backend async_eval blocks once 10 tasks are queued,
+        // so it runs much of the step; on Metal it returns at once.
+        Span wait{wait_ms};
+        async_eval({next});
+      }
+      int32_t token;
+      {
+        Span wait{wait_ms};
+        token = y.item_int32();
+      }
+      if (first_token_ms < 0) first_token_ms = ms_since(t0);
+      if (more) cached.push_back(token);  // its K/V are now (being) written by `next`'s graph
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish("stop");
+      emit(token);
+      st.generated_tokens = n + 1;
+      if (!more) return finish("length");
+      if (n % 256 == 255) clear_memory_cache();  // as mlx-lm's generate_step
+      y = std::move(next);
+    }
+  } catch (...) {
+    // The cache may hold positions we never recorded; start clean next time.
+    ctx.cache.reset();
+    cached.clear();
+    throw;
+  }
+}
+
+std::vector<float> all_logits(GenerationContext ctx, const std::vector<int32_t>& tokens) {
+  check_tokens(tokens, ctx.model.info.vocab_size, ctx.context_size);
+  ctx.cache.reset();
+  ctx.cached_tokens.clear();
+  std::vector<float> out;
+  try {
+    for (size_t pos = 0; pos < tokens.size(); pos += kPrefillChunk) {
+      const size_t end = std::min(tokens.size(), pos + kPrefillChunk);
+      std::vector<float> chunk = ctx.model.forward(token_array(tokens, pos, end), ctx.cache, false).to_float32();
+      out.insert(out.end(), chunk.begin(), chunk.end());
+    }
+  } catch (...) {
+    ctx.cache.reset();
+    throw;
+  }
+  ctx.cache.reset();
+  return out;
+}
+
+}  // namespace mlxnode

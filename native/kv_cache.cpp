@@ -1,0 +1,68 @@
+#include "kv_cache.h"
+
+#include <algorithm>
+
+namespace mlxnode {
+namespace {
+
+// Grows `buf` to hold at least `needed` positions: the first `filled` positions are kept and
+// whole steps of zeros appended (a trimmed buffer's stale tail is dropped rather than copied).
+Array grow(const Array& buf, const Array& like, int filled, int needed) {
+  const int have = buf.empty() ? 0 : buf.dim(2);
+  if (needed <= have) return buf;
+  std::vector<int> shape = like.shape();
+  shape[2] = (needed - filled + LayerKVCache::kStep - 1) / LayerKVCache::kStep * LayerKVCache::kStep;
+  Array fresh = mx::zeros(shape, like.dtype());
+  if (buf.empty()) return fresh;
+  return mx::concatenate({have == filled ? buf : mx::slice_axis(buf, 2, 0, filled), fresh}, 2);
+}
+
+}  // namespace
+
+void LayerKVCache::update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) {
+  const int prev = offset_;
+  const int t = keys.dim(2);
+  keys_ = grow(keys_, keys, prev, prev + t);
+  values_ = grow(values_, values, prev, prev + t);
+  offset_ = prev + t;
+
+  std::vector<int> start = {0, 0, prev, 0};
+  std::vector<int> kstop = keys.shape(), vstop = values.shape();
+  kstop[2] = vstop[2] = offset_;
+  // Reassigning the members drops the last reference to the old buffers, which lets MLX
+  // update them in place.
+  keys_ = mx::slice_update(keys_, keys, start, kstop);
+  values_ = mx::slice_update(values_, values, start, vstop);
+  all_keys = mx::slice_axis(keys_, 2, 0, offset_);
+  all_values = mx::slice_axis(values_, 2, 0, offset_);
+}
+
+void LayerKVCache::trim(int n) { offset_ -= std::min(std::max(n, 0), offset_); }
+
+void LayerKVCache::reset() {
+  keys_ = Array();
+  values_ = Array();
+  offset_ = 0;
+}
+
+void LayerKVCache::state(std::vector<Array>& out) const {
+  if (keys_.empty()) return;
+  out.push_back(keys_);
+  out.push_back(values_);
+}
+
+void KVCache::trim(int n) {
+  for (auto& l : layers_) l.trim(n);
+}
+
+void KVCache::reset() {
+  for (auto& l : layers_) l.reset();
+}
+
+std::vector<Array> KVCache::state() const {
+  std::vector<Array> out;
+  for (const auto& l : layers_) l.state(out);
+  return out;
+}
+
+}  // namespace mlxnode

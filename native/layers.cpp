@@ -1,0 +1,219 @@
+#include "layers.h"
+
+#include <cmath>
+
+#include "errors.h"
+
+namespace mlxnode {
+
+// ---- Linear -----------------------------------------------------------------------------------
+
+Linear Linear::load(Weights& w, const std::string& prefix, int in, int out, bool has_bias) {
+  Linear l;
+  l.quant = w.quantization(prefix);
+  if (l.quant) {
+    const int gs = l.quant->group_size, bits = l.quant->bits;
+    if (in % gs != 0 || (in * bits) % 32 != 0)
+      w.fail(prefix + ".scales", "exists, but input size " + std::to_string(in) + " is not a multiple of group_size " +
+                                     std::to_string(gs));
+    l.weight = w.take_packed(prefix + ".weight", {out, in * bits / 32});
+    l.scales = w.take_float(prefix + ".scales", {out, in / gs});
+    l.biases = w.take_float(prefix + ".biases", {out, in / gs});
+  } else {
+    // mlx-lm computes x @ W.T each call; transposing once here saves an op per layer per token
+    // (a transpose is a strided view, so no data is copied).
+    l.weight_t = mx::transpose(w.take_float(prefix + ".weight", {out, in}), {1, 0});
+  }
+  if (has_bias) l.bias = w.take_float(prefix + ".bias", {out});
+  return l;
+}
+
+Array Linear::operator()(const Array& x) const {
+  Array y = quant ? mx::quantized_matmul(x, weight, scales, biases, true, quant->group_size, quant->bits)
+                  : mx::matmul(x, weight_t);
+  return bias.empty() ? y : mx::add(y, bias);
+}
+
+// ---- Embedding --------------------------------------------------------------------------------
+
+Embedding Embedding::load(Weights& w, const std::string& prefix, int vocab, int dims) {
+  Embedding e;
+  e.quant = w.quantization(prefix);
+  if (e.quant) {
+    const int gs = e.quant->group_size, bits = e.quant->bits;
+    if (dims % gs != 0 || (dims * bits) % 32 != 0)
+      w.fail(prefix + ".scales", "exists, but embedding size " + std::to_string(dims) +
+                                     " is not a multiple of group_size " + std::to_string(gs));
+    e.weight = w.take_packed(prefix + ".weight", {vocab, dims * bits / 32});
+    e.scales = w.take_float(prefix + ".scales", {vocab, dims / gs});
+    e.biases = w.take_float(prefix + ".biases", {vocab, dims / gs});
+  } else {
+    e.weight = w.take_float(prefix + ".weight", {vocab, dims});
+    e.weight_t = mx::transpose(e.weight, {1, 0});
+  }
+  return e;
+}
+
+Array Embedding::operator()(const Array& ids) const {
+  if (!quant) return mx::take(weight, ids, 0);
+  // mlx.nn.QuantizedEmbedding: gather the packed rows and their scales/biases, then dequantize
+  // only those rows.
+  return mx::dequantize(mx::take(weight, ids, 0), mx::take(scales, ids, 0), mx::take(biases, ids, 0),
+                        quant->group_size, quant->bits);
+}
+
+Array Embedding::as_linear(const Array& x) const {
+  if (!quant) return mx::matmul(x, weight_t);
+  return mx::quantized_matmul(x, weight, scales, biases, true, quant->group_size, quant->bits);
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+RMSNorm RMSNorm::load(Weights& w, const std::string& name, int dims, float eps) {
+  return RMSNorm{w.take_float(name, {dims}), eps};
+}
+
+Array RMSNorm::operator()(const Array& x) const { return mx::rms_norm(x, weight, eps); }
+
+// ---- RoPE -------------------------------------------------------------------------------------
+
+namespace {
+
+float scaling_number(const ModelConfig& c, const nlohmann::json& s, const char* key, float fallback, bool required) {
+  if (!s.contains(key) || s[key].is_null()) {
+    if (required) c.fail(std::string("rope_scaling.") + key + " is missing");
+    return fallback;
+  }
+  if (!s[key].is_number()) c.fail(std::string("rope_scaling.") + key + " should be a number");
+  return s[key].get<float>();
+}
+
+// Llama 3.x frequency schedule (mlx-lm rope_utils.Llama3RoPE, HF _compute_llama3_parameters):
+// long wavelengths are slowed by `factor`, short ones kept, the band between interpolated.
+// mx.fast.rope takes periods (it uses 1/freqs), so these are base**(2i/dims), not inverses.
+Array llama3_freqs(const ModelConfig& c, const nlohmann::json& s, int dims, float base) {
+  const double factor = scaling_number(c, s, "factor", 0, true);
+  const double low = scaling_number(c, s, "low_freq_factor", 1.0f, false);
+  const double high = scaling_number(c, s, "high_freq_factor", 4.0f, false);
+  const double old_ctx = scaling_number(c, s, "original_max_position_embeddings", 8192.0f, false);
+  if (factor <= 0 || high <= low) c.fail("rope_scaling: llama3 needs factor > 0 and high_freq_factor > low_freq_factor");
+  const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+  std::vector<float> freqs(dims / 2);
+  for (int i = 0; i < dims / 2; ++i) {
+    double f = std::pow(static_cast<double>(base), 2.0 * i / dims);
+    const double wavelen = 2 * M_PI * f;
+    if (wavelen > low_wavelen) {
+      f *= factor;
+    } else if (wavelen > high_wavelen) {
+      const double smooth = (old_ctx / wavelen - low) / (high - low);
+      f = f / ((1 - smooth) / factor + smooth);
+    }
+    freqs[i] = static_cast<float>(f);
+  }
+  return Array::from_float32(freqs, {dims / 2});
+}
+
+}  // namespace
+
+RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
+  RoPE r;
+  r.dims = dims;
+  r.base = c.get_float("rope_theta", default_base);
+  r.traditional = c.get_bool("rope_traditional", false);
+  if (!c.has("rope_scaling")) return r;
+  const nlohmann::json& s = c.json()["rope_scaling"];
+  if (!s.is_object()) c.fail("rope_scaling should be an object or null");
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"})
+    if (s.contains(key) && s[key].is_string()) {
+      type = s[key].get<std::string>();
+      break;
+    }
+  if (type == "default") return r;
+  if (type == "linear") {
+    r.scale = 1.0f / scaling_number(c, s, "factor", 1.0f, true);
+  } else if (type == "llama3") {
+    r.freqs = llama3_freqs(c, s, dims, r.base);
+  } else {
+    throw EngineError(kUnsupportedArchitecture, c.path() + ": rope_scaling type '" + type +
+                                                    "' is not supported (supported: default, linear, llama3)");
+  }
+  return r;
+}
+
+Array RoPE::operator()(const Array& x, int offset) const {
+  return mx::rope(x, dims, traditional, base, scale, offset, freqs);
+}
+
+// ---- Attention --------------------------------------------------------------------------------
+
+Attention Attention::load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope) {
+  Attention a;
+  a.args = args;
+  a.rope = std::move(rope);
+  a.scale = 1.0f / std::sqrt(static_cast<float>(args.head_dim));
+  const int q_out = args.num_heads * args.head_dim, kv_out = args.num_kv_heads * args.head_dim;
+  a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, q_out, args.qkv_bias);
+  a.k_proj = Linear::load(w, prefix + ".k_proj", args.hidden_size, kv_out, args.qkv_bias);
+  a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
+  a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
+  if (args.qk_norm) {
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", args.head_dim, args.norm_eps);
+  }
+  return a;
+}
+
+Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
+  const int B = x.dim(0), T = x.dim(1), D = args.head_dim;
+  // [B, T, heads*D] -> [B, T, heads, D] (-> per-head norm) -> [B, heads, T, D]
+  auto heads = [&](const Array& y, int n, const std::optional<RMSNorm>& norm) {
+    Array r = mx::reshape(y, {B, T, n, D});
+    if (norm) r = (*norm)(r);
+    return mx::transpose(r, {0, 2, 1, 3});
+  };
+  Array q = heads(q_proj(x), args.num_heads, q_norm);
+  Array k = heads(k_proj(x), args.num_kv_heads, k_norm);
+  Array v = heads(v_proj(x), args.num_kv_heads, std::nullopt);
+
+  const int offset = cache.offset();
+  q = rope(q, offset);
+  k = rope(k, offset);
+  Array keys, values;
+  cache.update_and_fetch(k, v, keys, values);
+
+  // A single query needs no mask; several (prefill) attend causally, aligned so the last query
+  // sees every cached key (MLX's "causal" is bottom-right aligned).
+  Array out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+  out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
+  return o_proj(out);
+}
+
+// ---- MLP / block ------------------------------------------------------------------------------
+
+MLP MLP::load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias) {
+  return MLP{Linear::load(w, prefix + ".gate_proj", hidden, intermediate, bias),
+             Linear::load(w, prefix + ".up_proj", hidden, intermediate, bias),
+             Linear::load(w, prefix + ".down_proj", intermediate, hidden, bias)};
+}
+
+Array MLP::operator()(const Array& x) const {
+  return down_proj(mx::multiply(mx::silu(gate_proj(x)), up_proj(x)));
+}
+
+Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
+  Array h = mx::add(x, self_attn(input_layernorm(x), cache));
+  return mx::add(h, mlp(post_attention_layernorm(h)));
+}
+
+void validate_dims(const ModelConfig& c, const AttentionArgs& a, int num_layers, int intermediate, int vocab) {
+  if (a.hidden_size <= 0 || a.num_heads <= 0 || a.num_kv_heads <= 0 || a.head_dim <= 0 || num_layers <= 0 ||
+      intermediate <= 0 || vocab <= 0)
+    c.fail("sizes and head counts must be positive");
+  if (a.num_heads % a.num_kv_heads != 0)
+    c.fail("num_attention_heads (" + std::to_string(a.num_heads) + ") is not a multiple of num_key_value_heads (" +
+           std::to_string(a.num_kv_heads) + ")");
+  if (a.head_dim % 2 != 0) c.fail("head_dim must be even for RoPE");
+}
+
+}  // namespace mlxnode

@@ -1,0 +1,102 @@
+// Building blocks shared by the model families (our version of mlx-lm's models/base.py plus the
+// mlx.nn layers it uses). Each block loads its own tensors from Weights, checking shapes, and
+// builds its part of the graph on call. Engine thread only.
+#pragma once
+#include <optional>
+#include <string>
+
+#include "kv_cache.h"
+#include "loader.h"
+#include "mlx_array.h"
+
+namespace mlxnode {
+
+// y = x W^T (+ b), dense or MLX affine-quantized (quantized iff `<prefix>.scales` exists).
+struct Linear {
+  Array weight_t;                // dense: the [in, out] transposed view, made once at load
+  Array weight, scales, biases;  // quantized: packed [out, in*bits/32] and [out, in/group_size]
+  Array bias;                    // empty when the layer has none
+  std::optional<QuantParams> quant;
+
+  static Linear load(Weights& w, const std::string& prefix, int in, int out, bool has_bias);
+  Array operator()(const Array& x) const;
+};
+
+// Token embedding table, dense or quantized; `as_linear` is the tied output head.
+struct Embedding {
+  Array weight, weight_t, scales, biases;
+  std::optional<QuantParams> quant;
+
+  static Embedding load(Weights& w, const std::string& prefix, int vocab, int dims);
+  Array operator()(const Array& ids) const;     // int32 [B, T] -> [B, T, dims]
+  Array as_linear(const Array& x) const;        // [.., dims] -> [.., vocab]
+};
+
+struct RMSNorm {
+  Array weight;
+  float eps = 1e-6f;
+
+  static RMSNorm load(Weights& w, const std::string& name, int dims, float eps);
+  Array operator()(const Array& x) const;
+};
+
+// Rotary embedding over the first `dims` features via mlx_fast_rope. traditional=false is the
+// rotate-half layout of HF Llama/Qwen checkpoints.
+struct RoPE {
+  int dims = 0;
+  bool traditional = false;
+  float base = 10000.0f;
+  float scale = 1.0f;
+  Array freqs;  // llama3 scaling: per-pair periods, replacing `base`
+
+  // Reads rope_theta (default `default_base`), rope_traditional (false) and rope_scaling:
+  // null/"default", "linear" (scale = 1/factor) or "llama3"; other types are
+  // UNSUPPORTED_ARCHITECTURE.
+  static RoPE from_config(const ModelConfig& c, int dims, float default_base);
+  Array operator()(const Array& x, int offset) const;
+};
+
+struct AttentionArgs {
+  int hidden_size = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  bool qkv_bias = false;  // qwen2: true
+  bool o_bias = false;
+  bool qk_norm = false;   // qwen3: RMSNorm over head_dim on queries and keys before RoPE
+  float norm_eps = 1e-6f;
+};
+
+// Multi-head attention with grouped KV heads (sdpa handles the head repeat).
+struct Attention {
+  Linear q_proj, k_proj, v_proj, o_proj;
+  std::optional<RMSNorm> q_norm, k_norm;
+  RoPE rope;
+  AttentionArgs args;
+  float scale = 1.0f;
+
+  static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
+  Array operator()(const Array& x, LayerKVCache& cache) const;  // x: [B, T, hidden]
+};
+
+// down(silu(gate(x)) * up(x))
+struct MLP {
+  Linear gate_proj, up_proj, down_proj;
+
+  static MLP load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias);
+  Array operator()(const Array& x) const;
+};
+
+// Pre-norm decoder block: h = x + attn(norm(x)); out = h + mlp(norm(h)).
+struct TransformerBlock {
+  RMSNorm input_layernorm, post_attention_layernorm;
+  Attention self_attn;
+  MLP mlp;
+
+  Array operator()(const Array& x, LayerKVCache& cache) const;
+};
+
+// Checks shared by every family's config: positive sizes and heads divisible by KV heads.
+void validate_dims(const ModelConfig& c, const AttentionArgs& a, int num_layers, int intermediate, int vocab);
+
+}  // namespace mlxnode

@@ -1,0 +1,299 @@
+#include "loader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <mlx/c/io.h>
+
+#include "device.h"
+#include "errors.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace mlxnode {
+namespace {
+
+[[noreturn]] void bad_weights(const std::string& msg) { throw EngineError(kBadWeights, msg); }
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_weights(path.string() + ": cannot be read");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) bad_weights(path.string() + ": not a valid JSON object");
+  return j;
+}
+
+size_t safetensors_dtype_size(const std::string& dtype) {
+  static const std::map<std::string, size_t> sizes = {
+      {"BOOL", 1}, {"U8", 1}, {"I8", 1},  {"U16", 2}, {"I16", 2}, {"F16", 2},  {"BF16", 2},
+      {"U32", 4},  {"I32", 4}, {"F32", 4}, {"U64", 8}, {"I64", 8}, {"F64", 8}, {"C64", 8}};
+  auto it = sizes.find(dtype);
+  return it == sizes.end() ? 0 : it->second;
+}
+
+struct TensorMeta {
+  std::string dtype;
+  std::vector<int> shape;
+};
+
+// Checks a safetensors file's framing ourselves before MLX maps it, so a truncated or corrupt
+// file is reported as BAD_WEIGHTS naming the file (and never reaches MLX's lazy reads past EOF).
+// Layout: u64 little-endian header length N, N bytes of JSON, then the data section.
+std::map<std::string, TensorMeta> read_safetensors_header(const fs::path& path) {
+  const std::string name = path.string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad_weights(name + ": cannot be opened");
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  unsigned char len_bytes[8];
+  if (file_size < 8 || !in.read(reinterpret_cast<char*>(len_bytes), 8))
+    bad_weights(name + ": " + std::to_string(file_size) + " bytes, too short for a safetensors header");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  if (header_len == 0 || header_len > file_size - 8)
+    bad_weights(name + ": safetensors header length " + std::to_string(header_len) + " exceeds the file size " +
+                std::to_string(file_size) + " (truncated or corrupt file)");
+  std::string text(header_len, '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(header_len))) bad_weights(name + ": cannot read header");
+  json header = json::parse(text, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) bad_weights(name + ": safetensors header is not a JSON object");
+
+  const uint64_t data_size = file_size - 8 - header_len;
+  std::map<std::string, TensorMeta> out;
+  for (auto& [key, v] : header.items()) {
+    if (key == "__metadata__") continue;
+    const std::string where = name + ": tensor '" + key + "'";
+    if (!v.is_object() || !v.contains("dtype") || !v["dtype"].is_string() || !v.contains("shape") ||
+        !v["shape"].is_array() || !v.contains("data_offsets") || !v["data_offsets"].is_array() ||
+        v["data_offsets"].size() != 2)
+      bad_weights(where + " has a malformed header entry");
+    TensorMeta meta{v["dtype"].get<std::string>(), {}};
+    uint64_t nbytes = safetensors_dtype_size(meta.dtype);
+    if (nbytes == 0) bad_weights(where + " has unsupported dtype " + meta.dtype);
+    for (auto& d : v["shape"]) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ull << 31) - 1) bad_weights(where + " has a bad shape");
+      meta.shape.push_back(d.get<int>());
+      nbytes *= d.get<uint64_t>();
+      if (nbytes > file_size) break;  // overflow guard; the size check below then fails
+    }
+    auto& off = v["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) bad_weights(where + " has bad data_offsets");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (end < begin || end - begin != nbytes)
+      bad_weights(where + " data_offsets do not match its dtype and shape (corrupt header)");
+    if (end > data_size)
+      bad_weights(where + " ends at byte " + std::to_string(end) + " of a " + std::to_string(data_size) +
+                  "-byte data section (truncated or corrupt file)");
+    out.emplace(key, std::move(meta));
+  }
+  return out;
+}
+
+// The shard files of a model directory, in load order (mlx-lm globs model*.safetensors; the
+// index, when present, is authoritative and lets us check that every listed tensor exists).
+std::vector<std::string> find_shards(const fs::path& dir, json* weight_map) {
+  const fs::path index = dir / "model.safetensors.index.json";
+  std::set<std::string> files;
+  if (fs::exists(index)) {
+    json j = read_json_file(index);
+    if (!j.contains("weight_map") || !j["weight_map"].is_object())
+      bad_weights(index.string() + ": has no weight_map object");
+    *weight_map = j["weight_map"];
+    for (auto& [tensor, file] : weight_map->items()) {
+      if (!file.is_string()) bad_weights(index.string() + ": weight_map entry '" + tensor + "' is not a file name");
+      files.insert(file.get<std::string>());
+    }
+  } else {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string fname = e.path().filename().string();
+      if (fname.rfind("model", 0) == 0 && e.path().extension() == ".safetensors") files.insert(fname);
+    }
+  }
+  if (files.empty())
+    throw EngineError(kModelNotFound, "no weights in " + dir.string() +
+                                          " (expected model.safetensors or model.safetensors.index.json)");
+  for (const auto& f : files)
+    if (!fs::is_regular_file(dir / f)) bad_weights((dir / f).string() + ": weights file is missing");
+  return {files.begin(), files.end()};
+}
+
+QuantParams parse_quant(const json& q, const std::string& where) {
+  if (!q.is_object() || !q.contains("group_size") || !q.contains("bits") || !q["group_size"].is_number_integer() ||
+      !q["bits"].is_number_integer())
+    bad_weights(where + ": quantization needs integer group_size and bits");
+  if (q.contains("mode") && q["mode"] != "affine")
+    bad_weights(where + ": quantization mode " + q["mode"].dump() + " is not supported (only affine)");
+  QuantParams p{q["group_size"].get<int>(), q["bits"].get<int>()};
+  if (p.group_size <= 0 || (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 5 && p.bits != 6 && p.bits != 8))
+    bad_weights(where + ": unsupported quantization group_size " + std::to_string(p.group_size) + " / bits " +
+                std::to_string(p.bits));
+  return p;
+}
+
+}  // namespace
+
+// ---- ModelConfig -----------------------------------------------------------------------------------
+
+void ModelConfig::fail(const std::string& what) const { bad_weights(path_ + ": " + what); }
+
+bool ModelConfig::has(const char* key) const { return json_.contains(key) && !json_[key].is_null(); }
+
+const nlohmann::json& ModelConfig::at(const char* key, const char* type) const {
+  if (!has(key)) fail(std::string("required key '") + key + "' is missing");
+  const nlohmann::json& v = json_[key];
+  const std::string t = type;
+  bool ok = t == "int" ? v.is_number_integer() : t == "number" ? v.is_number() : t == "bool" ? v.is_boolean() : v.is_string();
+  if (!ok) fail(std::string("'") + key + "' should be " + (t == "int" ? "an integer" : "a " + t) + ", got " + v.dump());
+  return v;
+}
+
+int ModelConfig::get_int(const char* key) const { return at(key, "int").get<int>(); }
+int ModelConfig::get_int(const char* key, int fallback) const { return has(key) ? get_int(key) : fallback; }
+float ModelConfig::get_float(const char* key) const { return at(key, "number").get<float>(); }
+float ModelConfig::get_float(const char* key, float fallback) const { return has(key) ? get_float(key) : fallback; }
+bool ModelConfig::get_bool(const char* key, bool fallback) const { return has(key) ? at(key, "bool").get<bool>() : fallback; }
+std::optional<bool> ModelConfig::find_bool(const char* key) const {
+  if (!has(key)) return std::nullopt;
+  return at(key, "bool").get<bool>();
+}
+std::string ModelConfig::get_string(const char* key) const { return at(key, "string").get<std::string>(); }
+
+ModelConfig read_config(const std::string& model_dir) {
+  const fs::path dir(model_dir);
+  if (model_dir.empty() || !fs::is_directory(dir))
+    throw EngineError(kModelNotFound, "model directory not found: " + model_dir);
+  const fs::path path = dir / "config.json";
+  if (!fs::is_regular_file(path)) throw EngineError(kModelNotFound, "config.json not found: " + path.string());
+  return ModelConfig(read_json_file(path), path.string());
+}
+
+// ---- Weights ----------------------------------------------------------------------------------
+
+Weights Weights::load(const std::string& model_dir, const ModelConfig& config) {
+  Weights w;
+  w.dir_ = model_dir;
+  json weight_map;
+  w.files_ = find_shards(model_dir, &weight_map);
+
+  for (const auto& file : w.files_) {
+    const std::string path = (fs::path(model_dir) / file).string();
+    auto metas = read_safetensors_header(path);
+    ArrayMap arrays(mlx_map_string_to_array_new());
+    StringMap metadata(mlx_map_string_to_string_new());
+    try {
+      check(mlx_load_safetensors(arrays.out(), metadata.out(), path.c_str(), load_stream()), "mlx_load_safetensors");
+    } catch (const EngineError& e) {
+      bad_weights(path + ": " + e.what());
+    }
+    for (auto& [name, meta] : metas) {
+      if (w.tensors_.count(name)) bad_weights(path + ": tensor '" + name + "' also appears in " + w.tensors_[name].file);
+      Entry e{Array(), path, meta.dtype, meta.shape, false};
+      check(mlx_map_string_to_array_get(e.array.out(), arrays.get(), name.c_str()), "mlx_map_string_to_array_get");
+      w.tensors_.emplace(name, std::move(e));
+    }
+  }
+  for (auto& [tensor, file] : weight_map.items()) {
+    auto it = w.tensors_.find(tensor);
+    if (it == w.tensors_.end() || fs::path(it->second.file).filename() != file.get<std::string>())
+      bad_weights((fs::path(model_dir) / file.get<std::string>()).string() + ": tensor '" + tensor +
+                  "' listed in model.safetensors.index.json is not in this file");
+  }
+
+  // mlx-lm writes "quantization"; "quantization_config" is the HF-compatible copy.
+  const char* qkey = config.has("quantization") ? "quantization" : config.has("quantization_config") ? "quantization_config" : nullptr;
+  if (qkey) {
+    w.quant_json_ = config.json()[qkey];
+    w.quant_ = parse_quant(w.quant_json_, config.path() + " " + qkey);
+  }
+  return w;
+}
+
+void Weights::fail(const std::string& name, const std::string& what) const {
+  auto it = tensors_.find(name);
+  const std::string where = it != tensors_.end() ? it->second.file : dir_;
+  bad_weights(where + ": tensor '" + name + "' " + what);
+}
+
+Array Weights::take(const std::string& name, const std::vector<int>& shape) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    std::string files;
+    for (const auto& f : files_) files += (files.empty() ? "" : ", ") + f;
+    bad_weights(dir_ + ": tensor '" + name + "' is missing (searched " + files + ")");
+  }
+  if (it->second.shape != shape)
+    fail(name, "has shape " + shape_string(it->second.shape) + ", expected " + shape_string(shape));
+  it->second.used = true;
+  return it->second.array;
+}
+
+Array Weights::take_float(const std::string& name, const std::vector<int>& shape) {
+  Array a = take(name, shape);
+  const std::string& dt = tensors_.at(name).dtype;
+  if (dt != "F32" && dt != "F16" && dt != "BF16") fail(name, "has dtype " + dt + ", expected F32, F16 or BF16");
+  return a;
+}
+
+Array Weights::take_packed(const std::string& name, const std::vector<int>& shape) {
+  Array a = take(name, shape);
+  const std::string& dt = tensors_.at(name).dtype;
+  if (dt != "U32") fail(name, "has dtype " + dt + ", expected U32 (packed quantized weights)");
+  return a;
+}
+
+void Weights::ignore(const std::string& name) {
+  auto it = tensors_.find(name);
+  if (it != tensors_.end()) it->second.used = true;
+}
+
+std::optional<QuantParams> Weights::quantization(const std::string& prefix) const {
+  if (!has(prefix + ".scales")) return std::nullopt;
+  if (!quant_) fail(prefix + ".scales", "exists but config.json has no quantization settings");
+  if (quant_json_.contains(prefix)) {  // per-module override, as mlx-lm's class_predicate reads it
+    const json& o = quant_json_[prefix];
+    if (o.is_boolean() && !o.get<bool>()) fail(prefix + ".scales", "exists but config marks the module unquantized");
+    if (o.is_object()) return parse_quant(o, dir_ + "/config.json quantization." + prefix);
+  }
+  return quant_;
+}
+
+void Weights::check_all_used() const {
+  std::vector<std::string> unused;
+  for (const auto& [name, e] : tensors_)
+    if (!e.used) unused.push_back(name);
+  if (unused.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", " : "") + unused[i];
+  if (unused.size() > 5) list += ", ...";
+  bad_weights(tensors_.at(unused[0]).file + ": " + std::to_string(unused.size()) +
+              " tensor(s) not used by the model: " + list);
+}
+
+void Weights::materialize() const {
+  // One eval per file, so a read failure names the file it came from.
+  for (const auto& file : files_) {
+    const std::string path = (fs::path(dir_) / file).string();
+    std::vector<Array> arrays;
+    for (const auto& [name, e] : tensors_)
+      if (e.used && e.file == path) arrays.push_back(e.array);
+    try {
+      eval(arrays);
+    } catch (const EngineError& e) {
+      bad_weights(path + ": reading tensors failed: " + e.what());
+    }
+  }
+}
+
+int64_t Weights::used_bytes() const {
+  int64_t n = 0;
+  for (const auto& [name, e] : tensors_)
+    if (e.used) n += static_cast<int64_t>(e.array.nbytes());
+  return n;
+}
+
+}  // namespace mlxnode

@@ -1,0 +1,96 @@
+// Model directory loading: config.json, safetensors shards and MLX quantization metadata.
+// Mirrors mlx-lm's utils.load_model: config first, weights lazily via mx.load, a layer is
+// quantized iff `<prefix>.scales` exists, strict accounting of unused tensors. Every problem is
+// reported before any graph is built: MODEL_NOT_FOUND (path), BAD_WEIGHTS (file, tensor, shapes).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mlx_array.h"
+
+namespace mlxnode {
+
+// Typed access to config.json with errors that name the file and key. A key whose value is null
+// counts as absent, as in HF configs ("rope_scaling": null).
+class ModelConfig {
+ public:
+  ModelConfig(nlohmann::json json, std::string path) : json_(std::move(json)), path_(std::move(path)) {}
+
+  bool has(const char* key) const;
+  int get_int(const char* key) const;  // required
+  int get_int(const char* key, int fallback) const;
+  float get_float(const char* key) const;
+  float get_float(const char* key, float fallback) const;
+  bool get_bool(const char* key, bool fallback) const;
+  std::optional<bool> find_bool(const char* key) const;
+  std::string get_string(const char* key) const;
+  const nlohmann::json& json() const { return json_; }
+  const std::string& path() const { return path_; }
+  [[noreturn]] void fail(const std::string& what) const;  // BAD_WEIGHTS "<path>: <what>"
+
+ private:
+  const nlohmann::json& at(const char* key, const char* type) const;
+  nlohmann::json json_;
+  std::string path_;
+};
+
+struct QuantParams {
+  int group_size = 64;
+  int bits = 4;
+};
+
+// Reads `<dir>/config.json`. Throws MODEL_NOT_FOUND naming the missing path.
+ModelConfig read_config(const std::string& model_dir);
+
+// All tensors of a model directory, loaded lazily (no data read until evaluated).
+class Weights {
+ public:
+  // Finds the shards (model.safetensors.index.json, else model*.safetensors), validates each
+  // safetensors header against its file size, then maps the tensors with mlx_load_safetensors.
+  static Weights load(const std::string& model_dir, const ModelConfig& config);
+
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  // The tensor `name` checked against `shape`; marks it used. BAD_WEIGHTS when missing or
+  // shaped differently, naming the file and both shapes.
+  Array take(const std::string& name, const std::vector<int>& shape);
+  // As take, but only floating dtypes (F32/F16/BF16) are accepted.
+  Array take_float(const std::string& name, const std::vector<int>& shape);
+  // As take, for quantized weights packed into uint32 words (U32).
+  Array take_packed(const std::string& name, const std::vector<int>& shape);
+  // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq).
+  void ignore(const std::string& name);
+
+  // Quantization of the module at `prefix` ("model.layers.0.mlp.up_proj"): nullopt when
+  // `<prefix>.scales` is absent; else the per-module override in config `quantization`, or
+  // its global group_size/bits.
+  std::optional<QuantParams> quantization(const std::string& prefix) const;
+  int global_bits() const { return quant_ ? quant_->bits : 0; }
+
+  // BAD_WEIGHTS listing tensors nobody took (mlx-lm's strict load_weights).
+  void check_all_used() const;
+  // Reads every used tensor from disk now, so I/O errors surface at load (as BAD_WEIGHTS).
+  void materialize() const;
+  int64_t used_bytes() const;
+  [[noreturn]] void fail(const std::string& name, const std::string& what) const;
+
+ private:
+  struct Entry {
+    Array array;
+    std::string file;
+    std::string dtype;  // safetensors dtype string ("F16", "U32", ...)
+    std::vector<int> shape;
+    bool used = false;
+  };
+  std::string dir_;
+  std::vector<std::string> files_;
+  std::map<std::string, Entry> tensors_;
+  std::optional<QuantParams> quant_;
+  nlohmann::json quant_json_;
+};
+
+}  // namespace mlxnode

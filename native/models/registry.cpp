@@ -1,0 +1,29 @@
+#include "registry.h"
+
+#include <utility>
+
+namespace mlxnode {
+namespace {
+
+const std::pair<const char*, ModelFactory> kFactories[] = {
+    {"llama", make_llama},
+    {"mistral", make_llama},  // same graph; mlx-lm maps it to llama too
+    {"qwen2", make_qwen2},
+    {"qwen3", make_qwen3},
+};
+
+}  // namespace
+
+ModelFactory find_model_factory(const std::string& model_type) {
+  for (const auto& [name, factory] : kFactories)
+    if (model_type == name) return factory;
+  return nullptr;
+}
+
+std::string supported_model_types() {
+  std::string out;
+  for (const auto& [name, factory] : kFactories) out += (out.empty() ? "" : ", ") + std::string(name);
+  return out;
+}
+
+}  // namespace mlxnode

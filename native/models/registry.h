@@ -1,0 +1,38 @@
+// model_type -> family factory (mlx-lm's MODEL_REMAPPING + get_model_classes; mistral is llama).
+// Engine thread only.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "../kv_cache.h"
+#include "../loader.h"
+#include "../session.h"
+
+namespace mlxnode {
+
+// A loaded decoder-only model: fixed after load; all runtime state lives in the KVCache.
+class Model {
+ public:
+  virtual ~Model() = default;
+  // tokens: int32 [1, T]. Appends T positions to `cache` and returns logits [1, T, vocab], or
+  // only the last position's [1, 1, vocab] when `last_only` (skips the head for the rest).
+  virtual Array forward(const Array& tokens, KVCache& cache, bool last_only) const = 0;
+  // model_type, dtype, quantization_bits, vocab_size, num_layers, hidden_size; the session
+  // fills context_size and weight_bytes.
+  ModelInfo info;
+  int max_position_embeddings = 0;
+};
+
+// Builds the model from config and weights, taking (and shape-checking) every tensor it uses.
+using ModelFactory = std::unique_ptr<Model> (*)(const ModelConfig& config, Weights& weights);
+
+// nullptr when model_type is unknown.
+ModelFactory find_model_factory(const std::string& model_type);
+std::string supported_model_types();  // "llama, mistral, qwen2, qwen3"
+
+// The families (models/<family>.cpp).
+std::unique_ptr<Model> make_llama(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_qwen2(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_qwen3(const ModelConfig& config, Weights& weights);
+
+}  // namespace mlxnode

@@ -1,0 +1,72 @@
+// ModelSession over a family model, its KV cache and the tokens that cache holds.
+// Engine thread only.
+#include <algorithm>
+
+#include "errors.h"
+#include "generate.h"
+#include "loader.h"
+#include "models/registry.h"
+#include "session.h"
+
+namespace mlxnode {
+namespace {
+
+constexpr int kDefaultContextCap = 4096;
+
+class Session : public ModelSession {
+ public:
+  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes)
+      : model_(std::move(model)), cache_(model_->info.num_layers), info_(model_->info) {
+    info_.context_size = context_size;
+    info_.weight_bytes = weight_bytes;
+  }
+
+  const ModelInfo& info() const override { return info_; }
+
+  GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
+                           const std::atomic<bool>& cancel,
+                           const std::function<void(int32_t token)>& emit) override {
+    return mlxnode::generate(context(), prompt, params, cancel, emit);
+  }
+
+  std::vector<float> logits(const std::vector<int32_t>& tokens) override {
+    return all_logits(context(), tokens);
+  }
+
+ private:
+  GenerationContext context() { return GenerationContext{*model_, cache_, cached_tokens_, info_.context_size}; }
+
+  std::unique_ptr<Model> model_;
+  KVCache cache_;
+  std::vector<int32_t> cached_tokens_;  // what cache_ holds, for prefix reuse
+  ModelInfo info_;
+};
+
+}  // namespace
+
+// Order matters: the cheap checks (directory, config, architecture) come before any weights
+// are touched, and every tensor is validated before any data is read.
+std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
+  if (config.context_size < 0)
+    throw EngineError(kInvalidOption, "context_size must be >= 0, got " + std::to_string(config.context_size));
+  const ModelConfig cfg = read_config(config.model_dir);
+  const std::string supported = supported_model_types();
+  if (!cfg.has("model_type") || !cfg.json()["model_type"].is_string())
+    throw EngineError(kUnsupportedArchitecture, cfg.path() + " has no model_type (supported: " + supported + ")");
+  const std::string type = cfg.get_string("model_type");
+  const ModelFactory factory = find_model_factory(type);
+  if (!factory)
+    throw EngineError(kUnsupportedArchitecture,
+                      "model_type '" + type + "' in " + cfg.path() + " is not supported (supported: " + supported + ")");
+
+  Weights weights = Weights::load(config.model_dir, cfg);
+  std::unique_ptr<Model> model = factory(cfg, weights);
+  weights.check_all_used();
+  weights.materialize();
+
+  const int context_size = config.context_size > 0 ? config.context_size
+                                                   : std::min(model->max_position_embeddings, kDefaultContextCap);
+  return std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
+}
+
+}  // namespace mlxnode
