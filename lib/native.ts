@@ -81,6 +81,8 @@ export interface NativeMlx {
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<NativeMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
+  /** Stops the engine thread at once (process exit). */
+  shutdown(): void;
 }
 
 type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string };
@@ -131,5 +133,8 @@ function loadNative(): NativeStatus {
     return { available: false, reason: `the native addon failed to load: ${message}` };
   }
   if (!addon.mlx) return { available: false, reason: addon.mlxUnavailableReason };
+  // process.exit() mid-generation would otherwise run MLX's static destructors under a live engine thread.
+  const mlx = addon;
+  process.once("exit", () => mlx.shutdown());
   return { available: true, addon };
 }

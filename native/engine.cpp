@@ -1,5 +1,7 @@
 #include "engine.h"
 
+#include <algorithm>
+
 namespace mlxnode {
 
 Engine& Engine::get() {
@@ -36,8 +38,22 @@ void Engine::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    for (auto& flag : cancel_flags_) flag->store(true);
     wake_.notify_one();
   }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::shutdown_now() {
+  std::deque<std::function<void()>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    for (auto& flag : cancel_flags_) flag->store(true);
+    dropped.swap(jobs_);
+    wake_.notify_one();
+  }
+  dropped.clear();  // outside the lock: captured sessions try (and fail) to post their deletion
   if (thread_.joinable()) thread_.join();
 }
 
@@ -53,6 +69,17 @@ void Engine::release() {
     last = --users_ == 0;
   }
   if (last) stop();
+}
+
+void Engine::track_cancel(const std::shared_ptr<std::atomic<bool>>& flag) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_) flag->store(true);
+  cancel_flags_.push_back(flag);
+}
+
+void Engine::untrack_cancel(const std::shared_ptr<std::atomic<bool>>& flag) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancel_flags_.erase(std::remove(cancel_flags_.begin(), cancel_flags_.end(), flag), cancel_flags_.end());
 }
 
 JobError capture_error(const std::function<void()>& fn, bool& failed) {

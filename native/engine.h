@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "errors.h"
 
@@ -25,9 +27,16 @@ class Engine {
   bool post(std::function<void()> job);
   // Runs the queued jobs, then ends the thread. Called when the last Node environment exits.
   void stop();
+  // Process exit: cancels running generations, drops queued jobs and joins the thread, so that
+  // no MLX work is in flight when static destructors (MLX's own among them) run.
+  void shutdown_now();
   // Environments (main thread, workers) that use the engine; the last one to leave stops it.
   void retain();
   void release();
+  // Long jobs register their cancel flag so that stopping the engine (process exit) ends them
+  // at their next step instead of making exit wait for a whole generation.
+  void track_cancel(const std::shared_ptr<std::atomic<bool>>& flag);
+  void untrack_cancel(const std::shared_ptr<std::atomic<bool>>& flag);
 
  private:
   Engine() = default;
@@ -36,6 +45,7 @@ class Engine {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::function<void()>> jobs_;
+  std::vector<std::shared_ptr<std::atomic<bool>>> cancel_flags_;
   std::thread thread_;
   bool stopping_ = false;
   int users_ = 0;

@@ -142,6 +142,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (!tokens.empty()) on_event.Call({to_int32_array(env, tokens)});
     };
 
+    Engine::get().track_cancel(cancel);
     bool posted = Engine::get().post([session, prompt, params, cancel, mailbox, tsfn, deliver]() mutable {
       GenerationStats stats;
       bool failed = false;
@@ -156,6 +157,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         });
       }, failed);
       session.reset();  // Let unload free the model as soon as this job is over.
+      Engine::get().untrack_cancel(cancel);
       tsfn.BlockingCall([deliver, stats, failed, error](Napi::Env env, Napi::Function on_event) {
         deliver(env, on_event);
         Napi::Object done = Napi::Object::New(env);
@@ -166,6 +168,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       tsfn.Release();
     });
     if (!posted) {
+      Engine::get().untrack_cancel(cancel);
       tsfn.Release();
       throw Napi::Error::New(env, "the MLX engine has stopped");
     }
@@ -288,6 +291,9 @@ void register_mlx_exports(Napi::Env env, Napi::Object exports) {
   exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setLimits", Napi::Function::New(env, SetLimits));
+  // Called from process.on("exit"): process.exit() runs no environment cleanup hooks before the
+  // C++ static destructors, so the JS exit event is the last safe moment to stop MLX work.
+  exports.Set("shutdown", Napi::Function::New(env, [](const Napi::CallbackInfo&) { Engine::get().shutdown_now(); }));
 }
 
 }  // namespace mlxnode
