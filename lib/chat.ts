@@ -107,9 +107,7 @@ export function renderChat(
       add_generation_prompt: chat.addGenerationPrompt ?? true,
       bos_token: source.bosToken ?? "",
       eos_token: source.eosToken ?? "",
-      raise_exception: (message: string) => {
-        throw new ChatTemplateError(`The chat template rejected the messages: ${message}`);
-      },
+      // raise_exception is built into @huggingface/jinja; its error lands in the catch below.
     });
   } catch (error) {
     if (error instanceof ChatTemplateError) throw error;

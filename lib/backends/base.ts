@@ -25,6 +25,11 @@ export interface TokenRun extends AsyncIterable<number[]> {
   readonly finish: "stop" | "length" | undefined;
   /** Asks the engine to stop; iteration then ends soon. Safe to call more than once. */
   cancel(): void;
+  /**
+   * Settles when the engine has finished this run, after which `evaluatedPromptTokens` and
+   * `finish` are final. The driver waits for it before handing the model to the next request.
+   */
+  readonly completion?: Promise<void>;
 }
 
 /** Options of the backend object itself (not of one load). */
@@ -245,6 +250,7 @@ export abstract class BaseBackend implements InferenceBackend {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       run.cancel();
+      await run.completion?.catch(() => undefined);
       this.running.delete(run);
       release();
     }

@@ -148,6 +148,8 @@ export class MlxBackend extends BaseBackend {
     const model = this.model as NativeModel;
     const channel = new Channel<number[]>();
     const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined };
+    let settle!: () => void;
+    const completion = new Promise<void>((resolve) => (settle = resolve));
     const handle = model.generate(
       Int32Array.from(prompt),
       {
@@ -166,6 +168,7 @@ export class MlxBackend extends BaseBackend {
           channel.push(Array.from(tokens));
           return;
         }
+        settle();
         if (done?.error) {
           channel.fail(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
           return;
@@ -187,6 +190,7 @@ export class MlxBackend extends BaseBackend {
         return state.finish;
       },
       cancel: () => handle.cancel(),
+      completion,
       [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
     };
   }

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
- * The mlx-node command line: `generate` streams a completion, `info` says what can run here,
- * `build-native` builds the addon. Run `mlx-node help` for the options.
+ * The mlx-node command line: `generate` streams a completion, `eval` scores a model on a fixtures
+ * file, `info` says what can run here, `build-native` builds the addon. Run `mlx-node help` for the options.
  */
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { MlxNodeError } from "../errors.js";
 import { packageRoot } from "../native.js";
+import { runEvalCommand } from "./eval.js";
 import { runGenerate } from "./generate.js";
 import { runInfo } from "./info.js";
 
@@ -15,6 +16,7 @@ const USAGE = `Usage: mlx-node <command> [options]
 
 Commands:
   generate --model <path> [options] "prompt"   Stream a completion to stdout; speed and backend go to stderr
+  eval --model <path> --fixtures <file>        Run a fixtures file; report pass rate, outputs, latency
   info [--json]                                Platform, available backends, and why others are not
   build-native                                 Build the native addon (needs CMake, a C++17 compiler; mlx-c for MLX)
   help                                         This text
@@ -27,6 +29,16 @@ generate options:
   --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --seed <n>
   --stop <text>             stop string (repeatable)
   --context-size <n>  --threads <n>
+
+eval options:
+  --model, -m <path>        .gguf file or model directory (required)
+  --fixtures, -f <file>     fixtures JSON: { defaults?, chatTemplate?, forbid?, cases: [...] } (required)
+  --backend <name>          auto | mlx | gguf (default: auto)
+  --out, -o <dir>           write <dir>/eval.md and <dir>/eval.json (default: markdown to stdout)
+  --threshold <0..1>        minimum pass rate (default: 1, every case must pass)
+  --context-size <n>  --threads <n>
+  Exit code: 0 pass rate >= threshold; 1 below it (or the model failed to load);
+             2 bad arguments or invalid fixtures (nothing ran)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -34,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "generate":
       return runGenerate(rest);
+    case "eval":
+      return runEvalCommand(rest);
     case "info": {
       const { values } = parseArgs({ args: rest, options: { json: { type: "boolean" } } });
       return runInfo(Boolean(values.json));
