@@ -218,25 +218,31 @@ export abstract class BaseBackend implements InferenceBackend {
     let finish: FinishReason | undefined;
     let stopSequence: string | undefined;
     try {
-      for await (const batch of run) {
-        if (firstTokenAt === 0) firstTokenAt = performance.now();
-        const room = options.maxTokens - tokens.length;
-        const taken = batch.length > room ? batch.slice(0, room) : batch;
-        tokens.push(...taken);
-        const match = stops.push(detok.push(taken));
-        if (match.emit || taken.length > 0) {
-          text += match.emit;
-          yield { text: match.emit, tokens: taken };
+      try {
+        for await (const batch of run) {
+          if (firstTokenAt === 0) firstTokenAt = performance.now();
+          const room = options.maxTokens - tokens.length;
+          const taken = batch.length > room ? batch.slice(0, room) : batch;
+          tokens.push(...taken);
+          const match = stops.push(detok.push(taken));
+          if (match.emit || taken.length > 0) {
+            text += match.emit;
+            yield { text: match.emit, tokens: taken };
+          }
+          if (match.stop !== undefined) {
+            finish = "stop";
+            stopSequence = match.stop;
+            break;
+          }
+          if (tokens.length >= options.maxTokens) {
+            finish = "length";
+            break;
+          }
         }
-        if (match.stop !== undefined) {
-          finish = "stop";
-          stopSequence = match.stop;
-          break;
-        }
-        if (tokens.length >= options.maxTokens) {
-          finish = "length";
-          break;
-        }
+      } catch (error) {
+        // Whatever broke while the model was being unloaded, the caller's answer is that it was unloaded.
+        if (myGeneration !== this.generation) throw new UnloadedError();
+        throw error;
       }
       if (myGeneration !== this.generation) throw new UnloadedError();
       finish ??= signal?.aborted ? "abort" : run.finish ?? "length";
