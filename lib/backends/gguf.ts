@@ -1,0 +1,580 @@
+/**
+ * The GGUF fallback backend: runs `.gguf` models on the CPU through node-llama-cpp (llama.cpp).
+ *
+ * node-llama-cpp is an optional dependency and is imported lazily on the first load, so the
+ * package works without it as long as this backend is not used.
+ */
+import { open, stat } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { resolve } from "node:path";
+import type {
+  Llama, LlamaContext, LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token,
+} from "node-llama-cpp";
+import type { BackendName, TokenizeOptions } from "../backend.js";
+import type { ChatTemplateSource } from "../chat.js";
+import {
+  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
+  UnsupportedArchitectureError,
+} from "../errors.js";
+import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
+import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
+
+type NodeLlamaCpp = typeof import("node-llama-cpp");
+
+/** Largest context created when `contextSize` is not given (the model's trained context is used when smaller). */
+const DEFAULT_MAX_CONTEXT = 4096;
+
+/**
+ * Model files smaller than this are "tiny" and always get one thread (see {@link defaultGgufThreads}).
+ * A heuristic bound: below it a token takes well under a millisecond of compute, so the cost of
+ * synchronising several threads per graph node outweighs the work they share.
+ */
+export const TINY_MODEL_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Generated tokens the engine may run ahead of a slow consumer. Decoding the next token while
+ * the previous one is detokenized overlaps the JS work with the native work; the bound keeps a
+ * stalled consumer from wasting compute.
+ */
+const READ_AHEAD_TOKENS = 8;
+
+/**
+ * The default number of evaluation threads for a GGUF model.
+ *
+ * Rule: tiny models (file under {@link TINY_MODEL_BYTES}) get 1 thread; larger models get the
+ * physical cores minus one (at least 1), never more than `os.availableParallelism()`.
+ *
+ * Why: ggml's worker threads spin at a barrier after every graph node. Per-token work of a small
+ * model is tiny, so synchronisation dominates; and when all cores run ggml workers, the Node main
+ * thread (event loop, sampling callbacks, detokenization, an Electron UI) preempts one of them and
+ * every barrier stalls. Leaving one core to the main thread avoids that.
+ *
+ * Measured on the 2-core dev machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary,
+ * libggml-cpu-zen4 variant), medians of 5–15 interleaved runs:
+ * - stories260K.gguf (1.2 MB, F32): decode 1 thread ≈ 950–1,350 tok/s vs 2 threads 7–105 tok/s
+ *   (very erratic); prefill 1 thread ≈ 1,340 tok/s (400 tokens) / 1,100 tok/s (512 tokens) vs
+ *   2 threads ≈ 2,000–2,300 tok/s. Two threads only win prefill, and lose decode by 10–100×.
+ * - llama-2-tiny-random.gguf (1.7 MB): decode 1 thread ≈ 640 tok/s vs 2 threads ≈ 76 tok/s.
+ * - The issue's 0.36B Q4_0 model: 1 thread 66 tok/s, 2 threads 42–46 tok/s, node-llama-cpp's
+ *   default (4 threads on 2 cores) 0.4 tok/s.
+ * Decode dominates generation, so on 2 cores the rule gives 1 thread for every model size.
+ * (node-llama-cpp applies one thread count to both prefill and decode batches, so a split setting
+ * such as 2 threads for prefill and 1 for decode is not available.)
+ *
+ * @param modelBytes size of the model file in bytes.
+ * @param physicalCores cores useful for math (llama.cpp's count, without SMT siblings or efficiency cores).
+ * @param availableCores cores this process may run on; defaults to `os.availableParallelism()`.
+ */
+export function defaultGgufThreads(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): number {
+  const cores = Math.max(1, Math.min(Math.floor(physicalCores) || 1, Math.floor(availableCores) || 1));
+  if (modelBytes < TINY_MODEL_BYTES) return 1;
+  return Math.max(1, cores - 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One node-llama-cpp `Llama` per process.
+
+let nodeLlamaCpp: Promise<NodeLlamaCpp> | undefined;
+let sharedLlama: Promise<Llama> | undefined;
+/** Error messages llama.cpp logged recently, numbered so a load can pick out its own. */
+const nativeErrors: { seq: number; message: string }[] = [];
+let nativeErrorSeq = 0;
+
+function onNativeLog(level: string, message: string): void {
+  // Warnings (e.g. "bad special token" in older GGUFs) are noise for users; errors explain failed loads.
+  if (level !== "error" && level !== "fatal") return;
+  const text = message.trim();
+  if (!text) return;
+  nativeErrors.push({ seq: ++nativeErrorSeq, message: text });
+  if (nativeErrors.length > 32) nativeErrors.shift();
+}
+
+function nativeErrorsSince(seq: number): string[] {
+  return nativeErrors.filter((e) => e.seq > seq).map((e) => e.message);
+}
+
+async function importNodeLlamaCpp(): Promise<NodeLlamaCpp> {
+  nodeLlamaCpp ??= import("node-llama-cpp").catch((error: unknown) => {
+    nodeLlamaCpp = undefined;
+    if (isPackageMissing(error, "node-llama-cpp")) {
+      throw new BackendUnavailableError("gguf", "node-llama-cpp is not installed: run npm install node-llama-cpp");
+    }
+    throw new BackendUnavailableError("gguf", `node-llama-cpp failed to load: ${errorMessage(error)}`);
+  });
+  return nodeLlamaCpp;
+}
+
+/**
+ * True when `error` (or an error it wraps, as bundlers and test runners do) says that the package
+ * itself cannot be found, not one of its dependencies.
+ */
+function isPackageMissing(error: unknown, name: string): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if ((code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND") && e.message.includes(`'${name}'`)) return true;
+  }
+  return false;
+}
+
+/**
+ * The process-wide llama.cpp instance. It uses the prebuilt CPU binary shipped in the
+ * `@node-llama-cpp/<platform>` package: `build: "never"` and `skipDownload` guarantee nothing is
+ * compiled or downloaded at run time, `gpu: false` skips probing CUDA/Vulkan binaries, and
+ * `maxThreads: 0` lifts node-llama-cpp's thread cap so each context uses exactly the threads we
+ * give it (its default cap is max(cores, 4), which oversubscribes small machines).
+ */
+function getSharedLlama(): Promise<Llama> {
+  sharedLlama ??= (async () => {
+    const lib = await importNodeLlamaCpp();
+    try {
+      return await lib.getLlama({
+        gpu: false,
+        build: "never",
+        usePrebuiltBinaries: true,
+        skipDownload: true,
+        progressLogs: false,
+        maxThreads: 0,
+        logLevel: lib.LlamaLogLevel.warn,
+        logger: onNativeLog,
+      });
+    } catch (error) {
+      throw new BackendUnavailableError(
+        "gguf",
+        `no usable prebuilt llama.cpp binary for ${process.platform}-${process.arch}: ${errorMessage(error)}`,
+      );
+    }
+  })();
+  sharedLlama.catch(() => (sharedLlama = undefined));
+  return sharedLlama;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Options of a {@link GgufBackend} instance. */
+export type GgufBackendOptions = BackendOptions;
+
+interface Loaded {
+  model: LlamaModel;
+  context: LlamaContext;
+  sequence: LlamaContextSequence;
+  vocabSize: number;
+  threads: number;
+  bos: number | undefined;
+  eos: number | undefined;
+}
+
+/**
+ * Runs GGUF models with llama.cpp (through node-llama-cpp) on the CPU.
+ *
+ * One model, one context and one sequence per instance. The sequence's KV cache is kept between
+ * requests: a new prompt only evaluates the tokens after its longest common prefix with what the
+ * cache already holds (reported as `usage.evaluatedPromptTokens`).
+ *
+ * @example
+ * ```ts
+ * const backend = new GgufBackend();
+ * await backend.load("model.gguf");
+ * const { text } = await backend.generate("Once upon a time", { maxTokens: 32 });
+ * await backend.unload();
+ * ```
+ */
+export class GgufBackend extends BaseBackend {
+  /** Always `"gguf"`. */
+  readonly name: BackendName = "gguf";
+  private loaded: Loaded | undefined;
+  private loading = false;
+  /** Settles when the last run has fully stopped touching the sequence; never rejects. */
+  private lastRun: Promise<void> = Promise.resolve();
+
+  /** @param options queue limits shared by every backend. */
+  constructor(options: GgufBackendOptions = {}) {
+    super(options);
+  }
+
+  /** Context size in tokens of the loaded model; llama.cpp rounds requests up to a multiple of 256. 0 when none is loaded. */
+  get contextSize(): number {
+    return this.loaded?.sequence.contextSize ?? 0;
+  }
+
+  /** CPU threads llama.cpp uses for this model (0 when none is loaded). */
+  get threadCount(): number {
+    return this.loaded?.threads ?? 0;
+  }
+
+  /** Number of tokens in the model's vocabulary (0 when none is loaded). */
+  protected get vocabSize(): number {
+    return this.loaded?.vocabSize ?? 0;
+  }
+
+  /**
+   * Text to token ids with the model's own tokenizer. Special-token text (such as `<s>` or
+   * `<|im_start|>`) is parsed as the special token, so chat templates tokenize correctly.
+   * With `addSpecialTokens`, BOS/EOS are added as the GGUF metadata says (`add_bos_token`,
+   * `add_eos_token`), but a BOS is not doubled when the text already starts with one.
+   */
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    if (typeof text !== "string") throw new InvalidOptionError("text", "a string", text);
+    if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
+    const add = options.addSpecialTokens ?? false;
+    if (typeof add !== "boolean") throw new InvalidOptionError("addSpecialTokens", "a boolean", add);
+    this.ensureLoaded("tokenize");
+    const { model, bos, eos } = this.loaded!;
+    const ids: number[] = Array.from(model.tokenize(text, true));
+    if (add) {
+      if (bos !== undefined && ids[0] !== bos) ids.unshift(bos);
+      if (eos !== undefined && ids[ids.length - 1] !== eos) ids.push(eos);
+    }
+    return ids;
+  }
+
+  /** Token ids to text. Special tokens are rendered as their text (as `tokenize` parses them). */
+  detokenize(tokens: readonly number[]): string {
+    this.ensureLoaded("detokenize");
+    const { model, vocabSize } = this.loaded!;
+    // Called for every generated token by the streaming detokenizer: validate without copying.
+    if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t < vocabSize)) {
+      checkTokenIds("tokens", tokens, vocabSize); // throws the descriptive InvalidOptionError
+    }
+    return model.detokenize(tokens as readonly Token[], true);
+  }
+
+  /** Loads the GGUF file at `path` and creates its context and sequence. */
+  protected async loadModel(path: string, options: ResolvedLoadOptions): Promise<void> {
+    // BaseBackend marks a model loaded only after this returns: refuse a concurrent second load.
+    if (this.loaded || this.loading) throw new MlxNodeError("ALREADY_LOADED", "A model is already loaded or loading: call unload() first");
+    this.loading = true;
+    try {
+      await this.loadFile(path, options);
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  private async loadFile(path: string, options: ResolvedLoadOptions): Promise<void> {
+    const file = resolve(path);
+    const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new ModelNotFoundError(path);
+      throw new ModelNotFoundError(path, errorMessage(error));
+    });
+    if (info.isDirectory()) throw new ModelNotFoundError(path, "expected a .gguf file, found a directory");
+    await checkMagic(file, path);
+
+    const llama = await getSharedLlama();
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const errorMark = nativeErrorSeq;
+    let model: LlamaModel;
+    try {
+      model = await llama.loadModel({ modelPath: file, gpuLayers: 0, ...(signal ? { loadSignal: signal } : {}) });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      const messages = [...nativeErrorsSince(errorMark), errorMessage(error)];
+      const architecture = messages.join("\n").match(/unknown model architecture: '([^']*)'/)?.[1];
+      if (architecture !== undefined) {
+        throw new UnsupportedArchitectureError(
+          `GGUF model ${path} uses the architecture "${architecture}", which the bundled llama.cpp does not support`,
+        );
+      }
+      throw new ModelFormatError(`Cannot load GGUF model ${path}: the file is corrupt or incomplete (${messages.join("; ")})`, { cause: error });
+    }
+
+    try {
+      const trainContext = model.trainContextSize > 0 ? model.trainContextSize : DEFAULT_MAX_CONTEXT;
+      const contextSize = options.contextSize ?? Math.min(trainContext, DEFAULT_MAX_CONTEXT);
+      const threads = options.threads !== undefined
+        ? Math.min(options.threads, availableParallelism())
+        : defaultGgufThreads(info.size, llama.cpuMathCores);
+      let context: LlamaContext;
+      try {
+        context = await model.createContext({
+          contextSize,
+          threads,
+          sequences: 1,
+          failedCreationRemedy: false,
+          ...(signal ? { createSignal: signal } : {}),
+        });
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
+      }
+      const sequence = context.getSequence();
+      const tokens = model.tokens;
+      this.loaded = {
+        model,
+        context,
+        sequence,
+        vocabSize: model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 0,
+        threads: context.currentThreads,
+        bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
+        eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
+      };
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  /** The chat template and BOS/EOS strings from the GGUF metadata (`tokenizer.chat_template`). */
+  protected override chatTemplateSource(): ChatTemplateSource {
+    const loaded = this.loaded;
+    const origin = `${this.loadedPath ?? "the GGUF file"} (GGUF metadata tokenizer.chat_template)`;
+    if (!loaded) return { template: undefined, origin };
+    const template = loaded.model.fileInfo.metadata?.tokenizer?.chat_template;
+    const tokens = loaded.model.tokens;
+    return {
+      template: typeof template === "string" && template.length > 0 ? template : undefined,
+      ...(tokens.bosString !== null ? { bosToken: tokens.bosString } : {}),
+      ...(tokens.eosString !== null ? { eosToken: tokens.eosString } : {}),
+      origin,
+    };
+  }
+
+  /** Frees the sequence, context and model. */
+  protected async unloadModel(): Promise<void> {
+    const loaded = this.loaded;
+    if (!loaded) return;
+    await this.lastRun;
+    this.loaded = undefined;
+    try {
+      await loaded.context.dispose();
+    } finally {
+      await loaded.model.dispose();
+    }
+  }
+
+  /** Streams tokens for `prompt`, reusing the cached prefix of the sequence. */
+  protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
+    const loaded = this.loaded;
+    if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
+    const previous = this.lastRun;
+    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, prompt, options)));
+    this.lastRun = run.done;
+    return run;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A generation in flight: a producer loop pulls tokens from llama.cpp into a small buffer, the
+ * consumer (BaseBackend) takes everything buffered at once. Iteration ends only after the
+ * producer has stopped, so the next request never races a still-running evaluation.
+ */
+class GgufRun implements TokenRun {
+  evaluatedPromptTokens = 0;
+  finish: "stop" | "length" | undefined;
+  cancelled = false;
+  /** Settles when the producer has stopped; never rejects (errors are kept for the consumer). */
+  readonly done: Promise<void>;
+  /** The same as `done`, under the name BaseBackend waits for. */
+  get completion(): Promise<void> {
+    return this.done;
+  }
+  private buffer: number[] = [];
+  private ended = false;
+  private wakeScheduled = false;
+  private failure: { error: unknown } | undefined;
+  private wakeConsumer: (() => void) | undefined;
+  private wakeProducer: (() => void) | undefined;
+
+  constructor(producer: (run: GgufRun) => Promise<void>) {
+    this.done = producer(this).then(
+      () => this.end(),
+      (error: unknown) => {
+        this.failure = { error: error instanceof MlxNodeError ? error : new MlxNodeError("GGUF_ERROR", `llama.cpp evaluation failed: ${errorMessage(error)}`, { cause: error }) };
+        this.end();
+      },
+    );
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.notify();
+  }
+
+  /**
+   * Called by the producer with each generated token. With `deferWake`, the consumer is woken on
+   * the next macrotask (after the engine has started its next native decode) instead of now.
+   */
+  push(token: number, deferWake: boolean): void {
+    this.buffer.push(token);
+    if (!deferWake) this.notify();
+    else if (!this.wakeScheduled) {
+      this.wakeScheduled = true;
+      setImmediate(() => {
+        this.wakeScheduled = false;
+        this.notify();
+      });
+    }
+  }
+
+  /** True while the consumer is fewer than READ_AHEAD_TOKENS tokens behind. */
+  hasRoom(): boolean {
+    return this.buffer.length < READ_AHEAD_TOKENS;
+  }
+
+  /** Resolves when the consumer has room for more tokens (or the run was cancelled). */
+  room(): Promise<void> {
+    if (this.hasRoom() || this.cancelled) return Promise.resolve();
+    return new Promise((r) => (this.wakeProducer = r));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<number[]> {
+    try {
+      while (!this.cancelled) {
+        if (this.buffer.length > 0) {
+          const batch = this.buffer;
+          this.buffer = [];
+          this.takeWake("producer");
+          yield batch;
+          continue;
+        }
+        if (this.failure) throw this.failure.error;
+        if (this.ended) return;
+        await new Promise<void>((r) => (this.wakeConsumer = r));
+      }
+    } finally {
+      // The consumer left (done, stop string, maxTokens, abort): stop the engine and wait for it.
+      this.cancel();
+      await this.done;
+    }
+  }
+
+  private end(): void {
+    this.ended = true;
+    this.notify();
+  }
+
+  private notify(): void {
+    this.takeWake("consumer");
+    if (this.cancelled) this.takeWake("producer");
+  }
+
+  private takeWake(which: "consumer" | "producer"): void {
+    const wake = which === "consumer" ? this.wakeConsumer : this.wakeProducer;
+    if (which === "consumer") this.wakeConsumer = undefined;
+    else this.wakeProducer = undefined;
+    wake?.();
+  }
+}
+
+/** The engine side of a run: align the KV cache with the prompt, prefill, then sample. */
+async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: ResolvedGenerateOptions): Promise<void> {
+  const { model, context, sequence } = loaded;
+  if (run.cancelled || sequence.disposed) return;
+  const meter = sequence.tokenMeter;
+  const meterStart = meter.usedInputTokens + meter.usedOutputTokens;
+  const evaluatedSoFar = () => meter.usedInputTokens + meter.usedOutputTokens - meterStart;
+  try {
+    // KV-cache reuse: keep the longest common prefix of the cached tokens and the prompt (but
+    // always evaluate at least the last prompt token: its logits pick the first new token), and
+    // erase everything after it.
+    const cached = sequence.contextTokens;
+    let keep = 0;
+    const limit = Math.min(cached.length, prompt.length - 1);
+    while (keep < limit && cached[keep] === prompt[keep]) keep++;
+    if (sequence.nextTokenIndex > keep) {
+      await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
+    }
+    // Normally nextTokenIndex === keep now; llama.cpp may have dropped more (e.g. sliding-window caches).
+    let pending = prompt.slice(sequence.nextTokenIndex) as Token[];
+
+    // Prefill in batch-sized chunks so that cancel() is honoured between them.
+    const chunk = Math.max(1, context.batchSize);
+    while (pending.length > chunk) {
+      await sequence.evaluateWithoutGeneratingNewTokens(pending.slice(0, chunk));
+      pending = pending.slice(chunk);
+      if (run.cancelled) return;
+    }
+
+    const history = prompt.slice();
+    const penaltyWindow = options.repetitionContextSize;
+    const evaluateOptions: SequenceEvaluateOptions = {
+      temperature: options.temperature,
+      topK: options.topK,
+      topP: options.topP,
+      minP: options.minP,
+      seed: options.seed,
+      yieldEogToken: true,
+      ...(options.repetitionPenalty !== 1
+        ? {
+            repeatPenalty: {
+              punishTokens: () => history.slice(-penaltyWindow) as Token[],
+              maxPunishTokens: penaltyWindow,
+              penalty: options.repetitionPenalty,
+              frequencyPenalty: 0,
+              presencePenalty: 0,
+            },
+          }
+        : {}),
+    };
+    // prompt + generated tokens must fit in the context (no context shift).
+    const maxNew = Math.min(options.maxTokens, sequence.contextSize - prompt.length);
+    if (maxNew <= 0) {
+      run.finish = "length";
+      return;
+    }
+    const tokens = sequence.evaluate(pending, evaluateOptions);
+    let produced = 0;
+    let next: Promise<IteratorResult<Token, void>> | undefined = tokens.next();
+    try {
+      while (next) {
+        const result = await next;
+        next = undefined;
+        if (produced === 0) run.evaluatedPromptTokens = evaluatedSoFar();
+        if (result.done) {
+          run.finish = "stop";
+          break;
+        }
+        const token = result.value as number;
+        if (!options.ignoreEos && model.isEogToken(token as Token)) {
+          run.finish = "stop";
+          break;
+        }
+        history.push(token);
+        produced++;
+        if (produced >= maxNew) {
+          run.push(token, false);
+          run.finish = "length";
+          break;
+        }
+        // Pipelining: start decoding the following token before handing this one over. The
+        // consumer is woken on the next macrotask, once llama.cpp's worker thread is busy, so
+        // detokenization and stop strings run on the main thread while the native decode runs.
+        const room = !run.cancelled && run.hasRoom();
+        if (room) next = tokens.next();
+        run.push(token, room);
+        if (run.cancelled) break;
+        if (!room) {
+          await run.room();
+          if (run.cancelled) break;
+          next = tokens.next();
+        }
+      }
+    } finally {
+      if (next) await next.catch(() => undefined);
+      await tokens.return();
+    }
+  } finally {
+    if (run.evaluatedPromptTokens === 0) run.evaluatedPromptTokens = evaluatedSoFar();
+  }
+}
+
+async function checkMagic(file: string, shownPath: string): Promise<void> {
+  const handle = await open(file, "r");
+  try {
+    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
+    const magic = buffer.subarray(0, bytesRead).toString("latin1");
+    if (magic !== "GGUF") {
+      const got = bytesRead === 0 ? "an empty file" : `a file starting with ${JSON.stringify(magic)}`;
+      throw new ModelFormatError(`Cannot load GGUF model ${shownPath}: not a GGUF file (expected the magic "GGUF", got ${got})`);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
