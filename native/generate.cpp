@@ -115,8 +115,9 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
     for (int n = 0;; ++n) {
       // y is token n: queued, maybe not yet computed.
       if (cancel) return finish("cancelled");
-      // Token n is fed back only if token n+1 will be generated and its position fits.
-      const bool more = n + 1 < params.max_tokens && ctx.cache.offset() + 1 <= ctx.context_size;
+      // Token n+1 is generated only if prompt + generated tokens stay within the context (as
+      // llama.cpp counts it): feeding token n takes one position, token n+1 one more.
+      const bool more = n + 1 < params.max_tokens && ctx.cache.offset() + 2 <= ctx.context_size;
       Array next;
       if (more) {
         Span build{st.graph_build_ms};

@@ -24,7 +24,7 @@ struct GenerationContext {
 // evaluated, for its logits), prefills the rest in 512-token chunks, then decodes with one step
 // in flight: step n+1 is built and async-evaluated before token n is read, so graph building
 // overlaps evaluation. `emit` gets each token as soon as it is read. Stops on a stop token (not
-// emitted), max_tokens or a full context ("length"), or `cancel` (checked before every step).
+// emitted), max_tokens or a full context ("length": prompt + generated tokens reach context_size), or `cancel` (checked before every step).
 // Throws INVALID_OPTION for an empty/oversized prompt, out-of-vocab ids or bad sampling params.
 GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
                          const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit);

@@ -41,6 +41,7 @@ export interface BackendOptions {
 export abstract class BaseBackend implements InferenceBackend {
   abstract readonly name: BackendName;
   protected loadedPath: string | undefined;
+  private loadingPath: string | undefined;
   private readonly queue: RequestQueue;
   private readonly running = new Set<TokenRun>();
   private unloading: Promise<void> | undefined;
@@ -78,12 +79,19 @@ export abstract class BaseBackend implements InferenceBackend {
   async load(modelPath: string, options?: LoadOptions): Promise<void> {
     const path = checkModelPath(modelPath);
     const resolved = resolveLoadOptions(options);
-    if (this.loadedPath !== undefined) {
-      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded (${this.loadedPath}): call unload() first`);
+    if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
+      const current = this.loadedPath ?? this.loadingPath;
+      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
     }
     resolved.signal?.throwIfAborted();
-    await this.loadModel(path, resolved);
-    this.loadedPath = path;
+    // Claimed before the first await, so a second load() started meanwhile is refused.
+    this.loadingPath = path;
+    try {
+      await this.loadModel(path, resolved);
+      this.loadedPath = path;
+    } finally {
+      this.loadingPath = undefined;
+    }
   }
 
   unload(): Promise<void> {

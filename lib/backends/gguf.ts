@@ -182,7 +182,6 @@ export class GgufBackend extends BaseBackend {
   /** Always `"gguf"`. */
   readonly name: BackendName = "gguf";
   private loaded: Loaded | undefined;
-  private loading = false;
   /** Settles when the last run has fully stopped touching the sequence; never rejects. */
   private lastRun: Promise<void> = Promise.resolve();
 
@@ -240,17 +239,6 @@ export class GgufBackend extends BaseBackend {
 
   /** Loads the GGUF file at `path` and creates its context and sequence. */
   protected async loadModel(path: string, options: ResolvedLoadOptions): Promise<void> {
-    // BaseBackend marks a model loaded only after this returns: refuse a concurrent second load.
-    if (this.loaded || this.loading) throw new MlxNodeError("ALREADY_LOADED", "A model is already loaded or loading: call unload() first");
-    this.loading = true;
-    try {
-      await this.loadFile(path, options);
-    } finally {
-      this.loading = false;
-    }
-  }
-
-  private async loadFile(path: string, options: ResolvedLoadOptions): Promise<void> {
     const file = resolve(path);
     const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new ModelNotFoundError(path);

@@ -84,7 +84,7 @@ export class MlxBackend extends BaseBackend {
 
   detokenize(tokens: readonly number[]): string {
     this.ensureLoaded("detokenize");
-    return this.tokenizer.decode(tokens);
+    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize));
   }
 
   /**
