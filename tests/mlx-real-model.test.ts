@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { ModelFormatError, ModelNotFoundError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { writeCorruptSafetensors } from "./reference/safetensors.js";
@@ -36,6 +37,32 @@ describe.skipIf(!mlxAvailable)("MLX engine on a real model (stories260K)", () =>
     console.log(`[stories260K hf-f32] ${agreement(result.tokens, llamaCpp.ids)}/40 tokens agree with llama.cpp: ${JSON.stringify(result.text)}`);
     expect(result.tokens).toEqual(llamaCpp.ids);
     expect(result.text).toBe(llamaCpp.text);
+  });
+
+  it("live comparison with llama.cpp (node-llama-cpp) on the same model: greedy 64 tokens", async () => {
+    const gguf = new GgufBackend();
+    await gguf.load(join(stories, "stories260K.gguf"), { threads: 1 });
+    const prompts = ["Once upon a time", "One day, Tom", "The little bird"];
+    const rows: string[] = [];
+    let agreeing = 0;
+    for (const prompt of prompts) {
+      const want = (await gguf.generate(prompt, { maxTokens: 64, temperature: 0, ignoreEos: true })).tokens;
+      for (const variant of ["hf-f32", "hf-bf16", "mlx-4bit"]) {
+        const mlx = new MlxBackend();
+        await mlx.load(join(stories, variant));
+        const got = (await mlx.generate(prompt, { maxTokens: 64, temperature: 0, ignoreEos: true })).tokens;
+        await mlx.unload();
+        const n = agreement(got, want);
+        rows.push(`${variant} "${prompt}": ${n}/64`);
+        if (variant === "hf-f32") {
+          expect(got).toEqual(want);
+          agreeing++;
+        }
+      }
+    }
+    await gguf.unload();
+    console.log(`[llama.cpp vs MLX, greedy prefix agreement] ${rows.join("; ")}`);
+    expect(agreeing).toBe(prompts.length);
   });
 
   it("hf-bf16: agrees with the stored bfloat16 reference", async () => {
