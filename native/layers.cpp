@@ -206,14 +206,4 @@ Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
   return mx::add(h, mlp(post_attention_layernorm(h)));
 }
 
-void validate_dims(const ModelConfig& c, const AttentionArgs& a, int num_layers, int intermediate, int vocab) {
-  if (a.hidden_size <= 0 || a.num_heads <= 0 || a.num_kv_heads <= 0 || a.head_dim <= 0 || num_layers <= 0 ||
-      intermediate <= 0 || vocab <= 0)
-    c.fail("sizes and head counts must be positive");
-  if (a.num_heads % a.num_kv_heads != 0)
-    c.fail("num_attention_heads (" + std::to_string(a.num_heads) + ") is not a multiple of num_key_value_heads (" +
-           std::to_string(a.num_kv_heads) + ")");
-  if (a.head_dim % 2 != 0) c.fail("head_dim must be even for RoPE");
-}
-
 }  // namespace mlxnode

@@ -96,7 +96,4 @@ struct TransformerBlock {
   Array operator()(const Array& x, LayerKVCache& cache) const;
 };
 
-// Checks shared by every family's config: positive sizes and heads divisible by KV heads.
-void validate_dims(const ModelConfig& c, const AttentionArgs& a, int num_layers, int intermediate, int vocab);
-
 }  // namespace mlxnode

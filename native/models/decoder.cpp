@@ -1,0 +1,84 @@
+#include "decoder.h"
+
+#include <string>
+
+namespace mlxnode {
+
+DecoderArgs DecoderArgs::read_common(const ModelConfig& c) {
+  DecoderArgs a;
+  a.hidden_size = c.get_int("hidden_size");
+  a.num_hidden_layers = c.get_int("num_hidden_layers");
+  a.intermediate_size = c.get_int("intermediate_size");
+  a.num_attention_heads = c.get_int("num_attention_heads");
+  a.num_key_value_heads = c.get_int("num_key_value_heads", a.num_attention_heads);
+  a.vocab_size = c.get_int("vocab_size");
+  a.rms_norm_eps = c.get_float("rms_norm_eps", 1e-6f);
+  a.tie_word_embeddings = c.find_bool("tie_word_embeddings");
+  return a;
+}
+
+AttentionArgs DecoderArgs::attention() const {
+  AttentionArgs r;
+  r.hidden_size = hidden_size;
+  r.num_heads = num_attention_heads;
+  r.num_kv_heads = num_key_value_heads;
+  r.head_dim = head_dim;
+  r.qkv_bias = qkv_bias;
+  r.o_bias = o_bias;
+  r.qk_norm = qk_norm;
+  r.norm_eps = rms_norm_eps;
+  return r;
+}
+
+void DecoderArgs::validate(const ModelConfig& c) const {
+  if (hidden_size <= 0 || num_attention_heads <= 0 || num_key_value_heads <= 0 || head_dim <= 0 ||
+      num_hidden_layers <= 0 || intermediate_size <= 0 || vocab_size <= 0)
+    c.fail("sizes and head counts must be positive");
+  if (num_attention_heads % num_key_value_heads != 0)
+    c.fail("num_attention_heads (" + std::to_string(num_attention_heads) +
+           ") is not a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) + ")");
+  if (head_dim % 2 != 0) c.fail("head_dim must be even for RoPE");
+}
+
+DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
+  // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
+  args.validate(c);
+  const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
+
+  embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  for (int i = 0; i < args.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i);
+    layers.push_back(TransformerBlock{
+        RMSNorm::load(w, p + ".input_layernorm.weight", args.hidden_size, args.rms_norm_eps),
+        RMSNorm::load(w, p + ".post_attention_layernorm.weight", args.hidden_size, args.rms_norm_eps),
+        Attention::load(w, p + ".self_attn", args.attention(), rope),
+        MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias)});
+    w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
+  }
+  norm = RMSNorm::load(w, "model.norm.weight", args.hidden_size, args.rms_norm_eps);
+  const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
+  if (tied) {
+    w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
+  } else {
+    lm_head = Linear::load(w, "lm_head", args.hidden_size, args.vocab_size, false);
+  }
+
+  info.model_type = c.get_string("model_type");
+  info.dtype = dtype_name(norm.weight.dtype());
+  info.quantization_bits = w.global_bits();
+  info.vocab_size = args.vocab_size;
+  info.num_layers = args.num_hidden_layers;
+  info.hidden_size = args.hidden_size;
+  max_position_embeddings = args.max_position_embeddings;
+}
+
+Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
+  Array h = embed_tokens(tokens);
+  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+  // The head is the largest matmul; for decode only the last position's logits are needed.
+  if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
+  h = norm(h);
+  return lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
+}
+
+}  // namespace mlxnode

@@ -1,0 +1,57 @@
+// The decoder-only transformer that llama, qwen2 and qwen3 share. In mlx-lm each family file
+// repeats it (the inner <Family>Model and the outer Model: embed, pre-norm blocks, norm, tied or
+// untied head); here it is written once, and a family file keeps only what differs: which
+// config.json keys it reads, their defaults, and its attention flags. Engine thread only.
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "../layers.h"
+#include "registry.h"
+
+namespace mlxnode {
+
+// Everything the decoder needs from config.json, filled by a family's parse_model_args.
+struct DecoderArgs {
+  // Read the same way by every family (read_common).
+  int hidden_size = 0;
+  int num_hidden_layers = 0;
+  int intermediate_size = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;              // default: num_attention_heads (no GQA)
+  int vocab_size = 0;
+  float rms_norm_eps = 1e-6f;               // default 1e-6
+  std::optional<bool> tie_word_embeddings;  // absent: tied iff the checkpoint has no lm_head.weight
+
+  // Set by the family: its head_dim rule, its defaults and its layer flags (a flag the family
+  // leaves alone stays off: its checkpoints have no such tensors).
+  int head_dim = 0;
+  int max_position_embeddings = 0;
+  float default_rope_theta = 10000.0f;  // used when config.json has no rope_theta
+  bool qkv_bias = false;                // biases on q_proj/k_proj/v_proj
+  bool o_bias = false;                  // bias on o_proj
+  bool qk_norm = false;                 // RMSNorm over head_dim on queries and keys before RoPE
+  bool mlp_bias = false;                // biases on gate_proj/up_proj/down_proj
+
+  static DecoderArgs read_common(const ModelConfig& c);
+  AttentionArgs attention() const;
+  // Positive sizes, heads divisible by KV heads, even head_dim: BAD_WEIGHTS naming config.json.
+  void validate(const ModelConfig& c) const;
+};
+
+// embed_tokens -> layers (TransformerBlock) -> norm -> lm_head, or the embedding as the head when
+// tied. Weight names are HF's ("model.layers.N.self_attn.q_proj"), as mlx-lm's sanitize leaves them.
+class DecoderModel : public Model {
+ public:
+  // Checks the args, then takes (and shape-checks) every tensor from `w`.
+  DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
+  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
+
+ private:
+  Embedding embed_tokens;
+  std::vector<TransformerBlock> layers;
+  RMSNorm norm;
+  std::optional<Linear> lm_head;  // nullopt when tied to embed_tokens
+};
+
+}  // namespace mlxnode
