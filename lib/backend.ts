@@ -2,6 +2,9 @@
  * The InferenceBackend contract: the one interface that every engine (MLX, GGUF) implements.
  * Options and results are plain objects so they serialise and document well.
  */
+import type { JsonSchema } from "./eval/json-validate.js";
+
+export type { JsonSchema };
 
 /** Options for {@link InferenceBackend.load}. */
 export interface LoadOptions {
@@ -43,6 +46,27 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Aborting ends generation promptly; the result so far is returned with `finishReason: "abort"`. */
   signal?: AbortSignal;
+  /**
+   * Guaranteed JSON: every token is chosen so that the text stays a prefix of a document valid
+   * against this schema, and the text always parses and validates when generation ends, also
+   * when `maxTokens` runs out (closing brackets are forced in time). Generation stops as soon as
+   * the document is complete: `finishReason` is `"stop"` when the model completed it, `"length"`
+   * when the token budget forced it closed. (An abort still ends generation at once, with the
+   * text so far.)
+   *
+   * Supported subset: `type` (object, array, string, number, integer, boolean), `enum` (primitive
+   * values), `properties`, `required`, `items`, nested to any depth; `additionalProperties` must be
+   * a boolean and only declared properties are generated, in declared order. Other keywords are
+   * rejected with an InvalidOptionError naming them. Output is compact JSON (one optional space
+   * at the start and after `:` and `,`); numbers have at most 15 integer and 15 fraction digits
+   * and a 2-digit exponent; a schema without `type` or `enum` (any value) is rejected.
+   *
+   * `maxTokens` must be at least the byte length of the shortest valid document (`{"a":0}` needs 7;
+   * see `minimumMaxTokens`), and so must the room the context leaves after the prompt; less is an
+   * InvalidOptionError before any work. Stop strings and `ignoreEos: true` are rejected with it.
+   * Defaults to none (free text).
+   */
+  jsonSchema?: JsonSchema;
 }
 
 /** Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or the context is full; `abort`: the signal fired. */

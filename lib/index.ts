@@ -4,8 +4,9 @@
  */
 export type {
   BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
-  InferenceBackend, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
+  InferenceBackend, JsonSchema, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
 } from "./backend.js";
+export { minimumMaxTokens } from "./json-schema/schema.js";
 export type { BackendOptions } from "./backends/base.js";
 export { MlxBackend, mlxAvailability, type MlxRuntimeInfo } from "./backends/mlx.js";
 export { GgufBackend } from "./backends/gguf.js";

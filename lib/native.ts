@@ -33,6 +33,8 @@ export interface NativeGenerationStats {
   hostMs: number;
   /** MLX operations created per decoded token. */
   opsPerToken: number;
+  /** Constrained decoding: time the engine waited for token masks (see {@link NativeGenerateHandle.provideMask}). */
+  maskWaitMs: number;
 }
 
 /** Sampling parameters as the native engine takes them. */
@@ -46,6 +48,24 @@ export interface NativeSamplingParams {
   repetitionContextSize: number;
   seed: number;
   stopTokenIds: Int32Array;
+  /** Sample every token among the ids of a mask sent with {@link NativeGenerateHandle.provideMask}. Defaults to false. */
+  constrained?: boolean;
+}
+
+/** Control of one running native generation. */
+export interface NativeGenerateHandle {
+  /** Asks the engine to stop (also wakes it when it waits for a mask). */
+  cancel(): void;
+  /**
+   * Constrained decoding (`params.constrained`): the mask of generated token `step` (0-based),
+   * one bit per token of the model's vocabulary (bit `i % 32` of word `i >> 5` allows token
+   * `i`; `ceil(vocabSize / 32)` words, copied). The engine samples token `step` only once its
+   * mask is here, and waits for it after starting that step's forward pass, so a mask computed
+   * from token `step - 1` as soon as it arrives overlaps the pass. Masks must come in step
+   * order, starting with step 0. `null` ends generation before token `step` (finish "stop").
+   * Throws TypeError/RangeError for a malformed mask.
+   */
+  provideMask(step: number, mask: Uint32Array | null): void;
 }
 
 /** The end of a native generation: an error (with `code`) or the stats. */
@@ -61,7 +81,7 @@ export interface NativeModel {
     promptIds: Int32Array,
     params: NativeSamplingParams,
     onEvent: (tokens: Int32Array | null, done?: NativeDone) => void,
-  ): { cancel(): void };
+  ): NativeGenerateHandle;
   /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
   logits(ids: Int32Array): Promise<Float32Array>;
   unload(): Promise<void>;

@@ -4,6 +4,7 @@
  */
 import type { GenerateOptions, LoadOptions } from "./backend.js";
 import { InvalidOptionError } from "./errors.js";
+import { compileJsonSchema, type CompiledJsonSchema } from "./json-schema/schema.js";
 
 /** Generation options with defaults applied; what the backends consume. */
 export interface ResolvedGenerateOptions {
@@ -18,13 +19,15 @@ export interface ResolvedGenerateOptions {
   stop: string[];
   ignoreEos: boolean;
   signal: AbortSignal | undefined;
+  /** The `jsonSchema` option, checked and compiled. */
+  jsonSchema: CompiledJsonSchema | undefined;
 }
 
 export const DEFAULT_MAX_TOKENS = 256;
 
 const GENERATE_KEYS = new Set([
   "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
-  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal",
+  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema",
 ]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
@@ -32,8 +35,9 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
   rejectUnknownKeys(options, GENERATE_KEYS, extraKeys);
   const o = options;
+  const maxTokens = integerIn("maxTokens", o.maxTokens, DEFAULT_MAX_TOKENS, 1, 1 << 20);
   return {
-    maxTokens: integerIn("maxTokens", o.maxTokens, DEFAULT_MAX_TOKENS, 1, 1 << 20),
+    maxTokens,
     temperature: numberIn("temperature", o.temperature, 0, 0, 2),
     topP: numberIn("topP", o.topP, 1, Number.MIN_VALUE, 1),
     topK: integerIn("topK", o.topK, 0, 0, 1 << 20),
@@ -44,7 +48,26 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     stop: stopStrings(o.stop),
     ignoreEos: booleanOr("ignoreEos", o.ignoreEos, false),
     signal: abortSignal(o.signal),
+    jsonSchema: jsonSchemaOption(o, maxTokens),
   };
+}
+
+/**
+ * Compiles `jsonSchema` and checks what it rules out: `maxTokens` below the shortest valid
+ * document, stop strings (JSON mode ends when the document is complete, and a stop string could
+ * cut it short) and `ignoreEos`.
+ */
+function jsonSchemaOption(o: GenerateOptions, maxTokens: number): CompiledJsonSchema | undefined {
+  if (o.jsonSchema === undefined) return undefined;
+  const compiled = compileJsonSchema(o.jsonSchema);
+  if (maxTokens < compiled.minTokens) {
+    throw new InvalidOptionError("maxTokens", `at least ${compiled.minTokens} with this jsonSchema (the length of its shortest valid document)`, maxTokens);
+  }
+  if (o.stop !== undefined && (typeof o.stop === "string" || (Array.isArray(o.stop) && o.stop.length > 0))) {
+    throw new InvalidOptionError("stop", "no stop strings with jsonSchema (generation ends when the JSON document is complete)", o.stop);
+  }
+  if (o.ignoreEos === true) throw new InvalidOptionError("ignoreEos", "false or unset with jsonSchema", true);
+  return compiled;
 }
 
 /** Load options with defaults left open for the backend to decide. */

@@ -7,6 +7,7 @@
 #include "device.h"
 #include "errors.h"
 #include "sampler.h"
+#include "token_mask.h"
 
 namespace mlxnode {
 namespace {
@@ -47,7 +48,8 @@ Array token_array(const std::vector<int32_t>& tokens, size_t begin, size_t end) 
 }  // namespace
 
 GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
-                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit) {
+                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit,
+                         TokenMaskMailbox* masks) {
   check_tokens(prompt, ctx.model.info.vocab_size, ctx.context_size);
   if (params.max_tokens < 0) invalid("max_tokens must be >= 0, got " + std::to_string(params.max_tokens));
   Sampler sampler(params, prompt, ctx.model.info.vocab_size);  // validates before the cache changes
@@ -62,7 +64,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
     const double total = ms_since(t0);
     st.prefill_ms = first_token_ms < 0 ? total : first_token_ms;
     st.decode_ms = total - st.prefill_ms;
-    st.host_ms = std::max(0.0, total - st.graph_build_ms - wait_ms);
+    st.host_ms = std::max(0.0, total - st.graph_build_ms - wait_ms - st.mask_wait_ms);
     st.ops_per_token = decode_steps ? decode_ops / decode_steps : prompt_step_ops;
     return st;
   };
@@ -97,12 +99,14 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
     }
     if (cancel) return finish("cancelled");
 
-    // The last prompt chunk and the first sample form one graph.
+    // The last prompt chunk and the first sample form one graph (constrained: the logits, which
+    // are sampled once the first mask is here).
     Array y;
     {
       Span build{st.graph_build_ms};
       const int64_t ops0 = op_count();
-      y = sampler(ctx.model.forward(token_array(prompt, pos, prompt.size()), ctx.cache, true));
+      y = ctx.model.forward(token_array(prompt, pos, prompt.size()), ctx.cache, true);
+      if (!masks) y = sampler(y);
       prompt_step_ops = op_count() - ops0;
     }
     {
@@ -112,6 +116,65 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
     cached.insert(cached.end(), prompt.begin() + pos, prompt.end());
 
     const auto& stops = params.stop_token_ids;
+    if (masks) {
+      // Replaces `logits` by token `step`, sampled among the ids its mask allows. Returns the
+      // finish reason instead when JS ends the constraint or the request is cancelled.
+      std::vector<uint32_t> mask;
+      const int vocab = ctx.model.info.vocab_size;
+      auto sample_masked = [&](Array& logits, int step) -> const char* {
+        TokenMaskMailbox::Wait got;
+        {
+          Span waiting{st.mask_wait_ms};
+          got = masks->wait(step, cancel, mask);
+        }
+        if (got != TokenMaskMailbox::Wait::kMask) return got == TokenMaskMailbox::Wait::kEnd ? "stop" : "cancelled";
+        {
+          Span build{st.graph_build_ms};
+          const int64_t ops0 = op_count();
+          logits = sampler(apply_token_mask(logits, mask, vocab));
+          (step == 0 ? prompt_step_ops : decode_ops) += op_count() - ops0;
+        }
+        Span wait{wait_ms};
+        async_eval({logits});
+        return nullptr;
+      };
+      if (const char* end = sample_masked(y, 0)) return finish(end);
+      for (int n = 0;; ++n) {
+        // y is token n: queued, maybe not yet computed (only its sampling is left).
+        if (cancel) return finish("cancelled");
+        const bool more = n + 1 < params.max_tokens && ctx.cache.offset() + 2 <= ctx.context_size;
+        // The graph of step n+1 is built while token n's sampling finishes; it is evaluated
+        // after token n is emitted, and sampled once JS has sent the mask of token n+1.
+        Array logits;
+        if (more) {
+          Span build{st.graph_build_ms};
+          const int64_t ops0 = op_count();
+          logits = ctx.model.forward(y, ctx.cache, true);
+          decode_ops += op_count() - ops0;
+          ++decode_steps;
+        }
+        int32_t token;
+        {
+          Span wait{wait_ms};
+          token = y.item_int32();
+        }
+        if (first_token_ms < 0) first_token_ms = ms_since(t0);
+        if (more) cached.push_back(token);  // its K/V are written by the forward pass
+        if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish("stop");
+        // Emitted before the forward pass starts (on the CPU async_eval runs much of it before
+        // returning), so JS computes the mask of token n+1 while the pass runs.
+        emit(token);
+        st.generated_tokens = n + 1;
+        if (!more) return finish("length");
+        {
+          Span wait{wait_ms};
+          async_eval({logits});
+        }
+        if (n % 256 == 255) clear_memory_cache();
+        if (const char* end = sample_masked(logits, n + 1)) return finish(end);
+        y = std::move(logits);
+      }
+    }
     for (int n = 0;; ++n) {
       // y is token n: queued, maybe not yet computed.
       if (cancel) return finish("cancelled");

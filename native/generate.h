@@ -26,8 +26,15 @@ struct GenerationContext {
 // overlaps evaluation. `emit` gets each token as soon as it is read. Stops on a stop token (not
 // emitted), max_tokens or a full context ("length": prompt + generated tokens reach context_size), or `cancel` (checked before every step).
 // Throws INVALID_OPTION for an empty/oversized prompt, out-of-vocab ids or bad sampling params.
+//
+// Constrained decoding (`masks` not null): token n+1 is sampled only among the ids its mask
+// allows, so sampling waits for JS. The order hides that wait behind the forward pass: step
+// n+1's graph is built while token n's sampling finishes, token n is read and emitted, the
+// forward pass is started, and only then does the engine wait for the mask, which JS computes
+// from token n meanwhile. JS ending the constraint (the document is complete) finishes with "stop".
 GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
-                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit);
+                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit,
+                         TokenMaskMailbox* masks = nullptr);
 
 // float32 logits [tokens.size() * vocab] for every position, from an empty cache; leaves the
 // cache empty.

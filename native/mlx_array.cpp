@@ -65,6 +65,13 @@ Array Array::from_float32(const std::vector<float>& data, const std::vector<int>
   return a;
 }
 
+Array Array::from_bool(const std::vector<uint8_t>& data, const std::vector<int>& shape) {
+  // MLX stores bool as one byte per element, 0 or 1, which is what `data` holds.
+  Array a(mlx_array_new_data(data.data(), shape.data(), static_cast<int>(shape.size()), MLX_BOOL));
+  if (a.empty()) check(1, "mlx_array_new_data");
+  return a;
+}
+
 Array Array::scalar(float v, mlx_dtype dtype) {
   Array a(mlx_array_new_float32(v));
   if (a.empty()) check(1, "mlx_array_new_float32");

@@ -70,6 +70,7 @@ class Array {
   // Host data in (copied by MLX).
   static Array from_int32(const std::vector<int32_t>& data, const std::vector<int>& shape);
   static Array from_float32(const std::vector<float>& data, const std::vector<int>& shape);
+  static Array from_bool(const std::vector<uint8_t>& data, const std::vector<int>& shape);  // 0 / 1 bytes
   static Array scalar(float v, mlx_dtype dtype);
 
   bool empty() const { return a_.ctx == nullptr; }

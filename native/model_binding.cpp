@@ -7,6 +7,7 @@
 #include "device.h"
 #include "engine.h"
 #include "session.h"
+#include "token_mask.h"
 
 namespace mlxnode {
 namespace {
@@ -75,6 +76,7 @@ Napi::Object stats_to_js(Napi::Env env, const GenerationStats& s) {
   o.Set("graphBuildMs", s.graph_build_ms);
   o.Set("hostMs", s.host_ms);
   o.Set("opsPerToken", static_cast<double>(s.ops_per_token));
+  o.Set("maskWaitMs", s.mask_wait_ms);
   return o;
 }
 
@@ -124,7 +126,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   Napi::Value Info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), info_); }
 
-  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?})) -> { cancel() }
+  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?}))
+  //   -> { cancel(), provideMask(step, mask: Uint32Array | null) }
+  // With params.constrained, token n is sampled only after provideMask(n, ...) (see token_mask.h).
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
@@ -132,6 +136,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (!info[1].IsObject()) throw Napi::TypeError::New(env, "params must be an object");
     SamplingParams params = sampling_params(info[1].As<Napi::Object>());
     if (!info[2].IsFunction()) throw Napi::TypeError::New(env, "onEvent must be a function");
+    const bool constrained = info[1].As<Napi::Object>().Get("constrained").ToBoolean();
+    auto masks = constrained ? std::make_shared<TokenMaskMailbox>(info_.vocab_size) : nullptr;
 
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     auto mailbox = std::make_shared<TokenMailbox>();
@@ -143,7 +149,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     };
 
     Engine::get().track_cancel(cancel);
-    bool posted = Engine::get().post([session, prompt, params, cancel, mailbox, tsfn, deliver]() mutable {
+    bool posted = Engine::get().post([session, prompt, params, cancel, mailbox, masks, tsfn, deliver]() mutable {
       GenerationStats stats;
       bool failed = false;
       JobError error = capture_error([&] {
@@ -154,7 +160,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             mailbox->delivery_queued = true;
             tsfn.NonBlockingCall(deliver);
           }
-        });
+        }, masks.get());
       }, failed);
       session.reset();  // Let unload free the model as soon as this job is over.
       Engine::get().untrack_cancel(cancel);
@@ -174,7 +180,26 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }
 
     Napi::Object handle = Napi::Object::New(env);
-    handle.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }));
+    handle.Set("cancel", Napi::Function::New(env, [cancel, masks](const Napi::CallbackInfo&) {
+      cancel->store(true);
+      if (masks) masks->wake();  // a generation blocked on its next mask sees the cancel at once
+    }));
+    handle.Set("provideMask", Napi::Function::New(env, [masks](const Napi::CallbackInfo& info) {
+      Napi::Env env = info.Env();
+      if (!masks) throw Napi::Error::New(env, "provideMask: this generation was not started with params.constrained");
+      if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "provideMask: step must be a number");
+      const int step = info[0].As<Napi::Number>().Int32Value();
+      if (info[1].IsNull()) {
+        masks->put(step, {}, true);
+        return;
+      }
+      if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+        throw Napi::TypeError::New(env, "provideMask: mask must be a Uint32Array or null");
+      auto words = info[1].As<Napi::Uint32Array>();
+      if (words.ElementLength() != masks->words())
+        throw Napi::RangeError::New(env, "provideMask: mask must have " + std::to_string(masks->words()) + " words (one bit per token)");
+      masks->put(step, std::vector<uint32_t>(words.Data(), words.Data() + words.ElementLength()), false);
+    }));
     return handle;
   }
 

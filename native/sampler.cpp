@@ -15,6 +15,13 @@ Array minus_inf() { return Array::scalar(-std::numeric_limits<float>::infinity()
 
 }  // namespace
 
+Array apply_token_mask(const Array& logits, const std::vector<uint32_t>& mask, int vocab_size) {
+  std::vector<uint8_t> allowed(vocab_size);
+  for (int i = 0; i < vocab_size; ++i) allowed[i] = (mask[i >> 5] >> (i & 31)) & 1u;
+  return mx::where(Array::from_bool(allowed, {vocab_size}), logits,
+                   Array::scalar(-std::numeric_limits<float>::infinity(), logits.dtype()));
+}
+
 Sampler::Sampler(const SamplingParams& params, const std::vector<int32_t>& context, int vocab_size)
     : p_(params), vocab_size_(vocab_size) {
   if (!(p_.temperature >= 0)) invalid("temperature must be >= 0, got " + std::to_string(p_.temperature));

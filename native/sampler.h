@@ -11,6 +11,10 @@
 
 namespace mlxnode {
 
+// Constrained decoding: logits [.., V] of tokens whose bit in `mask` is clear become -inf (bit
+// i % 32 of word i / 32 allows token i). Applied before the sampler chain.
+Array apply_token_mask(const Array& logits, const std::vector<uint32_t>& mask, int vocab_size);
+
 class Sampler {
  public:
   // Throws INVALID_OPTION on out-of-range params. `context`: the prompt, whose last

@@ -25,8 +25,8 @@ class Session : public ModelSession {
 
   GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                            const std::atomic<bool>& cancel,
-                           const std::function<void(int32_t token)>& emit) override {
-    return mlxnode::generate(context(), prompt, params, cancel, emit);
+                           const std::function<void(int32_t token)>& emit, TokenMaskMailbox* masks) override {
+    return mlxnode::generate(context(), prompt, params, cancel, emit, masks);
   }
 
   std::vector<float> logits(const std::vector<int32_t>& tokens) override {

@@ -10,6 +10,8 @@
 
 namespace mlxnode {
 
+class TokenMaskMailbox;  // token_mask.h
+
 struct LoadConfig {
   std::string model_dir;
   int context_size = 0;  // 0: the model's max_position_embeddings, capped at 4096
@@ -47,6 +49,7 @@ struct GenerationStats {
   double graph_build_ms = 0;        // time spent building graphs on the engine thread (outside MLX evaluation)
   double host_ms = 0;               // other time outside MLX evaluation (emit, bookkeeping)
   int64_t ops_per_token = 0;        // MLX ops created per decoded token
+  double mask_wait_ms = 0;          // constrained decoding: time blocked waiting for token masks from JS
 };
 
 class ModelSession {
@@ -59,10 +62,12 @@ class ModelSession {
 
   // Evaluates `prompt` (reusing the longest cached prefix from the previous call), then samples
   // up to max_tokens tokens, calling `emit` for each one as soon as it is known. Checks `cancel`
-  // before every step. A stop token ends generation and is not emitted.
+  // before every step. A stop token ends generation and is not emitted. With `masks` (may be
+  // null), every token is sampled among the ids its mask allows (constrained decoding).
   virtual GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                                    const std::atomic<bool>& cancel,
-                                   const std::function<void(int32_t token)>& emit) = 0;
+                                   const std::function<void(int32_t token)>& emit,
+                                   TokenMaskMailbox* masks) = 0;
 
   // Logits for every position of `tokens` ([tokens.size() * vocab_size], float32), evaluated
   // from an empty cache. For tests against the reference forward pass; leaves the cache empty.

@@ -129,6 +129,12 @@ export abstract class BaseBackend implements InferenceBackend {
     if (ids.length >= this.contextSize) {
       throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
     }
+    const json = resolved.jsonSchema;
+    if (json && this.contextSize - ids.length < json.minTokens) {
+      // The constraint counts on this room to finish the document; without it the text could end cut off.
+      const most = this.contextSize - json.minTokens;
+      throw new InvalidOptionError("prompt", `at most ${most} tokens, leaving room in the context for the jsonSchema's shortest document (${json.minTokens} tokens)`, `${ids.length} tokens`);
+    }
     return this.stream(ids, resolved, options);
   }
 

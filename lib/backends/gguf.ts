@@ -16,6 +16,7 @@ import {
   BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
   UnsupportedArchitectureError,
 } from "../errors.js";
+import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
 
@@ -503,6 +504,10 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
       run.finish = "length";
       return;
     }
+    // jsonSchema: llama.cpp's grammar masks; the driver follows to end on time (see gguf-constraint.ts).
+    const json = options.jsonSchema ? await ggufJsonRun(model.llama, model, options.jsonSchema, maxNew) : undefined;
+    if (json) Object.assign(evaluateOptions, json.evaluateOptions);
+    if (run.cancelled) return;
     const tokens = sequence.evaluate(pending, evaluateOptions);
     let produced = 0;
     let next: Promise<IteratorResult<Token, void>> | undefined = tokens.next();
@@ -521,7 +526,25 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
           break;
         }
         history.push(token);
+        json?.driver.push(token); // before the next sample, whose token bias reads it
         produced++;
+        if (json?.driver.finished) {
+          run.push(token, false);
+          run.finish = json.driver.forced ? "length" : "stop";
+          break;
+        }
+        // Out of slack: the closing tokens are forced, so append them without sampling (banning
+        // every other token through a bias list would cost more than the decode itself).
+        const forced = json?.driver.forcedCompletion();
+        if (forced) {
+          run.push(token, false);
+          for (const t of forced) {
+            json?.driver.push(t);
+            run.push(t, false);
+          }
+          run.finish = "length";
+          break;
+        }
         if (produced >= maxNew) {
           run.push(token, false);
           run.finish = "length";

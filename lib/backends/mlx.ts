@@ -8,8 +8,13 @@ import type { LoadOptions } from "../backend.js";
 import { Channel } from "../channel.js";
 import type { ChatTemplateSource } from "../chat.js";
 import { BackendUnavailableError, ModelNotFoundError, errorFromNative } from "../errors.js";
+import { JsonGenerationDriver } from "../json-schema/driver.js";
+import type { CompiledJsonSchema } from "../json-schema/schema.js";
+import { tokenConstraint } from "../json-schema/token-constraint.js";
+import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vocab.js";
 import {
-  nativeStatus, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel, type NativeModelInfo,
+  nativeStatus, type NativeGenerateHandle, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
+  type NativeModelInfo,
 } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
@@ -47,6 +52,10 @@ export class MlxBackend extends BaseBackend {
   private tokenizerInstance: Tokenizer | undefined;
   private modelInfo: NativeModelInfo | undefined;
   private stats: NativeGenerationStats | undefined;
+  /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
+  private vocabulary: Promise<TokenVocabulary> | undefined;
+  /** Milliseconds the last jsonSchema request spent computing token masks on the JS thread. */
+  private lastMaskMs = 0;
 
   constructor(options?: BackendOptions) {
     super(options);
@@ -75,6 +84,11 @@ export class MlxBackend extends BaseBackend {
   /** Engine numbers of the last finished request: graph-build time, ops per token, prefill/decode ms. */
   get lastGenerationStats(): NativeGenerationStats | undefined {
     return this.stats;
+  }
+
+  /** JS-thread milliseconds the last `jsonSchema` request spent computing token masks (0 without one). */
+  get lastMaskComputeMs(): number {
+    return this.lastMaskMs;
   }
 
   tokenize(text: string, options?: { addSpecialTokens?: boolean }): number[] {
@@ -141,15 +155,67 @@ export class MlxBackend extends BaseBackend {
     this.model = undefined;
     this.modelInfo = undefined;
     this.tokenizerInstance = undefined;
+    this.vocabulary = undefined;
     await model?.unload();
   }
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const model = this.model as NativeModel;
     const channel = new Channel<number[]>();
-    const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined };
+    const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined, cancelled: false };
     let settle!: () => void;
     const completion = new Promise<void>((resolve) => (settle = resolve));
+    let handle: NativeGenerateHandle | undefined;
+    if (!options.jsonSchema) handle = this.startNative(model, prompt, options, undefined, channel, state, settle);
+    else {
+      // The first request with a schema builds its constraint; later ones find it cached.
+      this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
+        .then((json) => {
+          if (state.cancelled) {
+            settle();
+            channel.end();
+          } else handle = this.startNative(model, prompt, options, json, channel, state, settle);
+        })
+        .catch((error: unknown) => {
+          settle();
+          channel.fail(error);
+        });
+    }
+    return {
+      get evaluatedPromptTokens() {
+        return state.evaluated;
+      },
+      get finish() {
+        return state.finish;
+      },
+      cancel: () => {
+        state.cancelled = true;
+        handle?.cancel();
+      },
+      completion,
+      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
+    };
+  }
+
+  private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
+    const vocabSize = this.vocabSize;
+    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, vocabSize);
+    const vocabulary = this.vocabulary;
+    vocabulary.catch(() => {
+      if (this.vocabulary === vocabulary) this.vocabulary = undefined;
+    });
+    return new JsonGenerationDriver(tokenConstraint(schema, await vocabulary), budget);
+  }
+
+  /**
+   * Starts the engine. With a JSON driver, mask 0 is sent at once and each later mask as soon as
+   * the token before it arrives, while the engine runs that step's forward pass.
+   */
+  private startNative(
+    model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
+    channel: Channel<number[]>, state: { evaluated: number; finish: "stop" | "length" | undefined }, settle: () => void,
+  ): NativeGenerateHandle {
+    let failed = false;
     const handle = model.generate(
       Int32Array.from(prompt),
       {
@@ -162,13 +228,26 @@ export class MlxBackend extends BaseBackend {
         repetitionContextSize: options.repetitionContextSize,
         seed: options.seed,
         stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
+        constrained: json !== undefined,
       },
       (tokens, done) => {
         if (tokens) {
+          if (json && !failed) {
+            try {
+              for (const t of tokens) json.push(t);
+              if (json.step < json.budget) handle.provideMask(json.step, json.mask());
+            } catch (error) {
+              failed = true;
+              handle.cancel();
+              channel.fail(error);
+            }
+          }
           channel.push(Array.from(tokens));
           return;
         }
         settle();
+        if (json) this.lastMaskMs = json.maskMs;
+        if (failed) return;
         if (done?.error) {
           channel.fail(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
           return;
@@ -177,22 +256,13 @@ export class MlxBackend extends BaseBackend {
         if (stats) {
           this.stats = stats;
           state.evaluated = stats.evaluatedPromptTokens;
-          if (stats.finish !== "cancelled") state.finish = stats.finish;
+          if (stats.finish !== "cancelled") state.finish = json?.forced ? "length" : stats.finish;
         }
         channel.end();
       },
     );
-    return {
-      get evaluatedPromptTokens() {
-        return state.evaluated;
-      },
-      get finish() {
-        return state.finish;
-      },
-      cancel: () => handle.cancel(),
-      completion,
-      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
-    };
+    if (json) handle.provideMask(0, json.mask());
+    return handle;
   }
 
   protected override chatTemplateSource(): ChatTemplateSource {
