@@ -97,7 +97,8 @@ export interface NativeMemory {
 /** The addon's exports when it was built with mlx-c. */
 export interface NativeMlx {
   mlx: true;
-  loadModel(dir: string, contextSize: number): Promise<NativeModel>;
+  /** `computeDtype`: "auto" | "float32" | "float16" | "bfloat16" (see MlxLoadOptions). */
+  loadModel(dir: string, contextSize: number, computeDtype?: string): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<NativeMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;

@@ -174,8 +174,9 @@ ModelConfig read_config(const std::string& model_dir) {
 
 // ---- Weights ----------------------------------------------------------------------------------
 
-Weights Weights::load(const std::string& model_dir, const ModelConfig& config) {
+Weights Weights::load(const std::string& model_dir, const ModelConfig& config, std::optional<mlx_dtype> float_dtype) {
   Weights w;
+  w.float_dtype_ = float_dtype;
   w.dir_ = model_dir;
   json weight_map;
   w.files_ = find_shards(model_dir, &weight_map);
@@ -236,6 +237,12 @@ Array Weights::take_float(const std::string& name, const std::vector<int>& shape
   Array a = take(name, shape);
   const std::string& dt = tensors_.at(name).dtype;
   if (dt != "F32" && dt != "F16" && dt != "BF16") fail(name, "has dtype " + dt + ", expected F32, F16 or BF16");
+  if (float_dtype_ && a.dtype() != *float_dtype_) {
+    // Cast once, and keep the cast in place of the original so materialize() reads it and
+    // the checkpoint-dtype copy is not kept alive.
+    a = mx::astype(a, *float_dtype_);
+    tensors_.at(name).array = a;
+  }
   return a;
 }
 

@@ -52,7 +52,10 @@ class Weights {
  public:
   // Finds the shards (model.safetensors.index.json, else model*.safetensors), validates each
   // safetensors header against its file size, then maps the tensors with mlx_load_safetensors.
-  static Weights load(const std::string& model_dir, const ModelConfig& config);
+  // `float_dtype`, when given, is the dtype every floating tensor (weights, norms, quantization
+  // scales/biases) is cast to once at load: the model then computes in it.
+  static Weights load(const std::string& model_dir, const ModelConfig& config,
+                      std::optional<mlx_dtype> float_dtype = std::nullopt);
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   // The tensor `name` checked against `shape`; marks it used. BAD_WEIGHTS when missing or
@@ -91,6 +94,7 @@ class Weights {
   std::map<std::string, Entry> tensors_;
   std::optional<QuantParams> quant_;
   nlohmann::json quant_json_;
+  std::optional<mlx_dtype> float_dtype_;
 };
 
 }  // namespace mlxnode

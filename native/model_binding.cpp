@@ -242,13 +242,14 @@ struct Loaded {
   ModelInfo info;
 };
 
-// loadModel(dir: string, contextSize: number) -> Promise<NativeModel>
+// loadModel(dir: string, contextSize: number, computeDtype?: string) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
   LoadConfig config;
   config.model_dir = info[0].As<Napi::String>().Utf8Value();
   if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
+  if (info[2].IsString()) config.compute_dtype = info[2].As<Napi::String>().Utf8Value();
   return run_on_engine<Loaded>(
       env, "mlx-node:load",
       [config]() {

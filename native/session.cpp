@@ -2,6 +2,7 @@
 // Engine thread only.
 #include <algorithm>
 
+#include "device.h"
 #include "errors.h"
 #include "generate.h"
 #include "loader.h"
@@ -46,6 +47,15 @@ class Session : public ModelSession {
 
 // Order matters: the cheap checks (directory, config, architecture) come before any weights
 // are touched, and every tensor is validated before any data is read.
+// The dtype floating weights are cast to at load, or none to keep the checkpoint's.
+static std::optional<mlx_dtype> resolve_compute_dtype(const std::string& name) {
+  if (name == "auto") return current_device_name() == "cpu" ? std::optional<mlx_dtype>(MLX_FLOAT32) : std::nullopt;
+  if (name == "float32") return MLX_FLOAT32;
+  if (name == "float16") return MLX_FLOAT16;
+  if (name == "bfloat16") return MLX_BFLOAT16;
+  throw EngineError(kInvalidOption, "compute dtype must be auto, float32, float16 or bfloat16, got " + name);
+}
+
 std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
   if (config.context_size < 0)
     throw EngineError(kInvalidOption, "context_size must be >= 0, got " + std::to_string(config.context_size));
@@ -59,7 +69,7 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
     throw EngineError(kUnsupportedArchitecture,
                       "model_type '" + type + "' in " + cfg.path() + " is not supported (supported: " + supported + ")");
 
-  Weights weights = Weights::load(config.model_dir, cfg);
+  Weights weights = Weights::load(config.model_dir, cfg, resolve_compute_dtype(config.compute_dtype));
   std::unique_ptr<Model> model = factory(cfg, weights);
   weights.check_all_used();
   weights.materialize();

@@ -15,6 +15,9 @@ class TokenMaskMailbox;  // token_mask.h
 struct LoadConfig {
   std::string model_dir;
   int context_size = 0;  // 0: the model's max_position_embeddings, capped at 4096
+  // "auto": float32 on the CPU (MLX emulates float16/bfloat16 arithmetic there, 2-25x slower),
+  // the checkpoint's own dtype on a GPU; or "float32" | "float16" | "bfloat16" to force one.
+  std::string compute_dtype = "auto";
 };
 
 struct SamplingParams {

@@ -23,6 +23,8 @@ interface Case {
   options: TinyModelOptions;
   /** Max abs logit error allowed against the float32 reference (measured bounds, see below). */
   tolerance: number;
+  /** Forces the engine's compute dtype (what Metal does with half checkpoints); defaults to auto. */
+  computeDtype?: "float16" | "bfloat16";
 }
 
 const LLAMA3_SCALING = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 };
@@ -49,9 +51,16 @@ const CASES: Case[] = [
   { name: "llama 8-bit g32", options: { family: "llama", dtype: "float32", seed: 10, quantize: { bits: 8, groupSize: 32 } }, tolerance: 2e-2 },
   // Half-precision checkpoints (as mlx-community publishes them): MLX computes in float16/bfloat16
   // while the reference computes in float32 over the same rounded weights.
-  { name: "llama f16", options: { family: "llama", dtype: "float16", seed: 12 }, tolerance: HALF_TOLERANCE },
-  { name: "qwen3 bf16", options: { family: "qwen3", dtype: "bfloat16", seed: 13 }, tolerance: BF16_TOLERANCE },
-  { name: "qwen2 4-bit g64, f16 scales", options: { family: "qwen2", dtype: "float16", seed: 14, quantize: { bits: 4, groupSize: 64 } }, tolerance: Q4_HALF_TOLERANCE },
+  { name: "llama f16 computed in f16", options: { family: "llama", dtype: "float16", seed: 12 }, tolerance: HALF_TOLERANCE, computeDtype: "float16" },
+  { name: "qwen3 bf16 computed in bf16", options: { family: "qwen3", dtype: "bfloat16", seed: 13 }, tolerance: BF16_TOLERANCE, computeDtype: "bfloat16" },
+  {
+    name: "qwen2 4-bit g64, f16 scales, computed in f16",
+    options: { family: "qwen2", dtype: "float16", seed: 14, quantize: { bits: 4, groupSize: 64 } },
+    tolerance: Q4_HALF_TOLERANCE,
+    computeDtype: "float16",
+  },
+  // computeDtype auto on the CPU casts half checkpoints to float32: float32 accuracy.
+  { name: "qwen2 4-bit g64, f16 scales, auto compute dtype", options: { family: "qwen2", dtype: "float16", seed: 14, quantize: { bits: 4, groupSize: 64 } }, tolerance: 1e-3 },
   {
     name: "llama 4-bit tied embeddings, unquantized down_proj",
     options: { family: "llama", dtype: "float32", seed: 11, quantize: { bits: 4, groupSize: 64 }, tieWordEmbeddings: true, intermediateSize: 136 },
@@ -68,7 +77,7 @@ describe.skipIf(!mlxAvailable)("MLX engine vs TypeScript reference forward pass"
 
       it("matches the reference logits at several positions", async () => {
         const mlx = new MlxBackend();
-        await mlx.load(dir);
+        await mlx.load(dir, c.computeDtype ? { computeDtype: c.computeDtype } : {});
         try {
           const got = await mlx.logits(PROMPT);
           const want = reference.forward(PROMPT);
@@ -86,12 +95,12 @@ describe.skipIf(!mlxAvailable)("MLX engine vs TypeScript reference forward pass"
 
       it("generates the reference's greedy tokens, through the KV cache", async () => {
         const mlx = new MlxBackend();
-        await mlx.load(dir);
+        await mlx.load(dir, c.computeDtype ? { computeDtype: c.computeDtype } : {});
         try {
           // Random weights emit EOS (id 2) now and then: ignore it so all 32 tokens are compared.
           const result = await mlx.generate(PROMPT, { maxTokens: 32, temperature: 0, ignoreEos: true });
           expect(result.finishReason).toBe("length");
-          if (c.options.dtype !== "float32") {
+          if (c.computeDtype) {
             // Half precision: near-ties may resolve differently from the float32 reference, so check
             // that every token MLX picked is within the stated bound of the reference's best choice.
             const full = reference.forward([...PROMPT, ...result.tokens.slice(0, -1)]);

@@ -84,9 +84,11 @@ describe.skipIf(!mlxAvailable)("MLX engine on a real model (stories260K)", () =>
     const result = await mlx.generate(expected.prompt, { maxTokens: 40, temperature: 0 });
     await mlx.unload();
     const n = agreement(result.tokens, llamaCpp.ids);
-    console.log(`[stories260K mlx-4bit] ${n}/40 tokens agree with llama.cpp f32: ${JSON.stringify(result.text)}`);
+    const q = agreement(result.tokens, expected["mlx-4bit_numpy"].ids);
+    console.log(`[stories260K mlx-4bit] ${q}/40 tokens agree with the numpy reference over the same 4-bit weights, ${n}/40 with llama.cpp f32: ${JSON.stringify(result.text)}`);
     expect(result.tokens.length).toBe(40);
-    expect(n).toBeGreaterThanOrEqual(5);
+    // Computing in float32 (the CPU default), MLX's quantized kernels give the reference's tokens exactly.
+    expect(q).toBe(40);
     // Coherent English: mostly dictionary-like words, no byte garbage.
     expect(result.text).toMatch(/^[\w\s.,'!?"-]+$/);
   });

@@ -63,8 +63,8 @@ export abstract class BaseBackend implements InferenceBackend {
   abstract tokenize(text: string, options?: TokenizeOptions): number[];
   abstract detokenize(tokens: readonly number[]): string;
 
-  /** Loads the model at `path` (already validated). */
-  protected abstract loadModel(path: string, options: ResolvedLoadOptions): Promise<void>;
+  /** Loads the model at `path` (already validated); `raw` holds the backend's own extra options. */
+  protected abstract loadModel(path: string, options: ResolvedLoadOptions, raw: LoadOptions): Promise<void>;
   /** Frees the model; no run is active when this is called. */
   protected abstract unloadModel(): Promise<void>;
   /** Starts generating from `prompt` with exclusive use of the model. */
@@ -76,9 +76,14 @@ export abstract class BaseBackend implements InferenceBackend {
     return [];
   }
 
+  /** Load option names a backend accepts beyond the shared ones. */
+  protected extraLoadOptionKeys(): readonly string[] {
+    return [];
+  }
+
   async load(modelPath: string, options?: LoadOptions): Promise<void> {
     const path = checkModelPath(modelPath);
-    const resolved = resolveLoadOptions(options);
+    const resolved = resolveLoadOptions(options, this.extraLoadOptionKeys());
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
       throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
@@ -87,7 +92,7 @@ export abstract class BaseBackend implements InferenceBackend {
     // Claimed before the first await, so a second load() started meanwhile is refused.
     this.loadingPath = path;
     try {
-      await this.loadModel(path, resolved);
+      await this.loadModel(path, resolved, options ?? {});
       this.loadedPath = path;
     } finally {
       this.loadingPath = undefined;

@@ -7,7 +7,7 @@ import { stat } from "node:fs/promises";
 import type { LoadOptions } from "../backend.js";
 import { Channel } from "../channel.js";
 import type { ChatTemplateSource } from "../chat.js";
-import { BackendUnavailableError, ModelNotFoundError, errorFromNative } from "../errors.js";
+import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError, errorFromNative } from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
@@ -20,6 +20,17 @@ import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js
 import { checkTokenIds } from "../options.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
+
+/** Load options of the MLX backend. */
+export interface MlxLoadOptions extends LoadOptions {
+  /**
+   * The dtype the model computes in; floating weights (and quantization scales) are cast to it once
+   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (measured
+   * here: 4-bit SmolLM2-135M decodes 25x faster with float32 scales), and the checkpoint's dtype on a GPU.
+   * Defaults to `auto`.
+   */
+  computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
+}
 
 /** Where MLX runs and how much memory it holds. */
 export interface MlxRuntimeInfo {
@@ -135,8 +146,21 @@ export class MlxBackend extends BaseBackend {
     return this.modelInfo?.vocabSize ?? 0;
   }
 
-  protected async loadModel(path: string, options: ResolvedLoadOptions): Promise<void> {
+  /** Loads a model directory; see {@link MlxLoadOptions}. */
+  override load(modelPath: string, options?: MlxLoadOptions): Promise<void> {
+    return super.load(modelPath, options);
+  }
+
+  protected override extraLoadOptionKeys(): readonly string[] {
+    return ["computeDtype"];
+  }
+
+  protected async loadModel(path: string, options: ResolvedLoadOptions, raw: MlxLoadOptions): Promise<void> {
     const addon = requireMlx();
+    const computeDtype = raw.computeDtype ?? "auto";
+    if (!["auto", "float32", "float16", "bfloat16"].includes(computeDtype)) {
+      throw new InvalidOptionError("computeDtype", '"auto", "float32", "float16" or "bfloat16"', computeDtype);
+    }
     const info = await stat(path).catch(() => undefined);
     if (!info) throw new ModelNotFoundError(path);
     if (!info.isDirectory()) {
@@ -144,7 +168,7 @@ export class MlxBackend extends BaseBackend {
     }
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0));
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype));
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;
