@@ -8,7 +8,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { defaultGgufThreads, GgufBackend, TINY_MODEL_BYTES } from "../lib/backends/gguf.js";
+import { defaultGgufThreads, GgufBackend, SMALL_MODEL_BYTES } from "../lib/backends/gguf.js";
 import { BackendUnavailableError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { backendContractSuite } from "./contract/backend.contract.js";
 
@@ -69,24 +69,41 @@ describe("gguf backend specifics", () => {
 
   describe("thread default", () => {
     it("follows the documented rule", () => {
-      const big = 2 * TINY_MODEL_BYTES;
-      expect(defaultGgufThreads(1_185_376, 8, 16)).toBe(1); // tiny model: 1 thread on any machine
-      expect(defaultGgufThreads(big, 2, 2)).toBe(1); // 2 cores: leave one to the main thread
-      expect(defaultGgufThreads(big, 8, 16)).toBe(7); // physical cores minus one
-      expect(defaultGgufThreads(big, 8, 4)).toBe(3); // never more than the available cores
-      expect(defaultGgufThreads(big, 1, 1)).toBe(1);
-      expect(defaultGgufThreads(big, 0, 0)).toBe(1);
+      const big = 2 * SMALL_MODEL_BYTES;
+      const small = SMALL_MODEL_BYTES - 1;
+      expect(defaultGgufThreads(1_185_376, 8, 16)).toEqual({ prefill: 8, decode: 1 }); // tiny: decode on 1 thread on any machine
+      expect(defaultGgufThreads(small, 2, 2)).toEqual({ prefill: 2, decode: 1 });
+      expect(defaultGgufThreads(big, 2, 2)).toEqual({ prefill: 2, decode: 2 }); // larger: one thread per physical core
+      expect(defaultGgufThreads(big, 8, 16)).toEqual({ prefill: 8, decode: 8 }); // not the SMT siblings
+      expect(defaultGgufThreads(big, 8, 4)).toEqual({ prefill: 4, decode: 4 }); // never more than the available cores
+      expect(defaultGgufThreads(big, 1, 1)).toEqual({ prefill: 1, decode: 1 });
+      expect(defaultGgufThreads(big, 0, 0)).toEqual({ prefill: 1, decode: 1 });
     });
 
-    it("uses 1 thread for stories260K when threads is not given, and reports it", async () => {
+    it("decodes stories260K on 1 thread and prefills on every core when threads is not given, as llama.cpp reports", async () => {
       const backend = new GgufBackend();
       await backend.load(STORIES);
       try {
+        const expected = defaultGgufThreads((await stat(STORIES)).size, availableParallelism());
         expect(backend.threadCount).toBe(1);
-        expect(backend.threadCount).toBe(defaultGgufThreads((await stat(STORIES)).size, availableParallelism()));
+        expect(backend.threadCounts).toEqual(expected);
         expect(backend.contextSize).toBe(2048); // min(train context 2048, 4096)
         const result = await backend.generate(reference.prompt, { maxTokens: 40 });
         expect(result.text).toBe(reference.gguf_llama_cpp.text);
+        // llama_n_threads for the batch that produced the first token and for the next one.
+        expect(backend.lastRequestThreads).toEqual(expected);
+        // A long prompt spanning several batches gives the same text as one evaluated on a single thread count.
+        const prompt = `${reference.prompt}${" and then".repeat(300)}`;
+        const split = await backend.generate(prompt, { maxTokens: 16 });
+        expect(split.usage.evaluatedPromptTokens).toBeGreaterThan(600);
+        const single = new GgufBackend();
+        await single.load(STORIES, { threads: 1 });
+        try {
+          expect(single.threadCounts).toEqual({ prefill: 1, decode: 1 });
+          expect((await single.generate(prompt, { maxTokens: 16 })).tokens).toEqual(split.tokens);
+        } finally {
+          await single.unload();
+        }
       } finally {
         await backend.unload();
       }

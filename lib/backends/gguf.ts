@@ -26,11 +26,12 @@ type NodeLlamaCpp = typeof import("node-llama-cpp");
 const DEFAULT_MAX_CONTEXT = 4096;
 
 /**
- * Model files smaller than this are "tiny" and always get one thread (see {@link defaultGgufThreads}).
- * A heuristic bound: below it a token takes well under a millisecond of compute, so the cost of
- * synchronising several threads per graph node outweighs the work they share.
+ * Model files smaller than this decode on one thread (see {@link defaultGgufThreads}): below it a
+ * token's matmuls are too small to split, and synchronising threads after every graph node costs
+ * more than it saves. Measured crossover on the 2-core dev machine: 88 MiB Q4_0 decodes faster on
+ * 1 thread, 139 MiB Q8_0 the same on 1 or 2, 259 MiB F16 and 338 MiB Q4_0 faster on 2.
  */
-export const TINY_MODEL_BYTES = 64 * 1024 * 1024;
+export const SMALL_MODEL_BYTES = 128 * 1024 * 1024;
 
 /**
  * Generated tokens the engine may run ahead of a slow consumer. Decoding the next token while
@@ -39,37 +40,62 @@ export const TINY_MODEL_BYTES = 64 * 1024 * 1024;
  */
 const READ_AHEAD_TOKENS = 8;
 
+/** Threads llama.cpp uses for prompt batches and for generated tokens. */
+export interface GgufThreadCounts {
+  /** Threads for prompt evaluation (prefill) batches. */
+  prefill: number;
+  /** Threads for the one-token batches of generation (decode). */
+  decode: number;
+}
+
 /**
- * The default number of evaluation threads for a GGUF model.
+ * The default evaluation threads for a GGUF model, per phase.
  *
- * Rule: tiny models (file under {@link TINY_MODEL_BYTES}) get 1 thread; larger models get the
- * physical cores minus one (at least 1), never more than `os.availableParallelism()`.
+ * Rule: prefill uses one thread per physical core; decode uses one thread for models under
+ * {@link SMALL_MODEL_BYTES} and one per physical core for larger ones. Never more threads than
+ * `os.availableParallelism()`.
  *
- * Why: ggml's worker threads spin at a barrier after every graph node. Per-token work of a small
- * model is tiny, so synchronisation dominates; and when all cores run ggml workers, the Node main
- * thread (event loop, sampling callbacks, detokenization, an Electron UI) preempts one of them and
- * every barrier stalls. Leaving one core to the main thread avoids that.
+ * Why: ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
+ * matrix-matrix work that splits well at any model size. A decode step of a small model is so
+ * little work that the synchronisation dominates (and the Node main thread, which receives every
+ * token, preempts a spinning worker); a larger model's decode is bound by memory bandwidth, which
+ * one core cannot saturate (12.4 GB/s read on 1 thread here, 23.3 GB/s on 2). More threads than
+ * cores (node-llama-cpp's own default picks 4 on this 2-core machine) is the cliff the issue
+ * measured at 0.4 tok/s.
  *
- * Measured on the 2-core dev machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary,
- * libggml-cpu-zen4 variant), medians of 5–15 interleaved runs:
- * - stories260K.gguf (1.2 MB, F32): decode 1 thread ≈ 950–1,350 tok/s vs 2 threads 7–105 tok/s
- *   (very erratic); prefill 1 thread ≈ 1,340 tok/s (400 tokens) / 1,100 tok/s (512 tokens) vs
- *   2 threads ≈ 2,000–2,300 tok/s. Two threads only win prefill, and lose decode by 10–100×.
- * - llama-2-tiny-random.gguf (1.7 MB): decode 1 thread ≈ 640 tok/s vs 2 threads ≈ 76 tok/s.
- * - The issue's 0.36B Q4_0 model: 1 thread 66 tok/s, 2 threads 42–46 tok/s, node-llama-cpp's
- *   default (4 threads on 2 cores) 0.4 tok/s.
- * Decode dominates generation, so on 2 cores the rule gives 1 thread for every model size.
- * (node-llama-cpp applies one thread count to both prefill and decode batches, so a split setting
- * such as 2 threads for prefill and 1 for decode is not available.)
+ * Measured on the 2-core dev machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary),
+ * raw node-llama-cpp on 1 vs 2 threads, interleaved medians of 3–5 runs on a quiet machine:
+ * - stories260K.gguf (1.2 MB, F32): decode ≈ 950–1,450 vs 7–105 tok/s (erratic); prefill ≈ 1,100–1,340 vs 2,000–2,300.
+ * - llama-2-tiny-random.gguf (1.7 MB): decode ≈ 640 vs 76 tok/s.
+ * - SmolLM2-135M shapes: Q4_0 (88 MiB) decode 66.7 vs 56.3, prefill 390 vs 711; Q8_0 (139 MiB)
+ *   decode 38.1 vs 38.9, prefill 218 vs 406; F16 (259 MiB) decode 28.2 vs 34.0, prefill 210 vs 378.
+ * - Qwen2.5-0.5B shapes, Q4_0 (338 MiB): decode 17.0 vs 24.4, prefill 114 vs 234.
+ * (Measure with `node dist/bench/gguf.js <file> 3`.)
  *
  * @param modelBytes size of the model file in bytes.
  * @param physicalCores cores useful for math (llama.cpp's count, without SMT siblings or efficiency cores).
  * @param availableCores cores this process may run on; defaults to `os.availableParallelism()`.
  */
-export function defaultGgufThreads(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): number {
+export function defaultGgufThreads(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): GgufThreadCounts {
   const cores = Math.max(1, Math.min(Math.floor(physicalCores) || 1, Math.floor(availableCores) || 1));
-  if (modelBytes < TINY_MODEL_BYTES) return 1;
-  return Math.max(1, cores - 1);
+  return { prefill: cores, decode: modelBytes < SMALL_MODEL_BYTES ? 1 : cores };
+}
+
+/**
+ * Sets the threads llama.cpp uses for the context's next batches. node-llama-cpp (3.x) has one
+ * count per context and no setter: with `maxThreads: 0`, before every batch it applies the count
+ * of a thread-splitter consumer, which it creates from the context's ideal count while batches are
+ * queued and drops soon after. Both internals are set here. Returns false, changing nothing, when
+ * they are absent (another node-llama-cpp version): the context then keeps one count.
+ */
+function setContextThreads(context: LlamaContext, threads: number): boolean {
+  const internals = context as unknown as { _idealThreads?: unknown; _threadSplitterConsumer?: { _wantedThreads?: unknown } };
+  if (typeof internals._idealThreads !== "number") return false;
+  const consumer = internals._threadSplitterConsumer;
+  if (consumer && typeof consumer._wantedThreads !== "number") return false;
+  internals._idealThreads = threads;
+  if (consumer) consumer._wantedThreads = threads;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,7 +185,9 @@ interface Loaded {
   context: LlamaContext;
   sequence: LlamaContextSequence;
   vocabSize: number;
-  threads: number;
+  threads: GgufThreadCounts;
+  /** Whether the prefill count can be applied (see setContextThreads); when not, decode's count is used for both. */
+  perPhaseThreads: boolean;
   bos: number | undefined;
   eos: number | undefined;
 }
@@ -196,10 +224,24 @@ export class GgufBackend extends BaseBackend {
     return this.loaded?.sequence.contextSize ?? 0;
   }
 
-  /** CPU threads llama.cpp uses for this model (0 when none is loaded). */
+  /** CPU threads llama.cpp uses to generate tokens (0 when none is loaded); prompts may use more, see {@link threadCounts}. */
   get threadCount(): number {
-    return this.loaded?.threads ?? 0;
+    return this.loaded?.threads.decode ?? 0;
   }
+
+  /** CPU threads llama.cpp uses per phase: prompt batches (prefill) and generated tokens (decode). Zeros when no model is loaded. */
+  get threadCounts(): GgufThreadCounts {
+    const loaded = this.loaded;
+    if (!loaded) return { prefill: 0, decode: 0 };
+    return { prefill: loaded.perPhaseThreads ? loaded.threads.prefill : loaded.threads.decode, decode: loaded.threads.decode };
+  }
+
+  /**
+   * The threads llama.cpp reported (`llama_n_threads`) after the last request's prefill and decode
+   * batches; 0 for a phase that did not run. For tests of the per-phase thread switch.
+   * @internal
+   */
+  lastRequestThreads: GgufThreadCounts = { prefill: 0, decode: 0 };
 
   /** Number of tokens in the model's vocabulary (0 when none is loaded). */
   protected get vocabSize(): number {
@@ -271,13 +313,13 @@ export class GgufBackend extends BaseBackend {
       const trainContext = model.trainContextSize > 0 ? model.trainContextSize : DEFAULT_MAX_CONTEXT;
       const contextSize = options.contextSize ?? Math.min(trainContext, DEFAULT_MAX_CONTEXT);
       const threads = options.threads !== undefined
-        ? Math.min(options.threads, availableParallelism())
+        ? { prefill: Math.min(options.threads, availableParallelism()), decode: Math.min(options.threads, availableParallelism()) }
         : defaultGgufThreads(info.size, llama.cpuMathCores);
       let context: LlamaContext;
       try {
         context = await model.createContext({
           contextSize,
-          threads,
+          threads: threads.decode,
           sequences: 1,
           failedCreationRemedy: false,
           ...(signal ? { createSignal: signal } : {}),
@@ -293,7 +335,8 @@ export class GgufBackend extends BaseBackend {
         context,
         sequence,
         vocabSize: model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 0,
-        threads: context.currentThreads,
+        threads: { prefill: threads.prefill, decode: context.currentThreads },
+        perPhaseThreads: threads.prefill !== threads.decode && setContextThreads(context, context.currentThreads),
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
       };
@@ -337,7 +380,9 @@ export class GgufBackend extends BaseBackend {
     if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
     const previous = this.lastRun;
     const run = new GgufRun((r) => previous.then(() => produce(r, loaded, prompt, options)));
-    this.lastRun = run.done;
+    this.lastRun = run.done.then(() => {
+      this.lastRequestThreads = { ...run.threadsUsed };
+    });
     return run;
   }
 }
@@ -351,6 +396,8 @@ export class GgufBackend extends BaseBackend {
  */
 class GgufRun implements TokenRun {
   evaluatedPromptTokens = 0;
+  /** What llama.cpp reported after this run's prefill and decode batches (0: the phase did not run). */
+  readonly threadsUsed: GgufThreadCounts = { prefill: 0, decode: 0 };
   finish: "stop" | "length" | undefined;
   cancelled = false;
   /** Settles when the producer has stopped; never rejects (errors are kept for the consumer). */
@@ -469,7 +516,9 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     // Normally nextTokenIndex === keep now; llama.cpp may have dropped more (e.g. sliding-window caches).
     let pending = prompt.slice(sequence.nextTokenIndex) as Token[];
 
-    // Prefill in batch-sized chunks so that cancel() is honoured between them.
+    // Prefill in batch-sized chunks so that cancel() is honoured between them. With per-phase
+    // threads, every batch up to the first generated token runs on prefill's threads.
+    if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.prefill);
     const chunk = Math.max(1, context.batchSize);
     while (pending.length > chunk) {
       await sequence.evaluateWithoutGeneratingNewTokens(pending.slice(0, chunk));
@@ -515,7 +564,13 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
       while (next) {
         const result = await next;
         next = undefined;
-        if (produced === 0) run.evaluatedPromptTokens = evaluatedSoFar();
+        if (produced === 0) {
+          run.evaluatedPromptTokens = evaluatedSoFar();
+          run.threadsUsed.prefill = context.currentThreads;
+          if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.decode); // before the next token is requested
+        } else if (produced === 1) {
+          run.threadsUsed.decode = context.currentThreads;
+        }
         if (result.done) {
           run.finish = "stop";
           break;
@@ -569,6 +624,7 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     }
   } finally {
     if (run.evaluatedPromptTokens === 0) run.evaluatedPromptTokens = evaluatedSoFar();
+    if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.decode); // a run that ended in prefill
   }
 }
 
