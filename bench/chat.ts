@@ -14,11 +14,13 @@
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import type { InferenceBackend } from "../lib/backend.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
 import type { ChatMessage, ChatOptions, ChatResult } from "../lib/chat.js";
+import { packageRoot } from "../lib/native.js";
+import { median } from "./stats.js";
 
 /** stories260K has no chat template: each message becomes a paragraph. */
 const STORY_TEMPLATE =
@@ -81,7 +83,7 @@ interface CaseSpec {
 /** Runs the chat bench on the stories260K models and the SmolLM2-135M synthetic models that exist. */
 export async function benchChat(options: ChatBenchOptions = {}): Promise<ChatBenchResult> {
   const repeats = Math.max(1, Math.floor(options.repeats ?? 5));
-  const root = fileURLToPath(findPackageRoot());
+  const root = packageRoot();
   const models = options.modelsDir ?? process.env.MLX_NODE_SHARED_MODELS ?? resolve(root, "../shared/models");
   const synthetic = options.syntheticDir ?? join(root, "bench/.models");
   const specs: CaseSpec[] = [
@@ -150,18 +152,7 @@ async function benchCase(spec: CaseSpec, repeats: number): Promise<ChatBenchCase
   };
 }
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
-/** The package root (where package.json is), from src or dist. */
-function findPackageRoot(): URL {
-  let url = new URL("./", import.meta.url);
-  while (!existsSync(fileURLToPath(new URL("package.json", url))) && url.pathname !== "/") url = new URL("../", url);
-  return url;
-}
 
 /** Human-readable summary of a {@link ChatBenchResult}. */
 export function formatChatBench(result: ChatBenchResult): string {

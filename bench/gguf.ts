@@ -19,6 +19,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { GgufBackend } from "../lib/backends/gguf.js";
+import { median } from "./stats.js";
 
 /** Options of {@link benchGguf}. */
 export interface GgufBenchOptions {
@@ -49,8 +50,10 @@ export interface GgufBenchSeries {
   decodeCpuMicrosPerToken: number;
   /** Every prefill sample, in run order. */
   prefillSamples: number[];
-  /** Threads used. */
+  /** Threads used (for GgufBackend: its decode threads). */
   threads: number;
+  /** GgufBackend only: its prefill threads, when they differ from decode's. */
+  prefillThreads?: number;
   /**
    * True when the configuration's decode was measured only once, in the first round, because it
    * ran at less than a quarter of the best speed (on small machines extra threads can be 10-100×
@@ -70,21 +73,22 @@ export interface GgufBenchResult {
   backend: GgufBenchSeries;
   /** Raw node-llama-cpp, one entry per thread count tried. */
   raw: GgufBenchSeries[];
-  /** The raw setting with the best median decode speed: "raw node-llama-cpp at its best thread setting". */
+  /** The raw setting with the best median decode speed: "raw node-llama-cpp at its best thread setting" for decode. */
   bestRaw: GgufBenchSeries;
-  /** backend / bestRaw, as a ratio of medians, for decode and prefill (goal: ≥ 0.98). */
+  /** The raw setting with the best median prefill speed (prefill may prefer another thread count). */
+  bestPrefillRaw: GgufBenchSeries;
+  /** backend / the best raw setting of each metric, as a ratio of medians (goal: ≥ 0.98). */
   ratio: { decode: number; prefill: number };
   /**
-   * Median over repeats of backend / bestRaw measured in the same repeat (back to back), which
-   * cancels slow drifts of a shared machine.
+   * Median over repeats of backend / the same best raw setting measured in the same repeat (back
+   * to back), which cancels slow drifts of a shared machine.
    */
   pairedRatio: { decode: number; prefill: number };
-  /** backend / the best raw median per metric, each metric free to pick its own thread count. */
-  ratioPerMetricBest: { decode: number; prefill: number; decodeThreads: number; prefillThreads: number };
 }
 
 interface Side {
   threads: number;
+  prefillThreads?: number;
   prefill(prompt: number[]): Promise<number>;
   decode(prompt: number[], tokens: number): Promise<number>;
   close(): Promise<void>;
@@ -122,6 +126,11 @@ export async function benchGguf(modelPath: string, options: GgufBenchOptions = {
       throw new Error(`prefillTokens/decodeTokens do not fit the context (${backend.contextSize} tokens)`);
     }
 
+    // GgufBackend times its first generated tokens to choose its decode threads; like a user's
+    // first request, that happens before the measurements.
+    for (let i = 0; i < 4 && !backend.decodeThreadsMeasured; i++) {
+      await backend.generate(decodePrompt, { maxTokens: 32, temperature: 0, ignoreEos: true });
+    }
     sides.push(backendSide(backend));
     const lib = await import("node-llama-cpp");
     const llama = await lib.getLlama({
@@ -154,7 +163,8 @@ export async function benchGguf(modelPath: string, options: GgufBenchOptions = {
     const series = sides.map(toSeries);
     const [own, ...raw] = series;
     const bestRaw = raw.reduce((a, b) => (b.decodeTokensPerSecond > a.decodeTokensPerSecond ? b : a));
-    const bestPrefill = raw.reduce((a, b) => (b.prefillTokensPerSecond > a.prefillTokensPerSecond ? b : a));
+    const bestPrefillRaw = raw.reduce((a, b) => (b.prefillTokensPerSecond > a.prefillTokensPerSecond ? b : a));
+    const paired = (mine: number[], theirs: number[]) => median(mine.map((v, i) => v / theirs[i]).filter(Number.isFinite));
     return {
       model: modelPath,
       repeats,
@@ -163,19 +173,14 @@ export async function benchGguf(modelPath: string, options: GgufBenchOptions = {
       backend: own,
       raw,
       bestRaw,
+      bestPrefillRaw,
       ratio: {
         decode: own.decodeTokensPerSecond / bestRaw.decodeTokensPerSecond,
-        prefill: own.prefillTokensPerSecond / bestRaw.prefillTokensPerSecond,
+        prefill: own.prefillTokensPerSecond / bestPrefillRaw.prefillTokensPerSecond,
       },
       pairedRatio: {
-        decode: median(own.decodeSamples.map((v, i) => v / bestRaw.decodeSamples[i]).filter(Number.isFinite)),
-        prefill: median(own.prefillSamples.map((v, i) => v / bestRaw.prefillSamples[i]).filter(Number.isFinite)),
-      },
-      ratioPerMetricBest: {
-        decode: own.decodeTokensPerSecond / bestRaw.decodeTokensPerSecond,
-        prefill: own.prefillTokensPerSecond / bestPrefill.prefillTokensPerSecond,
-        decodeThreads: bestRaw.threads,
-        prefillThreads: bestPrefill.threads,
+        decode: paired(own.decodeSamples, bestRaw.decodeSamples),
+        prefill: paired(own.prefillSamples, bestPrefillRaw.prefillSamples),
       },
     };
   } finally {
@@ -186,7 +191,8 @@ export async function benchGguf(modelPath: string, options: GgufBenchOptions = {
 
 function backendSide(backend: GgufBackend): Side {
   return {
-    threads: backend.threadCount,
+    threads: backend.threadCounts.decode,
+    ...(backend.threadCounts.prefill !== backend.threadCounts.decode ? { prefillThreads: backend.threadCounts.prefill } : {}),
     samples: { decode: [], prefill: [], decodeCpu: [] },
     pruned: false,
     async prefill(prompt) {
@@ -262,6 +268,7 @@ function toSeries(side: Side): GgufBenchSeries {
     decodeCpuMicrosPerToken: median(side.samples.decodeCpu),
     prefillSamples: side.samples.prefill,
     threads: side.threads,
+    ...(side.prefillThreads !== undefined ? { prefillThreads: side.prefillThreads } : {}),
     ...(side.pruned ? { pruned: true } : {}),
   };
 }
@@ -274,27 +281,20 @@ function cooldown(): Promise<void> {
   return new Promise((r) => setTimeout(r, 50));
 }
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 /** Human-readable summary of a {@link GgufBenchResult}. */
 export function formatGgufBench(result: GgufBenchResult): string {
   const row = (label: string, s: GgufBenchSeries) =>
-    `${label.padEnd(34)} ${s.decodeTokensPerSecond.toFixed(1).padStart(9)} ${s.prefillTokensPerSecond.toFixed(1).padStart(10)}` +
+    `${label.padEnd(46)} ${s.decodeTokensPerSecond.toFixed(1).padStart(9)} ${s.prefillTokensPerSecond.toFixed(1).padStart(10)}` +
     ` ${s.decodeCpuMicrosPerToken.toFixed(0).padStart(12)}${s.pruned ? "   (decode measured once: too slow)" : ""}`;
   return [
     `GGUF bench: ${result.model}`,
     `${result.repeats} interleaved repeats, decode ${result.decodeTokens} tokens, prefill ${result.prefillTokens} tokens (medians, tokens/s)`,
-    `${"".padEnd(34)} ${"decode".padStart(9)} ${"prefill".padStart(10)} ${"CPU µs/token".padStart(12)}`,
-    row(`GgufBackend (default, ${result.backend.threads} thr)`, result.backend),
+    `${"".padEnd(46)} ${"decode".padStart(9)} ${"prefill".padStart(10)} ${"CPU µs/token".padStart(12)}`,
+    row(`GgufBackend (default, ${result.backend.prefillThreads !== undefined ? `prefill ${result.backend.prefillThreads}, decode ` : ""}${result.backend.threads} thr)`, result.backend),
     ...result.raw.map((s) => row(`raw node-llama-cpp (${s.threads} thr)`, s)),
-    `ratio vs best raw (${result.bestRaw.threads} thr): decode ${result.ratio.decode.toFixed(3)}, prefill ${result.ratio.prefill.toFixed(3)}` +
-      ` (median of paired runs: decode ${result.pairedRatio.decode.toFixed(3)}, prefill ${result.pairedRatio.prefill.toFixed(3)})`,
-    `ratio vs best raw per metric: decode ${result.ratioPerMetricBest.decode.toFixed(3)} (${result.ratioPerMetricBest.decodeThreads} thr), ` +
-      `prefill ${result.ratioPerMetricBest.prefill.toFixed(3)} (${result.ratioPerMetricBest.prefillThreads} thr)`,
+    `ratio vs best raw: decode ${result.ratio.decode.toFixed(3)} (raw ${result.bestRaw.threads} thr), prefill ${result.ratio.prefill.toFixed(3)} ` +
+      `(raw ${result.bestPrefillRaw.threads} thr); median of paired runs: decode ${result.pairedRatio.decode.toFixed(3)}, prefill ${result.pairedRatio.prefill.toFixed(3)}`,
   ].join("\n");
 }
 

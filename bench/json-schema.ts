@@ -21,7 +21,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import type { GenerateOptions, InferenceBackend } from "../lib/backend.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
@@ -30,8 +30,10 @@ import { JsonGenerationDriver } from "../lib/json-schema/driver.js";
 import { compileJsonSchema } from "../lib/json-schema/schema.js";
 import { TokenConstraint } from "../lib/json-schema/token-constraint.js";
 import { vocabularyFromTokenizer } from "../lib/json-schema/vocab.js";
+import { packageRoot } from "../lib/native.js";
 import { Tokenizer } from "../lib/tokenizer.js";
 import { writeTinyModel } from "../tests/reference/tiny-models.js";
+import { median } from "./stats.js";
 
 /** The schema every case generates. */
 export const BENCH_SCHEMA: JsonSchema = {
@@ -114,7 +116,7 @@ interface Run {
 export async function benchJsonSchema(options: JsonSchemaBenchOptions = {}): Promise<JsonSchemaBenchResult> {
   const repeats = Math.max(1, options.repeats ?? 11);
   const maxTokens = options.maxTokens ?? 128;
-  const models = options.modelsDir ?? process.env.MLX_NODE_SHARED_MODELS ?? fileURLToPath(new URL("../shared/models/", findPackageRoot()));
+  const models = options.modelsDir ?? process.env.MLX_NODE_SHARED_MODELS ?? resolve(packageRoot(), "../shared/models");
   const result: JsonSchemaBenchResult = { repeats, maxTokens, cases: [], vocabularies: [], skipped: [] };
   const stories = join(models, "stories260K");
 
@@ -232,19 +234,7 @@ async function vocabularyCost(name: string, dir: string): Promise<JsonSchemaVoca
   };
 }
 
-function median(values: readonly number[]): number {
-  const sorted = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
-/** The package root (where package.json is), from src or dist. */
-function findPackageRoot(): URL {
-  let url = new URL("./", import.meta.url);
-  while (!existsSync(fileURLToPath(new URL("package.json", url))) && url.pathname !== "/") url = new URL("../", url);
-  return url;
-}
 
 /** Human-readable summary of a {@link JsonSchemaBenchResult}. */
 export function formatJsonSchemaBench(result: JsonSchemaBenchResult): string {

@@ -159,26 +159,27 @@ export function toMarkdown(run: BenchRun): string {
       `${spread(s.ttftMs)} | ${spread(s.prefillTps)} | ${spread(s.decodeTps)} | ${spread(s.rssPeakBytes, mib)} (HWM ${mib(e.vmHwmBytes)}) | ` +
       `${spread(s.mlxPeakBytes, mib)} | ${pct(s.decodeVsBound)} of ${sig(s.boundTps)} |`);
   }
-  L.push("", "Raw node-llama-cpp runs with GgufBackend's thread count (bench/gguf.ts below also tries 1 and 2). " +
+  L.push("", "Raw node-llama-cpp runs on the decode thread count GgufBackend starts from, for both phases (GgufBackend prefills on every core and times its first tokens to choose its decode count; bench/gguf.ts below compares it with raw at 1 and 2 threads). " +
     "ᵇ protocol cut to fit the time budget (see JSON `plan`). Bound = best read bandwidth / weight bytes (MLX: `info.weightBytes`; GGUF: file size).", "");
 
   const gguf = run.entries.filter((e) => e.ggufVsRaw || e.ggufVsRawError);
   if (gguf.length) {
     L.push("## GgufBackend ÷ raw node-llama-cpp (goal ≥ 0.98)", "");
-    L.push("| model | raw threads tried → best | decode: backend / raw tok/s | decode ratio (paired) | prefill: backend / raw tok/s | prefill ratio (paired) | n | main loop: decode / prefill ratio |");
-    L.push("|---|---|--:|--:|--:|--:|--:|--:|");
+    L.push("| model | GgufBackend threads | raw threads tried → best decode / prefill | decode: backend / raw tok/s | decode ratio (paired) | prefill: backend / raw tok/s | prefill ratio (paired) | n | main loop: decode / prefill ratio |");
+    L.push("|---|---|---|--:|--:|--:|--:|--:|--:|");
     for (const e of gguf) {
       const g = e.ggufVsRaw;
       const lr = e.summary?.loopRatio;
       const loop = lr ? `${lr.decode.toFixed(3)} / ${lr.prefill.toFixed(3)} (${lr.pairs} pairs)` : "–";
       if (!g) {
-        L.push(`| ${e.group} ${e.variant} | ${e.ggufVsRawError} | | | | | | ${loop} |`);
+        L.push(`| ${e.group} ${e.variant} | | ${e.ggufVsRawError} | | | | | | ${loop} |`);
         continue;
       }
       const ok = (v: number) => `${v.toFixed(3)}${v >= 0.98 ? " ✓" : " ✗"}`;
-      L.push(`| ${e.group} ${e.variant} | ${g.raw.map((r) => `${r.threads}${r.pruned ? "ᶜ" : ""}`).join(", ")} → ${g.bestRaw.threads} | ` +
+      const own = g.backend.prefillThreads !== undefined ? `prefill ${g.backend.prefillThreads}, decode ${g.backend.threads}` : `${g.backend.threads}`;
+      L.push(`| ${e.group} ${e.variant} | ${own} | ${g.raw.map((r) => `${r.threads}${r.pruned ? "ᶜ" : ""}`).join(", ")} → ${g.bestRaw.threads} / ${g.bestPrefillRaw.threads} | ` +
         `${sig(g.backend.decodeTokensPerSecond)} / ${sig(g.bestRaw.decodeTokensPerSecond)} | ${ok(g.ratio.decode)} (${g.pairedRatio.decode.toFixed(3)}) | ` +
-        `${sig(g.backend.prefillTokensPerSecond)} / ${sig(g.bestRaw.prefillTokensPerSecond)} | ${ok(g.ratio.prefill)} (${g.pairedRatio.prefill.toFixed(3)}) | ${g.repeats} | ${loop} |`);
+        `${sig(g.backend.prefillTokensPerSecond)} / ${sig(g.bestPrefillRaw.prefillTokensPerSecond)} | ${ok(g.ratio.prefill)} (${g.pairedRatio.prefill.toFixed(3)}) | ${g.repeats} | ${loop} |`);
     }
     L.push("", "bench/gguf.ts: ratio of medians, in brackets the median of per-repeat ratios; ᶜ decode measured once (slower than ¼ of the best). " +
       "Main loop: the same ratio from the table above (GgufBackend and raw rows, same repeats, median of per-repeat ratios).", "");

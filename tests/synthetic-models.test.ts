@@ -8,7 +8,7 @@
  * convert_hf_to_gguf's Q/K permutation must disagree from position 1 on: that proves the check
  * would catch a wrong layout. An independent float32 TypeScript forward pass is the referee.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type Token } from "node-llama-cpp";
@@ -17,7 +17,7 @@ import { writeGgufModel, type GgufDtype } from "../bench/synthetic/gguf-writer.j
 import { writeMlxModel, type MlxDtype } from "../bench/synthetic/mlx-writer.js";
 import { getShape, parameterCount } from "../bench/synthetic/shapes.js";
 import { sharedModelsDir } from "../bench/synthetic/vocab.js";
-import { GgufBackend } from "../lib/backends/gguf.js";
+import { GgufBackend, TINY_MODEL_BYTES } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { Tokenizer } from "../lib/tokenizer.js";
 import { loadReferenceModel } from "./reference/model.js";
@@ -126,6 +126,36 @@ describe("synthetic GGUF files", () => {
       expect(result.tokens.every((t) => t >= 0 && t < VOCAB)).toBe(true);
     } finally {
       await backend.unload();
+    }
+  });
+
+  it("q8_0 with default threads: times the first tokens on 1 thread and on every core, keeps the faster, same tokens as 1 thread", async () => {
+    const backend = new GgufBackend();
+    await backend.load(gguf("q8_0"));
+    const single = new GgufBackend();
+    await single.load(gguf("q8_0"), { threads: 1 });
+    try {
+      const cores = backend.threadCounts.prefill;
+      expect(statSync(gguf("q8_0")).size).toBeGreaterThan(TINY_MODEL_BYTES);
+      expect(backend.decodeThreadsMeasured).toBe(cores === 1); // one core: nothing to choose
+      expect(single.decodeThreadsMeasured).toBe(true); // threads given: nothing measured
+      const tuned = await backend.generate(IDS, { maxTokens: 80, temperature: 0, ignoreEos: true });
+      expect(backend.decodeThreadsMeasured).toBe(true);
+      expect([1, cores]).toContain(backend.threadCount);
+      // llama.cpp splits a matmul's rows between threads, so the count does not change the math.
+      expect(tuned.tokens).toEqual((await single.generate(IDS, { maxTokens: 80, temperature: 0, ignoreEos: true })).tokens);
+      await backend.generate(IDS, { maxTokens: 8, temperature: 0, ignoreEos: true });
+      expect(backend.lastRequestThreads).toEqual({ prefill: cores, decode: backend.threadCount }); // as llama.cpp reports
+      console.log(`[synthetic q8_0.gguf] decode threads chosen: ${backend.threadCount} of [1, ${cores}]; ${tuned.timings.generatedTokensPerSecond.toFixed(0)} tok/s while measuring`);
+      // Loading the same file again in this process keeps the measured count.
+      const chosen = backend.threadCount;
+      await backend.unload();
+      await backend.load(gguf("q8_0"));
+      expect(backend.decodeThreadsMeasured).toBe(true);
+      expect(backend.threadCount).toBe(chosen);
+    } finally {
+      await backend.unload();
+      await single.unload();
     }
   });
 

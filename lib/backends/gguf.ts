@@ -19,6 +19,11 @@ import {
 import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
+import {
+  decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, setContextThreads, type GgufThreadCounts,
+} from "./gguf-threads.js";
+
+export { decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, SMALL_MODEL_BYTES, TINY_MODEL_BYTES, type GgufThreadCounts } from "./gguf-threads.js";
 
 type NodeLlamaCpp = typeof import("node-llama-cpp");
 
@@ -26,77 +31,11 @@ type NodeLlamaCpp = typeof import("node-llama-cpp");
 const DEFAULT_MAX_CONTEXT = 4096;
 
 /**
- * Model files smaller than this decode on one thread (see {@link defaultGgufThreads}): below it a
- * token's matmuls are too small to split, and synchronising threads after every graph node costs
- * more than it saves. Measured crossover on the 2-core dev machine: 88 MiB Q4_0 decodes faster on
- * 1 thread, 139 MiB Q8_0 the same on 1 or 2, 259 MiB F16 and 338 MiB Q4_0 faster on 2.
- */
-export const SMALL_MODEL_BYTES = 128 * 1024 * 1024;
-
-/**
  * Generated tokens the engine may run ahead of a slow consumer. Decoding the next token while
  * the previous one is detokenized overlaps the JS work with the native work; the bound keeps a
  * stalled consumer from wasting compute.
  */
 const READ_AHEAD_TOKENS = 8;
-
-/** Threads llama.cpp uses for prompt batches and for generated tokens. */
-export interface GgufThreadCounts {
-  /** Threads for prompt evaluation (prefill) batches. */
-  prefill: number;
-  /** Threads for the one-token batches of generation (decode). */
-  decode: number;
-}
-
-/**
- * The default evaluation threads for a GGUF model, per phase.
- *
- * Rule: prefill uses one thread per physical core; decode uses one thread for models under
- * {@link SMALL_MODEL_BYTES} and one per physical core for larger ones. Never more threads than
- * `os.availableParallelism()`.
- *
- * Why: ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
- * matrix-matrix work that splits well at any model size. A decode step of a small model is so
- * little work that the synchronisation dominates (and the Node main thread, which receives every
- * token, preempts a spinning worker); a larger model's decode is bound by memory bandwidth, which
- * one core cannot saturate (12.4 GB/s read on 1 thread here, 23.3 GB/s on 2). More threads than
- * cores (node-llama-cpp's own default picks 4 on this 2-core machine) is the cliff the issue
- * measured at 0.4 tok/s.
- *
- * Measured on the 2-core dev machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary),
- * raw node-llama-cpp on 1 vs 2 threads, interleaved medians of 3–5 runs on a quiet machine:
- * - stories260K.gguf (1.2 MB, F32): decode ≈ 950–1,450 vs 7–105 tok/s (erratic); prefill ≈ 1,100–1,340 vs 2,000–2,300.
- * - llama-2-tiny-random.gguf (1.7 MB): decode ≈ 640 vs 76 tok/s.
- * - SmolLM2-135M shapes: Q4_0 (88 MiB) decode 66.7 vs 56.3, prefill 390 vs 711; Q8_0 (139 MiB)
- *   decode 38.1 vs 38.9, prefill 218 vs 406; F16 (259 MiB) decode 28.2 vs 34.0, prefill 210 vs 378.
- * - Qwen2.5-0.5B shapes, Q4_0 (338 MiB): decode 17.0 vs 24.4, prefill 114 vs 234.
- * (Measure with `node dist/bench/gguf.js <file> 3`.)
- *
- * @param modelBytes size of the model file in bytes.
- * @param physicalCores cores useful for math (llama.cpp's count, without SMT siblings or efficiency cores).
- * @param availableCores cores this process may run on; defaults to `os.availableParallelism()`.
- */
-export function defaultGgufThreads(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): GgufThreadCounts {
-  const cores = Math.max(1, Math.min(Math.floor(physicalCores) || 1, Math.floor(availableCores) || 1));
-  return { prefill: cores, decode: modelBytes < SMALL_MODEL_BYTES ? 1 : cores };
-}
-
-/**
- * Sets the threads llama.cpp uses for the context's next batches. node-llama-cpp (3.x) has one
- * count per context and no setter: with `maxThreads: 0`, before every batch it applies the count
- * of a thread-splitter consumer, which it creates from the context's ideal count while batches are
- * queued and drops soon after. Both internals are set here. Returns false, changing nothing, when
- * they are absent (another node-llama-cpp version): the context then keeps one count.
- */
-function setContextThreads(context: LlamaContext, threads: number): boolean {
-  const internals = context as unknown as { _idealThreads?: unknown; _threadSplitterConsumer?: { _wantedThreads?: unknown } };
-  if (typeof internals._idealThreads !== "number") return false;
-  const consumer = internals._threadSplitterConsumer;
-  if (consumer && typeof consumer._wantedThreads !== "number") return false;
-  internals._idealThreads = threads;
-  if (consumer) consumer._wantedThreads = threads;
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // One node-llama-cpp `Llama` per process.
@@ -177,6 +116,9 @@ function getSharedLlama(): Promise<Llama> {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Decode thread counts measured in this process, by model file: loading the same file again does not measure again. */
+const measuredDecodeThreads = new Map<string, number>();
+
 /** Options of a {@link GgufBackend} instance. */
 export type GgufBackendOptions = BackendOptions;
 
@@ -185,9 +127,14 @@ interface Loaded {
   context: LlamaContext;
   sequence: LlamaContextSequence;
   vocabSize: number;
+  /** Prefill's count, and decode's before measurement. */
   threads: GgufThreadCounts;
-  /** Whether the prefill count can be applied (see setContextThreads); when not, decode's count is used for both. */
-  perPhaseThreads: boolean;
+  /** Whether counts can change between batches (see setContextThreads); when not, decode's count is used throughout. */
+  canSwitchThreads: boolean;
+  /** The model file's path, size and modification time: the key of {@link measuredDecodeThreads}. */
+  fileKey: string;
+  /** Measures the decode count on this machine; undefined when the threads were given or nothing is measured. */
+  tuner: DecodeThreadTuner | undefined;
   bos: number | undefined;
   eos: number | undefined;
 }
@@ -224,16 +171,31 @@ export class GgufBackend extends BaseBackend {
     return this.loaded?.sequence.contextSize ?? 0;
   }
 
-  /** CPU threads llama.cpp uses to generate tokens (0 when none is loaded); prompts may use more, see {@link threadCounts}. */
+  /**
+   * CPU threads llama.cpp uses to generate tokens (0 when none is loaded); prompts may use more,
+   * see {@link threadCounts}. Without a `threads` load option this is measured during the first
+   * generated tokens (see {@link decodeThreadsMeasured}).
+   */
   get threadCount(): number {
-    return this.loaded?.threads.decode ?? 0;
+    const loaded = this.loaded;
+    return loaded ? decodeThreads(loaded) : 0;
   }
 
   /** CPU threads llama.cpp uses per phase: prompt batches (prefill) and generated tokens (decode). Zeros when no model is loaded. */
   get threadCounts(): GgufThreadCounts {
     const loaded = this.loaded;
     if (!loaded) return { prefill: 0, decode: 0 };
-    return { prefill: loaded.perPhaseThreads ? loaded.threads.prefill : loaded.threads.decode, decode: loaded.threads.decode };
+    return { prefill: loaded.canSwitchThreads ? loaded.threads.prefill : loaded.threads.decode, decode: decodeThreads(loaded) };
+  }
+
+  /**
+   * False while the decode thread count is still being chosen by timing the first generated
+   * tokens of this model (about 40 tokens, spread over as many requests as it takes); true once
+   * chosen (also by an earlier load of the same file in this process), or when there was nothing
+   * to choose (`threads` given, a tiny model, one core).
+   */
+  get decodeThreadsMeasured(): boolean {
+    return !this.loaded?.tuner?.measuring;
   }
 
   /**
@@ -312,9 +274,11 @@ export class GgufBackend extends BaseBackend {
     try {
       const trainContext = model.trainContextSize > 0 ? model.trainContextSize : DEFAULT_MAX_CONTEXT;
       const contextSize = options.contextSize ?? Math.min(trainContext, DEFAULT_MAX_CONTEXT);
+      const fileKey = `${file}\0${info.size}\0${info.mtimeMs}`;
+      const measured = options.threads === undefined ? measuredDecodeThreads.get(fileKey) : undefined;
       const threads = options.threads !== undefined
         ? { prefill: Math.min(options.threads, availableParallelism()), decode: Math.min(options.threads, availableParallelism()) }
-        : defaultGgufThreads(info.size, llama.cpuMathCores);
+        : { ...defaultGgufThreads(info.size, llama.cpuMathCores), ...(measured !== undefined ? { decode: measured } : {}) };
       let context: LlamaContext;
       try {
         context = await model.createContext({
@@ -330,13 +294,19 @@ export class GgufBackend extends BaseBackend {
       }
       const sequence = context.getSequence();
       const tokens = model.tokens;
+      const canSwitchThreads = setContextThreads(context, context.currentThreads);
+      const candidates = decodeThreadCandidates(info.size, llama.cpuMathCores);
       this.loaded = {
         model,
         context,
         sequence,
         vocabSize: model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 0,
         threads: { prefill: threads.prefill, decode: context.currentThreads },
-        perPhaseThreads: threads.prefill !== threads.decode && setContextThreads(context, context.currentThreads),
+        canSwitchThreads,
+        fileKey,
+        tuner: canSwitchThreads && options.threads === undefined && measured === undefined && candidates.length >= 2
+          ? new DecodeThreadTuner(candidates)
+          : undefined,
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
       };
@@ -518,7 +488,7 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
 
     // Prefill in batch-sized chunks so that cancel() is honoured between them. With per-phase
     // threads, every batch up to the first generated token runs on prefill's threads.
-    if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.prefill);
+    if (loaded.canSwitchThreads) setContextThreads(context, loaded.threads.prefill);
     const chunk = Math.max(1, context.batchSize);
     while (pending.length > chunk) {
       await sequence.evaluateWithoutGeneratingNewTokens(pending.slice(0, chunk));
@@ -559,6 +529,21 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     if (run.cancelled) return;
     const tokens = sequence.evaluate(pending, evaluateOptions);
     let produced = 0;
+    // Requests the next generated token on decode's threads, timing it while they are measured.
+    const requestNext = (): Promise<IteratorResult<Token, void>> => {
+      const tuner = loaded.tuner?.measuring ? loaded.tuner : undefined;
+      const threads = decodeThreads(loaded);
+      setContextThreads(context, threads);
+      const start = performance.now();
+      const request = tokens.next();
+      if (tuner) {
+        request.then(() => {
+          tuner.record(threads, performance.now() - start);
+          if (tuner.chosen !== undefined) measuredDecodeThreads.set(loaded.fileKey, tuner.chosen);
+        }, () => undefined);
+      }
+      return request;
+    };
     let next: Promise<IteratorResult<Token, void>> | undefined = tokens.next();
     try {
       while (next) {
@@ -567,7 +552,7 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
         if (produced === 0) {
           run.evaluatedPromptTokens = evaluatedSoFar();
           run.threadsUsed.prefill = context.currentThreads;
-          if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.decode); // before the next token is requested
+
         } else if (produced === 1) {
           run.threadsUsed.decode = context.currentThreads;
         }
@@ -609,13 +594,13 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
         // consumer is woken on the next macrotask, once llama.cpp's worker thread is busy, so
         // detokenization and stop strings run on the main thread while the native decode runs.
         const room = !run.cancelled && run.hasRoom();
-        if (room) next = tokens.next();
+        if (room) next = requestNext();
         run.push(token, room);
         if (run.cancelled) break;
         if (!room) {
           await run.room();
           if (run.cancelled) break;
-          next = tokens.next();
+          next = requestNext();
         }
       }
     } finally {
@@ -624,8 +609,13 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     }
   } finally {
     if (run.evaluatedPromptTokens === 0) run.evaluatedPromptTokens = evaluatedSoFar();
-    if (loaded.perPhaseThreads) setContextThreads(context, loaded.threads.decode); // a run that ended in prefill
+    if (loaded.canSwitchThreads) setContextThreads(context, decodeThreads(loaded)); // a run that ended in prefill
   }
+}
+
+/** The decode thread count of a loaded model: measured (or being measured), else the default. */
+function decodeThreads(loaded: Loaded): number {
+  return loaded.tuner?.next() ?? loaded.threads.decode;
 }
 
 async function checkMagic(file: string, shownPath: string): Promise<void> {

@@ -1,0 +1,190 @@
+/**
+ * How many CPU threads llama.cpp gets for a GGUF model, per phase: a fixed rule for prompt
+ * batches, and for generated tokens a short measurement on the user's machine.
+ *
+ * ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
+ * matrix-matrix work that splits well at any model size. A decode step is one token: for a tiny
+ * model the synchronisation costs more than the work it shares (1 thread is 10-100× faster); for
+ * a large one decode is bound by memory bandwidth, which one core cannot saturate. In between, the
+ * better count depends on the machine and its current load: on the 2-core dev machine an 88 MiB
+ * Q4_0 model decoded 66.7 vs 56.3 tok/s on 1 vs 2 threads in one run and 62 vs 90 in another. So
+ * a model that is neither tiny nor clearly large starts on the rule's guess and measures both.
+ *
+ * Measured on that machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary), raw
+ * node-llama-cpp on 1 vs 2 threads, interleaved runs (`node dist/bench/gguf.js <file> 3`):
+ * - stories260K.gguf (1.2 MB, F32): decode ≈ 950–1,450 vs 7–105 tok/s; prefill ≈ 1,100–1,340 vs 2,000–2,300.
+ * - llama-2-tiny-random.gguf (1.7 MB): decode ≈ 640 vs 76 tok/s.
+ * - SmolLM2-135M shapes: Q4_0 (88 MiB) decode 60–67 vs 49–98 (run to run), prefill 357–390 vs 597–711;
+ *   Q8_0 (139 MiB) decode 38–49 vs 39–67, prefill ≈ 2×; F16 (259 MiB) decode 28–31 vs 34–46.
+ * - Qwen2.5-0.5B shapes, Q4_0 (338 MiB): decode 17–18 vs 24–29 tok/s, prefill 99–120 vs 185–234.
+ * - node-llama-cpp's own default, 4 threads on 2 cores: 0.4 tok/s (the issue's measurement), so
+ *   no count here ever exceeds the cores this process may use.
+ */
+import { availableParallelism } from "node:os";
+import type { LlamaContext } from "node-llama-cpp";
+
+/** Models smaller than this always decode on one thread (no measurement: the gap is 10-100×). */
+export const TINY_MODEL_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Models smaller than this start decoding on one thread, larger ones on every physical core; both
+ * are then measured unless the model is tiny. The measured crossover on the dev machine lies
+ * between 88 MiB (Q4_0) and 259 MiB (F16).
+ */
+export const SMALL_MODEL_BYTES = 128 * 1024 * 1024;
+
+/** Threads llama.cpp uses for prompt batches and for generated tokens. */
+export interface GgufThreadCounts {
+  /** Threads for prompt evaluation (prefill) batches. */
+  prefill: number;
+  /** Threads for the one-token batches of generation (decode). */
+  decode: number;
+}
+
+/**
+ * The default evaluation threads for a GGUF model, before any measurement: prefill on one thread
+ * per physical core; decode on one thread under {@link SMALL_MODEL_BYTES}, else on every physical
+ * core. Never more than `os.availableParallelism()`.
+ *
+ * @param modelBytes size of the model file in bytes.
+ * @param physicalCores cores useful for math (llama.cpp's count, without SMT siblings or efficiency cores).
+ * @param availableCores cores this process may run on; defaults to `os.availableParallelism()`.
+ */
+export function defaultGgufThreads(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): GgufThreadCounts {
+  const cores = usableCores(physicalCores, availableCores);
+  return { prefill: cores, decode: modelBytes < SMALL_MODEL_BYTES ? 1 : cores };
+}
+
+/**
+ * The decode thread counts worth measuring for a model: none for a tiny model or a one-core
+ * machine (the default is used), else 1 and every physical core, the default first.
+ */
+export function decodeThreadCandidates(modelBytes: number, physicalCores: number, availableCores = availableParallelism()): number[] {
+  const cores = usableCores(physicalCores, availableCores);
+  if (modelBytes < TINY_MODEL_BYTES || cores === 1) return [];
+  const first = defaultGgufThreads(modelBytes, physicalCores, availableCores).decode;
+  return first === 1 ? [1, cores] : [cores, 1];
+}
+
+function usableCores(physicalCores: number, availableCores: number): number {
+  return Math.max(1, Math.min(Math.floor(physicalCores) || 1, Math.floor(availableCores) || 1));
+}
+
+/**
+ * Sets the threads llama.cpp uses for the context's next batches. node-llama-cpp (3.x) has one
+ * count per context and no setter: with `maxThreads: 0`, before every batch it applies the count
+ * of a thread-splitter consumer, which it creates from the context's ideal count while batches are
+ * queued and drops soon after. Both internals are set here. Returns false, changing nothing, when
+ * they are absent (another node-llama-cpp version): the context then keeps one count.
+ */
+export function setContextThreads(context: LlamaContext, threads: number): boolean {
+  const internals = context as unknown as { _idealThreads?: unknown; _threadSplitterConsumer?: { _wantedThreads?: unknown } };
+  if (typeof internals._idealThreads !== "number") return false;
+  const consumer = internals._threadSplitterConsumer;
+  if (consumer && typeof consumer._wantedThreads !== "number") return false;
+  internals._idealThreads = threads;
+  if (consumer) consumer._wantedThreads = threads;
+  return true;
+}
+
+/** Settings of a {@link DecodeThreadTuner}. */
+export interface DecodeThreadTunerOptions {
+  /** Tokens decoded in a row with one count before switching to the next. Defaults to 4. */
+  blockTokens?: number;
+  /** Tokens timed per count before choosing. Defaults to 15. */
+  tokensPerCandidate?: number;
+  /** A count with more threads must be this much faster (relative) to be chosen. Defaults to 0.05. */
+  margin?: number;
+}
+
+/**
+ * Chooses the decode thread count of one loaded model by timing real tokens. Counts take turns
+ * in blocks of a few tokens (so a drift in machine load hits every count) until each has
+ * `tokensPerCandidate` timings; the count with the lowest median time per token wins, more
+ * threads only when clearly faster. A count more than twice as slow as the best after its first
+ * block is dropped early, so a bad guess costs a handful of tokens. The first token of each block
+ * is not timed: it pays for the switch.
+ */
+export class DecodeThreadTuner {
+  private readonly candidates: number[];
+  private readonly samples = new Map<number, number[]>();
+  private readonly dropped = new Set<number>();
+  private readonly blockTokens: number;
+  private readonly tokensPerCandidate: number;
+  private readonly margin: number;
+  private current = 0;
+  private inBlock = 0;
+  private decided: number | undefined;
+
+  /** @param candidates at least two counts to compare, the preferred (the default) first. */
+  constructor(candidates: readonly number[], options: DecodeThreadTunerOptions = {}) {
+    this.candidates = [...new Set(candidates)];
+    if (this.candidates.length < 2) throw new RangeError(`DecodeThreadTuner needs two or more thread counts, got [${candidates.join(", ")}]`);
+    this.blockTokens = Math.max(2, options.blockTokens ?? 4);
+    this.tokensPerCandidate = Math.max(1, options.tokensPerCandidate ?? 15);
+    this.margin = options.margin ?? 0.05;
+    for (const c of this.candidates) this.samples.set(c, []);
+  }
+
+  /** The chosen count once measured; undefined while measuring. */
+  get chosen(): number | undefined {
+    return this.decided;
+  }
+
+  /** True while counts are being compared. */
+  get measuring(): boolean {
+    return this.decided === undefined;
+  }
+
+  /** The count to decode the next token with (while measuring). */
+  next(): number {
+    return this.decided ?? this.candidates[this.current];
+  }
+
+  /**
+   * Records how long the token decoded with `threads` took in llama.cpp (request to result).
+   * Call once per token, in order, with the count {@link next} returned.
+   */
+  record(threads: number, ms: number): void {
+    if (this.decided !== undefined || threads !== this.candidates[this.current]) return;
+    if (this.inBlock > 0 && Number.isFinite(ms)) this.samples.get(threads)!.push(ms);
+    if (++this.inBlock < this.blockTokens) return;
+    this.inBlock = 0;
+    this.prune();
+    if (this.finishIfDone()) return;
+    // The next count that still needs timings, in turn.
+    for (let step = 1; step <= this.candidates.length; step++) {
+      const i = (this.current + step) % this.candidates.length;
+      const c = this.candidates[i];
+      if (!this.dropped.has(c) && this.samples.get(c)!.length < this.tokensPerCandidate) {
+        this.current = i;
+        return;
+      }
+    }
+  }
+
+  private medianOf(c: number): number {
+    const s = [...this.samples.get(c)!].sort((a, b) => a - b);
+    if (s.length === 0) return Number.NaN;
+    const mid = s.length >> 1;
+    return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  }
+
+  private prune(): void {
+    const measured = this.candidates.filter((c) => !this.dropped.has(c) && this.samples.get(c)!.length > 0);
+    if (measured.length < 2) return;
+    const best = Math.min(...measured.map((c) => this.medianOf(c)));
+    for (const c of measured) if (this.medianOf(c) > 2 * best) this.dropped.add(c);
+  }
+
+  private finishIfDone(): boolean {
+    const live = this.candidates.filter((c) => !this.dropped.has(c));
+    if (live.some((c) => this.samples.get(c)!.length < this.tokensPerCandidate)) return false;
+    // Fewest threads first; a larger count must beat the best so far by the margin.
+    const byThreads = [...live].sort((a, b) => a - b);
+    let best = byThreads[0];
+    for (const c of byThreads.slice(1)) if (this.medianOf(c) < this.medianOf(best) * (1 - this.margin)) best = c;
+    this.decided = best;
+    return true;
+  }
+}

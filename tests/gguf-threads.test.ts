@@ -1,0 +1,75 @@
+/**
+ * The GGUF thread rule and the decode-thread tuner (lib/backends/gguf-threads.ts): which counts
+ * are compared, and which one is chosen from per-token timings. The tuner on a real model is
+ * tested in tests/synthetic-models.test.ts and tests/gguf.test.ts.
+ */
+import { describe, expect, it } from "vitest";
+import { decodeThreadCandidates, DecodeThreadTuner, SMALL_MODEL_BYTES, TINY_MODEL_BYTES } from "../lib/backends/gguf-threads.js";
+
+/** Decodes tokens until the tuner decides; `msFor(threads, tokenIndex)` is each token's time. */
+function tune(tuner: DecodeThreadTuner, msFor: (threads: number, i: number) => number, limit = 1000): { used: number[] } {
+  const used: number[] = [];
+  for (let i = 0; i < limit && tuner.measuring; i++) {
+    const threads = tuner.next();
+    used.push(threads);
+    tuner.record(threads, msFor(threads, i));
+  }
+  return { used };
+}
+
+describe("decodeThreadCandidates", () => {
+  it("compares nothing for tiny models or one core, and 1 vs every core otherwise, the default first", () => {
+    expect(decodeThreadCandidates(1_185_376, 8, 8)).toEqual([]);
+    expect(decodeThreadCandidates(TINY_MODEL_BYTES, 1, 1)).toEqual([]);
+    expect(decodeThreadCandidates(TINY_MODEL_BYTES, 2, 2)).toEqual([1, 2]);
+    expect(decodeThreadCandidates(SMALL_MODEL_BYTES, 2, 2)).toEqual([2, 1]);
+    expect(decodeThreadCandidates(SMALL_MODEL_BYTES, 8, 4)).toEqual([4, 1]); // never more than the available cores
+  });
+});
+
+describe("DecodeThreadTuner", () => {
+  it("chooses the count with the faster median, alternating blocks of tokens", () => {
+    const tuner = new DecodeThreadTuner([1, 2]);
+    const { used } = tune(tuner, (t) => (t === 2 ? 10 : 14));
+    expect(tuner.chosen).toBe(2);
+    expect(tuner.next()).toBe(2);
+    expect(used.slice(0, 9)).toEqual([1, 1, 1, 1, 2, 2, 2, 2, 1]); // blocks of 4, in turn
+    expect(used.filter((t) => t === 1)).toHaveLength(20); // 15 timed + the untimed first token of 5 blocks
+  });
+
+  it("keeps fewer threads unless more are faster by the margin", () => {
+    const tuner = new DecodeThreadTuner([2, 1]);
+    tune(tuner, (t) => (t === 2 ? 9.8 : 10));
+    expect(tuner.chosen).toBe(1);
+  });
+
+  it("drops a count more than twice as slow after one block", () => {
+    const tuner = new DecodeThreadTuner([2, 1]);
+    const { used } = tune(tuner, (t) => (t === 2 ? 50 : 1));
+    expect(tuner.chosen).toBe(1);
+    expect(used.filter((t) => t === 2)).toHaveLength(4);
+  });
+
+  it("does not time the first token of a block, which pays for the switch", () => {
+    const tuner = new DecodeThreadTuner([1, 2]);
+    let inBlock = 0;
+    let last = 0;
+    tune(tuner, (t) => {
+      inBlock = t === last ? inBlock + 1 : 0;
+      last = t;
+      return inBlock === 0 ? 1000 : t === 2 ? 10 : 14;
+    });
+    expect(tuner.chosen).toBe(2);
+  });
+
+  it("follows drifts that hit every count alike", () => {
+    const tuner = new DecodeThreadTuner([1, 2]);
+    tune(tuner, (t, i) => (t === 2 ? 10 : 12) * (1 + i / 20)); // the machine gets slower and slower
+    expect(tuner.chosen).toBe(2);
+  });
+
+  it("needs two counts", () => {
+    expect(() => new DecodeThreadTuner([2])).toThrow(RangeError);
+    expect(() => new DecodeThreadTuner([2, 2])).toThrow(/two or more/);
+  });
+});
