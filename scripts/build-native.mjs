@@ -22,9 +22,13 @@ if (cmake.error || cmake.status !== 0) {
 }
 
 const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
-const args = [cmakeJs, "compile", "--directory", root, "--out", join(root, "build")];
-if (process.env.CMAKE_PREFIX_PATH) args.push(`--CDCMAKE_PREFIX_PATH=${process.env.CMAKE_PREFIX_PATH}`);
-if (process.env.MLX_NODE_DEBUG_BUILD) args.push("--debug");
+const common = ["--directory", root, "--out", join(root, "build")];
+if (process.env.CMAKE_PREFIX_PATH) common.push(`--CDCMAKE_PREFIX_PATH=${process.env.CMAKE_PREFIX_PATH}`);
+if (process.env.MLX_NODE_DEBUG_BUILD) common.push("--debug");
 
-const result = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit" });
-process.exit(result.status ?? 1);
+// Configure every time (it is cheap, and the build after it only recompiles what changed): an
+// existing build/ must notice an mlx-c installed, or a CMAKE_PREFIX_PATH set, since it was made.
+for (const command of ["configure", "build"]) {
+  const result = spawnSync(process.execPath, [cmakeJs, command, ...common], { cwd: root, stdio: "inherit" });
+  if (result.status !== 0) process.exit(result.status ?? 1);
+}

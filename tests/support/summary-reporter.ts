@@ -1,6 +1,7 @@
 /**
  * Prints, after the run, how many MLX-engine tests ran and how many were skipped and why, then a
- * plain "N passed, N failed, N skipped" line for CI logs. MLX tests are the files named mlx*.test.ts.
+ * plain "N passed, N failed, N skipped" line for CI logs. MLX tests are the files named mlx*.test.ts
+ * and, in other files, the tests under a suite whose name mentions MLX (chat, JSON, concurrency, ...).
  */
 import { basename } from "node:path";
 import type { Reporter, TestModule } from "vitest/node";
@@ -11,8 +12,9 @@ export default class SummaryReporter implements Reporter {
     const all = { passed: 0, failed: 0, skipped: 0 };
     const mlx = { passed: 0, failed: 0, skipped: 0 };
     for (const module of modules) {
-      const isMlx = basename(module.moduleId).startsWith("mlx");
+      const mlxFile = basename(module.moduleId).startsWith("mlx");
       for (const test of module.children.allTests()) {
+        const isMlx = mlxFile || /(^|[^\w-])mlx([^\w-]|$)/i.test(test.fullName); // "MLX", not "mlx-node"
         const state = test.result().state;
         const key = state === "passed" ? "passed" : state === "failed" ? "failed" : "skipped";
         all[key]++;
