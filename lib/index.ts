@@ -19,3 +19,4 @@ export {
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
 } from "./errors.js";
 export type { NativeGenerationStats, NativeMemory, NativeModelInfo } from "./native.js";
+export { createServer, type RequestEndEvent, type ServableModel, type ServerOptions } from "./server/server.js";

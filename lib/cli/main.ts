@@ -11,12 +11,14 @@ import { packageRoot } from "../native.js";
 import { runEvalCommand } from "./eval.js";
 import { runGenerate } from "./generate.js";
 import { runInfo } from "./info.js";
+import { runServe } from "./serve.js";
 
 const USAGE = `Usage: mlx-node <command> [options]
 
 Commands:
   generate --model <path> [options] "prompt"   Stream a completion to stdout; speed and backend go to stderr
   eval --model <path> --fixtures <file>        Run a fixtures file; report pass rate, outputs, latency
+  serve --model <path> [options]               OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)
   info [--json]                                Platform, available backends, and why others are not
   build-native                                 Build the native addon (needs CMake, a C++17 compiler; mlx-c for MLX)
   help                                         This text
@@ -39,6 +41,15 @@ eval options:
   --context-size <n>  --threads <n>
   Exit code: 0 pass rate >= threshold; 1 below it (or the model failed to load);
              2 bad arguments or invalid fixtures (nothing ran)
+
+serve options:
+  --model, -m <path>        .gguf file or MLX/Hugging Face model directory (required)
+  --host <addr>             address to listen on (default: 127.0.0.1, this machine only)
+  --port, -p <n>            port (default: 8080; 0 picks a free one)
+  --model-id <name>         name in /v1/models and responses (default: the model's file or directory name)
+  --chat-template <file>    Jinja chat template for models without one
+  --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
+  --backend <name>  --context-size <n>  --threads <n>  --quiet (no request log)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -48,6 +59,8 @@ async function main(argv: string[]): Promise<number> {
       return runGenerate(rest);
     case "eval":
       return runEvalCommand(rest);
+    case "serve":
+      return runServe(rest);
     case "info": {
       const { values } = parseArgs({ args: rest, options: { json: { type: "boolean" } } });
       return runInfo(Boolean(values.json));

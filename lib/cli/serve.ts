@@ -1,0 +1,86 @@
+/**
+ * `mlx-node serve`: an OpenAI-compatible HTTP server over one model, on loopback by default.
+ * Logs one line per request to stderr; SIGINT/SIGTERM close it cleanly (running requests are
+ * aborted, the model is unloaded).
+ */
+import { readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { basename } from "node:path";
+import { parseArgs } from "node:util";
+import { loadModel } from "../backends/select.js";
+import { InvalidOptionError } from "../errors.js";
+import { createServer } from "../server/server.js";
+
+export async function runServe(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", short: "m" },
+      backend: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string", short: "p" },
+      "model-id": { type: "string" },
+      "chat-template": { type: "string" },
+      "context-size": { type: "string" },
+      threads: { type: "string" },
+      "max-queued": { type: "string" },
+      quiet: { type: "boolean", short: "q" },
+    },
+  });
+  if (!values.model) throw new InvalidOptionError("--model", "a model path", undefined);
+  const port = integer("--port", values.port) ?? 8080;
+  if (port < 0 || port > 65535) throw new InvalidOptionError("--port", "0..65535", port);
+  const host = values.host ?? "127.0.0.1";
+  const chatTemplate = values["chat-template"] ? await readFile(values["chat-template"], "utf8") : undefined;
+
+  const model = await loadModel(values.model, {
+    backend: (values.backend ?? "auto") as "auto" | "mlx" | "gguf",
+    contextSize: integer("--context-size", values["context-size"]),
+    threads: integer("--threads", values.threads),
+    maxQueuedRequests: integer("--max-queued", values["max-queued"]),
+  });
+  const modelId = values["model-id"] ?? basename(values.model.replace(/[/\\]+$/, ""));
+  const server = createServer(model, {
+    modelId,
+    ...(chatTemplate !== undefined ? { chatTemplate } : {}),
+    onRequestEnd: values.quiet
+      ? undefined
+      : (e) =>
+          process.stderr.write(
+            `${e.method} ${e.path} ${e.status}${e.stream ? " stream" : ""}` +
+              `${e.finishReason ? ` finish=${e.finishReason} tokens=${e.completionTokens}` : ""}` +
+              `${e.error ? ` error="${e.error}"` : ""} ${e.ms.toFixed(0)} ms\n`,
+          ),
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  process.stderr.write(
+    `mlx-node: serving ${modelId} (${model.name}: ${model.selection.reason}) at http://${shownHost}:${address.port}/v1\n`,
+  );
+
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      // Closing the sockets aborts their generations (see createServer); then the model is freed.
+      server.close(() => resolve());
+      server.closeAllConnections();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await model.unload();
+  process.stderr.write("mlx-node: server stopped\n");
+  return 0;
+}
+
+function integer(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n)) throw new InvalidOptionError(flag, "an integer", value);
+  return n;
+}

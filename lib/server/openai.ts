@@ -1,0 +1,262 @@
+/**
+ * The OpenAI wire format, both ways: request bodies of `/v1/completions` and
+ * `/v1/chat/completions` to our generation options, and results to OpenAI's response and
+ * stream-chunk objects. Pure functions; the HTTP side is in server.ts.
+ */
+import type { FinishReason, GenerateOptions, GenerateResult, JsonSchema } from "../backend.js";
+import type { ChatMessage } from "../chat.js";
+import { InvalidOptionError } from "../errors.js";
+
+/** A request the server rejects before any work, with the OpenAI parameter it is about. */
+export class RequestError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly type = "invalid_request_error",
+  ) {
+    super(message);
+  }
+}
+
+/** What both endpoints take from the body. */
+export interface ParsedRequest {
+  options: GenerateOptions;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export interface ParsedCompletionRequest extends ParsedRequest {
+  prompt: string | number[];
+}
+
+export interface ParsedChatRequest extends ParsedRequest {
+  messages: ChatMessage[];
+}
+
+/** OpenAI parameter names of our options, so an InvalidOptionError from a backend names the right one. */
+const PARAM_OF_OPTION: Record<string, string> = {
+  maxTokens: "max_tokens",
+  temperature: "temperature",
+  topP: "top_p",
+  topK: "top_k",
+  minP: "min_p",
+  repetitionPenalty: "repetition_penalty",
+  seed: "seed",
+  ignoreEos: "ignore_eos",
+  stop: "stop",
+  jsonSchema: "response_format",
+  prompt: "prompt",
+  messages: "messages",
+};
+
+/** The OpenAI parameter an InvalidOptionError is about. */
+export function paramOf(error: InvalidOptionError): string {
+  const root = error.option.replace(/\[.*$/, "");
+  return PARAM_OF_OPTION[root] ?? error.option;
+}
+
+// Parameters of OpenAI's API this server does not implement: accepted only at their no-op values,
+// so a client never silently gets something other than what it asked for.
+const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
+  frequency_penalty: (v) => v === 0,
+  presence_penalty: (v) => v === 0,
+  logprobs: (v) => v === false || v === 0,
+  top_logprobs: (v) => v === 0,
+  logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0,
+  best_of: (v) => v === 1,
+  echo: (v) => v === false,
+  suffix: (v) => v === "",
+  tools: (v) => Array.isArray(v) && v.length === 0,
+  tool_choice: (v) => v === "none",
+  functions: (v) => Array.isArray(v) && v.length === 0,
+};
+
+/** Checks the parts of a request that both endpoints share and maps them to generation options. */
+function parseCommon(body: Record<string, unknown>): ParsedRequest {
+  for (const [name, isNoOp] of Object.entries(UNSUPPORTED)) {
+    const value = body[name];
+    if (value !== undefined && value !== null && !isNoOp(value)) {
+      throw new RequestError(400, `"${name}" is not supported by this server`, name, "unsupported_parameter");
+    }
+  }
+  if (body.model !== undefined && typeof body.model !== "string") throw new RequestError(400, `"model" must be a string`, "model");
+  const n = body.n ?? 1;
+  if (n !== 1) throw new RequestError(400, `"n" must be 1: this server generates one choice per request`, "n", "unsupported_parameter");
+
+  const options: GenerateOptions = {};
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  if (maxTokens !== undefined && maxTokens !== null) options.maxTokens = maxTokens as number;
+  // OpenAI's defaults: temperature 1 and top_p 1 (the library itself defaults to greedy).
+  options.temperature = (body.temperature ?? 1) as number;
+  copy(body, "top_p", options, "topP");
+  copy(body, "top_k", options, "topK");
+  copy(body, "min_p", options, "minP");
+  copy(body, "repetition_penalty", options, "repetitionPenalty");
+  copy(body, "seed", options, "seed");
+  copy(body, "ignore_eos", options, "ignoreEos"); // llama.cpp server's extension, for benchmarks
+  if (body.stop !== undefined && body.stop !== null) options.stop = body.stop as string | string[];
+  const schema = responseFormatSchema(body.response_format);
+  if (schema) options.jsonSchema = schema;
+
+  const stream = body.stream ?? false;
+  if (typeof stream !== "boolean") throw new RequestError(400, `"stream" must be a boolean`, "stream");
+  const streamOptions = body.stream_options;
+  if (streamOptions !== undefined && streamOptions !== null && (typeof streamOptions !== "object" || Array.isArray(streamOptions))) {
+    throw new RequestError(400, `"stream_options" must be an object`, "stream_options");
+  }
+  const includeUsage = (streamOptions as { include_usage?: unknown } | null | undefined)?.include_usage ?? false;
+  if (typeof includeUsage !== "boolean") throw new RequestError(400, `"stream_options.include_usage" must be a boolean`, "stream_options");
+  return { options, stream, includeUsage };
+}
+
+function copy(body: Record<string, unknown>, from: string, to: GenerateOptions, key: keyof GenerateOptions): void {
+  const value = body[from];
+  if (value !== undefined && value !== null) (to as Record<string, unknown>)[key] = value;
+}
+
+/** `response_format`: text, or a JSON schema that the output is guaranteed to follow. */
+function responseFormatSchema(format: unknown): JsonSchema | undefined {
+  if (format === undefined || format === null) return undefined;
+  const type = (format as { type?: unknown }).type;
+  if (type === "text") return undefined;
+  if (type === "json_schema") {
+    const schema = (format as { json_schema?: { schema?: unknown } }).json_schema?.schema;
+    if (typeof schema !== "object" || schema === null || Array.isArray(schema)) {
+      throw new RequestError(400, `"response_format.json_schema.schema" must be a JSON schema object`, "response_format");
+    }
+    return schema as JsonSchema;
+  }
+  if (type === "json_object") {
+    throw new RequestError(
+      400,
+      `"response_format" {"type":"json_object"} is not supported: pass {"type":"json_schema","json_schema":{"schema":…}}, whose output is guaranteed to validate`,
+      "response_format",
+      "unsupported_parameter",
+    );
+  }
+  throw new RequestError(400, `"response_format.type" must be "text" or "json_schema"`, "response_format");
+}
+
+/** `POST /v1/completions` body. */
+export function parseCompletionRequest(body: Record<string, unknown>): ParsedCompletionRequest {
+  const common = parseCommon(body);
+  let prompt = body.prompt;
+  // A batch of one is a single prompt; larger batches would need n choices per response.
+  if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === "string" || Array.isArray(prompt[0]))) prompt = prompt[0];
+  const isIds = Array.isArray(prompt) && prompt.every((t) => Number.isInteger(t));
+  if (typeof prompt !== "string" && !isIds) {
+    throw new RequestError(400, `"prompt" must be a string or an array of token ids (one prompt per request)`, "prompt");
+  }
+  return { ...common, prompt: prompt as string | number[] };
+}
+
+/** `POST /v1/chat/completions` body. */
+export function parseChatRequest(body: Record<string, unknown>): ParsedChatRequest {
+  const common = parseCommon(body);
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw new RequestError(400, `"messages" must be a non-empty array`, "messages");
+  }
+  return { ...common, messages: messages.map((m, i) => chatMessage(m, i)) };
+}
+
+/** One message; content parts of type text are joined, as a text-only model sees them. */
+function chatMessage(message: unknown, index: number): ChatMessage {
+  const param = `messages[${index}]`;
+  if (typeof message !== "object" || message === null) throw new RequestError(400, `${param} must be an object`, param);
+  const { role, content } = message as { role?: unknown; content?: unknown };
+  if (typeof role !== "string") throw new RequestError(400, `${param}.role must be a string`, `${param}.role`);
+  let text: string;
+  if (typeof content === "string") text = content;
+  else if (content === null || content === undefined) text = "";
+  else if (Array.isArray(content)) {
+    text = content
+      .map((part: unknown, j) => {
+        const p = part as { type?: unknown; text?: unknown };
+        if (p?.type !== "text" || typeof p.text !== "string") {
+          throw new RequestError(400, `${param}.content[${j}]: only parts of type "text" are supported (this is a text model)`, `${param}.content`);
+        }
+        return p.text;
+      })
+      .join("");
+  } else throw new RequestError(400, `${param}.content must be a string or an array of text parts`, `${param}.content`);
+  // "developer" is OpenAI's newer name for the system role; chat templates know "system".
+  return { role: role === "developer" ? "system" : role, content: text };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/** OpenAI's `finish_reason`; an aborted request has no response to carry one. */
+export function finishReasonOf(reason: FinishReason): "stop" | "length" | null {
+  return reason === "abort" ? null : reason;
+}
+
+/** OpenAI's `usage`; `cached_tokens` counts the prompt tokens the KV cache already held. */
+export function usageOf(result: GenerateResult) {
+  const u = result.usage;
+  return {
+    prompt_tokens: u.promptTokens,
+    completion_tokens: u.completionTokens,
+    total_tokens: u.totalTokens,
+    prompt_tokens_details: { cached_tokens: u.promptTokens - u.evaluatedPromptTokens },
+  };
+}
+
+/** Identity of one response: the same `id` and `created` on every chunk of a stream. */
+export interface ResponseIdentity {
+  id: string;
+  created: number;
+  model: string;
+}
+
+export function completionResponse(who: ResponseIdentity, result: GenerateResult) {
+  return {
+    id: who.id,
+    object: "text_completion",
+    created: who.created,
+    model: who.model,
+    choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
+    usage: usageOf(result),
+  };
+}
+
+export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null) {
+  return {
+    id: who.id,
+    object: "text_completion",
+    created: who.created,
+    model: who.model,
+    choices: [{ index: 0, text, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+  };
+}
+
+export function chatResponse(who: ResponseIdentity, result: GenerateResult) {
+  return {
+    id: who.id,
+    object: "chat.completion",
+    created: who.created,
+    model: who.model,
+    choices: [
+      { index: 0, message: { role: "assistant", content: result.text }, logprobs: null, finish_reason: finishReasonOf(result.finishReason) },
+    ],
+    usage: usageOf(result),
+  };
+}
+
+export function chatChunk(who: ResponseIdentity, delta: { role?: "assistant"; content?: string }, finish: FinishReason | null) {
+  return {
+    id: who.id,
+    object: "chat.completion.chunk",
+    created: who.created,
+    model: who.model,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+  };
+}
+
+/** The last chunk of a stream with `stream_options.include_usage`: no choices, the usage. */
+export function usageChunk(who: ResponseIdentity, object: "text_completion" | "chat.completion.chunk", result: GenerateResult) {
+  return { id: who.id, object, created: who.created, model: who.model, choices: [], usage: usageOf(result) };
+}

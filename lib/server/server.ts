@@ -1,0 +1,212 @@
+/**
+ * An OpenAI-compatible HTTP server over one loaded model: `/v1/completions`,
+ * `/v1/chat/completions` (whole or streamed as server-sent events), `/v1/models`, `/health`.
+ * Any OpenAI client pointed at it works. A client that disconnects aborts its generation, so its
+ * place in the model's queue goes to the next request at once.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
+import type { ChatMessage, ChatOptions } from "../chat.js";
+import { InvalidOptionError, MlxNodeError } from "../errors.js";
+import {
+  chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
+  RequestError, usageChunk, type ResponseIdentity,
+} from "./openai.js";
+
+/** A loaded model the server can run: the contract plus chat (every backend of this package). */
+export interface ServableModel extends InferenceBackend {
+  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream;
+}
+
+/** Options of {@link createServer}. */
+export interface ServerOptions {
+  /** The model name reported by `/v1/models` and in responses. Defaults to `"local-model"`. */
+  modelId?: string;
+  /** A Jinja chat template for models that have none (or to override theirs). Defaults to the model's own. */
+  chatTemplate?: string;
+  /** Largest request body accepted, in bytes. Defaults to 8 MiB. */
+  maxBodyBytes?: number;
+  /** Called when a generation request ends (also when the client went away: `finishReason: "abort"`). */
+  onRequestEnd?: (event: RequestEndEvent) => void;
+}
+
+/** One finished request, for access logs and tests. */
+export interface RequestEndEvent {
+  method: string;
+  path: string;
+  status: number;
+  stream: boolean;
+  finishReason?: FinishReason;
+  completionTokens?: number;
+  error?: string;
+  ms: number;
+}
+
+const DEFAULT_MAX_BODY = 8 * 2 ** 20;
+
+/**
+ * Creates (does not start) an HTTP server that answers OpenAI API requests with `model`.
+ *
+ * @example
+ * ```ts
+ * import { createServer, loadModel } from "mlx-node";
+ * const model = await loadModel("model.gguf");
+ * createServer(model, { modelId: "my-model" }).listen(8080, "127.0.0.1");
+ * // then: new OpenAI({ baseURL: "http://127.0.0.1:8080/v1", apiKey: "unused" })
+ * ```
+ */
+export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
+  const modelId = options.modelId ?? "local-model";
+  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const created = Math.floor(Date.now() / 1000);
+  return createHttpServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      // Only reached when writing itself failed (the socket is gone): nothing left to tell.
+      res.destroy(error instanceof Error ? error : undefined);
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = performance.now();
+    const path = (req.url ?? "/").split("?")[0]!;
+    const end = (event: Omit<RequestEndEvent, "method" | "path" | "ms">) =>
+      options.onRequestEnd?.({ method: req.method ?? "", path, ms: performance.now() - start, ...event });
+    try {
+      if (path === "/health" || path === "/v1/models" || path.startsWith("/v1/models/")) {
+        allow(req, "GET");
+        if (path === "/health") return sendJson(res, 200, { status: model.isLoaded ? "ok" : "unloaded", backend: model.name });
+        const card = { id: modelId, object: "model", created, owned_by: "mlx-node" };
+        if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: [card] });
+        if (decodeURIComponent(path.slice("/v1/models/".length)) !== modelId) {
+          throw new RequestError(404, `The model "${path.slice(11)}" does not exist: this server runs "${modelId}"`, "model", "model_not_found");
+        }
+        return sendJson(res, 200, card);
+      }
+      const kind = path === "/v1/completions" ? "completion" : path === "/v1/chat/completions" ? "chat" : undefined;
+      if (!kind) throw new RequestError(404, `Unknown endpoint ${req.method} ${path}`, null, "not_found");
+      allow(req, "POST");
+      const body = await readJson(req, maxBody);
+      const who: ResponseIdentity = { id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: modelId };
+
+      // A client that goes away (closes the socket before the response ends) aborts the work.
+      const controller = new AbortController();
+      res.on("close", () => {
+        if (!res.writableFinished) controller.abort();
+      });
+      let stream: GenerationStream;
+      let streaming: boolean;
+      let includeUsage: boolean;
+      if (kind === "completion") {
+        const parsed = parseCompletionRequest(body);
+        ({ stream: streaming, includeUsage } = parsed);
+        stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal });
+      } else {
+        const parsed = parseChatRequest(body);
+        ({ stream: streaming, includeUsage } = parsed);
+        const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
+        if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
+        stream = model.chatStream(parsed.messages, chatOptions);
+      }
+      const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+
+      if (!streaming) {
+        const result = await settle(stream);
+        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result) : completionResponse(who, result));
+        // 499: nginx's "client closed the request", for logs; nothing is sent to a gone client.
+        return end({ status: result.finishReason === "abort" ? 499 : 200, stream: false, finishReason: result.finishReason, completionTokens: result.usage.completionTokens });
+      }
+
+      // Server-sent events. Nothing is written until the first chunk (or an error) is known, so an
+      // error before generation starts still gets a proper status code.
+      const iterator = stream[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+      const send = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
+      if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
+      try {
+        for (let step = first; !step.done; step = await iterator.next()) {
+          if (step.value.text) send(kind === "chat" ? chatChunk(who, { content: step.value.text }, null) : completionChunk(who, step.value.text, null));
+        }
+        const result = await stream.result;
+        if (result.finishReason !== "abort") {
+          send(kind === "chat" ? chatChunk(who, {}, result.finishReason) : completionChunk(who, "", result.finishReason));
+          if (includeUsage) send(usageChunk(who, object, result));
+          res.end("data: [DONE]\n\n");
+        }
+        end({ status: result.finishReason === "abort" ? 499 : 200, stream: true, finishReason: result.finishReason, completionTokens: result.usage.completionTokens });
+      } catch (error) {
+        // Headers are sent: report the failure in the stream, as OpenAI does, then close it.
+        const { payload } = errorPayload(error);
+        if (!res.writableEnded && !res.destroyed) res.end(`data: ${JSON.stringify(payload)}\n\n`);
+        end({ status: 200, stream: true, error: payload.error.message });
+      }
+    } catch (error) {
+      const { status, payload } = errorPayload(error);
+      if (!res.headersSent && !res.destroyed) sendJson(res, status, payload);
+      end({ status, stream: false, error: payload.error.message });
+    }
+  }
+}
+
+/** Runs a stream to its end and returns the result. */
+async function settle(stream: GenerationStream): Promise<GenerateResult> {
+  for await (const _ of stream) {
+    // Accumulated into the result by the stream itself.
+  }
+  return stream.result;
+}
+
+function allow(req: IncomingMessage, method: string): void {
+  if (req.method !== method) throw new RequestError(405, `${req.url} takes ${method}, not ${req.method}`, null, "method_not_allowed");
+}
+
+async function readJson(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const part of req as AsyncIterable<Buffer>) {
+    size += part.length;
+    if (size > limit) throw new RequestError(413, `The request body is larger than ${limit} bytes`, null, "body_too_large");
+    parts.push(part);
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.concat(parts).toString("utf8"));
+  } catch (error) {
+    throw new RequestError(400, `The request body is not valid JSON: ${(error as Error).message}`, null, "invalid_json");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new RequestError(400, "The request body must be a JSON object", null, "invalid_json");
+  return body as Record<string, unknown>;
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** An error as OpenAI's `{ error: { message, type, param, code } }` with its HTTP status. */
+function errorPayload(error: unknown): { status: number; payload: { error: { message: string; type: string; param: string | null; code: string | null } } } {
+  const make = (status: number, message: string, type: string, param: string | null, code: string | null) => ({
+    status,
+    payload: { error: { message, type, param, code } },
+  });
+  if (error instanceof RequestError) return make(error.status, error.message, error.type, error.param, error.code);
+  if (error instanceof InvalidOptionError) return make(400, error.message, "invalid_request_error", paramOf(error), "invalid_value");
+  if (error instanceof MlxNodeError) {
+    switch (error.code) {
+      case "INVALID_OPTION":
+        return make(400, error.message, "invalid_request_error", null, "invalid_value");
+      case "CHAT_TEMPLATE_ERROR":
+        return make(400, error.message, "invalid_request_error", "messages", "chat_template_error");
+      case "BUSY":
+        return make(503, error.message, "server_error", null, "server_busy");
+      case "UNLOADED":
+      case "NOT_LOADED":
+        return make(503, error.message, "server_error", null, "model_unloaded");
+      default:
+        return make(500, error.message, "server_error", null, error.code.toLowerCase());
+    }
+  }
+  return make(500, error instanceof Error ? error.message : String(error), "server_error", null, null);
+}

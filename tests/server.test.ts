@@ -1,0 +1,226 @@
+/**
+ * The OpenAI-compatible server, over HTTP on loopback, on every backend available here: what it
+ * answers equals what the library answers for the same request, streamed or not; a client that
+ * disconnects aborts its generation; bad requests get OpenAI-style errors naming the parameter.
+ */
+import { spawn } from "node:child_process";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GgufBackend } from "../lib/backends/gguf.js";
+import { MlxBackend } from "../lib/backends/mlx.js";
+import { createServer, type RequestEndEvent } from "../lib/server/server.js";
+import { mlxAvailable } from "./support/mlx.js";
+
+const models = join(import.meta.dirname, "..", "..", "shared", "models");
+const TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+
+const targets = [
+  { name: "gguf", enabled: true, make: () => new GgufBackend(), path: join(models, "stories260K", "stories260K.gguf"), load: { threads: 1 } },
+  { name: "mlx", enabled: mlxAvailable, make: () => new MlxBackend(), path: join(models, "stories260K", "hf-f32"), load: {} },
+];
+
+/** Parses a server-sent-events body into its `data:` payloads. */
+function events(body: string): string[] {
+  return body.split("\n\n").filter((e) => e.startsWith("data: ")).map((e) => e.slice(6));
+}
+
+for (const target of targets) {
+  describe.skipIf(!target.enabled)(`OpenAI-compatible server on ${target.name}`, () => {
+    const model = target.make();
+    let server: Server;
+    let base = "";
+    const ended: RequestEndEvent[] = [];
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
+
+    beforeAll(async () => {
+      await model.load(target.path, target.load);
+      server = createServer(model, { modelId: "stories", chatTemplate: TEMPLATE, maxBodyBytes: 4096, onRequestEnd: (e) => ended.push(e) });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await model.unload();
+    });
+
+    it("lists its model and reports health", async () => {
+      const list = await (await fetch(`${base}/v1/models`)).json();
+      expect(list).toMatchObject({ object: "list", data: [{ id: "stories", object: "model", owned_by: "mlx-node" }] });
+      expect(await (await fetch(`${base}/v1/models/stories`)).json()).toMatchObject({ id: "stories" });
+      expect((await fetch(`${base}/v1/models/other`)).status).toBe(404);
+      expect(await (await fetch(`${base}/health`)).json()).toEqual({ status: "ok", backend: target.name });
+    });
+
+    it("/v1/completions answers what generate() answers", async () => {
+      const want = await model.generate("Once upon a time", { maxTokens: 24, temperature: 0 });
+      const res = await post("/v1/completions", { model: "stories", prompt: "Once upon a time", max_tokens: 24, temperature: 0 });
+      expect(res.status).toBe(200);
+      const body = await res.json();
+      expect(body.object).toBe("text_completion");
+      expect(body.id).toMatch(/^cmpl-/);
+      expect(body.choices).toEqual([{ index: 0, text: want.text, logprobs: null, finish_reason: "length" }]);
+      expect(body.usage).toMatchObject({ prompt_tokens: want.usage.promptTokens, completion_tokens: 24, total_tokens: want.usage.promptTokens + 24 });
+      expect(want.text.length).toBeGreaterThan(20);
+    });
+
+    it("streams completions as server-sent events that add up to the whole answer", async () => {
+      const whole = await (await post("/v1/completions", { prompt: "Once upon a time", max_tokens: 24, temperature: 0 })).json();
+      const res = await post("/v1/completions", { prompt: "Once upon a time", max_tokens: 24, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      expect(res.headers.get("content-type")).toBe("text/event-stream");
+      const data = events(await res.text());
+      expect(data.at(-1)).toBe("[DONE]");
+      const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+      expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
+      const text = chunks.flatMap((c) => c.choices).map((c: { text: string }) => c.text).join("");
+      expect(text).toBe(whole.choices[0].text);
+      expect(chunks.length).toBeGreaterThan(5); // really streamed, not one blob
+      expect(chunks.at(-2).choices[0].finish_reason).toBe("length");
+      expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 24 } });
+      // The same prompt again: its prefix came from the KV cache.
+      expect(chunks.at(-1).usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
+    });
+
+    it("/v1/chat/completions renders the chat template and answers what chat() answers, whole and streamed", async () => {
+      const messages = [{ role: "user", content: "Tell me a story." }];
+      const want = await model.chat(messages, { chatTemplate: TEMPLATE, maxTokens: 16, temperature: 0 });
+      const body = await (await post("/v1/chat/completions", { messages, max_tokens: 16, temperature: 0 })).json();
+      expect(body.object).toBe("chat.completion");
+      expect(body.choices[0].message).toEqual({ role: "assistant", content: want.text });
+      expect(body.usage.prompt_tokens).toBe(want.usage.promptTokens);
+
+      // Content parts and the "developer" role, as newer OpenAI clients send them.
+      const parts = [{ role: "developer", content: [{ type: "text", text: "Be brief." }] }, ...messages];
+      const wantParts = await model.chat([{ role: "system", content: "Be brief." }, ...messages], { chatTemplate: TEMPLATE, maxTokens: 16, temperature: 0 });
+      const res = await post("/v1/chat/completions", { messages: parts, max_tokens: 16, temperature: 0, stream: true });
+      const data = events(await res.text());
+      expect(data.at(-1)).toBe("[DONE]");
+      const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+      expect(chunks[0].choices[0].delta).toEqual({ role: "assistant", content: "" });
+      expect(chunks.map((c) => c.choices[0].delta.content ?? "").join("")).toBe(wantParts.text);
+      expect(chunks.at(-1).choices[0]).toMatchObject({ delta: {}, finish_reason: "length" });
+    });
+
+    it("response_format json_schema gives JSON that validates, from a story model at temperature 1", async () => {
+      const schema = { type: "object", properties: { name: { type: "string" }, age: { type: "integer" } }, required: ["name", "age"] };
+      for (const seed of [1, 2, 3]) {
+        const body = await (
+          await post("/v1/chat/completions", {
+            messages: [{ role: "user", content: "Who is Lily?" }],
+            max_tokens: 40,
+            temperature: 1,
+            seed,
+            response_format: { type: "json_schema", json_schema: { name: "person", schema } },
+          })
+        ).json();
+        const value = JSON.parse(body.choices[0].message.content);
+        expect(Object.keys(value)).toEqual(["name", "age"]);
+        expect(typeof value.name).toBe("string");
+        expect(Number.isInteger(value.age)).toBe(true);
+      }
+    });
+
+    it("a client that disconnects mid-stream aborts its generation, and the next request runs", async () => {
+      const controller = new AbortController();
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 1500, ignore_eos: true, temperature: 0, stream: true }),
+        signal: controller.signal,
+      });
+      const reader = res.body!.getReader();
+      await reader.read();
+      controller.abort();
+      const event = await waitFor(() => ended.find((e) => e.finishReason === "abort"));
+      expect(event.status).toBe(499);
+      expect(event.completionTokens).toBeLessThan(1500);
+      const next = await post("/v1/completions", { prompt: "Once upon a time", max_tokens: 4, temperature: 0 });
+      expect((await next.json()).usage.completion_tokens).toBe(4);
+    });
+
+    it("rejects bad requests with OpenAI-style errors naming the parameter", async () => {
+      const cases: [unknown, number, string | null][] = [
+        [{ prompt: "x", temperature: 7 }, 400, "temperature"],
+        [{ prompt: "x", max_tokens: -1 }, 400, "max_tokens"],
+        [{ prompt: "x", n: 2 }, 400, "n"],
+        [{ prompt: "x", logprobs: 2 }, 400, "logprobs"],
+        [{ prompt: "x", stream: "yes" }, 400, "stream"],
+        [{ prompt: 42 }, 400, "prompt"],
+        [{ prompt: "x", response_format: { type: "json_object" } }, 400, "response_format"],
+        ["{not json", 400, null],
+        [{ prompt: "x".repeat(5000) }, 413, null],
+      ];
+      for (const [body, status, param] of cases) {
+        const res = await post("/v1/completions", body);
+        expect(res.status, JSON.stringify(body).slice(0, 80)).toBe(status);
+        const { error } = await res.json();
+        expect(error.param).toBe(param);
+        expect(error.message.length).toBeGreaterThan(10);
+      }
+      const chat = await post("/v1/chat/completions", { messages: [] });
+      expect([chat.status, (await chat.json()).error.param]).toEqual([400, "messages"]);
+      expect((await fetch(`${base}/v1/completions`)).status).toBe(405);
+      expect((await post("/v1/embeddings", {})).status).toBe(404);
+      // Still serving after all of that.
+      expect((await post("/v1/completions", { prompt: "Once", max_tokens: 2 })).status).toBe(200);
+    });
+  });
+}
+
+describe("server queue limit", () => {
+  it("answers 503 server_busy when the model's queue is full, and serves again once it drains", async () => {
+    const model = new GgufBackend({ maxQueuedRequests: 0 });
+    await model.load(join(models, "stories260K", "stories260K.gguf"), { threads: 1 });
+    const server = createServer(model);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const post = (body: unknown) => fetch(`${base}/v1/completions`, { method: "POST", body: JSON.stringify(body) });
+    try {
+      const long = await post({ prompt: "Once upon a time", max_tokens: 1000, ignore_eos: true, temperature: 0, stream: true });
+      const reader = long.body!.getReader();
+      await reader.read(); // generating now
+      const busy = await post({ prompt: "Once", max_tokens: 2 });
+      expect(busy.status).toBe(503);
+      expect((await busy.json()).error).toMatchObject({ type: "server_error", code: "server_busy" });
+      while (!(await reader.read()).done) {
+        // Drain the long request.
+      }
+      expect((await post({ prompt: "Once", max_tokens: 2 })).status).toBe(200);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await model.unload();
+    }
+  });
+});
+
+describe("mlx-node serve", () => {
+  it("serves until SIGTERM, then exits 0", async () => {
+    const cli = join(import.meta.dirname, "..", "dist", "lib", "cli", "main.js");
+    const child = spawn(process.execPath, [cli, "serve", "-m", join(models, "stories260K", "stories260K.gguf"), "--port", "0", "--threads", "1"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const url = await waitFor(() => stderr.match(/at (http:\/\/127\.0\.0\.1:\d+\/v1)/)?.[1], 30_000);
+    const res = await fetch(`${url}/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 8, temperature: 0 }) });
+    expect((await res.json()).choices[0].text).toMatch(/^, there was/);
+    const code = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    expect(await code).toBe(0);
+    expect(stderr).toMatch(/POST \/v1\/completions 200 finish=length tokens=8/);
+    expect(stderr).toContain("server stopped");
+  });
+});
+
+async function waitFor<T>(probe: () => T | undefined, ms = 10_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
