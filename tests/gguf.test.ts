@@ -8,7 +8,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { defaultGgufThreads, GgufBackend, SMALL_MODEL_BYTES } from "../lib/backends/gguf.js";
+import { defaultGgufThreads, GgufBackend, prefillThreadsFor, SMALL_MODEL_BYTES, TINY_MODEL_MIN_PARALLEL_BATCH } from "../lib/backends/gguf.js";
 import { BackendUnavailableError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { backendContractSuite } from "./contract/backend.contract.js";
 
@@ -80,6 +80,14 @@ describe("gguf backend specifics", () => {
       expect(defaultGgufThreads(big, 0, 0)).toEqual({ prefill: 1, decode: 1 });
     });
 
+    it("runs a tiny model's short prompt batches on decode's thread, everything else on prefill's", () => {
+      const counts = { prefill: 2, decode: 1 };
+      expect(prefillThreadsFor(1, 1_185_376, counts)).toBe(1);
+      expect(prefillThreadsFor(TINY_MODEL_MIN_PARALLEL_BATCH - 1, 1_185_376, counts)).toBe(1);
+      expect(prefillThreadsFor(TINY_MODEL_MIN_PARALLEL_BATCH, 1_185_376, counts)).toBe(2);
+      expect(prefillThreadsFor(1, 100 * 2 ** 20, counts)).toBe(2); // real sizes gain from every core at any batch
+    });
+
     it("decodes stories260K on 1 thread and prefills on every core when threads is not given, as llama.cpp reports", async () => {
       const backend = new GgufBackend();
       await backend.load(STORIES);
@@ -90,12 +98,15 @@ describe("gguf backend specifics", () => {
         expect(backend.contextSize).toBe(2048); // min(train context 2048, 4096)
         const result = await backend.generate(reference.prompt, { maxTokens: 40 });
         expect(result.text).toBe(reference.gguf_llama_cpp.text);
-        // llama_n_threads for the batch that produced the first token and for the next one.
-        expect(backend.lastRequestThreads).toEqual(expected);
-        // A long prompt spanning several batches gives the same text as one evaluated on a single thread count.
+        // llama_n_threads for the batch that produced the first token and for the next one: a
+        // tiny model's short prompt stays on decode's thread (see prefillThreadsFor).
+        expect(backend.lastRequestThreads).toEqual({ prefill: expected.decode, decode: expected.decode });
+        // A long prompt spanning several batches runs them on prefill's threads, and gives the same
+        // text as one evaluated on a single thread count.
         const prompt = `${reference.prompt}${" and then".repeat(300)}`;
         const split = await backend.generate(prompt, { maxTokens: 16 });
         expect(split.usage.evaluatedPromptTokens).toBeGreaterThan(600);
+        expect(backend.lastRequestThreads).toEqual({ prefill: expected.prefill, decode: expected.decode });
         const single = new GgufBackend();
         await single.load(STORIES, { threads: 1 });
         try {

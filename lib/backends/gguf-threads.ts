@@ -33,6 +33,26 @@ export const TINY_MODEL_BYTES = 16 * 1024 * 1024;
  */
 export const SMALL_MODEL_BYTES = 128 * 1024 * 1024;
 
+/**
+ * A tiny model's prompt batch shorter than this runs on decode's single thread: a second ggml
+ * thread often costs a tiny model ~10 ms per batch, far more than the batch itself. On the
+ * 2-core dev machine (AMD EPYC), stories260K batches of 1-8 tokens took 0.3-0.5 ms on 1 thread
+ * and 9.5-9.9 ms on 2; 32 and 64 tokens 2.1 and 5.3 vs 11 and 12 ms; 128 tokens 16 vs 9-17 ms;
+ * 512 tokens 198 vs 100-112 ms (`setContextThreads` between batches; the first request's 512-token
+ * prompt still runs on every core). Models of real size gain from every core already at a few
+ * tokens (SmolLM2-135M Q4_0: 16 tokens 15.6 vs 9.4 ms, 1 token 3.2 vs 3.3).
+ */
+export const TINY_MODEL_MIN_PARALLEL_BATCH = 256;
+
+/**
+ * The threads for a prompt batch of `batchTokens` tokens: prefill's count, except for a tiny
+ * model's short batch (see {@link TINY_MODEL_MIN_PARALLEL_BATCH}), which keeps decode's.
+ */
+export function prefillThreadsFor(batchTokens: number, modelBytes: number, counts: GgufThreadCounts): number {
+  if (modelBytes < TINY_MODEL_BYTES && batchTokens < TINY_MODEL_MIN_PARALLEL_BATCH) return counts.decode;
+  return counts.prefill;
+}
+
 /** Threads llama.cpp uses for prompt batches and for generated tokens. */
 export interface GgufThreadCounts {
   /** Threads for prompt evaluation (prefill) batches. */

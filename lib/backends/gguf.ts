@@ -20,10 +20,13 @@ import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
 import {
-  decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, setContextThreads, type GgufThreadCounts,
+  decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, prefillThreadsFor, setContextThreads, type GgufThreadCounts,
 } from "./gguf-threads.js";
 
-export { decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, SMALL_MODEL_BYTES, TINY_MODEL_BYTES, type GgufThreadCounts } from "./gguf-threads.js";
+export {
+  decodeThreadCandidates, DecodeThreadTuner, defaultGgufThreads, prefillThreadsFor, SMALL_MODEL_BYTES, TINY_MODEL_BYTES,
+  TINY_MODEL_MIN_PARALLEL_BATCH, type GgufThreadCounts,
+} from "./gguf-threads.js";
 
 type NodeLlamaCpp = typeof import("node-llama-cpp");
 
@@ -133,6 +136,8 @@ interface Loaded {
   canSwitchThreads: boolean;
   /** The model file's path, size and modification time: the key of {@link measuredDecodeThreads}. */
   fileKey: string;
+  /** Size of the model file. */
+  fileBytes: number;
   /** Measures the decode count on this machine; undefined when the threads were given or nothing is measured. */
   tuner: DecodeThreadTuner | undefined;
   bos: number | undefined;
@@ -304,6 +309,7 @@ export class GgufBackend extends BaseBackend {
         threads: { prefill: threads.prefill, decode: context.currentThreads },
         canSwitchThreads,
         fileKey,
+        fileBytes: info.size,
         tuner: canSwitchThreads && options.threads === undefined && measured === undefined && candidates.length >= 2
           ? new DecodeThreadTuner(candidates)
           : undefined,
@@ -487,14 +493,19 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     let pending = prompt.slice(sequence.nextTokenIndex) as Token[];
 
     // Prefill in batch-sized chunks so that cancel() is honoured between them. With per-phase
-    // threads, every batch up to the first generated token runs on prefill's threads.
-    if (loaded.canSwitchThreads) setContextThreads(context, loaded.threads.prefill);
+    // threads, every batch up to the first generated token runs on prefill's threads (but a
+    // tiny model's short batch, such as a chat follow-up, stays on decode's: see prefillThreadsFor).
     const chunk = Math.max(1, context.batchSize);
+    const prefillThreads = (batch: number) => {
+      if (loaded.canSwitchThreads) setContextThreads(context, prefillThreadsFor(batch, loaded.fileBytes, loaded.threads));
+    };
     while (pending.length > chunk) {
+      prefillThreads(chunk);
       await sequence.evaluateWithoutGeneratingNewTokens(pending.slice(0, chunk));
       pending = pending.slice(chunk);
       if (run.cancelled) return;
     }
+    prefillThreads(pending.length);
 
     const history = prompt.slice();
     const penaltyWindow = options.repetitionContextSize;
