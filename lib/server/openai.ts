@@ -212,12 +212,14 @@ export interface ResponseIdentity {
   model: string;
 }
 
+/** The fields every response object and stream chunk starts with. */
+function envelope<T extends string>(who: ResponseIdentity, object: T) {
+  return { id: who.id, object, created: who.created, model: who.model };
+}
+
 export function completionResponse(who: ResponseIdentity, result: GenerateResult) {
   return {
-    id: who.id,
-    object: "text_completion",
-    created: who.created,
-    model: who.model,
+    ...envelope(who, "text_completion"),
     choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
@@ -225,20 +227,14 @@ export function completionResponse(who: ResponseIdentity, result: GenerateResult
 
 export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null) {
   return {
-    id: who.id,
-    object: "text_completion",
-    created: who.created,
-    model: who.model,
+    ...envelope(who, "text_completion"),
     choices: [{ index: 0, text, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 
 export function chatResponse(who: ResponseIdentity, result: GenerateResult) {
   return {
-    id: who.id,
-    object: "chat.completion",
-    created: who.created,
-    model: who.model,
+    ...envelope(who, "chat.completion"),
     choices: [
       { index: 0, message: { role: "assistant", content: result.text }, logprobs: null, finish_reason: finishReasonOf(result.finishReason) },
     ],
@@ -248,15 +244,12 @@ export function chatResponse(who: ResponseIdentity, result: GenerateResult) {
 
 export function chatChunk(who: ResponseIdentity, delta: { role?: "assistant"; content?: string }, finish: FinishReason | null) {
   return {
-    id: who.id,
-    object: "chat.completion.chunk",
-    created: who.created,
-    model: who.model,
+    ...envelope(who, "chat.completion.chunk"),
     choices: [{ index: 0, delta, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 
 /** The last chunk of a stream with `stream_options.include_usage`: no choices, the usage. */
 export function usageChunk(who: ResponseIdentity, object: "text_completion" | "chat.completion.chunk", result: GenerateResult) {
-  return { id: who.id, object, created: who.created, model: who.model, choices: [], usage: usageOf(result) };
+  return { ...envelope(who, object), choices: [], usage: usageOf(result) };
 }
