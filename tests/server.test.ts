@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
@@ -138,6 +139,40 @@ for (const target of targets) {
       expect(event.completionTokens).toBeLessThan(1500);
       const next = await post("/v1/completions", { prompt: "Once upon a time", max_tokens: 4, temperature: 0 });
       expect((await next.json()).usage.completion_tokens).toBe(4);
+    });
+
+    it("works with the official OpenAI client: completions, streamed chat, json_schema and errors", async () => {
+      const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0 });
+      expect((await client.models.list()).data.map((m) => m.id)).toEqual(["stories"]);
+      const want = await model.generate("Once upon a time", { maxTokens: 12, temperature: 0 });
+      const completion = await client.completions.create({ model: "stories", prompt: "Once upon a time", max_tokens: 12, temperature: 0 });
+      expect(completion.choices[0]!.text).toBe(want.text);
+      expect(completion.usage?.completion_tokens).toBe(12);
+
+      const messages = [{ role: "user" as const, content: "Tell me a story." }];
+      const chat = await model.chat(messages, { chatTemplate: TEMPLATE, maxTokens: 12, temperature: 0 });
+      const stream = await client.chat.completions.create({ model: "stories", messages, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+      let content = "";
+      let usage: OpenAI.CompletionUsage | null | undefined;
+      for await (const chunk of stream) {
+        content += chunk.choices[0]?.delta.content ?? "";
+        usage ??= chunk.usage;
+      }
+      expect(content).toBe(chat.text);
+      expect(usage?.completion_tokens).toBe(12);
+
+      const json = await client.chat.completions.create({
+        model: "stories",
+        messages,
+        max_tokens: 30,
+        seed: 7,
+        response_format: { type: "json_schema", json_schema: { name: "answer", schema: { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] } } },
+      });
+      expect(typeof JSON.parse(json.choices[0]!.message.content!).ok).toBe("boolean");
+
+      const error = await client.completions.create({ model: "stories", prompt: "x", temperature: 9 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("temperature");
     });
 
     it("rejects bad requests with OpenAI-style errors naming the parameter", async () => {
