@@ -204,6 +204,37 @@ for (const target of targets) {
   });
 }
 
+describe("server CORS", () => {
+  it("answers preflights and allows the configured origin only when asked to", async () => {
+    const model = new GgufBackend();
+    await model.load(join(models, "stories260K", "stories260K.gguf"), { threads: 1 });
+    const servers = [createServer(model), createServer(model, { corsOrigin: "http://localhost:5173" })];
+    try {
+      const [closed, open] = await Promise.all(
+        servers.map(async (s) => {
+          await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+          return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+        }),
+      );
+      expect((await fetch(`${closed}/v1/completions`, { method: "OPTIONS" })).status).toBe(405);
+      expect((await fetch(`${closed}/v1/models`)).headers.get("access-control-allow-origin")).toBeNull();
+      const preflight = await fetch(`${open}/v1/chat/completions`, { method: "OPTIONS" });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get("access-control-allow-origin")).toBe("http://localhost:5173");
+      expect(preflight.headers.get("access-control-allow-headers")).toContain("content-type");
+      const res = await fetch(`${open}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once", max_tokens: 2 }) });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("access-control-allow-origin")).toBe("http://localhost:5173");
+    } finally {
+      for (const s of servers) {
+        s.closeAllConnections();
+        await new Promise((r) => s.close(r));
+      }
+      await model.unload();
+    }
+  });
+});
+
 describe("server queue limit", () => {
   it("answers 503 server_busy when the model's queue is full, and serves again once it drains", async () => {
     const model = new GgufBackend({ maxQueuedRequests: 0 });

@@ -49,6 +49,7 @@ serve options:
   --model-id <name>         name in /v1/models and responses (default: the model's file or directory name)
   --chat-template <file>    Jinja chat template for models without one
   --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
+  --cors <origin>           let web pages from <origin> ("*": any) call the server (default: none)
   --backend <name>  --context-size <n>  --threads <n>  --quiet (no request log)
 `;
 

@@ -24,6 +24,7 @@ export async function runServe(args: string[]): Promise<number> {
       "context-size": { type: "string" },
       threads: { type: "string" },
       "max-queued": { type: "string" },
+      cors: { type: "string" },
       quiet: { type: "boolean", short: "q" },
     },
   });
@@ -43,6 +44,7 @@ export async function runServe(args: string[]): Promise<number> {
   const server = createServer(model, {
     modelId,
     ...(chatTemplate !== undefined ? { chatTemplate } : {}),
+    ...(values.cors !== undefined ? { corsOrigin: values.cors } : {}),
     onRequestEnd: values.quiet
       ? undefined
       : (e) =>

@@ -25,6 +25,12 @@ export interface ServerOptions {
   modelId?: string;
   /** A Jinja chat template for models that have none (or to override theirs). Defaults to the model's own. */
   chatTemplate?: string;
+  /**
+   * Lets web pages from this origin (`"*"`: any) call the server, answering CORS preflights.
+   * Defaults to none: browsers then refuse cross-origin calls, so a page you visit cannot use
+   * your local model behind your back.
+   */
+  corsOrigin?: string;
   /** Largest request body accepted, in bytes. Defaults to 8 MiB. */
   maxBodyBytes?: number;
   /** Called when a generation request ends (also when the client went away: `finishReason: "abort"`). */
@@ -72,6 +78,19 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
     const path = (req.url ?? "/").split("?")[0]!;
     const end = (event: Omit<RequestEndEvent, "method" | "path" | "ms">) =>
       options.onRequestEnd?.({ method: req.method ?? "", path, ms: performance.now() - start, ...event });
+    const cors = options.corsOrigin;
+    if (cors) {
+      res.setHeader("access-control-allow-origin", cors);
+      if (cors !== "*") res.setHeader("vary", "origin");
+      if (req.method === "OPTIONS") {
+        res.writeHead(204, {
+          "access-control-allow-methods": "GET, POST, OPTIONS",
+          "access-control-allow-headers": "authorization, content-type",
+          "access-control-max-age": "600",
+        });
+        return void res.end();
+      }
+    }
     try {
       if (path === "/health" || path === "/v1/models" || path.startsWith("/v1/models/")) {
         allow(req, "GET");
