@@ -20,7 +20,7 @@ import { dequantize, quantize, unpack } from "./reference/quantize.js";
 import { loadReferenceModel, parseConfig, ropeInvFreq, type Family } from "./reference/model.js";
 import { TINY_VOCAB, makeRng, writeTinyModel } from "./reference/tiny-models.js";
 
-const MODELS = "/work/shared/models/stories260K";
+const MODELS = join(import.meta.dirname, "..", "..", "shared", "models", "stories260K");
 const tmp = mkdtempSync(join(tmpdir(), "mlx-node-ref-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -6,7 +6,8 @@ import { roundTo, writeSafetensors, DTYPE_BYTES, type TensorInput } from "./safe
 import { quantize } from "./quantize.js";
 import type { Family } from "./model.js";
 
-export const TOKENIZER_SOURCE = "/work/shared/models/stories260K/hf-f32";
+// shared/ sits beside the repository (as the README and CI lay it out).
+export const TOKENIZER_SOURCE = join(import.meta.dirname, "..", "..", "..", "shared", "models", "stories260K", "hf-f32");
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
 
 export type TinyDtype = "float32" | "float16" | "bfloat16";
