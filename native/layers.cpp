@@ -29,6 +29,29 @@ Linear Linear::load(Weights& w, const std::string& prefix, int in, int out, bool
   return l;
 }
 
+std::vector<Linear> Linear::load_split(Weights& w, const std::string& prefix, int in, const std::vector<int>& outs) {
+  int total = 0;
+  for (int o : outs) total += o;
+  Linear fused = load(w, prefix, in, total, false);
+  // Row blocks of the fused [total, in] weight (dense: of its transposed view's columns).
+  std::vector<Linear> parts;
+  int begin = 0;
+  for (int o : outs) {
+    Linear part;
+    part.quant = fused.quant;
+    if (fused.quant) {
+      part.weight = mx::slice_axis(fused.weight, 0, begin, begin + o);
+      part.scales = mx::slice_axis(fused.scales, 0, begin, begin + o);
+      part.biases = mx::slice_axis(fused.biases, 0, begin, begin + o);
+    } else {
+      part.weight_t = mx::slice_axis(fused.weight_t, 1, begin, begin + o);
+    }
+    parts.push_back(std::move(part));
+    begin += o;
+  }
+  return parts;
+}
+
 namespace {
 
 // MLX's CPU quantized matmul costs about as much per input row as a matrix-vector product, so a
@@ -176,9 +199,16 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   a.rope = std::move(rope);
   a.scale = 1.0f / std::sqrt(static_cast<float>(args.head_dim));
   const int q_out = args.num_heads * args.head_dim, kv_out = args.num_kv_heads * args.head_dim;
-  a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, q_out, args.qkv_bias);
-  a.k_proj = Linear::load(w, prefix + ".k_proj", args.hidden_size, kv_out, args.qkv_bias);
-  a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
+  if (args.fused_qkv) {
+    std::vector<Linear> qkv = Linear::load_split(w, prefix + ".qkv_proj", args.hidden_size, {q_out, kv_out, kv_out});
+    a.q_proj = std::move(qkv[0]);
+    a.k_proj = std::move(qkv[1]);
+    a.v_proj = std::move(qkv[2]);
+  } else {
+    a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, q_out, args.qkv_bias);
+    a.k_proj = Linear::load(w, prefix + ".k_proj", args.hidden_size, kv_out, args.qkv_bias);
+    a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
+  }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
   if (args.qk_norm) {
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps);
@@ -214,7 +244,11 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
 
 // ---- MLP / block ------------------------------------------------------------------------------
 
-MLP MLP::load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias) {
+MLP MLP::load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias, bool fused) {
+  if (fused) {
+    std::vector<Linear> gate_up = Linear::load_split(w, prefix + ".gate_up_proj", hidden, {intermediate, intermediate});
+    return MLP{std::move(gate_up[0]), std::move(gate_up[1]), Linear::load(w, prefix + ".down_proj", intermediate, hidden, bias)};
+  }
   return MLP{Linear::load(w, prefix + ".gate_proj", hidden, intermediate, bias),
              Linear::load(w, prefix + ".up_proj", hidden, intermediate, bias),
              Linear::load(w, prefix + ".down_proj", intermediate, hidden, bias)};

@@ -4,6 +4,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kv_cache.h"
 #include "loader.h"
@@ -19,6 +20,9 @@ struct Linear {
   std::optional<QuantParams> quant;
 
   static Linear load(Weights& w, const std::string& prefix, int in, int out, bool has_bias);
+  // A fused projection (Phi-3's qkv_proj, gate_up_proj) as one Linear per block of output rows,
+  // of sizes `outs`: dense or quantized rows are independent, so each part is a row slice.
+  static std::vector<Linear> load_split(Weights& w, const std::string& prefix, int in, const std::vector<int>& outs);
   Array operator()(const Array& x) const;
 };
 
@@ -64,6 +68,7 @@ struct AttentionArgs {
   bool qkv_bias = false;  // qwen2: true
   bool o_bias = false;
   bool qk_norm = false;   // qwen3: RMSNorm over head_dim on queries and keys before RoPE
+  bool fused_qkv = false; // phi3: one qkv_proj whose output rows are [q; k; v]
   float norm_eps = 1e-6f;
 };
 
@@ -83,7 +88,8 @@ struct Attention {
 struct MLP {
   Linear gate_proj, up_proj, down_proj;
 
-  static MLP load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias);
+  // `fused`: phi3's gate_up_proj, output rows [gate; up].
+  static MLP load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias, bool fused = false);
   Array operator()(const Array& x) const;
 };
 

@@ -43,11 +43,14 @@ const CASES: Case[] = [
   { name: "mistral f32 (mapped to llama)", options: { family: "mistral", dtype: "float32", seed: 2 }, tolerance: 1e-3 },
   { name: "qwen2 f32 (qkv bias)", options: { family: "qwen2", dtype: "float32", seed: 3 }, tolerance: 1e-3 },
   { name: "qwen3 f32 (q/k norm)", options: { family: "qwen3", dtype: "float32", seed: 4 }, tolerance: 1e-3 },
+  { name: "phi3 f32 (fused qkv and gate_up)", options: { family: "phi3", dtype: "float32", seed: 15 }, tolerance: 1e-3 },
+  { name: "phi3 f32 partial rotary 0.5", options: { family: "phi3", dtype: "float32", seed: 16, partialRotaryFactor: 0.5 }, tolerance: 1e-3 },
   { name: "llama f32 llama3 rope scaling", options: { family: "llama", dtype: "float32", seed: 5, ropeScaling: LLAMA3_SCALING }, tolerance: 1e-3 },
   { name: "llama f32 tied, sharded", options: { family: "llama", dtype: "float32", seed: 6, tieWordEmbeddings: true, shards: 2 }, tolerance: 1e-3 },
   { name: "llama 4-bit g64", options: { family: "llama", dtype: "float32", seed: 7, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "qwen2 4-bit g64", options: { family: "qwen2", dtype: "float32", seed: 8, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "qwen3 4-bit g64", options: { family: "qwen3", dtype: "float32", seed: 9, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
+  { name: "phi3 4-bit g64 (fused rows sliced from packed weights)", options: { family: "phi3", dtype: "float32", seed: 17, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "llama 8-bit g32", options: { family: "llama", dtype: "float32", seed: 10, quantize: { bits: 8, groupSize: 32 } }, tolerance: 2e-2 },
   // Half-precision checkpoints (as mlx-community publishes them): MLX computes in float16/bfloat16
   // while the reference computes in float32 over the same rounded weights.

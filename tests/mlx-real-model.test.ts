@@ -12,6 +12,7 @@ import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { ModelFormatError, ModelNotFoundError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { writeCorruptSafetensors } from "./reference/safetensors.js";
+import { writeTinyModel } from "./reference/tiny-models.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const models = fileURLToPath(new URL("../../shared/models/", import.meta.url));
@@ -159,6 +160,14 @@ describe.skipIf(!mlxAvailable)("MLX engine: bad model files give clear errors, n
     const error = await loadError(dir);
     expect(error).toBeInstanceOf(UnsupportedArchitectureError);
     expect(error.message).toContain("gpt_bigcode");
+  });
+
+  it("phi3 with longrope scaling (Phi-3.5, 128k variants) is refused by name", async () => {
+    const dir = join(scratch, "phi3-longrope");
+    writeTinyModel(dir, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "longrope", short_factor: [1], long_factor: [1] } });
+    const error = await loadError(dir);
+    expect(error).toBeInstanceOf(UnsupportedArchitectureError);
+    expect(error.message).toMatch(/rope_scaling type 'longrope' is not supported/);
   });
 
   for (const kind of ["truncated", "header-too-large", "invalid-json", "bad-offsets"] as const) {

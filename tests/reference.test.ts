@@ -211,7 +211,7 @@ describe("RoPE frequencies", () => {
 });
 
 describe("tiny models", () => {
-  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3"];
+  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3"];
   const prompt = [1, 403, 407, 261, 378];
 
   it.each(families)("%s: loads, has the right shapes, finite logits, and does not collapse", (family) => {
@@ -225,7 +225,9 @@ describe("tiny models", () => {
     expect(logits.length).toBe(prompt.length);
     expect(logits.every((l) => l.length === TINY_VOCAB && l.every(Number.isFinite))).toBe(true);
     const w = readSafetensors(join(dir, "model.safetensors"));
-    expect(w["model.layers.0.self_attn.q_proj.weight"].dtype).toBe("F16");
+    const qProj = family === "phi3" ? "model.layers.0.self_attn.qkv_proj.weight" : "model.layers.0.self_attn.q_proj.weight";
+    expect(w[qProj].dtype).toBe("F16");
+    if (family === "phi3") expect(w[qProj].shape).toEqual([(4 + 2 * 2) * 16, 64]); // fused rows [q; k; v]
     expect("model.layers.0.self_attn.q_proj.bias" in w).toBe(family === "qwen2");
     expect(w["model.layers.0.self_attn.q_norm.weight"]?.shape).toEqual(family === "qwen3" ? [32] : undefined);
     expect(tm.config.model_type).toBe(family);

@@ -26,6 +26,7 @@ AttentionArgs DecoderArgs::attention() const {
   r.qkv_bias = qkv_bias;
   r.o_bias = o_bias;
   r.qk_norm = qk_norm;
+  r.fused_qkv = fused_qkv;
   r.norm_eps = rms_norm_eps;
   return r;
 }
@@ -38,12 +39,15 @@ void DecoderArgs::validate(const ModelConfig& c) const {
     c.fail("num_attention_heads (" + std::to_string(num_attention_heads) +
            ") is not a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) + ")");
   if (head_dim % 2 != 0) c.fail("head_dim must be even for RoPE");
+  if (rope_dims < 0 || rope_dims > head_dim || rope_dims % 2 != 0)
+    c.fail("the rotary dimensions (head_dim x partial_rotary_factor = " + std::to_string(rope_dims) +
+           ") must be even and at most head_dim (" + std::to_string(head_dim) + ")");
 }
 
 DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
   // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
   args.validate(c);
-  const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
+  const RoPE rope = RoPE::from_config(c, args.rope_dims > 0 ? args.rope_dims : args.head_dim, args.default_rope_theta);
 
   embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
   for (int i = 0; i < args.num_hidden_layers; ++i) {
@@ -52,7 +56,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
         RMSNorm::load(w, p + ".input_layernorm.weight", args.hidden_size, args.rms_norm_eps),
         RMSNorm::load(w, p + ".post_attention_layernorm.weight", args.hidden_size, args.rms_norm_eps),
         Attention::load(w, p + ".self_attn", args.attention(), rope),
-        MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias)});
+        MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)});
     w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
   }
   norm = RMSNorm::load(w, "model.norm.weight", args.hidden_size, args.rms_norm_eps);

@@ -1,4 +1,4 @@
-// The decoder-only transformer that llama, qwen2 and qwen3 share. In mlx-lm each family file
+// The decoder-only transformer that llama, qwen2, qwen3 and phi3 share. In mlx-lm each family file
 // repeats it (the inner <Family>Model and the outer Model: embed, pre-norm blocks, norm, tied or
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
@@ -32,6 +32,9 @@ struct DecoderArgs {
   bool o_bias = false;                  // bias on o_proj
   bool qk_norm = false;                 // RMSNorm over head_dim on queries and keys before RoPE
   bool mlp_bias = false;                // biases on gate_proj/up_proj/down_proj
+  bool fused_qkv = false;               // phi3: one qkv_proj, rows [q; k; v]
+  bool fused_gate_up = false;           // phi3: one gate_up_proj, rows [gate; up]
+  int rope_dims = 0;                    // features RoPE rotates per head; 0: all of head_dim
 
   static DecoderArgs read_common(const ModelConfig& c);
   AttentionArgs attention() const;

@@ -10,6 +10,7 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"mistral", make_llama},  // same graph; mlx-lm maps it to llama too
     {"qwen2", make_qwen2},
     {"qwen3", make_qwen3},
+    {"phi3", make_phi3},
 };
 
 }  // namespace

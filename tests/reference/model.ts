@@ -1,4 +1,4 @@
-// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 decoders, used as the
+// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 decoders, used as the
 // ground truth for the native engine. Deliberately naive: full recompute every call, no KV
 // cache, float64 accumulation with float32 storage between ops (like a float32 numpy ref).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { readSafetensors, type DecodedTensor } from "./safetensors.js";
 import { dequantize } from "./quantize.js";
 
-export type Family = "llama" | "mistral" | "qwen2" | "qwen3";
+export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3";
 
 export interface RopeScaling {
   type: "default" | "linear" | "llama3";
@@ -25,6 +25,8 @@ export interface ReferenceConfig {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  /** Features of each head that RoPE rotates (the first ones): headDim × partial_rotary_factor. */
+  ropeDims: number;
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
@@ -40,7 +42,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     return v;
   };
   const modelType = raw.model_type as Family;
-  if (!["llama", "mistral", "qwen2", "qwen3"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
+  if (!["llama", "mistral", "qwen2", "qwen3", "phi3"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
   const numHeads = num("num_attention_heads");
   const hiddenSize = num("hidden_size");
   let ropeScaling: RopeScaling | null = null;
@@ -57,6 +59,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
       originalMaxPositionEmbeddings: (rs.original_max_position_embeddings as number | undefined) ?? 8192,
     };
   }
+  const headDim = typeof raw.head_dim === "number" ? raw.head_dim : hiddenSize / numHeads;
   return {
     modelType,
     vocabSize: num("vocab_size"),
@@ -65,7 +68,9 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     numLayers: num("num_hidden_layers"),
     numHeads,
     numKvHeads: num("num_key_value_heads", numHeads),
-    headDim: typeof raw.head_dim === "number" ? raw.head_dim : hiddenSize / numHeads,
+    headDim,
+    // HF Phi3: int(head_dim * partial_rotary_factor) features are rotated.
+    ropeDims: Math.floor(headDim * num("partial_rotary_factor", 1)),
     rmsNormEps: num("rms_norm_eps", 1e-6),
     ropeTheta: num("rope_theta", 10000),
     ropeScaling,
@@ -159,6 +164,18 @@ function linear(x: Float32Array, T: number, W: { shape: number[]; data: Float32A
   return y;
 }
 
+/** Splits the columns of a row-major [T, sum(widths)] matrix into [T, width] matrices. */
+function splitColumns(y: Float32Array, T: number, widths: number[]): Float32Array[] {
+  const total = widths.reduce((a, b) => a + b, 0);
+  let start = 0;
+  return widths.map((w) => {
+    const out = new Float32Array(T * w);
+    for (let t = 0; t < T; t++) out.set(y.subarray(t * total + start, t * total + start + w), t * w);
+    start += w;
+    return out;
+  });
+}
+
 /** RMSNorm over consecutive chunks of `dim` values (also used per head for qwen3 q/k norms). */
 function rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
   const y = new Float32Array(x.length);
@@ -171,9 +188,12 @@ function rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number
   return y;
 }
 
-/** In-place rotate-half RoPE on [T, nHeads, headDim]: pairs (i, i + headDim/2). */
-function rope(x: Float32Array, T: number, nHeads: number, headDim: number, invFreq: Float64Array): void {
-  const half = headDim / 2;
+/**
+ * In-place rotate-half RoPE on [T, nHeads, headDim] over the first `rotDims` features of each
+ * head: pairs (i, i + rotDims/2); the features after them pass through (partial rotary).
+ */
+function rope(x: Float32Array, T: number, nHeads: number, headDim: number, invFreq: Float64Array, rotDims = headDim): void {
+  const half = rotDims / 2;
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < nHeads; h++) {
       const o = (t * nHeads + h) * headDim;
@@ -204,7 +224,7 @@ export class ReferenceModel {
     readonly config: ReferenceConfig,
     readonly weights: Weights,
   ) {
-    this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling);
+    this.invFreq = ropeInvFreq(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const head = weights.get("lm_head.weight");
     // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent.
     const tied = config.tieWordEmbeddings ?? !head;
@@ -243,17 +263,23 @@ export class ReferenceModel {
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}.`;
       const h = rmsNorm(x, D, this.w(p + "input_layernorm.weight").data, c.rmsNormEps);
-      const q = linear(h, T, this.w(p + "self_attn.q_proj.weight"), this.opt(p + "self_attn.q_proj.bias"));
-      const k = linear(h, T, this.w(p + "self_attn.k_proj.weight"), this.opt(p + "self_attn.k_proj.bias"));
-      const v = linear(h, T, this.w(p + "self_attn.v_proj.weight"), this.opt(p + "self_attn.v_proj.bias"));
+      let q: Float32Array, k: Float32Array, v: Float32Array;
+      if (c.modelType === "phi3") {
+        // One fused projection whose output columns are [q | k | v].
+        [q, k, v] = splitColumns(linear(h, T, this.w(p + "self_attn.qkv_proj.weight")), T, [nH * hd, nKv * hd, nKv * hd]);
+      } else {
+        q = linear(h, T, this.w(p + "self_attn.q_proj.weight"), this.opt(p + "self_attn.q_proj.bias"));
+        k = linear(h, T, this.w(p + "self_attn.k_proj.weight"), this.opt(p + "self_attn.k_proj.bias"));
+        v = linear(h, T, this.w(p + "self_attn.v_proj.weight"), this.opt(p + "self_attn.v_proj.bias"));
+      }
       // qwen3: per-head RMSNorm on q and k before RoPE.
       const qn = this.opt(p + "self_attn.q_norm.weight");
       const kn = this.opt(p + "self_attn.k_norm.weight");
       if (c.modelType === "qwen3" && (!qn || !kn)) throw new Error(`${p}: qwen3 needs q_norm/k_norm`);
       const qr = qn ? rmsNorm(q, hd, qn, c.rmsNormEps) : q;
       const kr = kn ? rmsNorm(k, hd, kn, c.rmsNormEps) : k;
-      rope(qr, T, nH, hd, this.invFreq);
-      rope(kr, T, nKv, hd, this.invFreq);
+      rope(qr, T, nH, hd, this.invFreq, c.ropeDims);
+      rope(kr, T, nKv, hd, this.invFreq, c.ropeDims);
 
       const attn = new Float32Array(T * nH * hd);
       const scores = new Float64Array(T);
@@ -282,8 +308,14 @@ export class ReferenceModel {
       for (let i = 0; i < x.length; i++) x[i] += o[i];
 
       const h2 = rmsNorm(x, D, this.w(p + "post_attention_layernorm.weight").data, c.rmsNormEps);
-      const gate = linear(h2, T, this.w(p + "mlp.gate_proj.weight"), this.opt(p + "mlp.gate_proj.bias"));
-      const up = linear(h2, T, this.w(p + "mlp.up_proj.weight"), this.opt(p + "mlp.up_proj.bias"));
+      let gate: Float32Array, up: Float32Array;
+      if (c.modelType === "phi3") {
+        // Fused [gate | up] columns.
+        [gate, up] = splitColumns(linear(h2, T, this.w(p + "mlp.gate_up_proj.weight")), T, [c.intermediateSize, c.intermediateSize]);
+      } else {
+        gate = linear(h2, T, this.w(p + "mlp.gate_proj.weight"), this.opt(p + "mlp.gate_proj.bias"));
+        up = linear(h2, T, this.w(p + "mlp.up_proj.weight"), this.opt(p + "mlp.up_proj.bias"));
+      }
       for (let i = 0; i < gate.length; i++) gate[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
       const down = linear(gate, T, this.w(p + "mlp.down_proj.weight"), this.opt(p + "mlp.down_proj.bias"));
       for (let i = 0; i < x.length; i++) x[i] += down[i];

@@ -30,6 +30,8 @@ export interface TinyModelOptions {
    * mlp.down_proj unquantized (its input dim), as mlx-lm does, while gate/up stay quantized.
    */
   intermediateSize?: number;
+  /** phi3 only: the share of each head's features RoPE rotates. Default 1. */
+  partialRotaryFactor?: number;
 }
 
 export interface TinyModel {
@@ -66,7 +68,7 @@ export function makeRng(seed: number): { uniform(): number; normal(): number } {
 
 function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: boolean): Record<string, unknown> {
   const qwen = o.family === "qwen2" || o.family === "qwen3";
-  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" }[o.family];
+  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM" }[o.family];
   const c: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.family,
@@ -80,7 +82,7 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
     max_position_embeddings: 2048,
     rms_norm_eps: qwen ? 1e-6 : 1e-5,
     // Mistral v0.2+ and Qwen use theta 1e6; this also keeps mistral distinct from llama.
-    rope_theta: o.family === "llama" ? 10000.0 : 1000000.0,
+    rope_theta: o.family === "llama" || o.family === "phi3" ? 10000.0 : 1000000.0,
     rope_scaling: o.ropeScaling ?? null,
     tie_word_embeddings: tied,
     bos_token_id: 1,
@@ -92,6 +94,8 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
   if (o.family === "qwen3") c.head_dim = headDim; // deliberately != hidden/heads
   if (o.family === "mistral") Object.assign(c, { head_dim: headDim, sliding_window: null });
   if (o.family === "qwen2") Object.assign(c, { use_sliding_window: false, sliding_window: 32768, max_window_layers: c.num_hidden_layers });
+  // Phi-3 mini 4k's keys; a partial rotary factor as Phi-4-mini has (0.75) exercises partial RoPE.
+  if (o.family === "phi3") Object.assign(c, { original_max_position_embeddings: 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
   if (o.quantize) {
     // mlx-lm writes both keys with the same content.
     c.quantization = { group_size: o.quantize.groupSize, bits: o.quantize.bits };
@@ -123,9 +127,13 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
     gen(p + "input_layernorm.weight", [HIDDEN], 0.1, 1);
-    gen(p + "self_attn.q_proj.weight", [HEADS * headDim, HIDDEN], 0.15);
-    gen(p + "self_attn.k_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
-    gen(p + "self_attn.v_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
+    if (o.family === "phi3") {
+      gen(p + "self_attn.qkv_proj.weight", [(HEADS + 2 * KV_HEADS) * headDim, HIDDEN], 0.15); // rows [q; k; v]
+    } else {
+      gen(p + "self_attn.q_proj.weight", [HEADS * headDim, HIDDEN], 0.15);
+      gen(p + "self_attn.k_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
+      gen(p + "self_attn.v_proj.weight", [KV_HEADS * headDim, HIDDEN], 0.15);
+    }
     if (o.family === "qwen2") {
       gen(p + "self_attn.q_proj.bias", [HEADS * headDim], 0.1);
       gen(p + "self_attn.k_proj.bias", [KV_HEADS * headDim], 0.1);
@@ -139,8 +147,12 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
     }
     gen(p + "self_attn.o_proj.weight", [HIDDEN, HEADS * headDim], outStd);
     gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, 1);
-    gen(p + "mlp.gate_proj.weight", [inter, HIDDEN], 0.15);
-    gen(p + "mlp.up_proj.weight", [inter, HIDDEN], 0.15);
+    if (o.family === "phi3") {
+      gen(p + "mlp.gate_up_proj.weight", [2 * inter, HIDDEN], 0.15); // rows [gate; up]
+    } else {
+      gen(p + "mlp.gate_proj.weight", [inter, HIDDEN], 0.15);
+      gen(p + "mlp.up_proj.weight", [inter, HIDDEN], 0.15);
+    }
     gen(p + "mlp.down_proj.weight", [HIDDEN, inter], outStd);
   }
   gen("model.norm.weight", [HIDDEN], 0.1, tied ? 1.5 : 1); // keeps tied logits spread

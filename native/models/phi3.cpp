@@ -1,0 +1,34 @@
+// Phi-3 (Phi-3-mini/medium 4k, and Phi-4-mini's partial rotary): our port of mlx-lm's
+// models/phi3.py. The graph is decoder.cpp's; the delta is the fused projections (qkv_proj,
+// gate_up_proj, split into row blocks at load), head_dim = hidden_size / heads, and RoPE over
+// head_dim x partial_rotary_factor features. rope_scaling "longrope"/"su" (the 128k variants,
+// Phi-3.5, Phi-4-mini) is refused by RoPE::from_config with UNSUPPORTED_ARCHITECTURE.
+#include <cmath>
+
+#include "decoder.h"
+#include "registry.h"
+
+namespace mlxnode {
+namespace {
+
+// config.json as mlx-lm's phi3.ModelArgs reads it; the defaults are mlx-lm's.
+DecoderArgs parse_model_args(const ModelConfig& c) {
+  DecoderArgs a = DecoderArgs::read_common(c);
+  a.head_dim = a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0;
+  a.max_position_embeddings = c.get_int("max_position_embeddings", 131072);
+  a.default_rope_theta = 10000.0f;
+  a.fused_qkv = a.fused_gate_up = true;
+  const float partial = c.get_float("partial_rotary_factor", 1.0f);
+  if (!(partial > 0.0f && partial <= 1.0f)) c.fail("partial_rotary_factor must be in (0, 1]");
+  a.rope_dims = static_cast<int>(std::floor(a.head_dim * partial));
+  if (!a.tie_word_embeddings) a.tie_word_embeddings = false;  // mlx-lm's default: an lm_head
+  return a;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> make_phi3(const ModelConfig& config, Weights& weights) {
+  return std::make_unique<DecoderModel>(config, weights, parse_model_args(config));
+}
+
+}  // namespace mlxnode
