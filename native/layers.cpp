@@ -1,5 +1,6 @@
 #include "layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "device.h"
@@ -159,7 +160,24 @@ Array llama3_freqs(const ModelConfig& c, const nlohmann::json& s, int dims, floa
   return Array::from_float32(freqs, {dims / 2});
 }
 
+// Per-pair periods base**(2i/dims) times a config list of factors (longrope's short/long_factor).
+Array scaled_periods(const ModelConfig& c, const nlohmann::json& s, const char* key, int dims, float base) {
+  if (!s.contains(key) || !s[key].is_array() || s[key].size() != static_cast<size_t>(dims / 2))
+    c.fail(std::string("rope_scaling.") + key + " must be a list of " + std::to_string(dims / 2) +
+           " numbers (one per rotated pair)");
+  std::vector<float> periods(dims / 2);
+  for (int i = 0; i < dims / 2; ++i) {
+    if (!s[key][i].is_number()) c.fail(std::string("rope_scaling.") + key + " must hold numbers");
+    periods[i] = static_cast<float>(s[key][i].get<double>() * std::pow(static_cast<double>(base), 2.0 * i / dims));
+  }
+  return Array::from_float32(periods, {dims / 2});
+}
+
 }  // namespace
+
+void RoPE::fit_context(int context_size) {
+  if (original_context > 0) freqs = context_size > original_context ? long_freqs : short_freqs;
+}
 
 RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
   RoPE r;
@@ -180,15 +198,37 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
     r.scale = 1.0f / scaling_number(c, s, "factor", 1.0f, true);
   } else if (type == "llama3") {
     r.freqs = llama3_freqs(c, s, dims, r.base);
+  } else if (type == "longrope" || type == "su") {
+    // HF _compute_longrope_parameters: the original context from rope_scaling or the top level.
+    const int original = s.contains("original_max_position_embeddings")
+                             ? static_cast<int>(scaling_number(c, s, "original_max_position_embeddings", 0, true))
+                             : c.get_int("original_max_position_embeddings");
+    if (original <= 0) c.fail("original_max_position_embeddings must be positive");
+    r.short_freqs = scaled_periods(c, s, "short_factor", dims, r.base);
+    r.long_freqs = scaled_periods(c, s, "long_factor", dims, r.base);
+    r.original_context = original;
+    r.freqs = r.short_freqs;
+    const double factor = static_cast<double>(c.get_int("max_position_embeddings", original)) / original;
+    r.attention_factor = s.contains("attention_factor") && !s["attention_factor"].is_null()
+                             ? scaling_number(c, s, "attention_factor", 1.0f, true)
+                             : static_cast<float>(factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(original)));
   } else {
     throw EngineError(kUnsupportedArchitecture, c.path() + ": rope_scaling type '" + type +
-                                                    "' is not supported (supported: default, linear, llama3)");
+                                                    "' is not supported (supported: default, linear, llama3, longrope)");
   }
   return r;
 }
 
 Array RoPE::operator()(const Array& x, int offset) const {
-  return mx::rope(x, dims, traditional, base, scale, offset, freqs);
+  if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
+  // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
+  // with partial rotary, the features RoPE leaves alone keep their scale.
+  const int features = x.dim(-1);
+  std::vector<float> gain(features, 1.0f);
+  std::fill(gain.begin(), gain.begin() + dims, attention_factor);
+  Array g = Array::from_float32(gain, {features});
+  if (x.dtype() != MLX_FLOAT32) g = mx::astype(g, x.dtype());
+  return mx::rope(mx::multiply(x, g), dims, traditional, base, scale, offset, freqs);
 }
 
 // ---- Attention --------------------------------------------------------------------------------

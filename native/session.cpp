@@ -76,6 +76,7 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
 
   const int context_size = config.context_size > 0 ? config.context_size
                                                    : std::min(model->max_position_embeddings, kDefaultContextCap);
+  model->fit_context(context_size);
   return std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
 }
 

@@ -25,8 +25,16 @@ interface Case {
   tolerance: number;
   /** Forces the engine's compute dtype (what Metal does with half checkpoints); defaults to auto. */
   computeDtype?: "float16" | "bfloat16";
+  /** The engine's (and the reference's) context size; defaults to the model's, capped at 4096. */
+  contextSize?: number;
 }
 
+// Phi-3.5-style longrope over 8 rotated pairs (head_dim 16): factors between 1 and 4.
+const longrope = (pairs: number) => ({
+  type: "longrope",
+  short_factor: Array.from({ length: pairs }, (_, i) => 1 + i / pairs),
+  long_factor: Array.from({ length: pairs }, (_, i) => 1 + (3 * i) / pairs),
+});
 const LLAMA3_SCALING = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 };
 
 // float32 models must match to 1e-3. Quantized models run the same dequantized weights in the
@@ -45,6 +53,17 @@ const CASES: Case[] = [
   { name: "qwen3 f32 (q/k norm)", options: { family: "qwen3", dtype: "float32", seed: 4 }, tolerance: 1e-3 },
   { name: "phi3 f32 (fused qkv and gate_up)", options: { family: "phi3", dtype: "float32", seed: 15 }, tolerance: 1e-3 },
   { name: "phi3 f32 partial rotary 0.5", options: { family: "phi3", dtype: "float32", seed: 16, partialRotaryFactor: 0.5 }, tolerance: 1e-3 },
+  {
+    name: "phi3 f32 longrope, long factors (context 256 > original 64)",
+    options: { family: "phi3", dtype: "float32", seed: 18, ropeScaling: longrope(8), maxPositionEmbeddings: 256, originalMaxPositionEmbeddings: 64 },
+    tolerance: 1e-3,
+  },
+  {
+    name: "phi3 f32 longrope, short factors, partial rotary 0.5 (context 64 = original)",
+    options: { family: "phi3", dtype: "float32", seed: 19, partialRotaryFactor: 0.5, ropeScaling: longrope(4), maxPositionEmbeddings: 256, originalMaxPositionEmbeddings: 64 },
+    tolerance: 1e-3,
+    contextSize: 64,
+  },
   { name: "llama f32 llama3 rope scaling", options: { family: "llama", dtype: "float32", seed: 5, ropeScaling: LLAMA3_SCALING }, tolerance: 1e-3 },
   { name: "llama f32 tied, sharded", options: { family: "llama", dtype: "float32", seed: 6, tieWordEmbeddings: true, shards: 2 }, tolerance: 1e-3 },
   { name: "llama 4-bit g64", options: { family: "llama", dtype: "float32", seed: 7, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
@@ -76,11 +95,12 @@ describe.skipIf(!mlxAvailable)("MLX engine vs TypeScript reference forward pass"
     describe(c.name, () => {
       const dir = join(root, c.name.replace(/[^a-z0-9]+/gi, "-"));
       writeTinyModel(dir, c.options);
-      const reference = loadReferenceModel(dir);
+      const reference = loadReferenceModel(dir, c.contextSize ? { contextSize: c.contextSize } : {});
+      const loadOptions = { ...(c.computeDtype ? { computeDtype: c.computeDtype } : {}), ...(c.contextSize ? { contextSize: c.contextSize } : {}) };
 
       it("matches the reference logits at several positions", async () => {
         const mlx = new MlxBackend();
-        await mlx.load(dir, c.computeDtype ? { computeDtype: c.computeDtype } : {});
+        await mlx.load(dir, loadOptions);
         try {
           const got = await mlx.logits(PROMPT);
           const want = reference.forward(PROMPT);
@@ -98,7 +118,7 @@ describe.skipIf(!mlxAvailable)("MLX engine vs TypeScript reference forward pass"
 
       it("generates the reference's greedy tokens, through the KV cache", async () => {
         const mlx = new MlxBackend();
-        await mlx.load(dir, c.computeDtype ? { computeDtype: c.computeDtype } : {});
+        await mlx.load(dir, loadOptions);
         try {
           // Random weights emit EOS (id 2) now and then: ignore it so all 32 tokens are compared.
           const result = await mlx.generate(PROMPT, { maxTokens: 32, temperature: 0, ignoreEos: true });

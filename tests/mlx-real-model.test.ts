@@ -162,12 +162,17 @@ describe.skipIf(!mlxAvailable)("MLX engine: bad model files give clear errors, n
     expect(error.message).toContain("gpt_bigcode");
   });
 
-  it("phi3 with longrope scaling (Phi-3.5, 128k variants) is refused by name", async () => {
-    const dir = join(scratch, "phi3-longrope");
-    writeTinyModel(dir, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "longrope", short_factor: [1], long_factor: [1] } });
-    const error = await loadError(dir);
-    expect(error).toBeInstanceOf(UnsupportedArchitectureError);
-    expect(error.message).toMatch(/rope_scaling type 'longrope' is not supported/);
+  it("an unsupported rope_scaling type, and longrope factors of the wrong length, are named", async () => {
+    const yarn = join(scratch, "phi3-yarn");
+    writeTinyModel(yarn, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "yarn", factor: 4 } });
+    const unsupported = await loadError(yarn);
+    expect(unsupported).toBeInstanceOf(UnsupportedArchitectureError);
+    expect(unsupported.message).toMatch(/rope_scaling type 'yarn' is not supported/);
+    const short = join(scratch, "phi3-short-factors");
+    writeTinyModel(short, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "longrope", short_factor: [1], long_factor: [1] } });
+    const bad = await loadError(short);
+    expect(bad).toBeInstanceOf(ModelFormatError);
+    expect(bad.message).toMatch(/rope_scaling.short_factor must be a list of 8 numbers/);
   });
 
   for (const kind of ["truncated", "header-too-large", "invalid-json", "bad-offsets"] as const) {

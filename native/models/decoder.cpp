@@ -76,6 +76,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   max_position_embeddings = args.max_position_embeddings;
 }
 
+void DecoderModel::fit_context(int context_size) {
+  for (TransformerBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
+}
+
 Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
   Array h = embed_tokens(tokens);
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));

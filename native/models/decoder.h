@@ -49,6 +49,7 @@ class DecoderModel : public Model {
   // Checks the args, then takes (and shape-checks) every tensor from `w`.
   DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
+  void fit_context(int context_size) override;
 
  private:
   Embedding embed_tokens;

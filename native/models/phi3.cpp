@@ -1,8 +1,8 @@
-// Phi-3 (Phi-3-mini/medium 4k, and Phi-4-mini's partial rotary): our port of mlx-lm's
+// Phi-3 (Phi-3 mini/medium 4k and 128k, Phi-3.5-mini, Phi-4-mini): our port of mlx-lm's
 // models/phi3.py. The graph is decoder.cpp's; the delta is the fused projections (qkv_proj,
-// gate_up_proj, split into row blocks at load), head_dim = hidden_size / heads, and RoPE over
-// head_dim x partial_rotary_factor features. rope_scaling "longrope"/"su" (the 128k variants,
-// Phi-3.5, Phi-4-mini) is refused by RoPE::from_config with UNSUPPORTED_ARCHITECTURE.
+// gate_up_proj, split into row blocks at load), head_dim = hidden_size / heads, RoPE over
+// head_dim x partial_rotary_factor features, and longrope scaling (layers.cpp), whose short or
+// long factors are chosen by the context size as llama.cpp does (mlx-lm always takes the long ones).
 #include <cmath>
 
 #include "decoder.h"

@@ -17,6 +17,8 @@ class Model {
   // tokens: int32 [1, T]. Appends T positions to `cache` and returns logits [1, T, vocab], or
   // only the last position's [1, 1, vocab] when `last_only` (skips the head for the rest).
   virtual Array forward(const Array& tokens, KVCache& cache, bool last_only) const = 0;
+  // Told the context size once, before the first forward (longrope picks its factors by it).
+  virtual void fit_context(int /*context_size*/) {}
   // model_type, dtype, quantization_bits, vocab_size, num_layers, hidden_size; the session
   // fills context_size and weight_bytes.
   ModelInfo info;

@@ -9,11 +9,16 @@ import { dequantize } from "./quantize.js";
 export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3";
 
 export interface RopeScaling {
-  type: "default" | "linear" | "llama3";
+  type: "default" | "linear" | "llama3" | "longrope";
   factor: number;
   lowFreqFactor: number;
   highFreqFactor: number;
   originalMaxPositionEmbeddings: number;
+  /** longrope: per-pair frequency divisors for contexts up to / beyond the original one. */
+  shortFactor?: number[];
+  longFactor?: number[];
+  /** longrope: multiplies cos and sin (HF); default sqrt(1 + ln(max/original) / ln(original)). */
+  attentionFactor?: number;
 }
 
 export interface ReferenceConfig {
@@ -25,6 +30,7 @@ export interface ReferenceConfig {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  maxPositionEmbeddings: number;
   /** Features of each head that RoPE rotates (the first ones): headDim × partial_rotary_factor. */
   ropeDims: number;
   rmsNormEps: number;
@@ -49,15 +55,25 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
   const rs = raw.rope_scaling as Record<string, unknown> | null | undefined;
   if (rs) {
     // HF moved from "type" to "rope_type"; accept both.
-    const type = (rs.rope_type ?? rs.type ?? "default") as string;
-    if (!["default", "linear", "llama3"].includes(type)) throw new Error(`unsupported rope_scaling type ${type}`);
+    let type = (rs.rope_type ?? rs.type ?? "default") as string;
+    if (type === "su") type = "longrope"; // its older name
+    if (!["default", "linear", "llama3", "longrope"].includes(type)) throw new Error(`unsupported rope_scaling type ${type}`);
+    const original = (rs.original_max_position_embeddings ?? (type === "longrope" ? raw.original_max_position_embeddings : undefined)) as number | undefined;
     ropeScaling = {
       type: type as RopeScaling["type"],
       factor: (rs.factor as number | undefined) ?? 1,
       lowFreqFactor: (rs.low_freq_factor as number | undefined) ?? 1,
       highFreqFactor: (rs.high_freq_factor as number | undefined) ?? 4,
-      originalMaxPositionEmbeddings: (rs.original_max_position_embeddings as number | undefined) ?? 8192,
+      originalMaxPositionEmbeddings: original ?? 8192,
     };
+    if (type === "longrope") {
+      const maxPos = num("max_position_embeddings");
+      const ratio = maxPos / ropeScaling.originalMaxPositionEmbeddings;
+      ropeScaling.shortFactor = rs.short_factor as number[];
+      ropeScaling.longFactor = rs.long_factor as number[];
+      ropeScaling.attentionFactor = (rs.attention_factor as number | undefined) ??
+        (ratio <= 1 ? 1 : Math.sqrt(1 + Math.log(ratio) / Math.log(ropeScaling.originalMaxPositionEmbeddings)));
+    }
   }
   const headDim = typeof raw.head_dim === "number" ? raw.head_dim : hiddenSize / numHeads;
   return {
@@ -69,6 +85,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     numHeads,
     numKvHeads: num("num_key_value_heads", numHeads),
     headDim,
+    maxPositionEmbeddings: num("max_position_embeddings", 2048),
     // HF Phi3: int(head_dim * partial_rotary_factor) features are rotated.
     ropeDims: Math.floor(headDim * num("partial_rotary_factor", 1)),
     rmsNormEps: num("rms_norm_eps", 1e-6),
@@ -84,12 +101,18 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
  * llama3: long wavelengths are divided by `factor`, short ones kept, and the band between
  * is interpolated; `linear` divides every frequency by `factor` (== positions / factor).
  */
-export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling | null): Float64Array {
+export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling | null, contextSize = Infinity): Float64Array {
   const half = headDim / 2;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / headDim);
   if (!scaling || scaling.type === "default") return inv;
   if (scaling.type === "linear") return inv.map((v) => v / scaling.factor);
+  if (scaling.type === "longrope") {
+    // The long factors when the context exceeds the original one (llama.cpp's choice by context size).
+    const ext = contextSize > scaling.originalMaxPositionEmbeddings ? scaling.longFactor : scaling.shortFactor;
+    if (!ext || ext.length !== half) throw new Error(`longrope factors must have ${half} entries`);
+    return inv.map((v, i) => v / ext[i]);
+  }
   const { factor, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: old } = scaling;
   const lowWavelen = old / lo;
   const highWavelen = old / hi;
@@ -192,15 +215,15 @@ function rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number
  * In-place rotate-half RoPE on [T, nHeads, headDim] over the first `rotDims` features of each
  * head: pairs (i, i + rotDims/2); the features after them pass through (partial rotary).
  */
-function rope(x: Float32Array, T: number, nHeads: number, headDim: number, invFreq: Float64Array, rotDims = headDim): void {
+function rope(x: Float32Array, T: number, nHeads: number, headDim: number, invFreq: Float64Array, rotDims = headDim, gain = 1): void {
   const half = rotDims / 2;
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < nHeads; h++) {
       const o = (t * nHeads + h) * headDim;
       for (let i = 0; i < half; i++) {
         const a = t * invFreq[i];
-        const c = Math.cos(a);
-        const s = Math.sin(a);
+        const c = Math.cos(a) * gain;
+        const s = Math.sin(a) * gain;
         const x1 = x[o + i];
         const x2 = x[o + i + half];
         x[o + i] = x1 * c - x2 * s;
@@ -220,11 +243,17 @@ export class ReferenceModel {
   readonly invFreq: Float64Array;
   private readonly lmHead: { shape: number[]; data: Float32Array };
 
+  /** longrope's attention factor on the rotated features (1 otherwise). */
+  readonly ropeGain: number;
+
+  /** @param contextSize the KV cache size the engine is loaded with (longrope picks its factors by it). */
   constructor(
     readonly config: ReferenceConfig,
     readonly weights: Weights,
+    contextSize = Math.min(config.maxPositionEmbeddings, 4096),
   ) {
-    this.invFreq = ropeInvFreq(config.ropeDims, config.ropeTheta, config.ropeScaling);
+    this.invFreq = ropeInvFreq(config.ropeDims, config.ropeTheta, config.ropeScaling, contextSize);
+    this.ropeGain = config.ropeScaling?.attentionFactor ?? 1;
     const head = weights.get("lm_head.weight");
     // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent.
     const tied = config.tieWordEmbeddings ?? !head;
@@ -278,8 +307,8 @@ export class ReferenceModel {
       if (c.modelType === "qwen3" && (!qn || !kn)) throw new Error(`${p}: qwen3 needs q_norm/k_norm`);
       const qr = qn ? rmsNorm(q, hd, qn, c.rmsNormEps) : q;
       const kr = kn ? rmsNorm(k, hd, kn, c.rmsNormEps) : k;
-      rope(qr, T, nH, hd, this.invFreq, c.ropeDims);
-      rope(kr, T, nKv, hd, this.invFreq, c.ropeDims);
+      rope(qr, T, nH, hd, this.invFreq, c.ropeDims, this.ropeGain);
+      rope(kr, T, nKv, hd, this.invFreq, c.ropeDims, this.ropeGain);
 
       const attn = new Float32Array(T * nH * hd);
       const scores = new Float64Array(T);
@@ -342,7 +371,7 @@ export class ReferenceModel {
 }
 
 /** Load config.json + safetensors (single file or sharded index) from a model dir. */
-export function loadReferenceModel(dir: string): ReferenceModel {
+export function loadReferenceModel(dir: string, options: { contextSize?: number } = {}): ReferenceModel {
   const config = parseConfig(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>);
-  return new ReferenceModel(config, loadWeights(dir, config));
+  return new ReferenceModel(config, loadWeights(dir, config), options.contextSize);
 }

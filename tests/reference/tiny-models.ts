@@ -32,6 +32,10 @@ export interface TinyModelOptions {
   intermediateSize?: number;
   /** phi3 only: the share of each head's features RoPE rotates. Default 1. */
   partialRotaryFactor?: number;
+  /** Default 2048. */
+  maxPositionEmbeddings?: number;
+  /** phi3 only (longrope's boundary between short and long factors). Default 2048. */
+  originalMaxPositionEmbeddings?: number;
 }
 
 export interface TinyModel {
@@ -79,7 +83,7 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
     num_attention_heads: HEADS,
     num_key_value_heads: KV_HEADS,
     hidden_act: "silu",
-    max_position_embeddings: 2048,
+    max_position_embeddings: o.maxPositionEmbeddings ?? 2048,
     rms_norm_eps: qwen ? 1e-6 : 1e-5,
     // Mistral v0.2+ and Qwen use theta 1e6; this also keeps mistral distinct from llama.
     rope_theta: o.family === "llama" || o.family === "phi3" ? 10000.0 : 1000000.0,
@@ -95,7 +99,9 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
   if (o.family === "mistral") Object.assign(c, { head_dim: headDim, sliding_window: null });
   if (o.family === "qwen2") Object.assign(c, { use_sliding_window: false, sliding_window: 32768, max_window_layers: c.num_hidden_layers });
   // Phi-3 mini 4k's keys; a partial rotary factor as Phi-4-mini has (0.75) exercises partial RoPE.
-  if (o.family === "phi3") Object.assign(c, { original_max_position_embeddings: 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
+  if (o.family === "phi3") {
+    Object.assign(c, { original_max_position_embeddings: o.originalMaxPositionEmbeddings ?? 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
+  }
   if (o.quantize) {
     // mlx-lm writes both keys with the same content.
     c.quantization = { group_size: o.quantize.groupSize, bits: o.quantize.bits };
