@@ -1,7 +1,8 @@
 /** `mlx-node generate`: streams a completion to stdout, speed and backend to stderr. Ctrl-C stops it cleanly. */
 import { parseArgs } from "node:util";
 import { InvalidOptionError } from "../errors.js";
-import type { GenerateOptions } from "../backend.js";
+import { readFile } from "node:fs/promises";
+import type { GenerateOptions, JsonSchema } from "../backend.js";
 import { loadModel } from "../backends/select.js";
 
 export async function runGenerate(args: string[]): Promise<number> {
@@ -19,6 +20,7 @@ export async function runGenerate(args: string[]): Promise<number> {
       "repetition-penalty": { type: "string" },
       seed: { type: "string" },
       stop: { type: "string", multiple: true },
+      "json-schema": { type: "string" },
       "context-size": { type: "string" },
       threads: { type: "string" },
     },
@@ -27,6 +29,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   const prompt = positionals.join(" ");
   if (!prompt) throw new InvalidOptionError("prompt", "a prompt after the options", "nothing");
 
+  const jsonSchema = values["json-schema"] === undefined ? undefined : await readSchema(values["json-schema"]);
   const backend = (values.backend ?? "auto") as "auto" | "mlx" | "gguf";
   const model = await loadModel(values.model, {
     backend,
@@ -46,6 +49,7 @@ export async function runGenerate(args: string[]): Promise<number> {
       repetitionPenalty: num("--repetition-penalty", values["repetition-penalty"]),
       seed: num("--seed", values.seed),
       stop: values.stop,
+      jsonSchema,
       signal: controller.signal,
     };
     for (const key of Object.keys(options) as (keyof GenerateOptions)[]) if (options[key] === undefined) delete options[key];
@@ -63,6 +67,17 @@ export async function runGenerate(args: string[]): Promise<number> {
   } finally {
     process.off("SIGINT", onSigint);
     await model.unload();
+  }
+}
+
+async function readSchema(file: string): Promise<JsonSchema> {
+  const text = await readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw new InvalidOptionError("--json-schema", "a readable JSON schema file", `${file} (${error.code ?? error.message})`);
+  });
+  try {
+    return JSON.parse(text) as JsonSchema;
+  } catch (error) {
+    throw new InvalidOptionError("--json-schema", "a file holding a JSON schema", `${file} (${(error as Error).message})`);
   }
 }
 

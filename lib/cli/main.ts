@@ -30,6 +30,7 @@ generate options:
   --temperature, -t <x>     0 is greedy (default: 0)
   --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --seed <n>
   --stop <text>             stop string (repeatable)
+  --json-schema <file>      answer with JSON valid against this schema (guaranteed)
   --context-size <n>  --threads <n>
 
 eval options:

@@ -1,0 +1,70 @@
+/**
+ * The main job from a shell, as the README gives it: `mlx-node generate` streams text to stdout
+ * and reports speed and backend on stderr; `mlx-node info` says what runs here. Run as child
+ * processes of the compiled CLI (npm test compiles first).
+ */
+import { spawnSync } from "node:child_process";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
+
+const cli = join(import.meta.dirname, "..", "dist", "lib", "cli", "main.js");
+const stories = join(import.meta.dirname, "..", "..", "shared", "models", "stories260K");
+const scratch = mkdtempSync(join(tmpdir(), "mlx-node-cli-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("mlx-node generate", () => {
+  it("streams a GGUF model's greedy continuation to stdout, speed and backend to stderr", () => {
+    const r = run("generate", "--model", join(stories, "stories260K.gguf"), "-n", "24", "--threads", "1", "Once upon a time");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^, there was a little girl named Lily\./);
+    expect(r.stderr).toMatch(/^\[gguf: the path is a \.gguf file\] 24 tokens, [\d.]+ tok\/s, prompt [\d.]+ tok\/s, first token \d+ ms, finish: length\n$/);
+  });
+
+  it.skipIf(!mlxAvailable)("runs a model directory on the MLX engine", () => {
+    const r = run("generate", "--model", join(stories, "hf-f32"), "-n", "24", "Once upon a time");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^, there was a little girl named Lily\./);
+    expect(r.stderr).toMatch(/^\[mlx: the path is a model directory and the MLX engine is available\] 24 tokens/);
+  });
+
+  it("answers with JSON valid against --json-schema", () => {
+    const schema = join(scratch, "person.json");
+    writeFileSync(schema, JSON.stringify({ type: "object", properties: { name: { type: "string" }, age: { type: "integer" } }, required: ["name", "age"] }));
+    const r = run("generate", "-m", join(stories, "stories260K.gguf"), "--json-schema", schema, "-n", "40", "-t", "1", "--seed", "3", "Lily is");
+    expect(r.code, r.stderr).toBe(0);
+    const value = JSON.parse(r.stdout);
+    expect(Object.keys(value)).toEqual(["name", "age"]);
+    expect(Number.isInteger(value.age)).toBe(true);
+  });
+
+  it("names what is wrong with its arguments, with exit code 1", () => {
+    const noModel = run("generate", "hello");
+    expect([noModel.code, noModel.stderr]).toEqual([1, expect.stringContaining('Invalid option "--model"')]);
+    const missing = run("generate", "-m", join(scratch, "nope.gguf"), "hello");
+    expect([missing.code, missing.stderr]).toEqual([1, expect.stringMatching(/MODEL_NOT_FOUND: Model not found: .*nope\.gguf/)]);
+    const badNumber = run("generate", "-m", join(stories, "stories260K.gguf"), "-t", "hot", "hello");
+    expect([badNumber.code, badNumber.stderr]).toEqual([1, expect.stringContaining('Invalid option "--temperature"')]);
+    const unknown = run("frobnicate");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+  });
+});
+
+describe("mlx-node info", () => {
+  it("says which backends run here, and why MLX does not where it does not", () => {
+    const r = run("info");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^platform: \w+-\w+, Node v\d+/);
+    expect(r.stdout).toMatch(/gguf: available \(nodeLlamaCpp \d+\.\d+\.\d+\)/);
+    if (mlxAvailable) expect(r.stdout).toMatch(/mlx: available \(device (cpu|gpu), mlxVersion \d+\.\d+\.\d+\)/);
+    else expect(r.stdout).toContain(mlxSkipReason);
+  });
+});
