@@ -116,8 +116,10 @@ Array Embedding::as_linear(const Array& x) const {
 
 // ---- RMSNorm ----------------------------------------------------------------------------------
 
-RMSNorm RMSNorm::load(Weights& w, const std::string& name, int dims, float eps) {
-  return RMSNorm{w.take_float(name, {dims}), eps};
+RMSNorm RMSNorm::load(Weights& w, const std::string& name, int dims, float eps, bool plus_one) {
+  Array weight = w.take_float(name, {dims});
+  if (plus_one) weight = mx::add(weight, Array::scalar(1.0f, weight.dtype()));
+  return RMSNorm{weight, eps};
 }
 
 Array RMSNorm::operator()(const Array& x) const { return mx::rms_norm(x, weight, eps); }
@@ -237,7 +239,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   Attention a;
   a.args = args;
   a.rope = std::move(rope);
-  a.scale = 1.0f / std::sqrt(static_cast<float>(args.head_dim));
+  a.scale = args.query_scale > 0 ? args.query_scale : 1.0f / std::sqrt(static_cast<float>(args.head_dim));
   const int q_out = args.num_heads * args.head_dim, kv_out = args.num_kv_heads * args.head_dim;
   if (args.fused_qkv) {
     std::vector<Linear> qkv = Linear::load_split(w, prefix + ".qkv_proj", args.hidden_size, {q_out, kv_out, kv_out});
@@ -277,9 +279,32 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
 
   // A single query needs no mask; several (prefill) attend causally, aligned so the last query
   // sees every cached key (MLX's "causal" is bottom-right aligned).
-  Array out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset)
+                                     : mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(out);
+}
+
+Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const {
+  // mlx-lm's gemma2: the fused kernel cannot cap scores, so attention is spelled out, with the
+  // query heads of one KV head grouped ([B, kv, repeats, T, D]) instead of repeating K and V.
+  const int B = q.dim(0), T = q.dim(2), D = args.head_dim, S = keys.dim(2);
+  const int kv = args.num_kv_heads, repeats = args.num_heads / args.num_kv_heads;
+  const mlx_dtype t = q.dtype();
+  Array qg = mx::reshape(mx::multiply(q, Array::scalar(scale, t)), {B, kv, repeats, T, D});
+  Array kg = mx::reshape(keys, {B, kv, 1, S, D});
+  Array vg = mx::reshape(values, {B, kv, 1, S, D});
+  Array scores = mx::matmul(qg, mx::transpose(kg, {0, 1, 2, 4, 3}));
+  const Array cap = Array::scalar(args.logit_softcap, scores.dtype());
+  scores = mx::multiply(mx::tanh(mx::divide(scores, cap)), cap);
+  if (T > 1) {
+    // Query i sits at position offset + i and sees keys 0..offset + i.
+    Array query_pos = mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1});
+    Array key_pos = mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S});
+    scores = mx::where(mx::greater(key_pos, query_pos), Array::scalar(-INFINITY, scores.dtype()), scores);
+  }
+  Array out = mx::matmul(mx::softmax(scores, -1), vg);
+  return mx::reshape(out, {B, args.num_heads, T, D});
 }
 
 // ---- MLP / block ------------------------------------------------------------------------------
@@ -295,10 +320,15 @@ MLP MLP::load(Weights& w, const std::string& prefix, int hidden, int intermediat
 }
 
 Array MLP::operator()(const Array& x) const {
-  return down_proj(mx::multiply(mx::silu(gate_proj(x)), up_proj(x)));
+  const Array g = gate_proj(x);
+  return down_proj(mx::multiply(gelu ? mx::gelu_approx(g) : mx::silu(g), up_proj(x)));
 }
 
 Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
+  if (pre_feedforward_layernorm) {
+    Array h = mx::add(x, post_attention_layernorm(self_attn(input_layernorm(x), cache)));
+    return mx::add(h, (*post_feedforward_layernorm)(mlp((*pre_feedforward_layernorm)(h))));
+  }
   Array h = mx::add(x, self_attn(input_layernorm(x), cache));
   return mx::add(h, mlp(post_attention_layernorm(h)));
 }

@@ -40,7 +40,8 @@ struct RMSNorm {
   Array weight;
   float eps = 1e-6f;
 
-  static RMSNorm load(Weights& w, const std::string& name, int dims, float eps);
+  // `plus_one`: Gemma stores w - 1 (it scales by 1 + w); the 1 is added once here.
+  static RMSNorm load(Weights& w, const std::string& name, int dims, float eps, bool plus_one = false);
   Array operator()(const Array& x) const;
 };
 
@@ -80,6 +81,8 @@ struct AttentionArgs {
   bool qk_norm = false;   // qwen3: RMSNorm over head_dim on queries and keys before RoPE
   bool fused_qkv = false; // phi3: one qkv_proj whose output rows are [q; k; v]
   float norm_eps = 1e-6f;
+  float query_scale = 0;     // 0: 1/sqrt(head_dim); gemma2: query_pre_attn_scalar^-0.5
+  float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
@@ -92,22 +95,30 @@ struct Attention {
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
   Array operator()(const Array& x, LayerKVCache& cache) const;  // x: [B, T, hidden]
+
+ private:
+  // [B, heads, T, D] queries over [B, kv_heads, S, D] keys/values, scores soft-capped.
+  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const;
 };
 
-// down(silu(gate(x)) * up(x))
+// down(act(gate(x)) * up(x)), act = silu, or gelu_approx (gemma2)
 struct MLP {
   Linear gate_proj, up_proj, down_proj;
+  bool gelu = false;
 
   // `fused`: phi3's gate_up_proj, output rows [gate; up].
   static MLP load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias, bool fused = false);
   Array operator()(const Array& x) const;
 };
 
-// Pre-norm decoder block: h = x + attn(norm(x)); out = h + mlp(norm(h)).
+// Pre-norm decoder block: h = x + attn(norm(x)); out = h + mlp(norm(h)). Gemma2's sandwich
+// norms: h = x + post_attention_layernorm(attn(input_layernorm(x)));
+// out = h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))).
 struct TransformerBlock {
   RMSNorm input_layernorm, post_attention_layernorm;
   Attention self_attn;
   MLP mlp;
+  std::optional<RMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // gemma2
 
   Array operator()(const Array& x, LayerKVCache& cache) const;
 };

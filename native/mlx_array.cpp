@@ -190,10 +190,23 @@ MLXNODE_UNARY(exp)
 MLXNODE_UNARY(log)
 MLXNODE_UNARY(sigmoid)
 MLXNODE_UNARY(negative)
+MLXNODE_UNARY(tanh)
 #undef MLXNODE_BINARY
 #undef MLXNODE_UNARY
 
 Array silu(const Array& a) { return multiply(a, sigmoid(a)); }
+
+Array gelu_approx(const Array& a) {
+  // 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), in a's dtype.
+  const mlx_dtype t = a.dtype();
+  const Array inner = multiply(add(a, multiply(Array::scalar(0.044715f, t), multiply(a, multiply(a, a)))),
+                               Array::scalar(0.7978845608028654f, t));
+  return multiply(multiply(Array::scalar(0.5f, t), a), add(Array::scalar(1.0f, t), tanh(inner)));
+}
+
+Array softmax(const Array& a, int axis) {
+  return run("mlx_softmax", [&](mlx_array* r, mlx_stream s) { return mlx_softmax_axis(r, a.raw(), axis, true, s); });
+}
 
 Array where(const Array& cond, const Array& a, const Array& b) {
   return run("mlx_where", [&](mlx_array* r, mlx_stream s) { return mlx_where(r, cond.raw(), a.raw(), b.raw(), s); });

@@ -132,6 +132,9 @@ Array exp(const Array& a);
 Array log(const Array& a);
 Array sigmoid(const Array& a);
 Array silu(const Array& a);  // a * sigmoid(a), as mlx.nn.silu
+Array tanh(const Array& a);
+Array gelu_approx(const Array& a);  // tanh approximation, as mlx.nn.gelu_approx
+Array softmax(const Array& a, int axis);  // precise: accumulates in float32
 Array matmul(const Array& a, const Array& b);
 Array astype(const Array& a, mlx_dtype dtype);
 Array reshape(const Array& a, const std::vector<int>& shape);

@@ -211,7 +211,7 @@ describe("RoPE frequencies", () => {
 });
 
 describe("tiny models", () => {
-  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3"];
+  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
   const prompt = [1, 403, 407, 261, 378];
 
   it.each(families)("%s: loads, has the right shapes, finite logits, and does not collapse", (family) => {
@@ -220,7 +220,7 @@ describe("tiny models", () => {
     for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) expect(existsSync(join(dir, f))).toBe(true);
     const m = loadReferenceModel(dir);
     expect(m.config.modelType).toBe(family);
-    expect(m.config.headDim).toBe(family === "qwen3" ? 32 : 16);
+    expect(m.config.headDim).toBe(family === "qwen3" || family === "gemma2" ? 32 : 16);
     const logits = m.forward(prompt);
     expect(logits.length).toBe(prompt.length);
     expect(logits.every((l) => l.length === TINY_VOCAB && l.every(Number.isFinite))).toBe(true);

@@ -1,5 +1,6 @@
 #include "decoder.h"
 
+#include <cmath>
 #include <string>
 
 namespace mlxnode {
@@ -28,6 +29,8 @@ AttentionArgs DecoderArgs::attention() const {
   r.qk_norm = qk_norm;
   r.fused_qkv = fused_qkv;
   r.norm_eps = rms_norm_eps;
+  r.query_scale = query_scale;
+  r.logit_softcap = attn_logit_softcap;
   return r;
 }
 
@@ -50,16 +53,24 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   const RoPE rope = RoPE::from_config(c, args.rope_dims > 0 ? args.rope_dims : args.head_dim, args.default_rope_theta);
 
   embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  const bool plus_one = args.norm_plus_one;
+  auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, args.hidden_size, args.rms_norm_eps, plus_one); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
-    layers.push_back(TransformerBlock{
-        RMSNorm::load(w, p + ".input_layernorm.weight", args.hidden_size, args.rms_norm_eps),
-        RMSNorm::load(w, p + ".post_attention_layernorm.weight", args.hidden_size, args.rms_norm_eps),
-        Attention::load(w, p + ".self_attn", args.attention(), rope),
-        MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)});
+    TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
+                           Attention::load(w, p + ".self_attn", args.attention(), rope),
+                           MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
+    block.mlp.gelu = args.gelu_mlp;
+    if (args.sandwich_norms) {
+      block.pre_feedforward_layernorm = norm_at(p + ".pre_feedforward_layernorm.weight");
+      block.post_feedforward_layernorm = norm_at(p + ".post_feedforward_layernorm.weight");
+    }
+    layers.push_back(std::move(block));
     w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
   }
-  norm = RMSNorm::load(w, "model.norm.weight", args.hidden_size, args.rms_norm_eps);
+  norm = norm_at("model.norm.weight");
+  if (args.scale_embeddings) embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
+  final_softcap = args.final_logit_softcap;
   const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
   if (tied) {
     w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
@@ -82,11 +93,17 @@ void DecoderModel::fit_context(int context_size) {
 
 Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
   Array h = embed_tokens(tokens);
+  if (embed_scale > 0) h = mx::multiply(h, Array::scalar(embed_scale, h.dtype()));
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
   // The head is the largest matmul; for decode only the last position's logits are needed.
   if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
   h = norm(h);
-  return lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
+  Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
+  if (final_softcap > 0) {
+    const Array cap = Array::scalar(final_softcap, logits.dtype());
+    logits = mx::multiply(mx::tanh(mx::divide(logits, cap)), cap);
+  }
+  return logits;
 }
 
 }  // namespace mlxnode

@@ -1,4 +1,4 @@
-// The decoder-only transformer that llama, qwen2, qwen3 and phi3 share. In mlx-lm each family file
+// The decoder-only transformer that llama, qwen2, qwen3, phi3 and gemma2 share. In mlx-lm each family file
 // repeats it (the inner <Family>Model and the outer Model: embed, pre-norm blocks, norm, tied or
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
@@ -35,6 +35,14 @@ struct DecoderArgs {
   bool fused_qkv = false;               // phi3: one qkv_proj, rows [q; k; v]
   bool fused_gate_up = false;           // phi3: one gate_up_proj, rows [gate; up]
   int rope_dims = 0;                    // features RoPE rotates per head; 0: all of head_dim
+  // gemma2
+  bool norm_plus_one = false;           // RMSNorm scales by 1 + weight
+  bool scale_embeddings = false;        // embeddings times sqrt(hidden_size)
+  bool gelu_mlp = false;                // gelu_approx(gate) instead of silu(gate)
+  bool sandwich_norms = false;          // post-attention and pre/post-feedforward norms
+  float query_scale = 0;                // 0: 1/sqrt(head_dim)
+  float attn_logit_softcap = 0;         // 0: none
+  float final_logit_softcap = 0;        // 0: none
 
   static DecoderArgs read_common(const ModelConfig& c);
   AttentionArgs attention() const;
@@ -56,6 +64,8 @@ class DecoderModel : public Model {
   std::vector<TransformerBlock> layers;
   RMSNorm norm;
   std::optional<Linear> lm_head;  // nullopt when tied to embed_tokens
+  float embed_scale = 0;          // gemma2: sqrt(hidden_size); 0: none
+  float final_softcap = 0;        // gemma2: logits = cap * tanh(logits / cap); 0: none
 };
 
 }  // namespace mlxnode

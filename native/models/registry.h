@@ -30,12 +30,13 @@ using ModelFactory = std::unique_ptr<Model> (*)(const ModelConfig& config, Weigh
 
 // nullptr when model_type is unknown.
 ModelFactory find_model_factory(const std::string& model_type);
-std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3"
+std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3, gemma2"
 
 // The families (models/<family>.cpp).
 std::unique_ptr<Model> make_llama(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_qwen2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_qwen3(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_phi3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode

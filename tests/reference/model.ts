@@ -1,4 +1,4 @@
-// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 decoders, used as the
+// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 / gemma2 decoders, used as the
 // ground truth for the native engine. Deliberately naive: full recompute every call, no KV
 // cache, float64 accumulation with float32 storage between ops (like a float32 numpy ref).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { readSafetensors, type DecodedTensor } from "./safetensors.js";
 import { dequantize } from "./quantize.js";
 
-export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3";
+export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2";
 
 export interface RopeScaling {
   type: "default" | "linear" | "llama3" | "longrope";
@@ -38,6 +38,10 @@ export interface ReferenceConfig {
   ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean | undefined;
   quantization: Record<string, unknown> | null;
+  /** gemma2: query_pre_attn_scalar^-0.5 (else 1/sqrt(headDim)); soft caps, 0 for none. */
+  queryScale: number;
+  attnLogitSoftcap: number;
+  finalLogitSoftcap: number;
 }
 
 /** Parse a HF config.json object (with mlx-lm's optional `quantization` block). */
@@ -48,7 +52,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     return v;
   };
   const modelType = raw.model_type as Family;
-  if (!["llama", "mistral", "qwen2", "qwen3", "phi3"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
+  if (!["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
   const numHeads = num("num_attention_heads");
   const hiddenSize = num("hidden_size");
   let ropeScaling: RopeScaling | null = null;
@@ -93,6 +97,10 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     ropeScaling,
     tieWordEmbeddings: raw.tie_word_embeddings as boolean | undefined,
     quantization: (raw.quantization ?? raw.quantization_config ?? null) as Record<string, unknown> | null,
+    queryScale: modelType === "gemma2" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 144)) : 1 / Math.sqrt(headDim),
+    // HF Gemma2Config: 50 and 30 when absent, null to switch a cap off.
+    attnLogitSoftcap: modelType === "gemma2" ? ((raw.attn_logit_softcapping === undefined ? 50 : raw.attn_logit_softcapping) as number | null) ?? 0 : 0,
+    finalLogitSoftcap: modelType === "gemma2" ? ((raw.final_logit_softcapping === undefined ? 30 : raw.final_logit_softcapping) as number | null) ?? 0 : 0,
   };
 }
 
@@ -187,6 +195,11 @@ function linear(x: Float32Array, T: number, W: { shape: number[]; data: Float32A
   return y;
 }
 
+/** GELU with the tanh approximation (PyTorch's gelu(approximate="tanh")). */
+function geluTanh(v: number): number {
+  return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
+}
+
 /** Splits the columns of a row-major [T, sum(widths)] matrix into [T, width] matrices. */
 function splitColumns(y: Float32Array, T: number, widths: number[]): Float32Array[] {
   const total = widths.reduce((a, b) => a + b, 0);
@@ -255,8 +268,9 @@ export class ReferenceModel {
     this.invFreq = ropeInvFreq(config.ropeDims, config.ropeTheta, config.ropeScaling, contextSize);
     this.ropeGain = config.ropeScaling?.attentionFactor ?? 1;
     const head = weights.get("lm_head.weight");
-    // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent.
-    const tied = config.tieWordEmbeddings ?? !head;
+    // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent
+    // (Gemma always ties).
+    const tied = config.modelType === "gemma2" || (config.tieWordEmbeddings ?? !head);
     const lm = tied ? weights.get("model.embed_tokens.weight") : head;
     if (!lm) throw new Error(tied ? "missing model.embed_tokens.weight" : "missing lm_head.weight (tie_word_embeddings is false)");
     this.lmHead = lm;
@@ -281,17 +295,22 @@ export class ReferenceModel {
     const nH = c.numHeads;
     const nKv = c.numKvHeads;
     const groupsPerKv = nH / nKv;
-    const scale = 1 / Math.sqrt(hd);
+    const scale = c.queryScale;
+    const gemma = c.modelType === "gemma2";
+    // Gemma's RMSNorm multiplies by (1 + weight).
+    const normW = (name: string): Float32Array => (gemma ? this.w(name).data.map((v) => 1 + v) : this.w(name).data);
+    const softcap = (v: number, cap: number): number => (cap > 0 ? cap * Math.tanh(v / cap) : v);
     const emb = this.w("model.embed_tokens.weight").data;
     let x: Float32Array = new Float32Array(T * D);
     tokens.forEach((tok, t) => {
       if (tok < 0 || tok >= c.vocabSize) throw new Error(`token ${tok} out of range`);
       x.set(emb.subarray(tok * D, tok * D + D), t * D);
     });
+    if (gemma) for (let i = 0; i < x.length; i++) x[i] *= Math.sqrt(D);
 
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}.`;
-      const h = rmsNorm(x, D, this.w(p + "input_layernorm.weight").data, c.rmsNormEps);
+      const h = rmsNorm(x, D, normW(p + "input_layernorm.weight"), c.rmsNormEps);
       let q: Float32Array, k: Float32Array, v: Float32Array;
       if (c.modelType === "phi3") {
         // One fused projection whose output columns are [q | k | v].
@@ -321,7 +340,7 @@ export class ReferenceModel {
             const ko = (s * nKv + kvh) * hd;
             let dot = 0;
             for (let i = 0; i < hd; i++) dot += qr[qo + i] * kr[ko + i];
-            scores[s] = dot * scale;
+            scores[s] = softcap(dot * scale, c.attnLogitSoftcap);
             if (scores[s] > mx) mx = scores[s];
           }
           let sum = 0;
@@ -333,10 +352,13 @@ export class ReferenceModel {
           }
         }
       }
-      const o = linear(attn, T, this.w(p + "self_attn.o_proj.weight"), this.opt(p + "self_attn.o_proj.bias"));
+      let o = linear(attn, T, this.w(p + "self_attn.o_proj.weight"), this.opt(p + "self_attn.o_proj.bias"));
+      // gemma2's sandwich norms: post_attention_layernorm is on the attention output, and the
+      // MLP has norms of its own on both sides.
+      if (gemma) o = rmsNorm(o, D, normW(p + "post_attention_layernorm.weight"), c.rmsNormEps);
       for (let i = 0; i < x.length; i++) x[i] += o[i];
 
-      const h2 = rmsNorm(x, D, this.w(p + "post_attention_layernorm.weight").data, c.rmsNormEps);
+      const h2 = rmsNorm(x, D, normW(p + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")), c.rmsNormEps);
       let gate: Float32Array, up: Float32Array;
       if (c.modelType === "phi3") {
         // Fused [gate | up] columns.
@@ -345,13 +367,15 @@ export class ReferenceModel {
         gate = linear(h2, T, this.w(p + "mlp.gate_proj.weight"), this.opt(p + "mlp.gate_proj.bias"));
         up = linear(h2, T, this.w(p + "mlp.up_proj.weight"), this.opt(p + "mlp.up_proj.bias"));
       }
-      for (let i = 0; i < gate.length; i++) gate[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
-      const down = linear(gate, T, this.w(p + "mlp.down_proj.weight"), this.opt(p + "mlp.down_proj.bias"));
+      for (let i = 0; i < gate.length; i++) gate[i] = (gemma ? geluTanh(gate[i]) : gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
+      let down = linear(gate, T, this.w(p + "mlp.down_proj.weight"), this.opt(p + "mlp.down_proj.bias"));
+      if (gemma) down = rmsNorm(down, D, normW(p + "post_feedforward_layernorm.weight"), c.rmsNormEps);
       for (let i = 0; i < x.length; i++) x[i] += down[i];
     }
 
-    x = rmsNorm(x, D, this.w("model.norm.weight").data, c.rmsNormEps);
+    x = rmsNorm(x, D, normW("model.norm.weight"), c.rmsNormEps);
     const logits = linear(x, T, this.lmHead);
+    if (c.finalLogitSoftcap > 0) for (let i = 0; i < logits.length; i++) logits[i] = softcap(logits[i], c.finalLogitSoftcap);
     const V = this.lmHead.shape[0];
     return Array.from({ length: T }, (_, t) => logits.slice(t * V, (t + 1) * V));
   }

@@ -34,6 +34,8 @@ export interface TinyModelOptions {
   partialRotaryFactor?: number;
   /** Default 2048. */
   maxPositionEmbeddings?: number;
+  /** gemma2 only: attn_logit_softcapping and final_logit_softcapping (null: off). Defaults 2 and 4. */
+  softcaps?: { attention: number | null; final: number | null };
   /** phi3 only (longrope's boundary between short and long factors). Default 2048. */
   originalMaxPositionEmbeddings?: number;
 }
@@ -72,7 +74,7 @@ export function makeRng(seed: number): { uniform(): number; normal(): number } {
 
 function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: boolean): Record<string, unknown> {
   const qwen = o.family === "qwen2" || o.family === "qwen3";
-  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM" }[o.family];
+  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM", gemma2: "Gemma2ForCausalLM" }[o.family];
   const c: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.family,
@@ -99,6 +101,14 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
   if (o.family === "mistral") Object.assign(c, { head_dim: headDim, sliding_window: null });
   if (o.family === "qwen2") Object.assign(c, { use_sliding_window: false, sliding_window: 32768, max_window_layers: c.num_hidden_layers });
   // Phi-3 mini 4k's keys; a partial rotary factor as Phi-4-mini has (0.75) exercises partial RoPE.
+  if (o.family === "gemma2") {
+    // Small caps so the tiny model's scores and logits reach the tanh's bend (real ones: 50 and 30).
+    Object.assign(c, {
+      head_dim: headDim, query_pre_attn_scalar: 24, attn_logit_softcapping: o.softcaps?.attention ?? 2,
+      final_logit_softcapping: o.softcaps?.final ?? 4, hidden_activation: "gelu_pytorch_tanh", sliding_window: 4096,
+    });
+    c.tie_word_embeddings = true;
+  }
   if (o.family === "phi3") {
     Object.assign(c, { original_max_position_embeddings: o.originalMaxPositionEmbeddings ?? 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
   }
@@ -114,8 +124,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   const rng = makeRng(o.seed);
   const L = o.numLayers ?? 3;
   const inter = o.intermediateSize ?? 128;
-  const headDim = o.family === "qwen3" ? 32 : HIDDEN / HEADS;
-  const tied = o.tieWordEmbeddings ?? false;
+  const headDim = o.family === "qwen3" || o.family === "gemma2" ? 32 : HIDDEN / HEADS;
+  const tied = o.family === "gemma2" || (o.tieWordEmbeddings ?? false);
   const config = buildConfig(o, headDim, inter, tied);
 
   // Float weights in generation order (fixed, so a given seed always gives the same model).
@@ -129,10 +139,14 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   // family). Tied heads need a small embedding and strong o/down projections, or the raw
   // embedding dominates the residual and the model just predicts the current token again.
   const outStd = tied ? 0.5 : 0.15;
-  gen("model.embed_tokens.weight", [TINY_VOCAB, HIDDEN], tied ? 0.2 : 0.3);
+  // Gemma multiplies embeddings by sqrt(hidden) on the way in: divided here, they enter at the
+  // other tied models' 0.2 (and the tied head stays small enough not to repeat the input token).
+  gen("model.embed_tokens.weight", [TINY_VOCAB, HIDDEN], o.family === "gemma2" ? 0.2 / Math.sqrt(HIDDEN) : tied ? 0.2 : 0.3);
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
-    gen(p + "input_layernorm.weight", [HIDDEN], 0.1, 1);
+    // Gemma stores norm weights as w - 1 (it scales by 1 + w).
+    const normMean = o.family === "gemma2" ? 0 : 1;
+    gen(p + "input_layernorm.weight", [HIDDEN], 0.1, normMean);
     if (o.family === "phi3") {
       gen(p + "self_attn.qkv_proj.weight", [(HEADS + 2 * KV_HEADS) * headDim, HIDDEN], 0.15); // rows [q; k; v]
     } else {
@@ -152,7 +166,11 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
       gen(p + "self_attn.k_norm.weight", [headDim], 0.2, 2);
     }
     gen(p + "self_attn.o_proj.weight", [HIDDEN, HEADS * headDim], outStd);
-    gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, 1);
+    gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, normMean);
+    if (o.family === "gemma2") {
+      gen(p + "pre_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
+      gen(p + "post_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
+    }
     if (o.family === "phi3") {
       gen(p + "mlp.gate_up_proj.weight", [2 * inter, HIDDEN], 0.15); // rows [gate; up]
     } else {
@@ -161,7 +179,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
     }
     gen(p + "mlp.down_proj.weight", [HIDDEN, inter], outStd);
   }
-  gen("model.norm.weight", [HIDDEN], 0.1, tied ? 1.5 : 1); // keeps tied logits spread
+  gen("model.norm.weight", [HIDDEN], 0.1, (tied ? 1.5 : 1) - (o.family === "gemma2" ? 1 : 0)); // keeps tied logits spread
   if (!tied) gen("lm_head.weight", [TINY_VOCAB, HIDDEN], 0.3);
 
   const stDtype = ({ float32: "F32", float16: "F16", bfloat16: "BF16" } as const)[o.dtype];
