@@ -253,8 +253,8 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
   if (args.qk_norm) {
-    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps);
-    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", args.head_dim, args.norm_eps);
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
   }
   return a;
 }
@@ -279,8 +279,23 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
 
   // A single query needs no mask; several (prefill) attend causally, aligned so the last query
   // sees every cached key (MLX's "causal" is bottom-right aligned).
-  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset)
-                                     : mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+  Array out;
+  const int S = keys.dim(2), W = args.sliding_window;
+  if (args.logit_softcap > 0) {
+    out = softcapped_attention(q, keys, values, offset);
+  } else if (W > 0 && S > W && T == 1) {
+    // A local layer's single query sees the last W positions.
+    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "");
+  } else if (W > 0 && S > W) {
+    // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
+    Array distance = mx::subtract(mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1}),
+                                  mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S}));
+    Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
+                                 mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
+    out = mx::sdpa_masked(q, keys, values, scale, mask);
+  } else {
+    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+  }
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(out);
 }
@@ -324,10 +339,23 @@ Array MLP::operator()(const Array& x) const {
   return down_proj(mx::multiply(gelu ? mx::gelu_approx(g) : mx::silu(g), up_proj(x)));
 }
 
+namespace {
+
+// mlx-lm's gemma3 clip_residual: float16 activations of Gemma 3 overflow, so their residual sums
+// are formed in float32 and clipped to float16's range.
+Array residual(const Array& x, const Array& y, bool clip) {
+  if (!clip || x.dtype() != MLX_FLOAT16) return mx::add(x, y);
+  const Array sum = mx::add(mx::astype(x, MLX_FLOAT32), mx::astype(y, MLX_FLOAT32));
+  const Array bound = Array::scalar(65504.0f, MLX_FLOAT32);
+  return mx::astype(mx::minimum(mx::maximum(sum, mx::negative(bound)), bound), MLX_FLOAT16);
+}
+
+}  // namespace
+
 Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
   if (pre_feedforward_layernorm) {
-    Array h = mx::add(x, post_attention_layernorm(self_attn(input_layernorm(x), cache)));
-    return mx::add(h, (*post_feedforward_layernorm)(mlp((*pre_feedforward_layernorm)(h))));
+    Array h = residual(x, post_attention_layernorm(self_attn(input_layernorm(x), cache)), clip_residual);
+    return residual(h, (*post_feedforward_layernorm)(mlp((*pre_feedforward_layernorm)(h))), clip_residual);
   }
   Array h = mx::add(x, self_attn(input_layernorm(x), cache));
   return mx::add(h, mlp(post_attention_layernorm(h)));

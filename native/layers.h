@@ -83,6 +83,8 @@ struct AttentionArgs {
   float norm_eps = 1e-6f;
   float query_scale = 0;     // 0: 1/sqrt(head_dim); gemma2: query_pre_attn_scalar^-0.5
   float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
+  int sliding_window = 0;    // gemma3 local layers: a query sees only the last `sliding_window` keys
+  bool norm_plus_one = false;  // gemma3: q_norm/k_norm scale by 1 + weight
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
@@ -118,7 +120,8 @@ struct TransformerBlock {
   RMSNorm input_layernorm, post_attention_layernorm;
   Attention self_attn;
   MLP mlp;
-  std::optional<RMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // gemma2
+  std::optional<RMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // gemma2, gemma3
+  bool clip_residual = false;  // gemma3: float16 residual sums in float32, clipped to float16's range
 
   Array operator()(const Array& x, LayerKVCache& cache) const;
 };

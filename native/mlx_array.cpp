@@ -185,6 +185,8 @@ MLXNODE_BINARY(divide)
 MLXNODE_BINARY(maximum)
 MLXNODE_BINARY(less)
 MLXNODE_BINARY(greater)
+MLXNODE_BINARY(minimum)
+MLXNODE_BINARY(logical_and)
 MLXNODE_BINARY(matmul)
 MLXNODE_UNARY(exp)
 MLXNODE_UNARY(log)
@@ -342,6 +344,13 @@ Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const ch
   return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, mask_mode,
                                                  mlx_array{nullptr}, mlx_array{nullptr}, s);
+  });
+}
+
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask) {
+  return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
+    return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, "array", mask.raw(),
+                                                 mlx_array{nullptr}, s);
   });
 }
 

@@ -127,6 +127,8 @@ Array divide(const Array& a, const Array& b);
 Array maximum(const Array& a, const Array& b);
 Array less(const Array& a, const Array& b);
 Array greater(const Array& a, const Array& b);
+Array minimum(const Array& a, const Array& b);
+Array logical_and(const Array& a, const Array& b);
 Array where(const Array& cond, const Array& a, const Array& b);
 Array exp(const Array& a);
 Array log(const Array& a);
@@ -169,6 +171,8 @@ Array rope(const Array& x, int dims, bool traditional, float base, float scale, 
            const Array& freqs);
 // mask_mode: "causal" or "" (no mask).
 Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode);
+// mask: bool, true where a query may attend a key (broadcast to [B, heads, T, S]).
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask);
 
 // mlx.core.random
 Array random_key(uint64_t seed);

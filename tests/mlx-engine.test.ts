@@ -66,6 +66,12 @@ const CASES: Case[] = [
   },
   { name: "gemma2 f32 (sandwich norms, gelu, soft caps 2 and 4)", options: { family: "gemma2", dtype: "float32", seed: 20 }, tolerance: 1e-3 },
   { name: "gemma2 f32, caps off (fused attention path)", options: { family: "gemma2", dtype: "float32", seed: 21, softcaps: { attention: null, final: null } }, tolerance: 1e-3 },
+  { name: "gemma3_text f32 (window 5 on layers 0 and 2, q/k norms, two RoPE bases)", options: { family: "gemma3_text", dtype: "float32", seed: 25 }, tolerance: 1e-3 },
+  {
+    name: "gemma3_text f32, layer_types, window 3",
+    options: { family: "gemma3_text", dtype: "float32", seed: 26, slidingWindow: 3, layerTypes: ["sliding_attention", "full_attention", "sliding_attention"] },
+    tolerance: 1e-3,
+  },
   { name: "llama f32 llama3 rope scaling", options: { family: "llama", dtype: "float32", seed: 5, ropeScaling: LLAMA3_SCALING }, tolerance: 1e-3 },
   { name: "llama f32 tied, sharded", options: { family: "llama", dtype: "float32", seed: 6, tieWordEmbeddings: true, shards: 2 }, tolerance: 1e-3 },
   { name: "llama 4-bit g64", options: { family: "llama", dtype: "float32", seed: 7, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
@@ -73,12 +79,14 @@ const CASES: Case[] = [
   { name: "qwen3 4-bit g64", options: { family: "qwen3", dtype: "float32", seed: 9, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "phi3 4-bit g64 (fused rows sliced from packed weights)", options: { family: "phi3", dtype: "float32", seed: 17, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "gemma2 4-bit g64", options: { family: "gemma2", dtype: "float32", seed: 22, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
+  { name: "gemma3_text 4-bit g64", options: { family: "gemma3_text", dtype: "float32", seed: 27, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "llama 8-bit g32", options: { family: "llama", dtype: "float32", seed: 10, quantize: { bits: 8, groupSize: 32 } }, tolerance: 2e-2 },
   // Half-precision checkpoints (as mlx-community publishes them): MLX computes in float16/bfloat16
   // while the reference computes in float32 over the same rounded weights.
   { name: "llama f16 computed in f16", options: { family: "llama", dtype: "float16", seed: 12 }, tolerance: HALF_TOLERANCE, computeDtype: "float16" },
   { name: "gemma2 bf16 computed in bf16 (soft-capped attention in bf16)", options: { family: "gemma2", dtype: "bfloat16", seed: 23 }, tolerance: BF16_TOLERANCE, computeDtype: "bfloat16" },
   { name: "gemma2 f16 computed in f16", options: { family: "gemma2", dtype: "float16", seed: 24 }, tolerance: HALF_TOLERANCE, computeDtype: "float16" },
+  { name: "gemma3_text f16 computed in f16 (clipped residuals)", options: { family: "gemma3_text", dtype: "float16", seed: 28 }, tolerance: HALF_TOLERANCE, computeDtype: "float16" },
   { name: "qwen3 bf16 computed in bf16", options: { family: "qwen3", dtype: "bfloat16", seed: 13 }, tolerance: BF16_TOLERANCE, computeDtype: "bfloat16" },
   {
     name: "qwen2 4-bit g64, f16 scales, computed in f16",

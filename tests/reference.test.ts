@@ -211,7 +211,7 @@ describe("RoPE frequencies", () => {
 });
 
 describe("tiny models", () => {
-  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"];
   const prompt = [1, 403, 407, 261, 378];
 
   it.each(families)("%s: loads, has the right shapes, finite logits, and does not collapse", (family) => {
@@ -220,7 +220,7 @@ describe("tiny models", () => {
     for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) expect(existsSync(join(dir, f))).toBe(true);
     const m = loadReferenceModel(dir);
     expect(m.config.modelType).toBe(family);
-    expect(m.config.headDim).toBe(family === "qwen3" || family === "gemma2" ? 32 : 16);
+    expect(m.config.headDim).toBe(family === "qwen3" || family.startsWith("gemma") ? 32 : 16);
     const logits = m.forward(prompt);
     expect(logits.length).toBe(prompt.length);
     expect(logits.every((l) => l.length === TINY_VOCAB && l.every(Number.isFinite))).toBe(true);
@@ -229,7 +229,7 @@ describe("tiny models", () => {
     expect(w[qProj].dtype).toBe("F16");
     if (family === "phi3") expect(w[qProj].shape).toEqual([(4 + 2 * 2) * 16, 64]); // fused rows [q; k; v]
     expect("model.layers.0.self_attn.q_proj.bias" in w).toBe(family === "qwen2");
-    expect(w["model.layers.0.self_attn.q_norm.weight"]?.shape).toEqual(family === "qwen3" ? [32] : undefined);
+    expect(w["model.layers.0.self_attn.q_norm.weight"]?.shape).toEqual(family === "qwen3" || family === "gemma3_text" ? [32] : undefined);
     expect(tm.config.model_type).toBe(family);
     const gen = m.greedy(prompt, 12);
     expect(new Set(gen).size).toBeGreaterThanOrEqual(5);

@@ -1,9 +1,24 @@
 #include "decoder.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace mlxnode {
+
+namespace {
+
+// The float nearest to `v` that bfloat16 can hold (round to nearest even on the upper 16 bits).
+float round_to_bfloat16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+}  // namespace
 
 DecoderArgs DecoderArgs::read_common(const ModelConfig& c) {
   DecoderArgs a;
@@ -31,6 +46,7 @@ AttentionArgs DecoderArgs::attention() const {
   r.norm_eps = rms_norm_eps;
   r.query_scale = query_scale;
   r.logit_softcap = attn_logit_softcap;
+  r.norm_plus_one = norm_plus_one;
   return r;
 }
 
@@ -51,16 +67,26 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
   args.validate(c);
   const RoPE rope = RoPE::from_config(c, args.rope_dims > 0 ? args.rope_dims : args.head_dim, args.default_rope_theta);
+  // gemma3's local layers: plain RoPE on their own base, no scaling.
+  RoPE local_rope;
+  local_rope.dims = args.head_dim;
+  local_rope.base = args.local_rope_theta;
+  if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
+    c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
 
   embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
   const bool plus_one = args.norm_plus_one;
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, args.hidden_size, args.rms_norm_eps, plus_one); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
+    const bool sliding = !args.sliding_layers.empty() && args.sliding_layers[i];
+    AttentionArgs attention = args.attention();
+    if (sliding) attention.sliding_window = args.sliding_window;
     TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                           Attention::load(w, p + ".self_attn", args.attention(), rope),
+                           Attention::load(w, p + ".self_attn", attention, sliding ? local_rope : rope),
                            MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
     block.mlp.gelu = args.gelu_mlp;
+    block.clip_residual = args.clip_residual;
     if (args.sandwich_norms) {
       block.pre_feedforward_layernorm = norm_at(p + ".pre_feedforward_layernorm.weight");
       block.post_feedforward_layernorm = norm_at(p + ".post_feedforward_layernorm.weight");
@@ -69,7 +95,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
   }
   norm = norm_at("model.norm.weight");
-  if (args.scale_embeddings) embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
+  if (args.scale_embeddings) {
+    embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
+    if (args.bf16_embed_scale) embed_scale = round_to_bfloat16(embed_scale);
+  }
   final_softcap = args.final_logit_softcap;
   const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
   if (tied) {

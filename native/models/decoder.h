@@ -1,4 +1,4 @@
-// The decoder-only transformer that llama, qwen2, qwen3, phi3 and gemma2 share. In mlx-lm each family file
+// The decoder-only transformer that llama, qwen2, qwen3, phi3, gemma2 and gemma3 share. In mlx-lm each family file
 // repeats it (the inner <Family>Model and the outer Model: embed, pre-norm blocks, norm, tied or
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
@@ -43,6 +43,12 @@ struct DecoderArgs {
   float query_scale = 0;                // 0: 1/sqrt(head_dim)
   float attn_logit_softcap = 0;         // 0: none
   float final_logit_softcap = 0;        // 0: none
+  // gemma3: local (sliding-window) layers with their own RoPE base; the others are global
+  std::vector<bool> sliding_layers;     // empty: every layer global
+  int sliding_window = 0;
+  float local_rope_theta = 0;
+  bool bf16_embed_scale = false;        // sqrt(hidden_size) rounded to bfloat16 first (as Gemma 3)
+  bool clip_residual = false;           // float16 residuals summed in float32 and clipped
 
   static DecoderArgs read_common(const ModelConfig& c);
   AttentionArgs attention() const;

@@ -12,6 +12,7 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"qwen3", make_qwen3},
     {"phi3", make_phi3},
     {"gemma2", make_gemma2},
+    {"gemma3_text", make_gemma3_text},
 };
 
 }  // namespace

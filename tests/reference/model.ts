@@ -1,4 +1,4 @@
-// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 / gemma2 decoders, used as the
+// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 / gemma2 / gemma3_text decoders, used as the
 // ground truth for the native engine. Deliberately naive: full recompute every call, no KV
 // cache, float64 accumulation with float32 storage between ops (like a float32 numpy ref).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { readSafetensors, type DecodedTensor } from "./safetensors.js";
 import { dequantize } from "./quantize.js";
 
-export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2";
+export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2" | "gemma3_text";
 
 export interface RopeScaling {
   type: "default" | "linear" | "llama3" | "longrope";
@@ -42,6 +42,10 @@ export interface ReferenceConfig {
   queryScale: number;
   attnLogitSoftcap: number;
   finalLogitSoftcap: number;
+  /** gemma3_text: per layer, whether it is local (attends to the last `slidingWindow` positions, RoPE base `localRopeTheta`). */
+  slidingLayers: boolean[];
+  slidingWindow: number;
+  localRopeTheta: number;
 }
 
 /** Parse a HF config.json object (with mlx-lm's optional `quantization` block). */
@@ -52,7 +56,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     return v;
   };
   const modelType = raw.model_type as Family;
-  if (!["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
+  if (!["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
   const numHeads = num("num_attention_heads");
   const hiddenSize = num("hidden_size");
   let ropeScaling: RopeScaling | null = null;
@@ -97,10 +101,17 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     ropeScaling,
     tieWordEmbeddings: raw.tie_word_embeddings as boolean | undefined,
     quantization: (raw.quantization ?? raw.quantization_config ?? null) as Record<string, unknown> | null,
-    queryScale: modelType === "gemma2" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 144)) : 1 / Math.sqrt(headDim),
+    queryScale: modelType === "gemma2" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 144))
+      : modelType === "gemma3_text" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 256)) : 1 / Math.sqrt(headDim),
+    slidingLayers: modelType !== "gemma3_text" ? [] : Array.isArray(raw.layer_types)
+      ? (raw.layer_types as string[]).map((t) => t === "sliding_attention")
+      : Array.from({ length: num("num_hidden_layers") }, (_, i) => (i + 1) % num("sliding_window_pattern", 6) !== 0),
+    slidingWindow: modelType === "gemma3_text" ? num("sliding_window", 512) : 0,
+    localRopeTheta: num("rope_local_base_freq", 10000),
     // HF Gemma2Config: 50 and 30 when absent, null to switch a cap off.
     attnLogitSoftcap: modelType === "gemma2" ? ((raw.attn_logit_softcapping === undefined ? 50 : raw.attn_logit_softcapping) as number | null) ?? 0 : 0,
-    finalLogitSoftcap: modelType === "gemma2" ? ((raw.final_logit_softcapping === undefined ? 30 : raw.final_logit_softcapping) as number | null) ?? 0 : 0,
+    finalLogitSoftcap: modelType === "gemma2" ? ((raw.final_logit_softcapping === undefined ? 30 : raw.final_logit_softcapping) as number | null) ?? 0
+      : modelType === "gemma3_text" ? ((raw.final_logit_softcapping ?? 0) as number) : 0,
   };
 }
 
@@ -195,6 +206,14 @@ function linear(x: Float32Array, T: number, W: { shape: number[]; data: Float32A
   return y;
 }
 
+/** The number nearest to `v` that bfloat16 holds (round to nearest even on the upper 16 bits of float32). */
+function bf16Round(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer);
+  u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
+  return f[0];
+}
+
 /** GELU with the tanh approximation (PyTorch's gelu(approximate="tanh")). */
 function geluTanh(v: number): number {
   return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
@@ -258,6 +277,8 @@ export class ReferenceModel {
 
   /** longrope's attention factor on the rotated features (1 otherwise). */
   readonly ropeGain: number;
+  /** gemma3_text local layers: plain RoPE on rope_local_base_freq. */
+  readonly localInvFreq: Float64Array;
 
   /** @param contextSize the KV cache size the engine is loaded with (longrope picks its factors by it). */
   constructor(
@@ -271,6 +292,7 @@ export class ReferenceModel {
     // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent
     // (Gemma always ties).
     const tied = config.modelType === "gemma2" || (config.tieWordEmbeddings ?? !head);
+    this.localInvFreq = ropeInvFreq(config.headDim, config.localRopeTheta, null);
     const lm = tied ? weights.get("model.embed_tokens.weight") : head;
     if (!lm) throw new Error(tied ? "missing model.embed_tokens.weight" : "missing lm_head.weight (tie_word_embeddings is false)");
     this.lmHead = lm;
@@ -296,7 +318,7 @@ export class ReferenceModel {
     const nKv = c.numKvHeads;
     const groupsPerKv = nH / nKv;
     const scale = c.queryScale;
-    const gemma = c.modelType === "gemma2";
+    const gemma = c.modelType === "gemma2" || c.modelType === "gemma3_text";
     // Gemma's RMSNorm multiplies by (1 + weight).
     const normW = (name: string): Float32Array => (gemma ? this.w(name).data.map((v) => 1 + v) : this.w(name).data);
     const softcap = (v: number, cap: number): number => (cap > 0 ? cap * Math.tanh(v / cap) : v);
@@ -306,7 +328,9 @@ export class ReferenceModel {
       if (tok < 0 || tok >= c.vocabSize) throw new Error(`token ${tok} out of range`);
       x.set(emb.subarray(tok * D, tok * D + D), t * D);
     });
-    if (gemma) for (let i = 0; i < x.length; i++) x[i] *= Math.sqrt(D);
+    // Gemma 3 rounds the scale through bfloat16 (sqrt(64) = 8 is exact either way; 1152 is not).
+    const embedScale = c.modelType === "gemma3_text" ? bf16Round(Math.sqrt(D)) : Math.sqrt(D);
+    if (gemma) for (let i = 0; i < x.length; i++) x[i] *= embedScale;
 
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}.`;
@@ -324,10 +348,14 @@ export class ReferenceModel {
       const qn = this.opt(p + "self_attn.q_norm.weight");
       const kn = this.opt(p + "self_attn.k_norm.weight");
       if (c.modelType === "qwen3" && (!qn || !kn)) throw new Error(`${p}: qwen3 needs q_norm/k_norm`);
-      const qr = qn ? rmsNorm(q, hd, qn, c.rmsNormEps) : q;
-      const kr = kn ? rmsNorm(k, hd, kn, c.rmsNormEps) : k;
-      rope(qr, T, nH, hd, this.invFreq, c.ropeDims, this.ropeGain);
-      rope(kr, T, nKv, hd, this.invFreq, c.ropeDims, this.ropeGain);
+      const plusOne = (w?: Float32Array) => (w && c.modelType === "gemma3_text" ? w.map((v) => 1 + v) : w);
+      const qr = qn ? rmsNorm(q, hd, plusOne(qn)!, c.rmsNormEps) : q;
+      const kr = kn ? rmsNorm(k, hd, plusOne(kn)!, c.rmsNormEps) : k;
+      const local = c.slidingLayers[l] === true;
+      rope(qr, T, nH, hd, local ? this.localInvFreq : this.invFreq, local ? hd : c.ropeDims, this.ropeGain);
+      rope(kr, T, nKv, hd, local ? this.localInvFreq : this.invFreq, local ? hd : c.ropeDims, this.ropeGain);
+      // A local layer's query at t sees keys t - window < s <= t.
+      const first = (t: number) => (local ? Math.max(0, t - c.slidingWindow + 1) : 0);
 
       const attn = new Float32Array(T * nH * hd);
       const scores = new Float64Array(T);
@@ -336,7 +364,7 @@ export class ReferenceModel {
         for (let t = 0; t < T; t++) {
           const qo = (t * nH + hh) * hd;
           let mx = -Infinity;
-          for (let s = 0; s <= t; s++) {
+          for (let s = first(t); s <= t; s++) {
             const ko = (s * nKv + kvh) * hd;
             let dot = 0;
             for (let i = 0; i < hd; i++) dot += qr[qo + i] * kr[ko + i];
@@ -344,10 +372,10 @@ export class ReferenceModel {
             if (scores[s] > mx) mx = scores[s];
           }
           let sum = 0;
-          for (let s = 0; s <= t; s++) sum += scores[s] = Math.exp(scores[s] - mx);
+          for (let s = first(t); s <= t; s++) sum += scores[s] = Math.exp(scores[s] - mx);
           for (let i = 0; i < hd; i++) {
             let acc = 0;
-            for (let s = 0; s <= t; s++) acc += scores[s] * v[(s * nKv + kvh) * hd + i];
+            for (let s = first(t); s <= t; s++) acc += scores[s] * v[(s * nKv + kvh) * hd + i];
             attn[qo + i] = acc / sum;
           }
         }

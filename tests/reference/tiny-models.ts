@@ -34,6 +34,9 @@ export interface TinyModelOptions {
   partialRotaryFactor?: number;
   /** Default 2048. */
   maxPositionEmbeddings?: number;
+  /** gemma3_text only: sliding_window (default 5) and layer_types (default: sliding_window_pattern 2). */
+  slidingWindow?: number;
+  layerTypes?: ("sliding_attention" | "full_attention")[];
   /** gemma2 only: attn_logit_softcapping and final_logit_softcapping (null: off). Defaults 2 and 4. */
   softcaps?: { attention: number | null; final: number | null };
   /** phi3 only (longrope's boundary between short and long factors). Default 2048. */
@@ -74,7 +77,7 @@ export function makeRng(seed: number): { uniform(): number; normal(): number } {
 
 function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: boolean): Record<string, unknown> {
   const qwen = o.family === "qwen2" || o.family === "qwen3";
-  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM", gemma2: "Gemma2ForCausalLM" }[o.family];
+  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM", gemma2: "Gemma2ForCausalLM", gemma3_text: "Gemma3ForCausalLM" }[o.family];
   const c: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.family,
@@ -109,6 +112,15 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
     });
     c.tie_word_embeddings = true;
   }
+  if (o.family === "gemma3_text") {
+    // A 5-token window over 3 layers (local, global, local) so a 12-token prompt crosses it.
+    Object.assign(c, {
+      head_dim: headDim, query_pre_attn_scalar: 24, sliding_window: o.slidingWindow ?? 5, rope_local_base_freq: 10000.0,
+      hidden_activation: "gelu_pytorch_tanh", attn_logit_softcapping: null, final_logit_softcapping: null,
+      ...(o.layerTypes ? { layer_types: o.layerTypes } : { sliding_window_pattern: 2 }),
+    });
+    c.tie_word_embeddings = true;
+  }
   if (o.family === "phi3") {
     Object.assign(c, { original_max_position_embeddings: o.originalMaxPositionEmbeddings ?? 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
   }
@@ -124,8 +136,9 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   const rng = makeRng(o.seed);
   const L = o.numLayers ?? 3;
   const inter = o.intermediateSize ?? 128;
-  const headDim = o.family === "qwen3" || o.family === "gemma2" ? 32 : HIDDEN / HEADS;
-  const tied = o.family === "gemma2" || (o.tieWordEmbeddings ?? false);
+  const gemma = o.family === "gemma2" || o.family === "gemma3_text";
+  const headDim = o.family === "qwen3" || gemma ? 32 : HIDDEN / HEADS;
+  const tied = gemma || (o.tieWordEmbeddings ?? false);
   const config = buildConfig(o, headDim, inter, tied);
 
   // Float weights in generation order (fixed, so a given seed always gives the same model).
@@ -141,11 +154,11 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   const outStd = tied ? 0.5 : 0.15;
   // Gemma multiplies embeddings by sqrt(hidden) on the way in: divided here, they enter at the
   // other tied models' 0.2 (and the tied head stays small enough not to repeat the input token).
-  gen("model.embed_tokens.weight", [TINY_VOCAB, HIDDEN], o.family === "gemma2" ? 0.2 / Math.sqrt(HIDDEN) : tied ? 0.2 : 0.3);
+  gen("model.embed_tokens.weight", [TINY_VOCAB, HIDDEN], gemma ? 0.2 / Math.sqrt(HIDDEN) : tied ? 0.2 : 0.3);
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
     // Gemma stores norm weights as w - 1 (it scales by 1 + w).
-    const normMean = o.family === "gemma2" ? 0 : 1;
+    const normMean = gemma ? 0 : 1;
     gen(p + "input_layernorm.weight", [HIDDEN], 0.1, normMean);
     if (o.family === "phi3") {
       gen(p + "self_attn.qkv_proj.weight", [(HEADS + 2 * KV_HEADS) * headDim, HIDDEN], 0.15); // rows [q; k; v]
@@ -159,15 +172,15 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
       gen(p + "self_attn.k_proj.bias", [KV_HEADS * headDim], 0.1);
       gen(p + "self_attn.v_proj.bias", [KV_HEADS * headDim], 0.1);
     }
-    if (o.family === "qwen3") {
+    if (o.family === "qwen3" || o.family === "gemma3_text") {
       // Gain ~2 sharpens attention; with unit q/k norms attention is near-uniform and
-      // greedy output often locks onto one token.
-      gen(p + "self_attn.q_norm.weight", [headDim], 0.2, 2);
-      gen(p + "self_attn.k_norm.weight", [headDim], 0.2, 2);
+      // greedy output often locks onto one token. (Gemma stores the gain minus 1.)
+      gen(p + "self_attn.q_norm.weight", [headDim], 0.2, o.family === "gemma3_text" ? 1 : 2);
+      gen(p + "self_attn.k_norm.weight", [headDim], 0.2, o.family === "gemma3_text" ? 1 : 2);
     }
     gen(p + "self_attn.o_proj.weight", [HIDDEN, HEADS * headDim], outStd);
     gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, normMean);
-    if (o.family === "gemma2") {
+    if (gemma) {
       gen(p + "pre_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
       gen(p + "post_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
     }
@@ -179,7 +192,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
     }
     gen(p + "mlp.down_proj.weight", [HIDDEN, inter], outStd);
   }
-  gen("model.norm.weight", [HIDDEN], 0.1, (tied ? 1.5 : 1) - (o.family === "gemma2" ? 1 : 0)); // keeps tied logits spread
+  gen("model.norm.weight", [HIDDEN], 0.1, (tied ? 1.5 : 1) - (gemma ? 1 : 0)); // keeps tied logits spread
   if (!tied) gen("lm_head.weight", [TINY_VOCAB, HIDDEN], 0.3);
 
   const stDtype = ({ float32: "F32", float16: "F16", bfloat16: "BF16" } as const)[o.dtype];
