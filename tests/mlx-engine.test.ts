@@ -52,6 +52,7 @@ const CASES: Case[] = [
   { name: "qwen2 f32 (qkv bias)", options: { family: "qwen2", dtype: "float32", seed: 3 }, tolerance: 1e-3 },
   { name: "qwen3 f32 (q/k norm)", options: { family: "qwen3", dtype: "float32", seed: 4 }, tolerance: 1e-3 },
   { name: "phi3 f32 (fused qkv and gate_up)", options: { family: "phi3", dtype: "float32", seed: 15 }, tolerance: 1e-3 },
+  { name: "phi3 f32 sliding window 6 (as HF applies Phi-3-mini's 2047)", options: { family: "phi3", dtype: "float32", seed: 29, slidingWindow: 6 }, tolerance: 1e-3 },
   { name: "phi3 f32 partial rotary 0.5", options: { family: "phi3", dtype: "float32", seed: 16, partialRotaryFactor: 0.5 }, tolerance: 1e-3 },
   {
     name: "phi3 f32 longrope, long factors (context 256 > original 64)",

@@ -67,7 +67,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
   args.validate(c);
   const RoPE rope = RoPE::from_config(c, args.rope_dims > 0 ? args.rope_dims : args.head_dim, args.default_rope_theta);
-  // gemma3's local layers: plain RoPE on their own base, no scaling.
+  // gemma3's local layers: plain RoPE on their own base, no scaling. Used when local_rope_theta > 0.
   RoPE local_rope;
   local_rope.dims = args.head_dim;
   local_rope.base = args.local_rope_theta;
@@ -82,8 +82,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     const bool sliding = !args.sliding_layers.empty() && args.sliding_layers[i];
     AttentionArgs attention = args.attention();
     if (sliding) attention.sliding_window = args.sliding_window;
+    // local_rope_theta 0: sliding layers keep the model's RoPE (phi3's window on every layer).
+    const bool own_rope = sliding && args.local_rope_theta > 0;
     TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                           Attention::load(w, p + ".self_attn", attention, sliding ? local_rope : rope),
+                           Attention::load(w, p + ".self_attn", attention, own_rope ? local_rope : rope),
                            MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
     block.mlp.gelu = args.gelu_mlp;
     block.clip_residual = args.clip_residual;

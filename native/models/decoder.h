@@ -46,7 +46,7 @@ struct DecoderArgs {
   // gemma3: local (sliding-window) layers with their own RoPE base; the others are global
   std::vector<bool> sliding_layers;     // empty: every layer global
   int sliding_window = 0;
-  float local_rope_theta = 0;
+  float local_rope_theta = 0;           // 0: sliding layers use the model's RoPE
   bool bf16_embed_scale = false;        // sqrt(hidden_size) rounded to bfloat16 first (as Gemma 3)
   bool clip_residual = false;           // float16 residuals summed in float32 and clipped
 

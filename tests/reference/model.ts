@@ -103,10 +103,12 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     quantization: (raw.quantization ?? raw.quantization_config ?? null) as Record<string, unknown> | null,
     queryScale: modelType === "gemma2" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 144))
       : modelType === "gemma3_text" ? 1 / Math.sqrt(num("query_pre_attn_scalar", 256)) : 1 / Math.sqrt(headDim),
-    slidingLayers: modelType !== "gemma3_text" ? [] : Array.isArray(raw.layer_types)
+    // phi3: HF's sliding_window applies to every layer.
+    slidingLayers: modelType === "phi3" ? Array.from({ length: typeof raw.sliding_window === "number" ? num("num_hidden_layers") : 0 }, () => true)
+      : modelType !== "gemma3_text" ? [] : Array.isArray(raw.layer_types)
       ? (raw.layer_types as string[]).map((t) => t === "sliding_attention")
       : Array.from({ length: num("num_hidden_layers") }, (_, i) => (i + 1) % num("sliding_window_pattern", 6) !== 0),
-    slidingWindow: modelType === "gemma3_text" ? num("sliding_window", 512) : 0,
+    slidingWindow: modelType === "gemma3_text" ? num("sliding_window", 512) : modelType === "phi3" && typeof raw.sliding_window === "number" ? raw.sliding_window : 0,
     localRopeTheta: num("rope_local_base_freq", 10000),
     // HF Gemma2Config: 50 and 30 when absent, null to switch a cap off.
     attnLogitSoftcap: modelType === "gemma2" ? ((raw.attn_logit_softcapping === undefined ? 50 : raw.attn_logit_softcapping) as number | null) ?? 0 : 0,
@@ -352,8 +354,9 @@ export class ReferenceModel {
       const qr = qn ? rmsNorm(q, hd, plusOne(qn)!, c.rmsNormEps) : q;
       const kr = kn ? rmsNorm(k, hd, plusOne(kn)!, c.rmsNormEps) : k;
       const local = c.slidingLayers[l] === true;
-      rope(qr, T, nH, hd, local ? this.localInvFreq : this.invFreq, local ? hd : c.ropeDims, this.ropeGain);
-      rope(kr, T, nKv, hd, local ? this.localInvFreq : this.invFreq, local ? hd : c.ropeDims, this.ropeGain);
+      const ownRope = local && c.modelType === "gemma3_text"; // phi3's windowed layers keep the model's RoPE
+      rope(qr, T, nH, hd, ownRope ? this.localInvFreq : this.invFreq, ownRope ? hd : c.ropeDims, this.ropeGain);
+      rope(kr, T, nKv, hd, ownRope ? this.localInvFreq : this.invFreq, ownRope ? hd : c.ropeDims, this.ropeGain);
       // A local layer's query at t sees keys t - window < s <= t.
       const first = (t: number) => (local ? Math.max(0, t - c.slidingWindow + 1) : 0);
 

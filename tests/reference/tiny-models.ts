@@ -34,7 +34,7 @@ export interface TinyModelOptions {
   partialRotaryFactor?: number;
   /** Default 2048. */
   maxPositionEmbeddings?: number;
-  /** gemma3_text only: sliding_window (default 5) and layer_types (default: sliding_window_pattern 2). */
+  /** gemma3_text: sliding_window (default 5) and layer_types (default: sliding_window_pattern 2); phi3: sliding_window (default none). */
   slidingWindow?: number;
   layerTypes?: ("sliding_attention" | "full_attention")[];
   /** gemma2 only: attn_logit_softcapping and final_logit_softcapping (null: off). Defaults 2 and 4. */
@@ -123,6 +123,7 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
   }
   if (o.family === "phi3") {
     Object.assign(c, { original_max_position_embeddings: o.originalMaxPositionEmbeddings ?? 2048, partial_rotary_factor: o.partialRotaryFactor ?? 1 });
+    if (o.slidingWindow !== undefined) c.sliding_window = o.slidingWindow;
   }
   if (o.quantize) {
     // mlx-lm writes both keys with the same content.
