@@ -65,6 +65,8 @@ const CASES: Case[] = [
     tolerance: 1e-3,
     contextSize: 64,
   },
+  { name: "gemma f32 ((1 + w) norms, scaled embeddings, gelu, tied)", options: { family: "gemma", dtype: "float32", seed: 30 }, tolerance: 1e-3 },
+  { name: "gemma 4-bit g64", options: { family: "gemma", dtype: "float32", seed: 31, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "gemma2 f32 (sandwich norms, gelu, soft caps 2 and 4)", options: { family: "gemma2", dtype: "float32", seed: 20 }, tolerance: 1e-3 },
   { name: "gemma2 f32, caps off (fused attention path)", options: { family: "gemma2", dtype: "float32", seed: 21, softcaps: { attention: null, final: null } }, tolerance: 1e-3 },
   { name: "gemma3_text f32 (window 5 on layers 0 and 2, q/k norms, two RoPE bases)", options: { family: "gemma3_text", dtype: "float32", seed: 25 }, tolerance: 1e-3 },

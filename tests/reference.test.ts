@@ -211,7 +211,7 @@ describe("RoPE frequencies", () => {
 });
 
 describe("tiny models", () => {
-  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"];
+  const families: Family[] = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text"];
   const prompt = [1, 403, 407, 261, 378];
 
   it.each(families)("%s: loads, has the right shapes, finite logits, and does not collapse", (family) => {

@@ -11,6 +11,7 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"qwen2", make_qwen2},
     {"qwen3", make_qwen3},
     {"phi3", make_phi3},
+    {"gemma", make_gemma},
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
 };

@@ -30,13 +30,14 @@ using ModelFactory = std::unique_ptr<Model> (*)(const ModelConfig& config, Weigh
 
 // nullptr when model_type is unknown.
 ModelFactory find_model_factory(const std::string& model_type);
-std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text"
+std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text"
 
 // The families (models/<family>.cpp).
 std::unique_ptr<Model> make_llama(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_qwen2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_qwen3(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_phi3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3_text(const ModelConfig& config, Weights& weights);
 

@@ -1,4 +1,4 @@
-// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 / gemma2 / gemma3_text decoders, used as the
+// Plain TypeScript forward pass for llama / mistral / qwen2 / qwen3 / phi3 / gemma / gemma2 / gemma3_text decoders, used as the
 // ground truth for the native engine. Deliberately naive: full recompute every call, no KV
 // cache, float64 accumulation with float32 storage between ops (like a float32 numpy ref).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { readSafetensors, type DecodedTensor } from "./safetensors.js";
 import { dequantize } from "./quantize.js";
 
-export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma2" | "gemma3_text";
+export type Family = "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3_text";
 
 export interface RopeScaling {
   type: "default" | "linear" | "llama3" | "longrope";
@@ -56,7 +56,7 @@ export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
     return v;
   };
   const modelType = raw.model_type as Family;
-  if (!["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
+  if (!["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text"].includes(modelType)) throw new Error(`unsupported model_type ${String(modelType)}`);
   const numHeads = num("num_attention_heads");
   const hiddenSize = num("hidden_size");
   let ropeScaling: RopeScaling | null = null;
@@ -293,7 +293,7 @@ export class ReferenceModel {
     const head = weights.get("lm_head.weight");
     // mlx-lm drops lm_head when tied; HF may still store it. Tie when asked or when absent
     // (Gemma always ties).
-    const tied = config.modelType === "gemma2" || (config.tieWordEmbeddings ?? !head);
+    const tied = config.modelType === "gemma" || config.modelType === "gemma2" || (config.tieWordEmbeddings ?? !head);
     this.localInvFreq = ropeInvFreq(config.headDim, config.localRopeTheta, null);
     const lm = tied ? weights.get("model.embed_tokens.weight") : head;
     if (!lm) throw new Error(tied ? "missing model.embed_tokens.weight" : "missing lm_head.weight (tie_word_embeddings is false)");
@@ -320,7 +320,8 @@ export class ReferenceModel {
     const nKv = c.numKvHeads;
     const groupsPerKv = nH / nKv;
     const scale = c.queryScale;
-    const gemma = c.modelType === "gemma2" || c.modelType === "gemma3_text";
+    const gemma = c.modelType.startsWith("gemma");
+    const sandwich = c.modelType === "gemma2" || c.modelType === "gemma3_text";
     // Gemma's RMSNorm multiplies by (1 + weight).
     const normW = (name: string): Float32Array => (gemma ? this.w(name).data.map((v) => 1 + v) : this.w(name).data);
     const softcap = (v: number, cap: number): number => (cap > 0 ? cap * Math.tanh(v / cap) : v);
@@ -386,10 +387,10 @@ export class ReferenceModel {
       let o = linear(attn, T, this.w(p + "self_attn.o_proj.weight"), this.opt(p + "self_attn.o_proj.bias"));
       // gemma2's sandwich norms: post_attention_layernorm is on the attention output, and the
       // MLP has norms of its own on both sides.
-      if (gemma) o = rmsNorm(o, D, normW(p + "post_attention_layernorm.weight"), c.rmsNormEps);
+      if (sandwich) o = rmsNorm(o, D, normW(p + "post_attention_layernorm.weight"), c.rmsNormEps);
       for (let i = 0; i < x.length; i++) x[i] += o[i];
 
-      const h2 = rmsNorm(x, D, normW(p + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")), c.rmsNormEps);
+      const h2 = rmsNorm(x, D, normW(p + (sandwich ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")), c.rmsNormEps);
       let gate: Float32Array, up: Float32Array;
       if (c.modelType === "phi3") {
         // Fused [gate | up] columns.
@@ -400,7 +401,7 @@ export class ReferenceModel {
       }
       for (let i = 0; i < gate.length; i++) gate[i] = (gemma ? geluTanh(gate[i]) : gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
       let down = linear(gate, T, this.w(p + "mlp.down_proj.weight"), this.opt(p + "mlp.down_proj.bias"));
-      if (gemma) down = rmsNorm(down, D, normW(p + "post_feedforward_layernorm.weight"), c.rmsNormEps);
+      if (sandwich) down = rmsNorm(down, D, normW(p + "post_feedforward_layernorm.weight"), c.rmsNormEps);
       for (let i = 0; i < x.length; i++) x[i] += down[i];
     }
 

@@ -77,7 +77,7 @@ export function makeRng(seed: number): { uniform(): number; normal(): number } {
 
 function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: boolean): Record<string, unknown> {
   const qwen = o.family === "qwen2" || o.family === "qwen3";
-  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM", gemma2: "Gemma2ForCausalLM", gemma3_text: "Gemma3ForCausalLM" }[o.family];
+  const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", phi3: "Phi3ForCausalLM", gemma: "GemmaForCausalLM", gemma2: "Gemma2ForCausalLM", gemma3_text: "Gemma3ForCausalLM" }[o.family];
   const c: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.family,
@@ -104,6 +104,10 @@ function buildConfig(o: TinyModelOptions, headDim: number, inter: number, tied: 
   if (o.family === "mistral") Object.assign(c, { head_dim: headDim, sliding_window: null });
   if (o.family === "qwen2") Object.assign(c, { use_sliding_window: false, sliding_window: 32768, max_window_layers: c.num_hidden_layers });
   // Phi-3 mini 4k's keys; a partial rotary factor as Phi-4-mini has (0.75) exercises partial RoPE.
+  if (o.family === "gemma") {
+    Object.assign(c, { head_dim: headDim, hidden_act: "gelu", hidden_activation: "gelu_pytorch_tanh" });
+    c.tie_word_embeddings = true;
+  }
   if (o.family === "gemma2") {
     // Small caps so the tiny model's scores and logits reach the tanh's bend (real ones: 50 and 30).
     Object.assign(c, {
@@ -137,7 +141,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
   const rng = makeRng(o.seed);
   const L = o.numLayers ?? 3;
   const inter = o.intermediateSize ?? 128;
-  const gemma = o.family === "gemma2" || o.family === "gemma3_text";
+  const gemma = o.family.startsWith("gemma");
   const headDim = o.family === "qwen3" || gemma ? 32 : HIDDEN / HEADS;
   const tied = gemma || (o.tieWordEmbeddings ?? false);
   const config = buildConfig(o, headDim, inter, tied);
@@ -181,7 +185,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
     }
     gen(p + "self_attn.o_proj.weight", [HIDDEN, HEADS * headDim], outStd);
     gen(p + "post_attention_layernorm.weight", [HIDDEN], 0.1, normMean);
-    if (gemma) {
+    if (o.family === "gemma2" || o.family === "gemma3_text") {
       gen(p + "pre_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
       gen(p + "post_feedforward_layernorm.weight", [HIDDEN], 0.1, 0);
     }
