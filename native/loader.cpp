@@ -258,6 +258,28 @@ void Weights::ignore(const std::string& name) {
   if (it != tensors_.end()) it->second.used = true;
 }
 
+void Weights::ignore_prefix(const std::string& prefix) {
+  for (auto& [name, e] : tensors_)
+    if (name.compare(0, prefix.size(), prefix) == 0) e.used = true;
+}
+
+void Weights::rename_prefix(const std::string& from, const std::string& to) {
+  std::map<std::string, Entry> renamed;
+  for (auto& [name, e] : tensors_) {
+    const bool match = name.compare(0, from.size(), from) == 0;
+    renamed.emplace(match ? to + name.substr(from.size()) : name, std::move(e));
+  }
+  tensors_ = std::move(renamed);
+  if (quant_json_.is_object()) {
+    json overrides = json::object();
+    for (auto it = quant_json_.begin(); it != quant_json_.end(); ++it) {
+      const std::string& key = it.key();
+      overrides[key.compare(0, from.size(), from) == 0 ? to + key.substr(from.size()) : key] = it.value();
+    }
+    quant_json_ = std::move(overrides);
+  }
+}
+
 std::optional<QuantParams> Weights::quantization(const std::string& prefix) const {
   if (!has(prefix + ".scales")) return std::nullopt;
   if (!quant_) fail(prefix + ".scales", "exists but config.json has no quantization settings");

@@ -67,6 +67,11 @@ class Weights {
   Array take_packed(const std::string& name, const std::vector<int>& shape);
   // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq).
   void ignore(const std::string& name);
+  // Marks every tensor under `prefix` as dropped (a multimodal checkpoint's vision tower).
+  void ignore_prefix(const std::string& prefix);
+  // Renames tensors (and per-module quantization overrides) starting with `from` to start with
+  // `to` instead: a text model nested in a multimodal checkpoint ("language_model.model.*").
+  void rename_prefix(const std::string& from, const std::string& to);
 
   // Quantization of the module at `prefix` ("model.layers.0.mlp.up_proj"): nullopt when
   // `<prefix>.scales` is absent; else the per-module override in config `quantization`, or

@@ -82,6 +82,11 @@ const CASES: Case[] = [
   { name: "qwen3 4-bit g64", options: { family: "qwen3", dtype: "float32", seed: 9, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "phi3 4-bit g64 (fused rows sliced from packed weights)", options: { family: "phi3", dtype: "float32", seed: 17, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "gemma2 4-bit g64", options: { family: "gemma2", dtype: "float32", seed: 22, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
+  {
+    name: "gemma3 multimodal checkpoint, 4-bit, run as its text model",
+    options: { family: "gemma3_text", dtype: "float32", seed: 32, quantize: { bits: 4, groupSize: 64 }, multimodal: true },
+    tolerance: 2e-2,
+  },
   { name: "gemma3_text 4-bit g64", options: { family: "gemma3_text", dtype: "float32", seed: 27, quantize: { bits: 4, groupSize: 64 } }, tolerance: 2e-2 },
   { name: "llama 8-bit g32", options: { family: "llama", dtype: "float32", seed: 10, quantize: { bits: 8, groupSize: 32 } }, tolerance: 2e-2 },
   // Half-precision checkpoints (as mlx-community publishes them): MLX computes in float16/bfloat16

@@ -14,6 +14,7 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"gemma", make_gemma},
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
+    {"gemma3", make_gemma3},  // multimodal checkpoint, run as its text model
 };
 
 }  // namespace

@@ -30,7 +30,7 @@ using ModelFactory = std::unique_ptr<Model> (*)(const ModelConfig& config, Weigh
 
 // nullptr when model_type is unknown.
 ModelFactory find_model_factory(const std::string& model_type);
-std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text"
+std::string supported_model_types();  // "llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3"
 
 // The families (models/<family>.cpp).
 std::unique_ptr<Model> make_llama(const ModelConfig& config, Weights& weights);
@@ -40,5 +40,6 @@ std::unique_ptr<Model> make_phi3(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3_text(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma3(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode

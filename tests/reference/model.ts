@@ -48,8 +48,23 @@ export interface ReferenceConfig {
   localRopeTheta: number;
 }
 
+/** mlx-lm's defaults for what a multimodal gemma3 config's text_config leaves out. */
+const GEMMA3_TEXT_DEFAULTS: Record<string, unknown> = {
+  hidden_size: 1152, num_hidden_layers: 26, intermediate_size: 6912, num_attention_heads: 8, num_key_value_heads: 4,
+  head_dim: 256, rms_norm_eps: 1e-6, rope_theta: 1e6, rope_local_base_freq: 10000, query_pre_attn_scalar: 256,
+  sliding_window: 512, sliding_window_pattern: 6, max_position_embeddings: 32768,
+};
+
 /** Parse a HF config.json object (with mlx-lm's optional `quantization` block). */
-export function parseConfig(raw: Record<string, unknown>): ReferenceConfig {
+export function parseConfig(outer: Record<string, unknown>): ReferenceConfig {
+  // A multimodal gemma3 checkpoint runs as its text model (mlx-lm's models/gemma3.py).
+  const raw: Record<string, unknown> = outer.model_type !== "gemma3" ? outer : {
+    ...GEMMA3_TEXT_DEFAULTS,
+    ...Object.fromEntries(Object.entries(outer.text_config as Record<string, unknown>).filter(([, v]) => v !== null)),
+    vocab_size: outer.vocab_size ?? 262208,
+    model_type: "gemma3_text",
+    quantization: outer.quantization ?? outer.quantization_config,
+  };
   const num = (k: string, d?: number): number => {
     const v = raw[k] ?? d;
     if (typeof v !== "number") throw new Error(`config.json: missing numeric ${k}`);
@@ -164,17 +179,21 @@ export function loadWeights(dir: string, config: ReferenceConfig): Weights {
   for (const f of files) for (const [k, v] of Object.entries(readSafetensors(join(dir, f)))) raw.set(k, v);
 
   const out: Weights = new Map();
-  for (const [name, t] of raw) {
-    if (name.endsWith(".scales") || name.endsWith(".biases")) continue;
+  for (const [stored, t] of raw) {
+    if (stored.endsWith(".scales") || stored.endsWith(".biases")) continue;
+    // Multimodal gemma3: the text model's tensors under language_model., the vision tower unread.
+    if (stored.startsWith("vision_tower.") || stored.startsWith("multi_modal_projector.")) continue;
+    const name = stored.startsWith("language_model.") ? stored.slice("language_model.".length) : stored;
+    const storedBase = stored.slice(0, stored.lastIndexOf("."));
     const base = name.slice(0, name.lastIndexOf("."));
-    const scales = raw.get(`${base}.scales`);
+    const scales = raw.get(`${storedBase}.scales`);
     if (name.endsWith(".weight") && scales) {
-      const biases = raw.get(`${base}.biases`);
+      const biases = raw.get(`${storedBase}.biases`);
       if (!biases || !(t.data instanceof Uint32Array)) throw new Error(`${base}: malformed quantized layer`);
       // mlx-lm allows per-layer overrides: quantization["model.layers.0.mlp.down_proj"] = {bits, group_size}.
       const q = config.quantization;
       if (!q) throw new Error(`${base} is quantized but config.json has no quantization block`);
-      const per = (q[base] ?? q) as { bits: number; group_size: number };
+      const per = (q[storedBase] ?? q) as { bits: number; group_size: number };
       const rows = t.shape[0];
       const cols = (t.shape[1] * 32) / per.bits;
       if (cols / per.group_size !== scales.shape[1]) throw new Error(`${base}: scales shape does not match bits/group_size`);

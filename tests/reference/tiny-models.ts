@@ -37,6 +37,8 @@ export interface TinyModelOptions {
   /** gemma3_text: sliding_window (default 5) and layer_types (default: sliding_window_pattern 2); phi3: sliding_window (default none). */
   slidingWindow?: number;
   layerTypes?: ("sliding_attention" | "full_attention")[];
+  /** gemma3_text only: write it as a multimodal gemma3 checkpoint (nested text_config, language_model. names, a vision tower). */
+  multimodal?: boolean;
   /** gemma2 only: attn_logit_softcapping and final_logit_softcapping (null: off). Defaults 2 and 4. */
   softcaps?: { attention: number | null; final: number | null };
   /** phi3 only (longrope's boundary between short and long factors). Default 2048. */
@@ -221,15 +223,33 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): TinyModel {
     }
   }
 
+  let written: Record<string, unknown> = config;
+  if (o.multimodal) {
+    if (o.family !== "gemma3_text") throw new Error("multimodal: gemma3_text only");
+    // As mlx-community's Gemma 3 4B+: the text config nested, its tensors prefixed, a vision tower beside.
+    const { quantization, quantization_config, vocab_size, ...text } = config;
+    written = {
+      architectures: ["Gemma3ForConditionalGeneration"], model_type: "gemma3", vocab_size,
+      text_config: { ...text, model_type: "gemma3_text" }, vision_config: { model_type: "siglip_vision_model", hidden_size: 8 },
+      ...(quantization ? { quantization, quantization_config } : {}),
+    };
+    for (const name of Object.keys(tensors)) {
+      tensors[`language_model.${name}`] = tensors[name];
+      delete tensors[name];
+    }
+    const vision = new Float32Array(64).map(() => rng.normal());
+    tensors["vision_tower.vision_model.embeddings.patch_embedding.weight"] = { dtype: stDtype, shape: [8, 8], data: roundTo(vision, o.dtype) };
+    tensors["multi_modal_projector.mm_input_projection_weight"] = { dtype: stDtype, shape: [8, 8], data: roundTo(vision, o.dtype) };
+  }
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2));
+  writeFileSync(join(dir, "config.json"), JSON.stringify(written, null, 2));
   const metadata = { format: o.quantize ? "mlx" : "pt" };
   const files = writeShards(dir, tensors, o.shards ?? 1, metadata);
   for (const f of TOKENIZER_FILES) {
     const src = join(TOKENIZER_SOURCE, f);
     if (existsSync(src)) copyFileSync(src, join(dir, f));
   }
-  return { dir, config, quantized, unquantized, files };
+  return { dir, config: written, quantized, unquantized, files };
 }
 
 function writeShards(dir: string, tensors: Record<string, TensorInput>, shards: number, metadata: Record<string, string>): string[] {
