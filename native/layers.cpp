@@ -235,6 +235,17 @@ Array RoPE::operator()(const Array& x, int offset) const {
 
 // ---- Attention --------------------------------------------------------------------------------
 
+namespace {
+
+// [T, S] int32: the position of query i (offset + i) minus that of key j; the masks of prefill
+// (causal, sliding window) are conditions on it.
+Array query_key_distance(int offset, int T, int S) {
+  return mx::subtract(mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1}),
+                      mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S}));
+}
+
+}  // namespace
+
 Attention Attention::load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope) {
   Attention a;
   a.args = args;
@@ -288,8 +299,7 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "");
   } else if (W > 0 && S > W) {
     // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
-    Array distance = mx::subtract(mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1}),
-                                  mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S}));
+    const Array distance = query_key_distance(offset, T, S);
     Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
                                  mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
     out = mx::sdpa_masked(q, keys, values, scale, mask);
@@ -310,13 +320,11 @@ Array Attention::softcapped_attention(const Array& q, const Array& keys, const A
   Array kg = mx::reshape(keys, {B, kv, 1, S, D});
   Array vg = mx::reshape(values, {B, kv, 1, S, D});
   Array scores = mx::matmul(qg, mx::transpose(kg, {0, 1, 2, 4, 3}));
-  const Array cap = Array::scalar(args.logit_softcap, scores.dtype());
-  scores = mx::multiply(mx::tanh(mx::divide(scores, cap)), cap);
+  scores = mx::softcap(scores, args.logit_softcap);
   if (T > 1) {
-    // Query i sits at position offset + i and sees keys 0..offset + i.
-    Array query_pos = mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1});
-    Array key_pos = mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S});
-    scores = mx::where(mx::greater(key_pos, query_pos), Array::scalar(-INFINITY, scores.dtype()), scores);
+    // Query i sits at position offset + i and sees keys 0..offset + i: a key ahead of it is masked.
+    const Array ahead = mx::less(query_key_distance(offset, T, S), Array::scalar(0.0f, MLX_INT32));
+    scores = mx::where(ahead, Array::scalar(-INFINITY, scores.dtype()), scores);
   }
   Array out = mx::matmul(mx::softmax(scores, -1), vg);
   return mx::reshape(out, {B, args.num_heads, T, D});

@@ -206,6 +206,11 @@ Array gelu_approx(const Array& a) {
   return multiply(multiply(Array::scalar(0.5f, t), a), add(Array::scalar(1.0f, t), tanh(inner)));
 }
 
+Array softcap(const Array& a, float cap) {
+  const Array c = Array::scalar(cap, a.dtype());
+  return multiply(tanh(divide(a, c)), c);
+}
+
 Array softmax(const Array& a, int axis) {
   return run("mlx_softmax", [&](mlx_array* r, mlx_stream s) { return mlx_softmax_axis(r, a.raw(), axis, true, s); });
 }

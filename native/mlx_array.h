@@ -136,6 +136,7 @@ Array sigmoid(const Array& a);
 Array silu(const Array& a);  // a * sigmoid(a), as mlx.nn.silu
 Array tanh(const Array& a);
 Array gelu_approx(const Array& a);  // tanh approximation, as mlx.nn.gelu_approx
+Array softcap(const Array& a, float cap);  // cap * tanh(a / cap) (Gemma 2's soft capping)
 Array softmax(const Array& a, int axis);  // precise: accumulates in float32
 Array matmul(const Array& a, const Array& b);
 Array astype(const Array& a, mlx_dtype dtype);

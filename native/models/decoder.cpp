@@ -130,11 +130,7 @@ Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only)
   if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
   h = norm(h);
   Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
-  if (final_softcap > 0) {
-    const Array cap = Array::scalar(final_softcap, logits.dtype());
-    logits = mx::multiply(mx::tanh(mx::divide(logits, cap)), cap);
-  }
-  return logits;
+  return final_softcap > 0 ? mx::softcap(logits, final_softcap) : logits;
 }
 
 }  // namespace mlxnode
