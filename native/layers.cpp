@@ -225,12 +225,13 @@ Array RoPE::operator()(const Array& x, int offset) const {
   if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
   // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
   // with partial rotary, the features RoPE leaves alone keep their scale.
-  const int features = x.dim(-1);
-  std::vector<float> gain(features, 1.0f);
-  std::fill(gain.begin(), gain.begin() + dims, attention_factor);
-  Array g = Array::from_float32(gain, {features});
-  if (x.dtype() != MLX_FLOAT32) g = mx::astype(g, x.dtype());
-  return mx::rope(mx::multiply(x, g), dims, traditional, base, scale, offset, freqs);
+  if (gain.empty() || gain.dtype() != x.dtype()) {
+    std::vector<float> per_feature(x.dim(-1), 1.0f);
+    std::fill(per_feature.begin(), per_feature.begin() + dims, attention_factor);
+    gain = Array::from_float32(per_feature, {x.dim(-1)});
+    if (x.dtype() != MLX_FLOAT32) gain = mx::astype(gain, x.dtype());
+  }
+  return mx::rope(mx::multiply(x, gain), dims, traditional, base, scale, offset, freqs);
 }
 
 // ---- Attention --------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ struct RoPE {
   Array short_freqs, long_freqs;
   int original_context = 0;
   float attention_factor = 1.0f;
+  // attention_factor per feature (1 past `dims`), made on the first call in the input's dtype,
+  // which is fixed once a model is loaded; engine thread only, like every layer.
+  mutable Array gain;
 
   // Reads rope_theta (default `default_base`), rope_traditional (false) and rope_scaling:
   // null/"default", "linear" (scale = 1/factor), "llama3" or "longrope"/"su"; other types are
