@@ -1,4 +1,4 @@
-// The decoder-only transformer that llama, qwen2, qwen3, phi3, gemma2 and gemma3 share. In mlx-lm each family file
+// The decoder-only transformer that llama, qwen2, qwen3, phi3 and the Gemmas share. In mlx-lm each family file
 // repeats it (the inner <Family>Model and the outer Model: embed, pre-norm blocks, norm, tied or
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
@@ -35,7 +35,7 @@ struct DecoderArgs {
   bool fused_qkv = false;               // phi3: one qkv_proj, rows [q; k; v]
   bool fused_gate_up = false;           // phi3: one gate_up_proj, rows [gate; up]
   int rope_dims = 0;                    // features RoPE rotates per head; 0: all of head_dim
-  // gemma2
+  // the Gemma families
   bool norm_plus_one = false;           // RMSNorm scales by 1 + weight
   bool scale_embeddings = false;        // embeddings times sqrt(hidden_size)
   bool gelu_mlp = false;                // gelu_approx(gate) instead of silu(gate)

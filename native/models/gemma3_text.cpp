@@ -5,10 +5,8 @@
 // to the last `sliding_window` positions with RoPE base rope_local_base_freq; global ones attend
 // to everything with rope_theta and rope_scaling. The KV cache keeps every position (masked),
 // where mlx-lm rotates a window-sized cache: the same attention, more memory for local layers.
-#include <cmath>
-
 #include "../errors.h"
-#include "decoder.h"
+#include "gemma.h"
 #include "registry.h"
 
 namespace mlxnode {
@@ -21,11 +19,9 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.max_position_embeddings = c.get_int("max_position_embeddings", 32768);
   a.default_rope_theta = 1000000.0f;
   a.local_rope_theta = c.get_float("rope_local_base_freq", 10000.0f);
-  a.norm_plus_one = a.scale_embeddings = a.bf16_embed_scale = a.gelu_mlp = a.sandwich_norms = true;
-  a.qk_norm = a.clip_residual = true;
-  const float query_pre_attn_scalar = c.get_float("query_pre_attn_scalar", 256.0f);
-  if (!(query_pre_attn_scalar > 0)) c.fail("query_pre_attn_scalar must be positive");
-  a.query_scale = 1.0f / std::sqrt(query_pre_attn_scalar);
+  set_gemma_traits(a);
+  a.bf16_embed_scale = a.sandwich_norms = a.qk_norm = a.clip_residual = true;
+  a.query_scale = query_pre_attn_scale(c, 256.0f);
   if (c.has("attn_logit_softcapping"))
     throw EngineError(kUnsupportedArchitecture, c.path() + ": gemma3 with attn_logit_softcapping is not supported");
   if (c.has("final_logit_softcapping")) a.final_logit_softcap = c.get_float("final_logit_softcapping");
