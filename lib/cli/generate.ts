@@ -4,6 +4,7 @@ import { InvalidOptionError } from "../errors.js";
 import { readFile } from "node:fs/promises";
 import type { GenerateOptions, JsonSchema } from "../backend.js";
 import { loadModel } from "../backends/select.js";
+import { numberFlag } from "./flags.js";
 
 export async function runGenerate(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -33,21 +34,21 @@ export async function runGenerate(args: string[]): Promise<number> {
   const backend = (values.backend ?? "auto") as "auto" | "mlx" | "gguf";
   const model = await loadModel(values.model, {
     backend,
-    contextSize: num("--context-size", values["context-size"]),
-    threads: num("--threads", values.threads),
+    contextSize: numberFlag("--context-size", values["context-size"]),
+    threads: numberFlag("--threads", values.threads),
   });
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once("SIGINT", onSigint);
   try {
     const options: GenerateOptions = {
-      maxTokens: num("--max-tokens", values["max-tokens"]),
-      temperature: num("--temperature", values.temperature),
-      topP: num("--top-p", values["top-p"]),
-      topK: num("--top-k", values["top-k"]),
-      minP: num("--min-p", values["min-p"]),
-      repetitionPenalty: num("--repetition-penalty", values["repetition-penalty"]),
-      seed: num("--seed", values.seed),
+      maxTokens: numberFlag("--max-tokens", values["max-tokens"]),
+      temperature: numberFlag("--temperature", values.temperature),
+      topP: numberFlag("--top-p", values["top-p"]),
+      topK: numberFlag("--top-k", values["top-k"]),
+      minP: numberFlag("--min-p", values["min-p"]),
+      repetitionPenalty: numberFlag("--repetition-penalty", values["repetition-penalty"]),
+      seed: numberFlag("--seed", values.seed),
       stop: values.stop,
       jsonSchema,
       signal: controller.signal,
@@ -79,11 +80,4 @@ async function readSchema(file: string): Promise<JsonSchema> {
   } catch (error) {
     throw new InvalidOptionError("--json-schema", "a file holding a JSON schema", `${file} (${(error as Error).message})`);
   }
-}
-
-function num(flag: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n)) throw new InvalidOptionError(flag, "a number", value);
-  return n;
 }

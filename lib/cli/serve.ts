@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../backends/select.js";
 import { InvalidOptionError } from "../errors.js";
 import { createServer } from "../server/server.js";
+import { integerFlag } from "./flags.js";
 
 export async function runServe(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -29,16 +30,16 @@ export async function runServe(args: string[]): Promise<number> {
     },
   });
   if (!values.model) throw new InvalidOptionError("--model", "a model path", undefined);
-  const port = integer("--port", values.port) ?? 8080;
+  const port = integerFlag("--port", values.port) ?? 8080;
   if (port < 0 || port > 65535) throw new InvalidOptionError("--port", "0..65535", port);
   const host = values.host ?? "127.0.0.1";
   const chatTemplate = values["chat-template"] ? await readFile(values["chat-template"], "utf8") : undefined;
 
   const model = await loadModel(values.model, {
     backend: (values.backend ?? "auto") as "auto" | "mlx" | "gguf",
-    contextSize: integer("--context-size", values["context-size"]),
-    threads: integer("--threads", values.threads),
-    maxQueuedRequests: integer("--max-queued", values["max-queued"]),
+    contextSize: integerFlag("--context-size", values["context-size"]),
+    threads: integerFlag("--threads", values.threads),
+    maxQueuedRequests: integerFlag("--max-queued", values["max-queued"]),
   });
   const modelId = values["model-id"] ?? basename(values.model.replace(/[/\\]+$/, ""));
   const server = createServer(model, {
@@ -78,11 +79,4 @@ export async function runServe(args: string[]): Promise<number> {
   await model.unload();
   process.stderr.write("mlx-node: server stopped\n");
   return 0;
-}
-
-function integer(flag: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isInteger(n)) throw new InvalidOptionError(flag, "an integer", value);
-  return n;
 }
