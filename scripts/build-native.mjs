@@ -5,7 +5,7 @@
 // MLX is found through find_package(MLXC): set CMAKE_PREFIX_PATH to mlx-c's install prefix.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -23,7 +23,10 @@ if (cmake.error || cmake.status !== 0) {
 
 const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
 const common = ["--directory", root, "--out", join(root, "build")];
-if (process.env.CMAKE_PREFIX_PATH) common.push(`--CDCMAKE_PREFIX_PATH=${process.env.CMAKE_PREFIX_PATH}`);
+// The environment spells a list of prefixes with the platform's path delimiter, CMake with ";".
+if (process.env.CMAKE_PREFIX_PATH) {
+  common.push(`--CDCMAKE_PREFIX_PATH=${process.env.CMAKE_PREFIX_PATH.split(delimiter).filter(Boolean).join(";")}`);
+}
 if (process.env.MLX_NODE_DEBUG_BUILD) common.push("--debug");
 
 // Configure every time (it is cheap, and the build after it only recompiles what changed): an
