@@ -58,7 +58,9 @@ namespace {
 // MLX's CPU quantized matmul costs about as much per input row as a matrix-vector product, so a
 // prompt chunk on the CPU runs ~30x slower quantized than dense. For several rows at once, the
 // CPU dequantizes the layer (a transient, one layer at a time) and runs the dense matmul instead.
-// Metal's quantized kernels are fast: there the quantized path is kept.
+// Metal's quantized kernels are fast: there the quantized path is kept. Only in float32, where both
+// give the same result bit for bit: in float16/bfloat16 the quantized kernel rounds differently, and
+// mlx-lm runs it (forced half compute on the CPU, already the slow path, keeps mlx-lm's numbers).
 constexpr int kCpuDequantizeMinRows = 4;
 
 bool on_cpu() {
@@ -69,7 +71,7 @@ bool on_cpu() {
 Array quantized_product(const Array& x, const Array& w, const Array& scales, const Array& biases, const QuantParams& q) {
   int rows = 1;
   for (int d = 0; d + 1 < x.ndim(); ++d) rows *= x.dim(d);
-  if (rows >= kCpuDequantizeMinRows && on_cpu())
+  if (rows >= kCpuDequantizeMinRows && x.dtype() == MLX_FLOAT32 && on_cpu())
     return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits), {1, 0}));
   return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
 }
@@ -77,8 +79,13 @@ Array quantized_product(const Array& x, const Array& w, const Array& scales, con
 }  // namespace
 
 Array Linear::operator()(const Array& x) const {
-  Array y = quant ? quantized_product(x, weight, scales, biases, *quant) : mx::matmul(x, weight_t);
-  return bias.empty() ? y : mx::add(y, bias);
+  if (quant) {
+    const Array y = quantized_product(x, weight, scales, biases, *quant);
+    return bias.empty() ? y : mx::add(y, bias);
+  }
+  // mlx.nn.Linear fuses the bias into the product (addmm): in float16/bfloat16, adding it after the
+  // rounded product gives other logits (bfloat16 qwen2: 0.2 off mlx-lm, 29 of 32 greedy tokens changed).
+  return bias.empty() ? mx::matmul(x, weight_t) : mx::addmm(bias, x, weight_t);
 }
 
 // ---- Embedding --------------------------------------------------------------------------------
