@@ -78,6 +78,11 @@ const CASES: Case[] = [
     },
     bound: F32,
   },
+  {
+    name: "llama 4-bit g64, intermediate 136: down_proj left float (input not a multiple of 64)",
+    spec: { family: "llama", seed: 41, config: { intermediate_size: 136 }, quantization: q4 },
+    bound: F32,
+  },
   { name: "llama 4-bit g64, float16 scales", spec: { family: "llama", seed: 12, dtype: "float16", quantization: q4 }, engine: half("float16"), bound: F16 },
   { name: "mistral f32 (head_dim 16, theta 1e6, window unused as mlx-lm)", spec: { family: "mistral", seed: 13, config: { sliding_window: 16 } }, bound: F32 },
   // qwen2, qwen3
@@ -92,6 +97,11 @@ const CASES: Case[] = [
   {
     name: "phi3 f32 longrope, long factors (context 512 > original 128)",
     spec: { family: "phi3", seed: 21, config: { max_position_embeddings: 512, original_max_position_embeddings: 128, rope_scaling: longrope(8, 128) } },
+    bound: F32,
+  },
+  {
+    name: "phi3 f32 rope_scaling type \"su\" (longrope's old name)",
+    spec: { family: "phi3", seed: 42, config: { max_position_embeddings: 512, original_max_position_embeddings: 128, rope_scaling: { ...longrope(8, 128), type: "su" } } },
     bound: F32,
   },
   {
