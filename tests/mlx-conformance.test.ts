@@ -22,7 +22,7 @@ interface Case {
   bound: number;
 }
 
-// Bounds, max |logit diff| over all 95 positions (logits here spread over about ±5):
+// Bounds, max |logit diff| over all prompt + 31 positions (logits here spread over about ±5):
 // - float32 (dense or quantized with float32 scales, the engine's auto dtype on the CPU): 1e-4. The
 //   same MLX ops in the same dtype; what differs is summation order (the engine's pre-transposed
 //   weights, dequantize-then-matmul for prompt chunks on the CPU, one forward vs mlx-lm's cache).
@@ -57,6 +57,7 @@ const CASES: Case[] = [
     spec: { family: "llama", seed: 4, config: { rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 32 } } },
     bound: F32,
   },
+  { name: "llama f32 rope_traditional (interleaved pairs)", spec: { family: "llama", seed: 43, config: { rope_traditional: true } }, bound: F32 },
   { name: "llama f32 linear rope scaling 4", spec: { family: "llama", seed: 5, config: { rope_scaling: { type: "linear", factor: 4.0 } } }, bound: F32 },
   {
     name: "llama f32 layer_types, sliding window 16 < prompt on layers 0 and 2",
@@ -81,6 +82,13 @@ const CASES: Case[] = [
   {
     name: "llama 4-bit g64, intermediate 136: down_proj left float (input not a multiple of 64)",
     spec: { family: "llama", seed: 41, config: { intermediate_size: 136 }, quantization: q4 },
+    bound: F32,
+  },
+  { name: "llama mixed_3_6 recipe (3-bit, 6-bit v_proj/down_proj/lm_head), g64", spec: { family: "llama", seed: 44, quantization: { ...q4, recipe: "mixed_3_6" } }, bound: F32 },
+  { name: "llama mixed_2_6 recipe, g32, tied", spec: { family: "llama", seed: 45, config: { tie_word_embeddings: true }, quantization: { bits: 2, group_size: 32, recipe: "mixed_2_6" } }, bound: F32 },
+  {
+    name: "llama f32 700-token prompt (two prefill chunks), layer_types window 16",
+    spec: { family: "llama", seed: 46, prompt_length: 700, config: { sliding_window: 16, layer_types: ["full_attention", "sliding_attention", "sliding_attention"] } },
     bound: F32,
   },
   { name: "llama 4-bit g64, float16 scales", spec: { family: "llama", seed: 12, dtype: "float16", quantization: q4 }, engine: half("float16"), bound: F16 },
@@ -115,6 +123,7 @@ const CASES: Case[] = [
   },
   { name: "phi3 f32 sliding_window 16 < prompt: HF, not mlx-lm", spec: { family: "phi3", seed: 23, patches: ["phi3_sliding_window"], config: { sliding_window: 16 } }, bound: F32 },
   { name: "phi3 f32 sliding_window 2047 > context (Phi-3-mini)", spec: { family: "phi3", seed: 24, config: { sliding_window: 2047 } }, bound: F32 },
+  { name: "phi3 f32 tied head (as Phi-4-mini), GQA 4:1", spec: { family: "phi3", seed: 47, config: { tie_word_embeddings: true, num_key_value_heads: 1 } }, bound: F32 },
   { name: "phi3 4-bit g64 (fused qkv/gate_up sliced packed)", spec: { family: "phi3", seed: 25, quantization: q4 }, bound: F32 },
   // gemma
   { name: "gemma f32, gelu tanh: HF, not mlx-lm", spec: { family: "gemma", seed: 26, patches: ["gemma_gelu_tanh"] }, bound: F32 },
@@ -141,6 +150,7 @@ const CASES: Case[] = [
     spec: { family: "gemma3_text", seed: 35, config: { sliding_window: 4, sliding_window_pattern: 3, layer_types: ["sliding_attention", "sliding_attention", "full_attention"] } },
     bound: F32,
   },
+  { name: "gemma3_text f32 700-token prompt (two prefill chunks), window 8", spec: { family: "gemma3_text", seed: 48, prompt_length: 700 }, bound: F32 },
   { name: "gemma3_text f16 (clipped residuals)", spec: { family: "gemma3_text", seed: 36, dtype: "float16" }, engine: half("float16"), bound: F16 },
   { name: "gemma3_text 4-bit g64", spec: { family: "gemma3_text", seed: 37, quantization: q4 }, bound: F32 },
   // gemma3 (multimodal checkpoint, run as its text model)

@@ -15,10 +15,12 @@ Case spec (every field but "family" optional):
   config        dict  config.json keys laid over the family's tiny base config (BASE below); for
                       gemma3 they go into text_config. null values delete a key.
   dtype         str   float32 | float16 | bfloat16: the checkpoint's float dtype, cast as mlx_lm.convert does
-  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "overrides": {path: {"bits", "group_size"} | false}}
+  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "overrides": {path: {"bits", "group_size"} | false},
+                       "recipe": "mixed_3_6" | ...}
                       quantized through mlx_lm.utils.quantize_model; an override is returned by the quant
                       predicate for the module at exactly that path (mlx-lm then records it per layer in
-                      config.json's "quantization", as mixed-precision conversions do); false leaves it float
+                      config.json's "quantization", as mixed-precision conversions do); false leaves it float.
+                      A recipe takes mlx_lm.convert's predicate of that name (mlx_lm.convert --quant-predicate)
   seed          int   seeds the random weights (mx.random)
   extra_tensors dict  {name: shape}: random tensors added to the saved file that mlx-lm's sanitize must drop
                       (e.g. a multimodal checkpoint's vision tower)
@@ -54,6 +56,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 
 import mlx_lm
+from mlx_lm.convert import mixed_quant_predicate_builder
 from mlx_lm.generate import generate_step
 from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
 
@@ -157,8 +160,14 @@ def build_checkpoint(case, out, tokenizer_dir):
     q = case.get("quantization")
     if q:
         overrides = q.get("overrides", {})
-        model, config = quantize_model(model, config, q["group_size"], q["bits"],
-                                       quant_predicate=lambda path, _m: overrides.get(path, True))
+        recipe = mixed_quant_predicate_builder(q["recipe"], model, q["group_size"]) if "recipe" in q else None
+
+        def predicate(path, module):
+            if path in overrides:
+                return overrides[path]
+            return recipe(path, module) if recipe else True
+
+        model, config = quantize_model(model, config, q["group_size"], q["bits"], quant_predicate=predicate)
     save_model(out, model)
     save_config(config, out / "config.json")
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.

@@ -19,8 +19,14 @@ export interface ConformanceSpec {
   /** config.json keys over the family's tiny base config (gemma3: its text_config); null deletes. */
   config?: Record<string, unknown>;
   dtype?: "float32" | "float16" | "bfloat16";
-  /** Through mlx_lm.utils.quantize_model; `overrides` maps a module path to its own params, or false (left float). */
-  quantization?: { bits: number; group_size: number; overrides?: Record<string, { bits: number; group_size: number } | false> };
+  /**
+   * Through mlx_lm.utils.quantize_model; `overrides` maps a module path to its own params, or false (left
+   * float); `recipe` is one of mlx_lm.convert's mixed predicates ("mixed_3_6", ...).
+   */
+  quantization?: { bits: number; group_size: number; overrides?: Record<string, { bits: number; group_size: number } | false>; recipe?: string };
+  /** The prompt's length (default 64) and the greedy tokens generated (default 32). */
+  prompt_length?: number;
+  generate?: number;
   seed?: number;
   /** Tensors mlx-lm's sanitize must drop (name -> shape), added to the saved file. */
   extra_tensors?: Record<string, number[]>;
