@@ -58,6 +58,11 @@ const CASES: Case[] = [
     bound: F32,
   },
   { name: "llama f32 rope_traditional (interleaved pairs)", spec: { family: "llama", seed: 43, config: { rope_traditional: true } }, bound: F32 },
+  {
+    name: "llama f32 yarn rope scaling 4 (original 64)",
+    spec: { family: "llama", seed: 49, config: { rope_scaling: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 64 } } },
+    bound: F32,
+  },
   { name: "llama f32 linear rope scaling 4", spec: { family: "llama", seed: 5, config: { rope_scaling: { type: "linear", factor: 4.0 } } }, bound: F32 },
   {
     name: "llama f32 layer_types, sliding window 16 < prompt on layers 0 and 2",
@@ -99,6 +104,12 @@ const CASES: Case[] = [
   { name: "qwen2 bf16", spec: { family: "qwen2", seed: 16, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
   { name: "qwen3 f32 tied, q/k norms, head_dim 32", spec: { family: "qwen3", seed: 17, config: { tie_word_embeddings: true } }, bound: F32 },
   { name: "qwen3 f16, GQA 4:1", spec: { family: "qwen3", seed: 18, dtype: "float16", config: { num_key_value_heads: 1 } }, engine: half("float16"), bound: F16 },
+  {
+    name: "qwen3 f32 yarn 4 (as Qwen3's long-context recipe), beta_fast 16",
+    spec: { family: "qwen3", seed: 50, config: { rope_scaling: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 32, beta_fast: 16 } } },
+    bound: F32,
+  },
+  { name: "qwen2 bf16 yarn 2", spec: { family: "qwen2", seed: 51, dtype: "bfloat16", config: { rope_scaling: { type: "yarn", factor: 2.0, original_max_position_embeddings: 48 } } }, engine: half("bfloat16"), bound: BF16 },
   { name: "qwen3 8-bit g64", spec: { family: "qwen3", seed: 19, quantization: { bits: 8, group_size: 64 } }, bound: F32 },
   // phi3
   { name: "phi3 f32 partial rotary 0.75", spec: { family: "phi3", seed: 20, config: { partial_rotary_factor: 0.75 } }, bound: F32 },
