@@ -13,7 +13,7 @@ Case spec (every field but "family" optional):
   family        str   model_type: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3
                       (any model_type mlx-lm has works if its config can be built from "config")
   config        dict  config.json keys laid over the family's tiny base config (BASE below); for
-                      gemma3 they go into text_config. null values delete a key.
+                      gemma3 they go into text_config
   dtype         str   float32 | float16 | bfloat16: the checkpoint's float dtype, cast as mlx_lm.convert does
   quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "overrides": {path: {"bits", "group_size"} | false},
                        "recipe": "mixed_3_6" | ...}
@@ -53,7 +53,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
+from mlx.utils import tree_map_with_path
 
 import mlx_lm
 from mlx_lm.convert import mixed_quant_predicate_builder
@@ -89,19 +89,9 @@ BASE["gemma3"] = BASE["gemma3_text"]
 GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")
 
 
-def merge(base, over):
-    out = dict(base)
-    for k, v in (over or {}).items():
-        if v is None and k in out and k not in ("rope_scaling", "sliding_window", "attn_logit_softcapping", "final_logit_softcapping"):
-            del out[k]
-        else:
-            out[k] = v
-    return out
-
-
 def build_config(case):
     family = case["family"]
-    text = merge({**COMMON, **BASE[family], "model_type": family}, case.get("config"))
+    text = {**COMMON, **BASE[family], "model_type": family, **case.get("config", {})}
     text["torch_dtype"] = case.get("dtype", "float32")
     if family != "gemma3":
         return text
@@ -134,7 +124,7 @@ def randomize(model, family, seed):
     mx.eval(model.parameters())
 
 
-def untie_if_asked(model, config):
+def drop_tied_head(model, config):
     """gemma3_text always builds an lm_head; a tied checkpoint is one saved without it (sanitize re-ties)."""
     text = config.get("text_config", config)
     if config["model_type"] in ("gemma3_text", "gemma3") and text.get("tie_word_embeddings", True):
@@ -153,8 +143,8 @@ def cast(model, dtype):
 def build_checkpoint(case, out, tokenizer_dir):
     config = build_config(case)
     model_class, args_class = _get_classes(config)
-    model = model_class(args_class.from_dict(json.loads(json.dumps(config))))
-    untie_if_asked(model, config)
+    model = model_class(args_class.from_dict(json.loads(json.dumps(config))))  # a copy: gemma3's args edit text_config
+    drop_tied_head(model, config)
     randomize(model, case["family"], case.get("seed", 0))
     cast(model, case.get("dtype", "float32"))
     q = case.get("quantization")
@@ -198,21 +188,31 @@ class _GeluTanhMLP(nn.Module):
 @contextmanager
 def gemma_gelu_tanh(model, config):
     """HF Gemma: hidden_act "gelu" is legacy for gelu_pytorch_tanh (configuration_gemma.py); mlx-lm uses erf gelu."""
+    original = [layer.mlp.__class__ for layer in model.layers]
     for layer in model.layers:
-        layer.mlp.__class__ = type("GeluTanhMLP", (_GeluTanhMLP,), {})
-    yield
+        layer.mlp.__class__ = _GeluTanhMLP
+    try:
+        yield
+    finally:
+        for layer, cls in zip(model.layers, original):
+            layer.mlp.__class__ = cls
 
 
 @contextmanager
 def phi3_short_factors(model, config):
     """HF/llama.cpp longrope: short factors while the context is within original_max_position_embeddings
     (the engine decides by its context size); mlx-lm's SuScaledRoPE always applies the long ones."""
-    short = config["rope_scaling"]["short_factor"]
-    for layer in model.layers:
-        rope = layer.self_attn.rope
-        base = config.get("rope_theta", 10000.0)
-        rope._freqs = mx.array(short, dtype=mx.float32) * base ** (mx.arange(0, rope.dim, 2, dtype=mx.float32) / rope.dim)
-    yield
+    short = mx.array(config["rope_scaling"]["short_factor"], dtype=mx.float32)
+    base = config.get("rope_theta", 10000.0)
+    ropes = [layer.self_attn.rope for layer in model.layers]
+    long = [rope._freqs for rope in ropes]
+    for rope in ropes:
+        rope._freqs = short * base ** (mx.arange(0, rope.dim, 2, dtype=mx.float32) / rope.dim)
+    try:
+        yield
+    finally:
+        for rope, freqs in zip(ropes, long):
+            rope._freqs = freqs
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import { pythonModules, pythonScripts, runPython, testCacheDir } from "./python.
 export interface ConformanceSpec {
   /** model_type, e.g. "llama", "gemma3". */
   family: string;
-  /** config.json keys over the family's tiny base config (gemma3: its text_config); null deletes. */
+  /** config.json keys over the family's tiny base config (gemma3: its text_config). */
   config?: Record<string, unknown>;
   dtype?: "float32" | "float16" | "bfloat16";
   /**
