@@ -161,6 +161,14 @@ const CASES: Case[] = [
     spec: { family: "gemma3_text", seed: 35, config: { sliding_window: 4, sliding_window_pattern: 3, layer_types: ["sliding_attention", "sliding_attention", "full_attention"] } },
     bound: F32,
   },
+  {
+    name: "gemma3_text f32 layer_types disagreeing with sliding_window_pattern: HF, not mlx-lm",
+    spec: {
+      family: "gemma3_text", seed: 52, patches: ["gemma3_layer_types"],
+      config: { sliding_window: 8, sliding_window_pattern: 3, layer_types: ["full_attention", "sliding_attention", "sliding_attention"] },
+    },
+    bound: F32,
+  },
   { name: "gemma3_text f32 700-token prompt (two prefill chunks), window 8", spec: { family: "gemma3_text", seed: 48, prompt_length: 700 }, bound: F32 },
   { name: "gemma3_text f16 (clipped residuals)", spec: { family: "gemma3_text", seed: 36, dtype: "float16" }, engine: half("float16"), bound: F16 },
   { name: "gemma3_text 4-bit g64", spec: { family: "gemma3_text", seed: 37, quantization: q4 }, bound: F32 },

@@ -10,8 +10,8 @@ exists is skipped, so a run only fills what is missing. The generator is generic
 
 Case spec (every field but "family" optional):
   key           str   folder name under OUT_DIR (required)
-  family        str   model_type: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3
-                      (any model_type mlx-lm has works if its config can be built from "config")
+  family        str   model_type: llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gemma3 have
+                      tiny base configs (BASE); another model_type mlx-lm has takes COMMON plus "config"
   config        dict  config.json keys laid over the family's tiny base config (BASE below); for
                       gemma3 they go into text_config
   dtype         str   float32 | float16 | bfloat16: the checkpoint's float dtype, cast as mlx_lm.convert does
@@ -91,7 +91,7 @@ GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")
 
 def build_config(case):
     family = case["family"]
-    text = {**COMMON, **BASE[family], "model_type": family, **case.get("config", {})}
+    text = {**COMMON, **BASE.get(family, {}), "model_type": family, **case.get("config", {})}
     text["torch_dtype"] = case.get("dtype", "float32")
     if family != "gemma3":
         return text
@@ -231,8 +231,44 @@ def phi3_sliding_window(model, config):
         del model.make_cache
 
 
+class _LayerOfKind(nn.Module):
+    """A Gemma 3 block that attends as its layer_types entry says, with mlx-lm's own masks."""
+
+    def __init__(self, block, window):
+        super().__init__()
+        self.block, self.window = block, window
+
+    def __call__(self, x, mask=None, cache=None):
+        from mlx_lm.models.base import create_attention_mask
+        return self.block(x, create_attention_mask(x, cache, window_size=self.window), cache)
+
+
+@contextmanager
+def gemma3_layer_types(model, config):
+    """HF Gemma 3: layer_types, when given, says which layers are local; mlx-lm reads only
+    sliding_window_pattern. Each layer gets the RoPE, mask and cache its layer_types entry calls for."""
+    from mlx_lm.models.cache import KVCache, RotatingKVCache
+    inner = model.language_model.model if hasattr(model, "language_model") else model.model
+    blocks, window = inner.layers, config["sliding_window"]
+    sliding = [t == "sliding_attention" for t in config["layer_types"]]
+    ropes = [b.self_attn.rope for b in blocks]
+    local = next(r for b, r in zip(blocks, ropes) if b.self_attn.is_sliding)
+    full = next(r for b, r in zip(blocks, ropes) if not b.self_attn.is_sliding)
+    for b, is_sliding in zip(blocks, sliding):
+        b.self_attn.rope = local if is_sliding else full
+    inner.layers = [_LayerOfKind(b, window if is_sliding else None) for b, is_sliding in zip(blocks, sliding)]
+    model.make_cache = lambda: [RotatingKVCache(max_size=window) if s else KVCache() for s in sliding]
+    try:
+        yield
+    finally:
+        inner.layers = blocks
+        for b, r in zip(blocks, ropes):
+            b.self_attn.rope = r
+        del model.make_cache
+
+
 PATCHES = {"gemma_gelu_tanh": gemma_gelu_tanh, "phi3_short_factors": phi3_short_factors,
-           "phi3_sliding_window": phi3_sliding_window}
+           "phi3_sliding_window": phi3_sliding_window, "gemma3_layer_types": gemma3_layer_types}
 
 
 # ---- running mlx-lm ---------------------------------------------------------------------------
