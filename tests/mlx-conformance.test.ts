@@ -4,6 +4,8 @@
  * (tests/python/conformance.py, cached per mlx-lm version). For each, the engine's logits over the
  * 64-token prompt and the 31 positions after it must match mlx-lm's prefill and cached decode, and its
  * greedy continuation must be mlx-lm's, 32 of 32 tokens. Skips, printing why, without MLX or mlx-lm.
+ * Missing references are made on the first run (about 30 s); to remake them all:
+ *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
