@@ -44,6 +44,7 @@ const longrope = (pairs: number, originalMax: number) => ({
   original_max_position_embeddings: originalMax,
 });
 const half = (dtype: "float16" | "bfloat16"): MlxLoadOptions => ({ computeDtype: dtype });
+const STORIES = (variant: string) => join(TOKENIZER_SOURCE, "..", variant);
 
 const CASES: Case[] = [
   // llama (and mistral, which mlx-lm maps to llama)
@@ -186,6 +187,11 @@ const CASES: Case[] = [
     bound: F32,
   },
   { name: "gemma3 multimodal bf16", spec: { family: "gemma3", seed: 40, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
+  // A trained model (stories260K, shared/models) as it is on disk: head_dim 8, 5 layers, tied head; its
+  // mlx-community-style 4-bit copy has float16 scales and an unquantized float16 down_proj (input 172).
+  { name: "stories260K hf-f32 (trained llama)", spec: { family: "llama", checkpoint: STORIES("hf-f32") }, bound: F32 },
+  { name: "stories260K hf-bf16", spec: { family: "llama", checkpoint: STORIES("hf-bf16") }, engine: half("bfloat16"), bound: BF16 },
+  { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
 ];
 
 const python = conformanceAvailability();

@@ -27,6 +27,8 @@ Case spec (every field but "family" optional):
   patches       list  names of DELIBERATE divergences (PATCHES below) applied to mlx-lm's loaded model to get
                       the reference the engine must match; the plain mlx-lm result is recorded beside it
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
+  checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
+                      model/ folder; family, config, dtype, quantization and seed are then not used)
   engine        dict  not read here: the engine's load options for this case (the test's business)
 
 Output per case: model/ (config.json and model.safetensors as mlx-lm's save_config/save_model write them,
@@ -141,6 +143,12 @@ def cast(model, dtype):
 
 
 def build_checkpoint(case, out, tokenizer_dir):
+    if "checkpoint" in case:
+        out.mkdir(parents=True)
+        for f in Path(case["checkpoint"]).iterdir():
+            if f.is_file():
+                shutil.copyfile(f, out / f.name)  # the contents only: sources may be read-only
+        return
     config = build_config(case)
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(json.loads(json.dumps(config))))  # a copy: gemma3's args edit text_config

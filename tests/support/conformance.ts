@@ -8,7 +8,7 @@ same kernels) and remade only when missing. See the script's docstring for
  * the spec's fields and the output format.
  */
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pythonModules, pythonScripts, runPython, testCacheDir } from "./python.js";
 
@@ -32,6 +32,8 @@ export interface ConformanceSpec {
   extra_tensors?: Record<string, number[]>;
   /** Deliberate divergences applied to mlx-lm's model (conformance.py PATCHES); the plain result is kept too. */
   patches?: string[];
+  /** A model directory to run as it is instead of building one (its files are part of the cache key). */
+  checkpoint?: string;
 }
 
 /** What mlx-lm computed for one spec. */
@@ -59,8 +61,13 @@ export function conformanceAvailability(): { available: boolean; reason: string;
 }
 
 function cacheKey(spec: ConformanceSpec): string {
-  const generator = readFileSync(join(pythonScripts, script));
-  return createHash("sha256").update(generator).update(JSON.stringify(spec)).digest("hex").slice(0, 16);
+  const hash = createHash("sha256").update(readFileSync(join(pythonScripts, script))).update(JSON.stringify(spec));
+  if (spec.checkpoint) {
+    for (const f of readdirSync(spec.checkpoint, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort()) {
+      hash.update(f).update(readFileSync(join(spec.checkpoint, f)));
+    }
+  }
+  return hash.digest("hex").slice(0, 16);
 }
 
 function readRun(dir: string, entry: { greedy: number[]; logits: string; rows: number; vocab_size: number }): ConformanceRun {
