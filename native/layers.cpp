@@ -58,7 +58,9 @@ namespace {
 // MLX's CPU quantized matmul costs about as much per input row as a matrix-vector product, so a
 // prompt chunk on the CPU runs ~30x slower quantized than dense. For several rows at once, the
 // CPU dequantizes the layer (a transient, one layer at a time) and runs the dense matmul instead.
-// Metal's quantized kernels are fast: there the quantized path is kept.
+// Metal's quantized kernels are fast: there the quantized path is kept. Only in float32, where both
+// give the same result bit for bit: in float16/bfloat16 the quantized kernel rounds differently, and
+// mlx-lm runs it (forced half compute on the CPU, already the slow path, keeps mlx-lm's numbers).
 constexpr int kCpuDequantizeMinRows = 4;
 
 bool on_cpu() {
@@ -69,7 +71,7 @@ bool on_cpu() {
 Array quantized_product(const Array& x, const Array& w, const Array& scales, const Array& biases, const QuantParams& q) {
   int rows = 1;
   for (int d = 0; d + 1 < x.ndim(); ++d) rows *= x.dim(d);
-  if (rows >= kCpuDequantizeMinRows && on_cpu())
+  if (rows >= kCpuDequantizeMinRows && x.dtype() == MLX_FLOAT32 && on_cpu())
     return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits), {1, 0}));
   return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
 }
@@ -77,8 +79,13 @@ Array quantized_product(const Array& x, const Array& w, const Array& scales, con
 }  // namespace
 
 Array Linear::operator()(const Array& x) const {
-  Array y = quant ? quantized_product(x, weight, scales, biases, *quant) : mx::matmul(x, weight_t);
-  return bias.empty() ? y : mx::add(y, bias);
+  if (quant) {
+    const Array y = quantized_product(x, weight, scales, biases, *quant);
+    return bias.empty() ? y : mx::add(y, bias);
+  }
+  // mlx.nn.Linear fuses the bias into the product (addmm): in float16/bfloat16, adding it after the
+  // rounded product gives other logits (bfloat16 qwen2: 0.2 off mlx-lm, 29 of 32 greedy tokens changed).
+  return bias.empty() ? mx::matmul(x, weight_t) : mx::addmm(bias, x, weight_t);
 }
 
 // ---- Embedding --------------------------------------------------------------------------------
@@ -175,6 +182,34 @@ Array scaled_periods(const ModelConfig& c, const nlohmann::json& s, const char* 
   return Array::from_float32(periods, {dims / 2});
 }
 
+// YaRN (mlx-lm rope_utils.YarnRoPE, HF _compute_yarn_parameters): pairs that turn fewer than
+// beta_slow times over the original context are interpolated (period x factor), pairs that turn more
+// than beta_fast times are kept, with a linear ramp between; `gain` receives the attention scale
+// applied to queries and keys, 0.1 ln(factor) + 1 by default.
+Array yarn_periods(const ModelConfig& c, const nlohmann::json& s, int dims, double base, float& gain) {
+  const double factor = scaling_number(c, s, "factor", 0, true);
+  const double original = scaling_number(c, s, "original_max_position_embeddings", 4096.0f, false);
+  const double beta_fast = scaling_number(c, s, "beta_fast", 32.0f, false);
+  const double beta_slow = scaling_number(c, s, "beta_slow", 1.0f, false);
+  const double mscale = scaling_number(c, s, "mscale", 1.0f, false);
+  const double mscale_all_dim = scaling_number(c, s, "mscale_all_dim", 0.0f, false);
+  if (factor <= 0 || original <= 0) c.fail("rope_scaling: yarn needs factor > 0 and original_max_position_embeddings > 0");
+  // The pair index at which a pair turns `rotations` times over the original context.
+  auto pair_turning = [&](double rotations) { return dims * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base)); };
+  const double low = std::max(std::floor(pair_turning(beta_fast)), 0.0);
+  double high = std::min(std::ceil(pair_turning(beta_slow)), static_cast<double>(dims - 1));
+  if (high == low) high += 0.001;
+  std::vector<float> periods(dims / 2);
+  for (int i = 0; i < dims / 2; ++i) {
+    const double kept = 1.0 - std::clamp((i - low) / (high - low), 0.0, 1.0);  // 1: keep the pair's period
+    const double extra = std::pow(base, 2.0 * i / dims), inter = factor * extra;
+    periods[i] = static_cast<float>(inter * extra / (inter * kept + extra * (1 - kept)));
+  }
+  auto attention = [&](double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; };
+  gain = static_cast<float>(attention(mscale) / attention(mscale_all_dim));
+  return Array::from_float32(periods, {dims / 2});
+}
+
 }  // namespace
 
 void RoPE::fit_context(int context_size) {
@@ -214,9 +249,11 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
     r.attention_factor = s.contains("attention_factor") && !s["attention_factor"].is_null()
                              ? scaling_number(c, s, "attention_factor", 1.0f, true)
                              : static_cast<float>(factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(original)));
+  } else if (type == "yarn") {
+    r.freqs = yarn_periods(c, s, dims, r.base, r.attention_factor);
   } else {
     throw EngineError(kUnsupportedArchitecture, c.path() + ": rope_scaling type '" + type +
-                                                    "' is not supported (supported: default, linear, llama3, longrope)");
+                                                    "' is not supported (supported: default, linear, llama3, yarn, longrope)");
   }
   return r;
 }

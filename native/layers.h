@@ -52,20 +52,20 @@ struct RoPE {
   bool traditional = false;
   float base = 10000.0f;
   float scale = 1.0f;
-  Array freqs;  // llama3 / longrope scaling: per-pair periods, replacing `base`
+  Array freqs;  // llama3 / yarn / longrope scaling: per-pair periods, replacing `base`
 
-  // longrope (Phi-3.5, Phi-3 128k, Phi-4-mini): short and long per-pair period factors, the
-  // original training context that separates them, and the attention factor every rotated
-  // feature is multiplied by (HF scales cos and sin by it).
+  // longrope (Phi-3.5, Phi-3 128k, Phi-4-mini): short and long per-pair period factors and the
+  // original training context that separates them.
   Array short_freqs, long_freqs;
   int original_context = 0;
+  // longrope and yarn: the factor every rotated feature is multiplied by (HF scales cos and sin by it).
   float attention_factor = 1.0f;
   // attention_factor per feature (1 past `dims`), made on the first call in the input's dtype,
   // which is fixed once a model is loaded; engine thread only, like every layer.
   mutable Array gain;
 
   // Reads rope_theta (default `default_base`), rope_traditional (false) and rope_scaling:
-  // null/"default", "linear" (scale = 1/factor), "llama3" or "longrope"/"su"; other types are
+  // null/"default", "linear" (scale = 1/factor), "llama3", "yarn" or "longrope"/"su"; other types are
   // UNSUPPORTED_ARCHITECTURE.
   static RoPE from_config(const ModelConfig& c, int dims, float default_base);
   // longrope: the long factors when the KV cache can hold more than the original context (as

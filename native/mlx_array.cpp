@@ -188,6 +188,7 @@ MLXNODE_BINARY(greater)
 MLXNODE_BINARY(minimum)
 MLXNODE_BINARY(logical_and)
 MLXNODE_BINARY(matmul)
+MLXNODE_BINARY(power)
 MLXNODE_UNARY(exp)
 MLXNODE_UNARY(log)
 MLXNODE_UNARY(sigmoid)
@@ -198,11 +199,16 @@ MLXNODE_UNARY(tanh)
 
 Array silu(const Array& a) { return multiply(a, sigmoid(a)); }
 
+Array addmm(const Array& c, const Array& a, const Array& b) {
+  return run("mlx_addmm", [&](mlx_array* r, mlx_stream s) { return mlx_addmm(r, c.raw(), a.raw(), b.raw(), 1.0f, 1.0f, s); });
+}
+
 Array gelu_approx(const Array& a) {
-  // 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), in a's dtype.
+  // 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), in a's dtype, with mlx.nn's ops in its order:
+  // a^3 is one power, not two products (they round differently in float16/bfloat16).
   const mlx_dtype t = a.dtype();
-  const Array inner = multiply(add(a, multiply(Array::scalar(0.044715f, t), multiply(a, multiply(a, a)))),
-                               Array::scalar(0.7978845608028654f, t));
+  const Array cube = power(a, Array::scalar(3.0f, t));
+  const Array inner = multiply(Array::scalar(0.7978845608028654f, t), add(a, multiply(Array::scalar(0.044715f, t), cube)));
   return multiply(multiply(Array::scalar(0.5f, t), a), add(Array::scalar(1.0f, t), tanh(inner)));
 }
 

@@ -163,11 +163,11 @@ describe.skipIf(!mlxAvailable)("MLX engine: bad model files give clear errors, n
   });
 
   it("an unsupported rope_scaling type, and longrope factors of the wrong length, are named", async () => {
-    const yarn = join(scratch, "phi3-yarn");
-    writeTinyModel(yarn, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "yarn", factor: 4 } });
-    const unsupported = await loadError(yarn);
+    const dynamic = join(scratch, "phi3-dynamic");
+    writeTinyModel(dynamic, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "dynamic", factor: 4 } });
+    const unsupported = await loadError(dynamic);
     expect(unsupported).toBeInstanceOf(UnsupportedArchitectureError);
-    expect(unsupported.message).toMatch(/rope_scaling type 'yarn' is not supported/);
+    expect(unsupported.message).toMatch(/rope_scaling type 'dynamic' is not supported/);
     const short = join(scratch, "phi3-short-factors");
     writeTinyModel(short, { family: "phi3", dtype: "float32", seed: 1, ropeScaling: { type: "longrope", short_factor: [1], long_factor: [1] } });
     const bad = await loadError(short);

@@ -33,6 +33,20 @@ DecoderArgs DecoderArgs::read_common(const ModelConfig& c) {
   return a;
 }
 
+bool DecoderArgs::read_layer_types(const ModelConfig& c) {
+  if (!c.has("layer_types")) return false;
+  const nlohmann::json& types = c.json()["layer_types"];
+  if (!types.is_array() || types.size() != static_cast<size_t>(num_hidden_layers))
+    c.fail("layer_types must list " + std::to_string(num_hidden_layers) + " layers");
+  sliding_layers.clear();
+  for (const auto& t : types) {
+    if (!t.is_string() || (t != "sliding_attention" && t != "full_attention"))
+      c.fail("layer_types entries must be \"sliding_attention\" or \"full_attention\"");
+    sliding_layers.push_back(t == "sliding_attention");
+  }
+  return true;
+}
+
 AttentionArgs DecoderArgs::attention() const {
   AttentionArgs r;
   r.hidden_size = hidden_size;

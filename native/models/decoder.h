@@ -51,6 +51,9 @@ struct DecoderArgs {
   bool clip_residual = false;           // float16 residuals summed in float32 and clipped
 
   static DecoderArgs read_common(const ModelConfig& c);
+  // config.json's layer_types ("sliding_attention" / "full_attention" per layer) into sliding_layers;
+  // false when the key is absent or null.
+  bool read_layer_types(const ModelConfig& c);
   AttentionArgs attention() const;
   // Positive sizes, heads divisible by KV heads, even head_dim: BAD_WEIGHTS naming config.json.
   void validate(const ModelConfig& c) const;

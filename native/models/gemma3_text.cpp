@@ -29,15 +29,7 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.sliding_window = c.get_int("sliding_window", 512);
   if (a.sliding_window <= 0) c.fail("sliding_window must be positive");
   // Newer configs list each layer's kind; older ones give a period (every n-th layer global).
-  if (c.has("layer_types")) {
-    const nlohmann::json& types = c.json()["layer_types"];
-    if (!types.is_array()) c.fail("layer_types must be a list");
-    for (const auto& t : types) {
-      if (!t.is_string() || (t != "sliding_attention" && t != "full_attention"))
-        c.fail("layer_types entries must be \"sliding_attention\" or \"full_attention\"");
-      a.sliding_layers.push_back(t == "sliding_attention");
-    }
-  } else {
+  if (!a.read_layer_types(c)) {
     const int pattern = c.get_int("sliding_window_pattern", 6);
     if (pattern <= 0) c.fail("sliding_window_pattern must be positive");
     for (int i = 0; i < a.num_hidden_layers; ++i) a.sliding_layers.push_back((i + 1) % pattern != 0);

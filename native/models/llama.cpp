@@ -16,6 +16,16 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.default_rope_theta = 10000.0f;
   a.qkv_bias = a.o_bias = c.get_bool("attention_bias", false);  // one key for q/k/v/o biases
   a.mlp_bias = c.get_bool("mlp_bias", false);
+  // Optional per-layer kinds, as mlx-lm's llama reads them: sliding layers attend to the last
+  // sliding_window positions with the model's RoPE.
+  if (a.read_layer_types(c)) {
+    for (bool sliding : a.sliding_layers)
+      if (sliding) {
+        a.sliding_window = c.get_int("sliding_window");
+        if (a.sliding_window <= 0) c.fail("sliding_window must be positive");
+        break;
+      }
+  }
   return a;
 }
 

@@ -1,0 +1,240 @@
+/**
+ * The MLX engine judged by mlx-lm: tiny random checkpoints of every model_type we claim, built, saved
+ * (float32/float16/bfloat16, 4-/8-bit with per-layer overrides) and run by mlx-lm itself
+ * (tests/python/conformance.py, cached per mlx-lm version). For each, the engine's logits over the
+ * 64-token prompt and the 31 positions after it must match mlx-lm's prefill and cached decode, and its
+ * greedy continuation must be mlx-lm's, 32 of 32 tokens. Skips, printing why, without MLX or mlx-lm.
+ * Missing references are made on the first run (about 30 s); to remake them all:
+ *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
+import { conformanceAvailability, conformanceReferences, maxAbsDiff, type ConformanceReference, type ConformanceSpec } from "./support/conformance.js";
+import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
+
+interface Case {
+  name: string;
+  spec: ConformanceSpec;
+  /** Engine load options; a 16-bit checkpoint is computed in its own dtype, as mlx-lm computes it. */
+  engine?: MlxLoadOptions;
+  /** Max |logit diff| allowed (see BOUNDS). */
+  bound: number;
+}
+
+// Bounds, max |logit diff| over all prompt + 31 positions (logits here spread over about ±5):
+// - float32 (dense or quantized with float32 scales, the engine's auto dtype on the CPU): 1e-4. The
+//   same MLX ops in the same dtype; what differs is summation order (the engine's pre-transposed
+//   weights, dequantize-then-matmul for prompt chunks on the CPU, one forward vs mlx-lm's cache).
+// - float16 / bfloat16 checkpoints, engine computeDtype = the checkpoint's (mlx-lm computes in the
+//   weights' dtype): one rounding of a logit of magnitude ~5 is 2^-11 * 4 ≈ 2e-3 in float16 and
+//   2^-8 * 4 ≈ 1.6e-2 in bfloat16; differently ordered sums over 3 layers compound a few of these,
+//   so the bounds are 8 such units: float16 1.6e-2, bfloat16 1.25e-1 (measured values are printed).
+const F32 = 1e-4;
+const F16 = 1.6e-2;
+const BF16 = 1.25e-1;
+
+const q4 = { bits: 4, group_size: 64 };
+const longrope = (pairs: number, originalMax: number) => ({
+  type: "longrope",
+  short_factor: Array.from({ length: pairs }, (_, i) => 1 + i / pairs),
+  long_factor: Array.from({ length: pairs }, (_, i) => 1 + (3 * i) / pairs),
+  original_max_position_embeddings: originalMax,
+});
+const half = (dtype: "float16" | "bfloat16"): MlxLoadOptions => ({ computeDtype: dtype });
+const STORIES = (variant: string) => join(TOKENIZER_SOURCE, "..", variant);
+
+const CASES: Case[] = [
+  // llama (and mistral, which mlx-lm maps to llama)
+  { name: "llama f32 untied, GQA 4:2", spec: { family: "llama", seed: 1 }, bound: F32 },
+  {
+    name: "llama f32 tied, MHA, attention and MLP biases",
+    spec: { family: "llama", seed: 2, config: { tie_word_embeddings: true, num_key_value_heads: 4, attention_bias: true, mlp_bias: true } },
+    bound: F32,
+  },
+  { name: "llama f32 GQA 4:1, head_dim 32 != hidden/heads", spec: { family: "llama", seed: 3, config: { num_key_value_heads: 1, head_dim: 32 } }, bound: F32 },
+  {
+    name: "llama f32 llama3 rope scaling",
+    spec: { family: "llama", seed: 4, config: { rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 32 } } },
+    bound: F32,
+  },
+  { name: "llama f32 rope_traditional (interleaved pairs)", spec: { family: "llama", seed: 43, config: { rope_traditional: true } }, bound: F32 },
+  {
+    name: "llama f32 yarn rope scaling 4 (original 64)",
+    spec: { family: "llama", seed: 49, config: { rope_scaling: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 64 } } },
+    bound: F32,
+  },
+  { name: "llama f32 linear rope scaling 4", spec: { family: "llama", seed: 5, config: { rope_scaling: { type: "linear", factor: 4.0 } } }, bound: F32 },
+  {
+    name: "llama f32 layer_types, sliding window 16 < prompt on layers 0 and 2",
+    spec: { family: "llama", seed: 6, config: { sliding_window: 16, layer_types: ["sliding_attention", "full_attention", "sliding_attention"] } },
+    bound: F32,
+  },
+  { name: "llama f16", spec: { family: "llama", seed: 7, dtype: "float16" }, engine: half("float16"), bound: F16 },
+  { name: "llama bf16", spec: { family: "llama", seed: 8, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
+  { name: "llama 4-bit g64", spec: { family: "llama", seed: 9, quantization: q4 }, bound: F32 },
+  { name: "llama 8-bit g32, tied (quantized embedding as head)", spec: { family: "llama", seed: 10, config: { tie_word_embeddings: true }, quantization: { bits: 8, group_size: 32 } }, bound: F32 },
+  {
+    name: "llama 4-bit g32, per-layer overrides (8-bit down_proj, 6-bit lm_head, float v_proj)",
+    spec: {
+      family: "llama", seed: 11,
+      quantization: {
+        bits: 4, group_size: 32,
+        overrides: { "model.layers.0.mlp.down_proj": { bits: 8, group_size: 64 }, lm_head: { bits: 6, group_size: 64 }, "model.layers.1.self_attn.v_proj": false },
+      },
+    },
+    bound: F32,
+  },
+  {
+    name: "llama 4-bit g64, intermediate 136: down_proj left float (input not a multiple of 64)",
+    spec: { family: "llama", seed: 41, config: { intermediate_size: 136 }, quantization: q4 },
+    bound: F32,
+  },
+  { name: "llama mixed_3_6 recipe (3-bit, 6-bit v_proj/down_proj/lm_head), g64", spec: { family: "llama", seed: 44, quantization: { ...q4, recipe: "mixed_3_6" } }, bound: F32 },
+  { name: "llama mixed_2_6 recipe, g32, tied", spec: { family: "llama", seed: 45, config: { tie_word_embeddings: true }, quantization: { bits: 2, group_size: 32, recipe: "mixed_2_6" } }, bound: F32 },
+  {
+    name: "llama f32 700-token prompt (two prefill chunks), layer_types window 16",
+    spec: { family: "llama", seed: 46, prompt_length: 700, config: { sliding_window: 16, layer_types: ["full_attention", "sliding_attention", "sliding_attention"] } },
+    bound: F32,
+  },
+  { name: "llama 4-bit g64, float16 scales", spec: { family: "llama", seed: 12, dtype: "float16", quantization: q4 }, engine: half("float16"), bound: F16 },
+  { name: "mistral f32 (head_dim 16, theta 1e6, window unused as mlx-lm)", spec: { family: "mistral", seed: 13, config: { sliding_window: 16 } }, bound: F32 },
+  // qwen2, qwen3
+  { name: "qwen2 f32 tied, q/k/v biases", spec: { family: "qwen2", seed: 14, config: { tie_word_embeddings: true } }, bound: F32 },
+  { name: "qwen2 4-bit g64 untied", spec: { family: "qwen2", seed: 15, quantization: q4 }, bound: F32 },
+  { name: "qwen2 bf16", spec: { family: "qwen2", seed: 16, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
+  { name: "qwen3 f32 tied, q/k norms, head_dim 32", spec: { family: "qwen3", seed: 17, config: { tie_word_embeddings: true } }, bound: F32 },
+  { name: "qwen3 f16, GQA 4:1", spec: { family: "qwen3", seed: 18, dtype: "float16", config: { num_key_value_heads: 1 } }, engine: half("float16"), bound: F16 },
+  {
+    name: "qwen3 f32 yarn 4 (as Qwen3's long-context recipe), beta_fast 16",
+    spec: { family: "qwen3", seed: 50, config: { rope_scaling: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 32, beta_fast: 16 } } },
+    bound: F32,
+  },
+  { name: "qwen2 bf16 yarn 2", spec: { family: "qwen2", seed: 51, dtype: "bfloat16", config: { rope_scaling: { type: "yarn", factor: 2.0, original_max_position_embeddings: 48 } } }, engine: half("bfloat16"), bound: BF16 },
+  { name: "qwen3 8-bit g64", spec: { family: "qwen3", seed: 19, quantization: { bits: 8, group_size: 64 } }, bound: F32 },
+  // phi3
+  { name: "phi3 f32 partial rotary 0.75", spec: { family: "phi3", seed: 20, config: { partial_rotary_factor: 0.75 } }, bound: F32 },
+  {
+    name: "phi3 f32 longrope, long factors (context 512 > original 128)",
+    spec: { family: "phi3", seed: 21, config: { max_position_embeddings: 512, original_max_position_embeddings: 128, rope_scaling: longrope(8, 128) } },
+    bound: F32,
+  },
+  {
+    name: "phi3 f32 rope_scaling type \"su\" (longrope's old name)",
+    spec: { family: "phi3", seed: 42, config: { max_position_embeddings: 512, original_max_position_embeddings: 128, rope_scaling: { ...longrope(8, 128), type: "su" } } },
+    bound: F32,
+  },
+  {
+    name: "phi3 f32 longrope, short factors (context 128 = original): HF, not mlx-lm",
+    spec: {
+      family: "phi3", seed: 22, patches: ["phi3_short_factors"],
+      config: { max_position_embeddings: 512, original_max_position_embeddings: 128, partial_rotary_factor: 0.5, rope_scaling: longrope(4, 128) },
+    },
+    engine: { contextSize: 128 },
+    bound: F32,
+  },
+  { name: "phi3 f32 sliding_window 16 < prompt: HF, not mlx-lm", spec: { family: "phi3", seed: 23, patches: ["phi3_sliding_window"], config: { sliding_window: 16 } }, bound: F32 },
+  { name: "phi3 f32 sliding_window 2047 > context (Phi-3-mini)", spec: { family: "phi3", seed: 24, config: { sliding_window: 2047 } }, bound: F32 },
+  { name: "phi3 f32 tied head (as Phi-4-mini), GQA 4:1", spec: { family: "phi3", seed: 47, config: { tie_word_embeddings: true, num_key_value_heads: 1 } }, bound: F32 },
+  { name: "phi3 4-bit g64 (fused qkv/gate_up sliced packed)", spec: { family: "phi3", seed: 25, quantization: q4 }, bound: F32 },
+  // gemma
+  { name: "gemma f32, gelu tanh: HF, not mlx-lm", spec: { family: "gemma", seed: 26, patches: ["gemma_gelu_tanh"] }, bound: F32 },
+  { name: "gemma 4-bit g64, gelu tanh", spec: { family: "gemma", seed: 27, patches: ["gemma_gelu_tanh"], quantization: q4 }, bound: F32 },
+  { name: "gemma bf16, gelu tanh", spec: { family: "gemma", seed: 28, dtype: "bfloat16", patches: ["gemma_gelu_tanh"] }, engine: half("bfloat16"), bound: BF16 },
+  // gemma2
+  {
+    name: "gemma2 f32 soft caps 5 (scores) and 3 (logits)",
+    spec: { family: "gemma2", seed: 29, config: { attn_logit_softcapping: 5.0, final_logit_softcapping: 3.0 } },
+    bound: F32,
+  },
+  { name: "gemma2 f32 default caps 50 and 30, GQA 4:1", spec: { family: "gemma2", seed: 30, config: { num_key_value_heads: 1 } }, bound: F32 },
+  { name: "gemma2 f16", spec: { family: "gemma2", seed: 31, dtype: "float16", config: { final_logit_softcapping: 10.0 } }, engine: half("float16"), bound: F16 },
+  { name: "gemma2 4-bit g64", spec: { family: "gemma2", seed: 32, quantization: q4 }, bound: F32 },
+  // gemma3_text
+  { name: "gemma3_text f32 window 8 < prompt, pattern 2, tied", spec: { family: "gemma3_text", seed: 33 }, bound: F32 },
+  {
+    name: "gemma3_text f32 window 128 > prompt, pattern 3, untied, linear rope 8 on global layers",
+    spec: { family: "gemma3_text", seed: 34, config: { sliding_window: 128, sliding_window_pattern: 3, tie_word_embeddings: false, rope_scaling: { rope_type: "linear", factor: 8.0 } } },
+    bound: F32,
+  },
+  {
+    name: "gemma3_text f32 layer_types with window 4",
+    spec: { family: "gemma3_text", seed: 35, config: { sliding_window: 4, sliding_window_pattern: 3, layer_types: ["sliding_attention", "sliding_attention", "full_attention"] } },
+    bound: F32,
+  },
+  {
+    name: "gemma3_text f32 layer_types disagreeing with sliding_window_pattern: HF, not mlx-lm",
+    spec: {
+      family: "gemma3_text", seed: 52, patches: ["gemma3_layer_types"],
+      config: { sliding_window: 8, sliding_window_pattern: 3, layer_types: ["full_attention", "sliding_attention", "sliding_attention"] },
+    },
+    bound: F32,
+  },
+  { name: "gemma3_text f32 700-token prompt (two prefill chunks), window 8", spec: { family: "gemma3_text", seed: 48, prompt_length: 700 }, bound: F32 },
+  { name: "gemma3_text f16 (clipped residuals)", spec: { family: "gemma3_text", seed: 36, dtype: "float16" }, engine: half("float16"), bound: F16 },
+  { name: "gemma3_text 4-bit g64", spec: { family: "gemma3_text", seed: 37, quantization: q4 }, bound: F32 },
+  // gemma3 (multimodal checkpoint, run as its text model)
+  {
+    name: "gemma3 multimodal f32, vision tower dropped",
+    spec: { family: "gemma3", seed: 38, extra_tensors: { "vision_tower.vision_model.embeddings.patch_embedding.weight": [8, 8], "multi_modal_projector.mm_input_projection_weight": [8, 8] } },
+    bound: F32,
+  },
+  {
+    name: "gemma3 multimodal 4-bit g32, 8-bit down_proj override",
+    spec: { family: "gemma3", seed: 39, quantization: { bits: 4, group_size: 32, overrides: { "language_model.model.layers.0.mlp.down_proj": { bits: 8, group_size: 64 } } } },
+    bound: F32,
+  },
+  { name: "gemma3 multimodal bf16", spec: { family: "gemma3", seed: 40, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
+  // A trained model (stories260K, shared/models) as it is on disk: head_dim 8, 5 layers, tied head; its
+  // mlx-community-style 4-bit copy has float16 scales and an unquantized float16 down_proj (input 172).
+  { name: "stories260K hf-f32 (trained llama)", spec: { family: "llama", checkpoint: STORIES("hf-f32") }, bound: F32 },
+  { name: "stories260K hf-bf16", spec: { family: "llama", checkpoint: STORIES("hf-bf16") }, engine: half("bfloat16"), bound: BF16 },
+  { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
+];
+
+const python = conformanceAvailability();
+const tokenizerPresent = existsSync(join(TOKENIZER_SOURCE, "tokenizer.json"));
+const skipReason = !mlxAvailable ? mlxSkipReason : !python.available ? python.reason
+  : !tokenizerPresent ? `the tiny models' tokenizer is missing (${TOKENIZER_SOURCE})` : "";
+if (skipReason) console.warn(`[mlx-node] MLX engine conformance (mlx-lm) skipped: ${skipReason}`);
+
+describe.skipIf(skipReason !== "")("MLX engine conformance (mlx-lm)", () => {
+  let references: ConformanceReference[] = [];
+  beforeAll(async () => {
+    const { device } = await MlxBackend.runtimeInfo();
+    const result = conformanceReferences(CASES.map((c) => c.spec), TOKENIZER_SOURCE, python.mlxLm, device);
+    references = result.references;
+    if (result.made) console.log(`[conformance] mlx-lm ${python.mlxLm} made ${result.made} references in ${(result.ms / 1000).toFixed(1)} s`);
+  }, 600_000);
+
+  CASES.forEach((c, i) => {
+    it(c.name, async () => {
+      const ref = references[i];
+      const mlx = new MlxBackend();
+      await mlx.load(ref.modelDir, c.engine);
+      try {
+        // One uncached forward over prompt + greedy[:-1]: rows 0..63 against mlx-lm's prefill, the
+        // rest against the logits of its cached decode steps.
+        const logits = await mlx.logits([...ref.prompt, ...ref.greedy.slice(0, -1)]);
+        const diff = maxAbsDiff(logits, ref.logits);
+        const generated = await mlx.generate(ref.prompt, { maxTokens: ref.greedy.length, temperature: 0, ignoreEos: true });
+        const agree = generated.tokens.filter((t, k) => t === ref.greedy[k]).length;
+        let note = "";
+        if (ref.plain) {
+          // A deliberate divergence: the engine matches the patched mlx-lm; plain mlx-lm must be
+          // clearly farther, or the case no longer exercises what it claims to.
+          const plainDiff = maxAbsDiff(logits, ref.plain.logits, ref.prompt.map((_, r) => r));
+          note = `, vs plain mlx-lm ${plainDiff.toExponential(2)}`;
+          expect(plainDiff, "the case should show the divergence from plain mlx-lm").toBeGreaterThan(Math.max(10 * diff, F32));
+        }
+        console.log(`[${c.name}] max |logit diff| ${diff.toExponential(2)} (bound ${c.bound}), greedy ${agree}/${ref.greedy.length}${note}`);
+        expect(diff).toBeLessThanOrEqual(c.bound);
+        expect(generated.tokens).toEqual(ref.greedy);
+      } finally {
+        await mlx.unload();
+      }
+    });
+  });
+});
