@@ -18,8 +18,31 @@ export interface LoadOptions {
    * 1 for tiny models, otherwise the number of physical cores (never more than the cores available).
    */
   threads?: number;
+  /**
+   * A fine-tuned adapter applied at load. MLX: an `mlx_lm.lora` adapter directory
+   * (`adapter_config.json` and `adapters.safetensors`, LoRA or DoRA), used by every request that
+   * names no other adapter. GGUF: a llama.cpp LoRA adapter file (`.gguf`). A bad adapter is an
+   * `AdapterError` naming the module. Defaults to none.
+   */
+  adapter?: string;
+  /**
+   * MLX: merge `adapter` into the weights at load, so decoding costs what the base model costs.
+   * Exact for dense weights; quantized weights are dequantized, updated and quantized again (as
+   * `mlx_lm.fuse` does), which adds their rounding error to the update. Defaults to false.
+   */
+  fuse?: boolean;
   /** Aborts a load in progress. */
   signal?: AbortSignal;
+}
+
+/** What {@link InferenceBackend.loadAdapter} read. */
+export interface AdapterInfo {
+  /** `lora` or `dora` (mlx-lm's `fine_tune_type`). */
+  type: "lora" | "dora";
+  rank: number;
+  scale: number;
+  /** Linear modules of the base model the adapter changes. */
+  modules: number;
 }
 
 /** Sampling and stopping options shared by `generate`, `generateStream` and chat. */
@@ -67,6 +90,12 @@ export interface GenerateOptions {
    * Defaults to none (free text).
    */
   jsonSchema?: JsonSchema;
+  /**
+   * The adapter this request runs with: a name given to {@link InferenceBackend.loadAdapter}.
+   * Requests with different adapters (or none) can be queued together; each sees only its own.
+   * An unknown name is an InvalidOptionError. Defaults to the adapter given at load, else none.
+   */
+  adapter?: string;
 }
 
 /** Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or the context is full; `abort`: the signal fired. */
@@ -138,6 +167,15 @@ export interface InferenceBackend {
   readonly name: BackendName;
   /** Loads a model; throws if one is already loaded. */
   load(modelPath: string, options?: LoadOptions): Promise<void>;
+  /**
+   * Keeps an adapter beside the base model, unfused, under `name`, for requests that pass
+   * `{ adapter: name }`. @throws AdapterError (the model is unchanged), InvalidOptionError (name taken)
+   */
+  loadAdapter(name: string, path: string): Promise<AdapterInfo>;
+  /** Frees the adapter `name`. @throws InvalidOptionError when none has that name */
+  unloadAdapter(name: string): Promise<void>;
+  /** The names of the adapters loaded with `loadAdapter`. */
+  readonly adapterNames: readonly string[];
   /** Frees the model. Idempotent; running and queued requests end with an `UnloadedError`. */
   unload(): Promise<void>;
   /** True between a successful `load` and `unload`. */

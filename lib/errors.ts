@@ -8,6 +8,7 @@ export type MlxNodeErrorCode =
   | "INVALID_OPTION"
   | "MODEL_NOT_FOUND"
   | "BAD_WEIGHTS"
+  | "BAD_ADAPTER"
   | "UNSUPPORTED_ARCHITECTURE"
   | "BACKEND_UNAVAILABLE"
   | "NOT_LOADED"
@@ -52,6 +53,17 @@ export class ModelNotFoundError extends MlxNodeError {
 export class ModelFormatError extends MlxNodeError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("BAD_WEIGHTS", message, options);
+  }
+}
+
+/**
+ * An adapter cannot be applied: its directory or files are missing, its type is unknown, or its
+ * tensors do not fit the base model (the message names the module). The base model is unchanged
+ * and stays usable.
+ */
+export class AdapterError extends MlxNodeError {
+  constructor(message: string) {
+    super("BAD_ADAPTER", message);
   }
 }
 
@@ -110,6 +122,8 @@ export function errorFromNative(code: string, message: string): MlxNodeError {
       return new ModelFormatError(message);
     case "UNSUPPORTED_ARCHITECTURE":
       return new UnsupportedArchitectureError(message);
+    case "BAD_ADAPTER":
+      return new AdapterError(message);
     case "INVALID_OPTION":
       return new MlxNodeError("INVALID_OPTION", message);
     case "UNLOADED":

@@ -3,7 +3,7 @@
  * MLX (through mlx-c) for model directories, node-llama-cpp for GGUF files, one contract for both.
  */
 export type {
-  BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
+  AdapterInfo, BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
   InferenceBackend, JsonSchema, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
 } from "./backend.js";
 export { minimumMaxTokens } from "./json-schema/schema.js";
@@ -15,7 +15,7 @@ export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
 export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatResult } from "./chat.js";
 export {
-  BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
+  AdapterError, BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
 } from "./errors.js";
 export type { NativeGenerationStats, NativeMemory, NativeModelInfo } from "./native.js";

@@ -50,6 +50,8 @@ export interface NativeSamplingParams {
   stopTokenIds: Int32Array;
   /** Sample every token among the ids of a mask sent with {@link NativeGenerateHandle.provideMask}. Defaults to false. */
   constrained?: boolean;
+  /** The name of a loaded adapter. Defaults to the adapter given at load, else none. */
+  adapter?: string;
 }
 
 /** Control of one running native generation. */
@@ -83,7 +85,10 @@ export interface NativeModel {
     onEvent: (tokens: Int32Array | null, done?: NativeDone) => void,
   ): NativeGenerateHandle;
   /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
-  logits(ids: Int32Array): Promise<Float32Array>;
+  logits(ids: Int32Array, adapter?: string): Promise<Float32Array>;
+  /** Keeps an mlx_lm.lora adapter directory under `name` (errors carry code BAD_ADAPTER / INVALID_OPTION). */
+  loadAdapter(name: string, dir: string): Promise<{ type: "lora" | "dora"; rank: number; scale: number; modules: number }>;
+  unloadAdapter(name: string): Promise<void>;
   unload(): Promise<void>;
 }
 
@@ -98,7 +103,8 @@ export interface NativeMemory {
 export interface NativeMlx {
   mlx: true;
   /** `computeDtype`: "auto" | "float32" | "float16" | "bfloat16" (see MlxLoadOptions). */
-  loadModel(dir: string, contextSize: number, computeDtype?: string): Promise<NativeModel>;
+  /** `adapter`: an mlx_lm.lora adapter directory applied at load, merged into the weights with `fuse`. */
+  loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<NativeMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;

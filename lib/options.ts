@@ -21,13 +21,14 @@ export interface ResolvedGenerateOptions {
   signal: AbortSignal | undefined;
   /** The `jsonSchema` option, checked and compiled. */
   jsonSchema: CompiledJsonSchema | undefined;
+  adapter: string | undefined;
 }
 
 export const DEFAULT_MAX_TOKENS = 256;
 
 const GENERATE_KEYS = new Set([
   "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
-  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema",
+  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema", "adapter",
 ]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
@@ -49,6 +50,7 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     ignoreEos: booleanOr("ignoreEos", o.ignoreEos, false),
     signal: abortSignal(o.signal),
     jsonSchema: jsonSchemaOption(o, maxTokens),
+    adapter: nonEmptyString("adapter", o.adapter),
   };
 }
 
@@ -75,13 +77,20 @@ export interface ResolvedLoadOptions {
   contextSize: number | undefined;
   threads: number | undefined;
   signal: AbortSignal | undefined;
+  adapter: string | undefined;
+  fuse: boolean;
 }
 
 /** Checks load options; throws InvalidOptionError naming the first bad one. */
 export function resolveLoadOptions(options: LoadOptions = {}, extraKeys: readonly string[] = []): ResolvedLoadOptions {
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
-  rejectUnknownKeys(options, new Set(["contextSize", "threads", "signal"]), extraKeys);
+  rejectUnknownKeys(options, new Set(["contextSize", "threads", "signal", "adapter", "fuse"]), extraKeys);
+  const adapter = nonEmptyString("adapter", options.adapter);
+  const fuse = booleanOr("fuse", options.fuse, false);
+  if (fuse && adapter === undefined) throw new InvalidOptionError("fuse", "false unless an adapter is given", true);
   return {
+    adapter,
+    fuse,
     contextSize: options.contextSize === undefined ? undefined : integerIn("contextSize", options.contextSize, 0, 16, 1 << 20),
     threads: options.threads === undefined ? undefined : integerIn("threads", options.threads, 0, 1, 1024),
     signal: abortSignal(options.signal),
@@ -127,6 +136,13 @@ function integerIn(name: string, value: unknown, fallback: number, min: number, 
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
     throw new InvalidOptionError(name, `an integer in [${min}, ${max}]`, value);
   }
+  return value;
+}
+
+/** Checks an optional non-empty string option. */
+export function nonEmptyString(name: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value.length === 0) throw new InvalidOptionError(name, "a non-empty string", value);
   return value;
 }
 

@@ -13,6 +13,7 @@ inline constexpr const char* kBadWeights = "BAD_WEIGHTS";
 inline constexpr const char* kModelNotFound = "MODEL_NOT_FOUND";
 inline constexpr const char* kUnsupportedArchitecture = "UNSUPPORTED_ARCHITECTURE";
 inline constexpr const char* kInvalidOption = "INVALID_OPTION";
+inline constexpr const char* kBadAdapter = "BAD_ADAPTER";
 
 class EngineError : public std::runtime_error {
  public:

@@ -12,6 +12,8 @@ namespace mlxnode {
 
 Linear Linear::load(Weights& w, const std::string& prefix, int in, int out, bool has_bias) {
   Linear l;
+  l.in = in;
+  l.out = out;
   l.quant = w.quantization(prefix);
   if (l.quant) {
     const int gs = l.quant->group_size, bits = l.quant->bits;
@@ -40,6 +42,8 @@ std::vector<Linear> Linear::load_split(Weights& w, const std::string& prefix, in
   for (int o : outs) {
     Linear part;
     part.quant = fused.quant;
+    part.in = in;
+    part.out = o;
     if (fused.quant) {
       part.weight = mx::slice_axis(fused.weight, 0, begin, begin + o);
       part.scales = mx::slice_axis(fused.scales, 0, begin, begin + o);
@@ -78,14 +82,44 @@ Array quantized_product(const Array& x, const Array& w, const Array& scales, con
 
 }  // namespace
 
-Array Linear::operator()(const Array& x) const {
+Array Linear::base(const Array& x, bool with_bias) const {
+  const bool add_bias = with_bias && !bias.empty();
   if (quant) {
     const Array y = quantized_product(x, weight, scales, biases, *quant);
-    return bias.empty() ? y : mx::add(y, bias);
+    return add_bias ? mx::add(y, bias) : y;
   }
   // mlx.nn.Linear fuses the bias into the product (addmm): in float16/bfloat16, adding it after the
   // rounded product gives other logits (bfloat16 qwen2: 0.2 off mlx-lm, 29 of 32 greedy tokens changed).
-  return bias.empty() ? mx::matmul(x, weight_t) : mx::addmm(bias, x, weight_t);
+  return add_bias ? mx::addmm(bias, x, weight_t) : mx::matmul(x, weight_t);
+}
+
+Array Linear::operator()(const Array& x) const {
+  const int id = adapters.empty() ? 0 : AdapterScope::active();
+  const LoraDelta* d = nullptr;
+  for (const LoraDelta& candidate : adapters)
+    if (candidate.id == id) d = &candidate;
+  if (!d) return base(x, true);
+  // mlx-lm computes the update in the adapter's dtype (float32 as trained) and casts the sum's
+  // term to the activations' dtype.
+  const Array z = mx::matmul(mx::matmul(x, d->a), d->b);
+  const Array update = mx::astype(mx::multiply(z, Array::scalar(d->scale, z.dtype())), x.dtype());
+  if (d->dora_scale.empty()) return mx::add(base(x, true), update);
+  // DoRA: the bias comes after the magnitude rescaling.
+  const Array y = mx::multiply(mx::astype(d->dora_scale, x.dtype()), mx::add(base(x, false), update));
+  return bias.empty() ? y : mx::add(y, bias);
+}
+
+Array Linear::dense_weight() const {
+  if (!quant) return mx::transpose(weight_t, {1, 0});
+  return mx::dequantize(weight, scales, biases, quant->group_size, quant->bits);  // in the scales' dtype
+}
+
+void Linear::set_weight(const Array& w) {
+  if (!quant) {
+    weight_t = mx::transpose(w, {1, 0});
+    return;
+  }
+  mx::quantize(w, quant->group_size, quant->bits, weight, scales, biases);
 }
 
 // ---- Embedding --------------------------------------------------------------------------------
@@ -373,7 +407,8 @@ Array Attention::softcapped_attention(const Array& q, const Array& keys, const A
 MLP MLP::load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias, bool fused) {
   if (fused) {
     std::vector<Linear> gate_up = Linear::load_split(w, prefix + ".gate_up_proj", hidden, {intermediate, intermediate});
-    return MLP{std::move(gate_up[0]), std::move(gate_up[1]), Linear::load(w, prefix + ".down_proj", intermediate, hidden, bias)};
+    return MLP{std::move(gate_up[0]), std::move(gate_up[1]), Linear::load(w, prefix + ".down_proj", intermediate, hidden, bias),
+               false, true};
   }
   return MLP{Linear::load(w, prefix + ".gate_proj", hidden, intermediate, bias),
              Linear::load(w, prefix + ".up_proj", hidden, intermediate, bias),

@@ -6,24 +6,36 @@
 #include <string>
 #include <vector>
 
+#include "adapter.h"
 #include "kv_cache.h"
 #include "loader.h"
 #include "mlx_array.h"
 
 namespace mlxnode {
 
-// y = x W^T (+ b), dense or MLX affine-quantized (quantized iff `<prefix>.scales` exists).
+// y = x W^T (+ b), dense or MLX affine-quantized (quantized iff `<prefix>.scales` exists), plus
+// the low-rank update of the request's adapter when it has one (adapter.h).
 struct Linear {
   Array weight_t;                // dense: the [in, out] transposed view, made once at load
   Array weight, scales, biases;  // quantized: packed [out, in*bits/32] and [out, in/group_size]
   Array bias;                    // empty when the layer has none
   std::optional<QuantParams> quant;
+  int in = 0, out = 0;
+  std::vector<LoraDelta> adapters;  // unfused adapters, by id; few, so searched linearly
+
+  // The weight as [out, in] in the compute dtype (dequantized when quantized).
+  Array dense_weight() const;
+  // Replaces the weight by `w` [out, in], quantized again with the layer's own parameters.
+  void set_weight(const Array& w);
 
   static Linear load(Weights& w, const std::string& prefix, int in, int out, bool has_bias);
   // A fused projection (Phi-3's qkv_proj, gate_up_proj) as one Linear per block of output rows,
   // of sizes `outs`: dense or quantized rows are independent, so each part is a row slice.
   static std::vector<Linear> load_split(Weights& w, const std::string& prefix, int in, const std::vector<int>& outs);
   Array operator()(const Array& x) const;
+
+ private:
+  Array base(const Array& x, bool with_bias) const;
 };
 
 // Token embedding table, dense or quantized; `as_linear` is the tied output head.
@@ -110,6 +122,7 @@ struct Attention {
 struct MLP {
   Linear gate_proj, up_proj, down_proj;
   bool gelu = false;
+  bool fused = false;  // loaded from one gate_up_proj
 
   // `fused`: phi3's gate_up_proj, output rows [gate; up].
   static MLP load(Weights& w, const std::string& prefix, int hidden, int intermediate, bool bias, bool fused = false);

@@ -181,23 +181,7 @@ Weights Weights::load(const std::string& model_dir, const ModelConfig& config, s
   json weight_map;
   w.files_ = find_shards(model_dir, &weight_map);
 
-  for (const auto& file : w.files_) {
-    const std::string path = (fs::path(model_dir) / file).string();
-    auto metas = read_safetensors_header(path);
-    ArrayMap arrays(mlx_map_string_to_array_new());
-    StringMap metadata(mlx_map_string_to_string_new());
-    try {
-      check(mlx_load_safetensors(arrays.out(), metadata.out(), path.c_str(), load_stream()), "mlx_load_safetensors");
-    } catch (const EngineError& e) {
-      bad_weights(path + ": " + e.what());
-    }
-    for (auto& [name, meta] : metas) {
-      if (w.tensors_.count(name)) bad_weights(path + ": tensor '" + name + "' also appears in " + w.tensors_[name].file);
-      Entry e{Array(), path, meta.dtype, meta.shape, false};
-      check(mlx_map_string_to_array_get(e.array.out(), arrays.get(), name.c_str()), "mlx_map_string_to_array_get");
-      w.tensors_.emplace(name, std::move(e));
-    }
-  }
+  for (const auto& file : w.files_) w.add_file((fs::path(model_dir) / file).string());
   for (auto& [tensor, file] : weight_map.items()) {
     auto it = w.tensors_.find(tensor);
     if (it == w.tensors_.end() || fs::path(it->second.file).filename() != file.get<std::string>())
@@ -212,6 +196,32 @@ Weights Weights::load(const std::string& model_dir, const ModelConfig& config, s
     w.quant_ = parse_quant(w.quant_json_, config.path() + " " + qkey);
   }
   return w;
+}
+
+Weights Weights::load_file(const std::string& path) {
+  Weights w;
+  const fs::path p(path);
+  w.dir_ = p.parent_path().string();
+  w.files_ = {p.filename().string()};
+  w.add_file(path);
+  return w;
+}
+
+void Weights::add_file(const std::string& path) {
+  auto metas = read_safetensors_header(path);
+  ArrayMap arrays(mlx_map_string_to_array_new());
+  StringMap metadata(mlx_map_string_to_string_new());
+  try {
+    check(mlx_load_safetensors(arrays.out(), metadata.out(), path.c_str(), load_stream()), "mlx_load_safetensors");
+  } catch (const EngineError& e) {
+    bad_weights(path + ": " + e.what());
+  }
+  for (auto& [name, meta] : metas) {
+    if (tensors_.count(name)) bad_weights(path + ": tensor '" + name + "' also appears in " + tensors_[name].file);
+    Entry e{Array(), path, meta.dtype, meta.shape, false};
+    check(mlx_map_string_to_array_get(e.array.out(), arrays.get(), name.c_str()), "mlx_map_string_to_array_get");
+    tensors_.emplace(name, std::move(e));
+  }
 }
 
 void Weights::fail(const std::string& name, const std::string& what) const {

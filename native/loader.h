@@ -56,6 +56,8 @@ class Weights {
   // scales/biases) is cast to once at load: the model then computes in it.
   static Weights load(const std::string& model_dir, const ModelConfig& config,
                       std::optional<mlx_dtype> float_dtype = std::nullopt);
+  // The tensors of one safetensors file, in their stored dtypes (an adapter's).
+  static Weights load_file(const std::string& path);
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   // The tensor `name` checked against `shape`; marks it used. BAD_WEIGHTS when missing or
@@ -87,6 +89,7 @@ class Weights {
   [[noreturn]] void fail(const std::string& name, const std::string& what) const;
 
  private:
+  void add_file(const std::string& path);
   struct Entry {
     Array array;
     std::string file;

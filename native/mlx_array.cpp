@@ -1,6 +1,7 @@
 #include "mlx_array.h"
 
 #include <mlx/c/fast.h>
+#include <mlx/c/linalg.h>
 #include <mlx/c/ops.h>
 #include <mlx/c/random.h>
 #include <mlx/c/transforms.h>
@@ -335,6 +336,21 @@ Array dequantize(const Array& w, const Array& scales, const Array& biases, int g
                           mlx_optional_int{bits, true}, "affine", mlx_array{nullptr},
                           mlx_optional_dtype{MLX_FLOAT32, false}, s);
   });
+}
+
+void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases) {
+  VectorArray parts;
+  check(mlx_quantize(parts.out(), w.raw(), mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine",
+                     mlx_array{nullptr}, compute_stream()),
+        "mlx_quantize");
+  Array* outs[3] = {&packed, &scales, &biases};
+  for (size_t i = 0; i < 3; ++i) check(mlx_vector_array_get(outs[i]->out(), parts.raw(), i), "mlx_vector_array_get");
+  ++g_op_count;
+}
+
+Array norm_l2(const Array& a, int axis) {
+  return run("mlx_linalg_norm_l2",
+             [&](mlx_array* r, mlx_stream s) { return mlx_linalg_norm_l2(r, a.raw(), &axis, 1, false, s); });
 }
 
 Array rms_norm(const Array& x, const Array& weight, float eps) {

@@ -103,6 +103,7 @@ class VectorArray {
   ~VectorArray() { mlx_vector_array_free(v_); }
   void push(const Array& a);
   mlx_vector_array raw() const { return v_; }
+  mlx_vector_array* out() { return &v_; }  // for mlx-c calls that return a vector
 
  private:
   mlx_vector_array v_{};
@@ -166,6 +167,11 @@ Array negative(const Array& a);
 Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
                        bool transpose, int group_size, int bits);
 Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits);
+// w [out, in] -> packed weight, scales and biases, as mlx.core.quantize.
+void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases);
+
+// mlx.core.linalg.norm(a, axis=axis): the L2 norm along one axis.
+Array norm_l2(const Array& a, int axis);
 
 // mlx.core.fast
 Array rms_norm(const Array& x, const Array& weight, float eps);

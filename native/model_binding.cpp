@@ -39,6 +39,13 @@ double number_field(const Napi::Object& o, const char* key, double fallback) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+std::string string_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return "";
+  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
 SamplingParams sampling_params(const Napi::Object& o) {
   SamplingParams p;
   p.temperature = static_cast<float>(number_field(o, "temperature", p.temperature));
@@ -50,6 +57,7 @@ SamplingParams sampling_params(const Napi::Object& o) {
   p.seed = static_cast<uint64_t>(number_field(o, "seed", 0));
   p.max_tokens = static_cast<int>(number_field(o, "maxTokens", p.max_tokens));
   if (o.Has("stopTokenIds")) p.stop_token_ids = int32_vector(o.Get("stopTokenIds"), "params.stopTokenIds");
+  p.adapter = string_field(o, "adapter");
   return p;
 }
 
@@ -77,6 +85,15 @@ Napi::Object stats_to_js(Napi::Env env, const GenerationStats& s) {
   o.Set("hostMs", s.host_ms);
   o.Set("opsPerToken", static_cast<double>(s.ops_per_token));
   o.Set("maskWaitMs", s.mask_wait_ms);
+  return o;
+}
+
+Napi::Object summary_to_js(Napi::Env env, const AdapterSummary& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("type", s.type);
+  o.Set("rank", s.rank);
+  o.Set("scale", s.scale);
+  o.Set("modules", s.modules);
   return o;
 }
 
@@ -108,6 +125,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                        {InstanceMethod<&NativeModel::Info>("info"),
                         InstanceMethod<&NativeModel::Generate>("generate"),
                         InstanceMethod<&NativeModel::Logits>("logits"),
+                        InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
+                        InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
                         InstanceMethod<&NativeModel::Unload>("unload")});
   }
 
@@ -203,17 +222,40 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return handle;
   }
 
-  // logits(ids: Int32Array) -> Promise<Float32Array> of ids.length * vocabSize values.
+  // logits(ids: Int32Array, adapter?: string) -> Promise<Float32Array> of ids.length * vocabSize values.
   Napi::Value Logits(const Napi::CallbackInfo& info) {
     SessionPtr session = Session(info.Env());
     auto ids = int32_vector(info[0], "ids");
+    const std::string adapter = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     return run_on_engine<std::vector<float>>(
-        info.Env(), "mlx-node:logits", [session, ids]() { return session->logits(ids); },
+        info.Env(), "mlx-node:logits", [session, ids, adapter]() { return session->logits(ids, adapter); },
         [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
           auto array = Napi::Float32Array::New(env, values.size());
           std::copy(values.begin(), values.end(), array.Data());
           return array;
         });
+  }
+
+  // loadAdapter(name: string, dir: string) -> Promise<{ type, rank, scale, modules }>
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SessionPtr session = Session(env);
+    if (!info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "loadAdapter(name, dir) takes two strings");
+    const std::string name = info[0].As<Napi::String>().Utf8Value(), dir = info[1].As<Napi::String>().Utf8Value();
+    return run_on_engine<AdapterSummary>(
+        env, "mlx-node:load-adapter", [session, name, dir]() { return session->load_adapter(name, dir); },
+        [](Napi::Env env, AdapterSummary& s) -> Napi::Value { return summary_to_js(env, s); });
+  }
+
+  // unloadAdapter(name: string) -> Promise<void>
+  Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SessionPtr session = Session(env);
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "unloadAdapter(name) takes a string");
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    return run_on_engine<Unit>(
+        env, "mlx-node:unload-adapter", [session, name]() { session->unload_adapter(name); return Unit{}; },
+        [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
   }
 
   // unload() -> Promise<void>: frees the weights and cache on the engine thread, then clears MLX's buffer cache.
@@ -242,7 +284,8 @@ struct Loaded {
   ModelInfo info;
 };
 
-// loadModel(dir: string, contextSize: number, computeDtype?: string) -> Promise<NativeModel>
+// loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string, fuse?: boolean })
+//   -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
@@ -250,6 +293,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   config.model_dir = info[0].As<Napi::String>().Utf8Value();
   if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
   if (info[2].IsString()) config.compute_dtype = info[2].As<Napi::String>().Utf8Value();
+  if (info[3].IsObject()) {
+    Napi::Object adapter = info[3].As<Napi::Object>();
+    config.adapter_dir = string_field(adapter, "path");
+    config.fuse_adapter = adapter.Get("fuse").ToBoolean();
+  }
   return run_on_engine<Loaded>(
       env, "mlx-node:load",
       [config]() {

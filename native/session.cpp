@@ -1,6 +1,7 @@
 // ModelSession over a family model, its KV cache and the tokens that cache holds.
 // Engine thread only.
 #include <algorithm>
+#include <map>
 
 #include "device.h"
 #include "errors.h"
@@ -27,20 +28,69 @@ class Session : public ModelSession {
   GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                            const std::atomic<bool>& cancel,
                            const std::function<void(int32_t token)>& emit, TokenMaskMailbox* masks) override {
+    AdapterScope scope(select_adapter(params.adapter));
     return mlxnode::generate(context(), prompt, params, cancel, emit, masks);
   }
 
-  std::vector<float> logits(const std::vector<int32_t>& tokens) override {
+  std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) override {
+    AdapterScope scope(select_adapter(adapter));
     return all_logits(context(), tokens);
   }
 
+  AdapterSummary load_adapter(const std::string& name, const std::string& dir) override {
+    if (name.empty() || adapters_.count(name)) throw EngineError(kInvalidOption, "adapter name '" + name + "' is empty or already loaded");
+    const int id = next_adapter_id();
+    AdapterSummary summary = apply_adapter(dir, id, false, info_.num_layers, model_->adapter_targets());
+    adapters_[name] = id;
+    return summary;
+  }
+
+  void unload_adapter(const std::string& name) override {
+    auto it = adapters_.find(name);
+    if (it == adapters_.end()) throw EngineError(kInvalidOption, "no adapter named '" + name + "' is loaded");
+    if (it->second == cached_adapter_) forget_cache();
+    remove_adapter(it->second, model_->adapter_targets());
+    adapters_.erase(it);
+  }
+
+  // The load-time adapter, kept unfused: the adapter of requests that name none.
+  void set_default_adapter(int id) { default_adapter_ = id; }
+
  private:
   GenerationContext context() { return GenerationContext{*model_, cache_, cached_tokens_, info_.context_size}; }
+
+  // The adapter id a request runs with. The cached prefix was computed with one adapter's
+  // weights, so a request with another starts from an empty cache.
+  int select_adapter(const std::string& name) {
+    int id = default_adapter_;
+    if (!name.empty()) {
+      auto it = adapters_.find(name);
+      if (it == adapters_.end()) throw EngineError(kInvalidOption, "no adapter named '" + name + "' is loaded (" + loaded_names() + ")");
+      id = it->second;
+    }
+    if (id != cached_adapter_) forget_cache();
+    cached_adapter_ = id;
+    return id;
+  }
+
+  void forget_cache() {
+    cache_.reset();
+    cached_tokens_.clear();
+  }
+
+  std::string loaded_names() const {
+    std::string names;
+    for (const auto& [n, id] : adapters_) names += (names.empty() ? "loaded: " : ", ") + n;
+    return names.empty() ? "none loaded" : names;
+  }
 
   std::unique_ptr<Model> model_;
   KVCache cache_;
   std::vector<int32_t> cached_tokens_;  // what cache_ holds, for prefix reuse
   ModelInfo info_;
+  std::map<std::string, int> adapters_;  // loaded adapters: name -> id
+  int default_adapter_ = 0;
+  int cached_adapter_ = 0;               // the adapter cache_ was computed with
 };
 
 }  // namespace
@@ -77,7 +127,11 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
   const int context_size = config.context_size > 0 ? config.context_size
                                                    : std::min(model->max_position_embeddings, kDefaultContextCap);
   model->fit_context(context_size);
-  return std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
+  const int adapter = config.adapter_dir.empty() ? 0 : next_adapter_id();
+  if (adapter) apply_adapter(config.adapter_dir, adapter, config.fuse_adapter, model->info.num_layers, model->adapter_targets());
+  auto session = std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
+  if (adapter && !config.fuse_adapter) session->set_default_adapter(adapter);
+  return session;
 }
 
 }  // namespace mlxnode

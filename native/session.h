@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "adapter.h"
+
 namespace mlxnode {
 
 class TokenMaskMailbox;  // token_mask.h
@@ -18,6 +20,10 @@ struct LoadConfig {
   // "auto": float32 on the CPU (MLX emulates float16/bfloat16 arithmetic there, 2-25x slower),
   // the checkpoint's own dtype on a GPU; or "float32" | "float16" | "bfloat16" to force one.
   std::string compute_dtype = "auto";
+  // An mlx_lm.lora adapter directory applied at load: merged into the weights with `fuse_adapter`,
+  // else kept beside them as the adapter of every request that names none.
+  std::string adapter_dir;
+  bool fuse_adapter = false;
 };
 
 struct SamplingParams {
@@ -30,6 +36,7 @@ struct SamplingParams {
   uint64_t seed = 0;
   int max_tokens = 256;
   std::vector<int32_t> stop_token_ids;  // end-of-generation ids: generation stops after emitting none of them
+  std::string adapter;                  // the request's adapter (ModelSession::load_adapter); "": the default
 };
 
 struct ModelInfo {
@@ -74,7 +81,13 @@ class ModelSession {
 
   // Logits for every position of `tokens` ([tokens.size() * vocab_size], float32), evaluated
   // from an empty cache. For tests against the reference forward pass; leaves the cache empty.
-  virtual std::vector<float> logits(const std::vector<int32_t>& tokens) = 0;
+  virtual std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) = 0;
+
+  // Keeps an adapter (unfused) under `name` for requests that name it. BAD_ADAPTER (the model is
+  // unchanged), INVALID_OPTION when the name is taken.
+  virtual AdapterSummary load_adapter(const std::string& name, const std::string& dir) = 0;
+  // INVALID_OPTION when no adapter has that name.
+  virtual void unload_adapter(const std::string& name) = 0;
 };
 
 }  // namespace mlxnode

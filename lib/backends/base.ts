@@ -4,14 +4,14 @@
  * and `runTokens`, which streams raw token ids from its engine.
  */
 import type {
-  BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
+  AdapterInfo, BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
 import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
-  checkModelPath, checkTokenIds, resolveGenerateOptions, resolveLoadOptions,
+  checkModelPath, checkTokenIds, nonEmptyString, resolveGenerateOptions, resolveLoadOptions,
   type ResolvedGenerateOptions, type ResolvedLoadOptions,
 } from "../options.js";
 import { RequestQueue } from "../request-queue.js";
@@ -47,6 +47,8 @@ export abstract class BaseBackend implements InferenceBackend {
   private unloading: Promise<void> | undefined;
   /** Bumped on every unload so requests from an older load know they were cut off. */
   private generation = 0;
+  /** Adapters loaded with loadAdapter, by name. */
+  private readonly adapters = new Set<string>();
 
   constructor(options: BackendOptions = {}) {
     const max = options.maxQueuedRequests ?? 64;
@@ -69,6 +71,10 @@ export abstract class BaseBackend implements InferenceBackend {
   protected abstract unloadModel(): Promise<void>;
   /** Starts generating from `prompt` with exclusive use of the model. */
   protected abstract runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun;
+  /** Keeps an adapter under `name` beside the loaded model (name and path already checked). */
+  protected abstract attachAdapter(name: string, path: string): Promise<AdapterInfo>;
+  /** Frees the adapter `name`. */
+  protected abstract detachAdapter(name: string): Promise<void>;
   /** Size of the vocabulary, for checking token-id prompts. */
   protected abstract get vocabSize(): number;
   /** Option names a backend accepts beyond the shared ones. */
@@ -99,6 +105,39 @@ export abstract class BaseBackend implements InferenceBackend {
     }
   }
 
+  get adapterNames(): readonly string[] {
+    return [...this.adapters];
+  }
+
+  /**
+   * Keeps an adapter beside the base model under `name` (no `:`, which the server uses to join a
+   * model and an adapter name), for requests that pass `{ adapter: name }`.
+   * @throws AdapterError (the model is unchanged), InvalidOptionError, NotLoadedError
+   */
+  async loadAdapter(name: string, path: string): Promise<AdapterInfo> {
+    if (nonEmptyString("name", name) === undefined || name.includes(":")) {
+      throw new InvalidOptionError("name", "a non-empty adapter name without ':'", name);
+    }
+    const dir = nonEmptyString("path", path);
+    if (dir === undefined) throw new InvalidOptionError("path", "an adapter path", path);
+    if (!this.isLoaded) throw new NotLoadedError("loadAdapter");
+    if (this.adapters.has(name)) throw new InvalidOptionError("name", "a name no loaded adapter has", name);
+    const info = await this.attachAdapter(name, dir);
+    this.adapters.add(name);
+    return info;
+  }
+
+  /** Frees the adapter `name`. @throws InvalidOptionError when no adapter has that name */
+  async unloadAdapter(name: string): Promise<void> {
+    if (!this.adapters.has(name)) throw new InvalidOptionError("name", `the name of a loaded adapter (${this.adapterList()})`, name);
+    this.adapters.delete(name);
+    await this.detachAdapter(name);
+  }
+
+  private adapterList(): string {
+    return this.adapters.size > 0 ? [...this.adapters].join(", ") : "none is loaded";
+  }
+
   unload(): Promise<void> {
     if (this.loadedPath === undefined) return Promise.resolve();
     this.unloading ??= (async () => {
@@ -110,6 +149,7 @@ export abstract class BaseBackend implements InferenceBackend {
       try {
         await this.unloadModel();
       } finally {
+        this.adapters.clear();
         this.loadedPath = undefined;
         this.unloading = undefined;
         release();
@@ -129,6 +169,9 @@ export abstract class BaseBackend implements InferenceBackend {
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream {
     const resolved = resolveGenerateOptions(options, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("generateStream");
+    if (resolved.adapter !== undefined && !this.adapters.has(resolved.adapter)) {
+      throw new InvalidOptionError("adapter", `the name of a loaded adapter (${this.adapterList()})`, resolved.adapter);
+    }
     const ids = this.promptIds(prompt);
     if (ids.length === 0) throw new InvalidOptionError("prompt", "at least one token", "an empty prompt");
     if (ids.length >= this.contextSize) {

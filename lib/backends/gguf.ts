@@ -10,10 +10,10 @@ import { resolve } from "node:path";
 import type {
   Llama, LlamaContext, LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token,
 } from "node-llama-cpp";
-import type { BackendName, TokenizeOptions } from "../backend.js";
+import type { AdapterInfo, BackendName, TokenizeOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
 import {
-  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
+  AdapterError, BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
   UnsupportedArchitectureError,
 } from "../errors.js";
 import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
@@ -256,6 +256,9 @@ export class GgufBackend extends BaseBackend {
     });
     if (info.isDirectory()) throw new ModelNotFoundError(path, "expected a .gguf file, found a directory");
     await checkMagic(file, path);
+    // llama.cpp applies a LoRA at context creation, unfused; it has no merge at load.
+    if (options.fuse) throw new InvalidOptionError("fuse", "false with the gguf backend (llama.cpp applies adapters unfused)", true);
+    const adapter = options.adapter !== undefined ? await ggufAdapterFile(options.adapter) : undefined;
 
     const llama = await getSharedLlama();
     const signal = options.signal;
@@ -292,9 +295,11 @@ export class GgufBackend extends BaseBackend {
           sequences: 1,
           failedCreationRemedy: false,
           ...(signal ? { createSignal: signal } : {}),
+          ...(adapter !== undefined ? { lora: { adapters: [{ filePath: adapter }] } } : {}),
         });
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
+        if (adapter !== undefined) throw new AdapterError(`Cannot apply the GGUF LoRA adapter ${adapter} to ${path}: ${errorMessage(error)}`);
         throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
       }
       const sequence = context.getSequence();
@@ -335,6 +340,17 @@ export class GgufBackend extends BaseBackend {
       ...(tokens.eosString !== null ? { eosToken: tokens.eosString } : {}),
       origin,
     };
+  }
+
+  /** llama.cpp binds adapters to a context, and this backend keeps one: only the load-time adapter. */
+  protected attachAdapter(name: string): Promise<AdapterInfo> {
+    return Promise.reject(new AdapterError(
+      `Cannot load adapter "${name}": the gguf backend applies one adapter, given at load (load(path, { adapter })); several adapters per model need the mlx backend`,
+    ));
+  }
+
+  protected detachAdapter(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Frees the sequence, context and model. */
@@ -629,14 +645,15 @@ function decodeThreads(loaded: Loaded): number {
   return loaded.tuner?.next() ?? loaded.threads.decode;
 }
 
-async function checkMagic(file: string, shownPath: string): Promise<void> {
+async function checkMagic(file: string, shownPath: string, what: "model" | "adapter" = "model"): Promise<void> {
   const handle = await open(file, "r");
   try {
     const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
     const magic = buffer.subarray(0, bytesRead).toString("latin1");
     if (magic !== "GGUF") {
       const got = bytesRead === 0 ? "an empty file" : `a file starting with ${JSON.stringify(magic)}`;
-      throw new ModelFormatError(`Cannot load GGUF model ${shownPath}: not a GGUF file (expected the magic "GGUF", got ${got})`);
+      const message = `Cannot load GGUF ${what} ${shownPath}: not a GGUF file (expected the magic "GGUF", got ${got})`;
+      throw what === "model" ? new ModelFormatError(message) : new AdapterError(message);
     }
   } finally {
     await handle.close();
@@ -645,4 +662,13 @@ async function checkMagic(file: string, shownPath: string): Promise<void> {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** The absolute path of a GGUF adapter file, checked to exist and to be GGUF. */
+async function ggufAdapterFile(path: string): Promise<string> {
+  const file = resolve(path);
+  const info = await stat(file).catch(() => undefined);
+  if (!info?.isFile()) throw new AdapterError(`GGUF adapter not found: ${path} (the gguf backend takes a llama.cpp LoRA .gguf file)`);
+  await checkMagic(file, path, "adapter");
+  return file;
 }

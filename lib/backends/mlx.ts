@@ -4,7 +4,7 @@
  * runs on the addon's single engine thread, so the event loop never blocks.
  */
 import { stat } from "node:fs/promises";
-import type { LoadOptions } from "../backend.js";
+import type { AdapterInfo, LoadOptions } from "../backend.js";
 import { Channel } from "../channel.js";
 import type { ChatTemplateSource } from "../chat.js";
 import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError, errorFromNative } from "../errors.js";
@@ -116,10 +116,10 @@ export class MlxBackend extends BaseBackend {
    * Logits of every position of `tokens`, evaluated from an empty cache (`tokens.length` rows of
    * `vocabSize` floats). For tests and research; generation does not need it.
    */
-  async logits(tokens: readonly number[]): Promise<Float32Array[]> {
+  async logits(tokens: readonly number[], options: { adapter?: string } = {}): Promise<Float32Array[]> {
     this.ensureLoaded("logits");
     const ids = checkTokenIds("tokens", tokens, this.vocabSize);
-    const flat = await this.native(() => (this.model as NativeModel).logits(Int32Array.from(ids)));
+    const flat = await this.native(() => (this.model as NativeModel).logits(Int32Array.from(ids), options.adapter));
     const vocab = this.vocabSize;
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
@@ -168,10 +168,19 @@ export class MlxBackend extends BaseBackend {
     }
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype));
+    const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter));
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;
+  }
+
+  protected attachAdapter(name: string, path: string): Promise<AdapterInfo> {
+    return this.native(() => (this.model as NativeModel).loadAdapter(name, path));
+  }
+
+  protected detachAdapter(name: string): Promise<void> {
+    return this.native(() => (this.model as NativeModel).unloadAdapter(name));
   }
 
   protected async unloadModel(): Promise<void> {
@@ -253,6 +262,7 @@ export class MlxBackend extends BaseBackend {
         seed: options.seed,
         stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
         constrained: json !== undefined,
+        ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
       },
       (tokens, done) => {
         if (tokens) {

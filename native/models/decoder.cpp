@@ -136,6 +136,35 @@ void DecoderModel::fit_context(int context_size) {
   for (TransformerBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
 }
 
+std::vector<AdapterTarget> DecoderModel::adapter_targets() {
+  std::vector<AdapterTarget> targets;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    TransformerBlock& b = layers[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    auto add = [&](const std::string& key, std::vector<Linear*> parts) {
+      targets.push_back(AdapterTarget{p + key, key, static_cast<int>(i), std::move(parts)});
+    };
+    Attention& a = b.self_attn;
+    if (a.args.fused_qkv) {
+      add("self_attn.qkv_proj", {&a.q_proj, &a.k_proj, &a.v_proj});
+    } else {
+      add("self_attn.q_proj", {&a.q_proj});
+      add("self_attn.k_proj", {&a.k_proj});
+      add("self_attn.v_proj", {&a.v_proj});
+    }
+    add("self_attn.o_proj", {&a.o_proj});
+    if (b.mlp.fused) {
+      add("mlp.gate_up_proj", {&b.mlp.gate_proj, &b.mlp.up_proj});
+    } else {
+      add("mlp.gate_proj", {&b.mlp.gate_proj});
+      add("mlp.up_proj", {&b.mlp.up_proj});
+    }
+    add("mlp.down_proj", {&b.mlp.down_proj});
+  }
+  if (lm_head) targets.push_back(AdapterTarget{"lm_head", "", -1, {&*lm_head}});
+  return targets;
+}
+
 Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
   Array h = embed_tokens(tokens);
   if (embed_scale > 0) h = mx::multiply(h, Array::scalar(embed_scale, h.dtype()));

@@ -67,6 +67,7 @@ class DecoderModel : public Model {
   DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
   void fit_context(int context_size) override;
+  std::vector<AdapterTarget> adapter_targets() override;
 
  private:
   Embedding embed_tokens;

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "../adapter.h"
 #include "../kv_cache.h"
 #include "../loader.h"
 #include "../session.h"
@@ -19,6 +20,9 @@ class Model {
   virtual Array forward(const Array& tokens, KVCache& cache, bool last_only) const = 0;
   // Told the context size once, before the first forward (longrope picks its factors by it).
   virtual void fit_context(int /*context_size*/) {}
+  // The linear modules an adapter may target, by checkpoint name; the pointers stay valid while
+  // the model lives. Adapters change only their Linears, between requests.
+  virtual std::vector<AdapterTarget> adapter_targets() { return {}; }
   // model_type, dtype, quantization_bits, vocab_size, num_layers, hidden_size; the session
   // fills context_size and weight_bytes.
   ModelInfo info;
