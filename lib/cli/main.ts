@@ -49,6 +49,7 @@ serve options:
   --port, -p <n>            port (default: 8080; 0 picks a free one)
   --model-id <name>         name in /v1/models and responses (default: the model's file or directory name)
   --chat-template <file>    Jinja chat template for models without one
+  --adapter <name>=<dir>    keep an mlx_lm.lora adapter; requests pick it with "model": "<model-id>:<name>" (repeatable)
   --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
   --cors <origin>           let web pages from <origin> ("*": any) call the server (default: none)
   --backend <name>  --context-size <n>  --threads <n>  --quiet (no request log)

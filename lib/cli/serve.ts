@@ -21,6 +21,7 @@ export async function runServe(args: string[]): Promise<number> {
       host: { type: "string" },
       port: { type: "string", short: "p" },
       "model-id": { type: "string" },
+      adapter: { type: "string", multiple: true },
       "chat-template": { type: "string" },
       "context-size": { type: "string" },
       threads: { type: "string" },
@@ -41,6 +42,14 @@ export async function runServe(args: string[]): Promise<number> {
     threads: integerFlag("--threads", values.threads),
     maxQueuedRequests: integerFlag("--max-queued", values["max-queued"]),
   });
+  for (const spec of values.adapter ?? []) {
+    const eq = spec.indexOf("=");
+    if (eq <= 0 || eq === spec.length - 1) throw new InvalidOptionError("--adapter", "name=dir (repeatable)", spec);
+    await model.loadAdapter(spec.slice(0, eq), spec.slice(eq + 1)).catch(async (error: unknown) => {
+      await model.unload();
+      throw error;
+    });
+  }
   const modelId = values["model-id"] ?? basename(values.model.replace(/[/\\]+$/, ""));
   const server = createServer(model, {
     modelId,
@@ -62,7 +71,8 @@ export async function runServe(args: string[]): Promise<number> {
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   process.stderr.write(
-    `mlx-node: serving ${modelId} (${model.name}: ${model.selection.reason}) at http://${shownHost}:${address.port}/v1\n`,
+    `mlx-node: serving ${modelId} (${model.name}: ${model.selection.reason}) at http://${shownHost}:${address.port}/v1\n` +
+      model.adapterNames.map((a) => `mlx-node: adapter ${a}: request it with "model": "${modelId}:${a}"\n`).join(""),
   );
 
   await new Promise<void>((resolve) => {

@@ -95,18 +95,21 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (path === "/health" || path === "/v1/models" || path.startsWith("/v1/models/")) {
         allow(req, "GET");
         if (path === "/health") return sendJson(res, 200, { status: model.isLoaded ? "ok" : "unloaded", backend: model.name });
-        const card = { id: modelId, object: "model", created, owned_by: "mlx-node" };
-        if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: [card] });
-        if (decodeURIComponent(path.slice("/v1/models/".length)) !== modelId) {
-          throw new RequestError(404, `The model "${path.slice(11)}" does not exist: this server runs "${modelId}"`, "model", "model_not_found");
-        }
+        const cards = [modelId, ...model.adapterNames.map((a) => `${modelId}:${a}`)].map((id) => ({ id, object: "model", created, owned_by: "mlx-node" }));
+        if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: cards });
+        const card = cards.find((c) => c.id === decodeURIComponent(path.slice("/v1/models/".length)));
+        if (!card) throw new RequestError(404, `The model "${path.slice(11)}" does not exist: this server runs "${modelId}"`, "model", "model_not_found");
         return sendJson(res, 200, card);
       }
       const kind = path === "/v1/completions" ? "completion" : path === "/v1/chat/completions" ? "chat" : undefined;
       if (!kind) throw new RequestError(404, `Unknown endpoint ${req.method} ${path}`, null, "not_found");
       allow(req, "POST");
       const body = await readJson(req, maxBody);
-      const who: ResponseIdentity = { id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: modelId };
+      const adapter = requestedAdapter(body.model, modelId, model.adapterNames);
+      const who: ResponseIdentity = {
+        id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`, created: Math.floor(Date.now() / 1000),
+        model: adapter ? `${modelId}:${adapter}` : modelId,
+      };
 
       // A client that goes away (closes the socket before the response ends) aborts the work.
       const controller = new AbortController();
@@ -119,11 +122,11 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
-        stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal });
+        stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal, ...(adapter ? { adapter } : {}) });
       } else {
         const parsed = parseChatRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
-        const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
+        const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal, ...(adapter ? { adapter } : {}) };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
         stream = model.chatStream(parsed.messages, chatOptions);
       }
@@ -178,6 +181,20 @@ async function settle(stream: GenerationStream): Promise<GenerateResult> {
 
 function allow(req: IncomingMessage, method: string): void {
   if (req.method !== method) throw new RequestError(405, `${req.url} takes ${method}, not ${req.method}`, null, "method_not_allowed");
+}
+
+/**
+ * The adapter a request's `model` names: "<model id>:<adapter>" runs with a loaded adapter
+ * (`loadAdapter`, `serve --adapter name=dir`); the model id alone (or no `model`) runs the base.
+ */
+function requestedAdapter(requested: unknown, modelId: string, loaded: readonly string[]): string | undefined {
+  if (typeof requested !== "string" || requested === modelId || !requested.includes(":")) return undefined;
+  const adapter = requested.slice(requested.lastIndexOf(":") + 1);
+  if (!loaded.includes(adapter)) {
+    const known = loaded.length > 0 ? loaded.map((a) => `"${modelId}:${a}"`).join(", ") : "none";
+    throw new RequestError(404, `The model "${requested}" does not exist: this server runs "${modelId}" with the adapters ${known}`, "model", "model_not_found");
+  }
+  return adapter;
 }
 
 async function readJson(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
