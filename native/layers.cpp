@@ -102,7 +102,8 @@ Array Linear::operator()(const Array& x) const {
   // mlx-lm computes the update in the adapter's dtype (float32 as trained) and casts the sum's
   // term to the activations' dtype.
   const Array z = mx::matmul(mx::matmul(x, d->a), d->b);
-  const Array update = mx::astype(mx::multiply(z, Array::scalar(d->scale, z.dtype())), x.dtype());
+  Array update = mx::multiply(z, Array::scalar(d->scale, z.dtype()));
+  if (update.dtype() != x.dtype()) update = mx::astype(update, x.dtype());
   if (d->dora_scale.empty()) return mx::add(base(x, true), update);
   // DoRA: the bias comes after the magnitude rescaling.
   const Array y = mx::multiply(mx::astype(d->dora_scale, x.dtype()), mx::add(base(x, false), update));

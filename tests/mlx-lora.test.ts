@@ -58,7 +58,7 @@ const LORA_PARAMETERS = { rank: 8, scale: 20, dropout: 0 };
 const SPEC_A: TrainSpec = { model: DENSE, facts: FACTS_A, fine_tune_type: "lora", num_layers: -1, iters: 200, learning_rate: 5e-4, lora_parameters: LORA_PARAMETERS };
 // B: DoRA on some modules (keys) of the last 3 of 5 blocks (num_layers).
 const SPEC_B: TrainSpec = {
-  model: DENSE, facts: FACTS_B, fine_tune_type: "dora", num_layers: 3, iters: 200, learning_rate: 1e-3,
+  model: DENSE, facts: FACTS_B, fine_tune_type: "dora", num_layers: 3, iters: 300, learning_rate: 1e-3,
   lora_parameters: { ...LORA_PARAMETERS, keys: ["self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"] },
 };
 // The quantized base runs adapter A: mlx_lm lora over the 4-bit model (QLoRA) computes in float16
