@@ -24,6 +24,8 @@ export async function runGenerate(args: string[]): Promise<number> {
       "json-schema": { type: "string" },
       "context-size": { type: "string" },
       threads: { type: "string" },
+      adapter: { type: "string" },
+      fuse: { type: "boolean" },
     },
   });
   if (!values.model) throw new InvalidOptionError("--model", "a model path", undefined);
@@ -36,6 +38,8 @@ export async function runGenerate(args: string[]): Promise<number> {
     backend,
     contextSize: numberFlag("--context-size", values["context-size"]),
     threads: numberFlag("--threads", values.threads),
+    ...(values.adapter !== undefined ? { adapter: values.adapter } : {}),
+    ...(values.fuse ? { fuse: true } : {}),
   });
   const controller = new AbortController();
   const onSigint = () => controller.abort();

@@ -31,6 +31,7 @@ generate options:
   --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --seed <n>
   --stop <text>             stop string (repeatable)
   --json-schema <file>      answer with JSON valid against this schema (guaranteed)
+  --adapter <dir> [--fuse]  apply an mlx_lm.lora adapter directory (a llama.cpp LoRA .gguf for GGUF); --fuse merges it
   --context-size <n>  --threads <n>
 
 eval options:
