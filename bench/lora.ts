@@ -11,48 +11,17 @@
  * made in bench/.models/ by bench/synthetic) and stories260K (hf-f32). The adapter's weights are
  * random (speed does not depend on them), written in mlx_lm.lora's format.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { MlxBackend } from "../lib/backends/mlx.js";
-import { writeSafetensors } from "../tests/reference/safetensors.js";
+import { writeRandomAdapter } from "../tests/support/lora.js";
 import { median } from "./stats.js";
 import { makeModel } from "./synthetic/make-model.js";
 
-const LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
-
-/** An mlx_lm.lora-format LoRA adapter with random weights on every linear of a llama/qwen2 model. */
-function randomAdapter(modelDir: string, rank: number): string {
-  const c = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, number>;
-  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
-  const q = c.num_attention_heads * headDim, kv = (c.num_key_value_heads ?? c.num_attention_heads) * headDim;
-  const dims: Record<string, [number, number]> = {
-    "self_attn.q_proj": [c.hidden_size, q], "self_attn.k_proj": [c.hidden_size, kv], "self_attn.v_proj": [c.hidden_size, kv],
-    "self_attn.o_proj": [q, c.hidden_size], "mlp.gate_proj": [c.hidden_size, c.intermediate_size],
-    "mlp.up_proj": [c.hidden_size, c.intermediate_size], "mlp.down_proj": [c.intermediate_size, c.hidden_size],
-  };
-  let seed = 1;
-  const random = (n: number, amplitude: number) => Float32Array.from({ length: n }, () => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return (seed / 2 ** 31 - 0.5) * amplitude;
-  });
-  const tensors: Parameters<typeof writeSafetensors>[1] = {};
-  for (let l = 0; l < c.num_hidden_layers; l++) {
-    for (const key of LINEARS) {
-      const [inDim, outDim] = dims[key];
-      tensors[`model.layers.${l}.${key}.lora_a`] = { dtype: "F32", shape: [inDim, rank], data: random(inDim * rank, 2 / Math.sqrt(inDim)) };
-      tensors[`model.layers.${l}.${key}.lora_b`] = { dtype: "F32", shape: [rank, outDim], data: random(rank * outDim, 0.01) };
-    }
-  }
-  const dir = mkdtempSync(join(tmpdir(), "mlx-node-lora-bench-"));
-  writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ fine_tune_type: "lora", num_layers: -1, lora_parameters: { rank, scale: 20, dropout: 0 } }));
-  writeSafetensors(join(dir, "adapters.safetensors"), tensors);
-  return dir;
-}
-
 async function benchModel(modelDir: string, rank: number, tokens: number, rounds: number): Promise<void> {
-  const adapter = randomAdapter(modelDir, rank);
+  const adapter = writeRandomAdapter(modelDir, mkdtempSync(join(tmpdir(), "mlx-node-lora-bench-")), { rank });
   const base = new MlxBackend(), fused = new MlxBackend();
   try {
     await base.load(modelDir);

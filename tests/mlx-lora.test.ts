@@ -17,7 +17,9 @@ import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
 import { AdapterError, InvalidOptionError } from "../lib/errors.js";
 import { createServer } from "../lib/server/server.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
-import { ggufAdapter, mlxLmGreedy, trainedAdapter, writeSafetensors, type Fact, type TrainSpec } from "./support/lora.js";
+import { conformanceReferences, type ConformanceSpec } from "./support/conformance.js";
+import { ggufAdapter, mlxLmGreedy, trainedAdapter, writeRandomAdapter, type Fact, type TrainSpec } from "./support/lora.js";
+import { writeSafetensors, type TensorInput } from "./reference/safetensors.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
 import { pythonModules } from "./support/python.js";
 
@@ -124,6 +126,53 @@ describe.skipIf(skipReason !== "")("LoRA adapters (mlx-lm)", () => {
       } finally {
         await mlx.unload();
       }
+    }
+  });
+
+  it("matches mlx-lm on fused projections (phi3's qkv_proj, gate_up_proj) and on DoRA over 4-bit weights (random adapters)", async () => {
+    // The conformance suite's tiny checkpoints (cached there), with seeded random rank-8 adapters.
+    const q4 = { bits: 4, group_size: 64 };
+    const specs: ConformanceSpec[] = [
+      { family: "phi3", seed: 20, config: { partial_rotary_factor: 0.75 } },
+      { family: "phi3", seed: 25, quantization: q4 },
+      { family: "llama", seed: 9, quantization: q4 },
+    ];
+    const models = conformanceReferences(specs, TOKENIZER_SOURCE, mlxLm, (await MlxBackend.runtimeInfo()).device).references.map((r) => r.modelDir);
+    const cases = [
+      { name: "phi3 LoRA", model: models[0], type: "lora" as const, fuse: true },
+      { name: "phi3 DoRA", model: models[0], type: "dora" as const, fuse: true },
+      { name: "phi3 4-bit LoRA", model: models[1], type: "lora" as const, fuse: false },
+      { name: "llama 4-bit DoRA", model: models[2], type: "dora" as const, fuse: false },
+    ];
+    const prompts = ["Once upon a time", "The little dog ran to the park and saw"];
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-lora-random-"));
+    try {
+      for (const [i, c] of cases.entries()) {
+        const adapter = writeRandomAdapter(c.model, join(dir, `adapter-${i}`), { rank: 8, type: c.type, seed: 7 + i });
+        const want = mlxLmGreedy(c.model, adapter, prompts, GREEDY_TOKENS, mlxLm).map((r) => r.tokens);
+        const mlx = new MlxBackend();
+        await mlx.load(c.model);
+        try {
+          const base = await greedy(mlx, prompts);
+          await mlx.loadAdapter("r", adapter);
+          const got = await greedy(mlx, prompts, "r");
+          console.log(`[lora] ${c.name} (random adapter): ${got.filter((g, k) => JSON.stringify(g) === JSON.stringify(want[k])).length}/${prompts.length} prompts give mlx-lm's greedy tokens`);
+          expect(got, c.name).toEqual(want);
+          expect(got, `${c.name}: the adapter changes the output`).not.toEqual(base);
+        } finally {
+          await mlx.unload();
+        }
+        if (!c.fuse) continue;
+        const fused = new MlxBackend();
+        await fused.load(c.model, { adapter, fuse: true });
+        try {
+          expect(await greedy(fused, prompts), `${c.name} fused`).toEqual(want);
+        } finally {
+          await fused.unload();
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -258,8 +307,8 @@ describe.skipIf(!mlxAvailable)("LoRA adapter errors", () => {
     rmSync(path, { recursive: true, force: true });
     mkdirSync(path);
     writeFileSync(join(path, "adapter_config.json"), JSON.stringify({ fine_tune_type: "lora", num_layers: 1, lora_parameters: { rank: 2, scale: 1, dropout: 0 }, ...config }));
-    const t: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const [k, shape] of Object.entries(tensors)) t[k] = { shape, data: new Float32Array(shape[0] * shape[1]).fill(0.01) };
+    const t: Record<string, TensorInput> = {};
+    for (const [k, shape] of Object.entries(tensors)) t[k] = { dtype: "F32", shape, data: new Float32Array(shape[0] * shape[1]).fill(0.01) };
     writeSafetensors(join(path, "adapters.safetensors"), t);
     return path;
   }

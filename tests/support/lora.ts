@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeSafetensors, type TensorInput } from "../reference/safetensors.js";
 import { pythonScripts, runPython, testCacheDir } from "./python.js";
 
 /** A made-up fact: a prompt and the word only a model trained on it completes it with. */
@@ -84,19 +85,49 @@ export function mlxLmGreedy(model: string, adapter: string | undefined, prompts:
   return out.results.map((r) => ({ promptIds: r.prompt_ids, tokens: r.tokens }));
 }
 
-/** Writes a safetensors file of float32 tensors (for hand-made adapters in error tests). */
-export function writeSafetensors(path: string, tensors: Record<string, { shape: number[]; data: Float32Array }>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of Object.entries(tensors)) {
-    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
+/** The linear modules of a block of a llama-style or phi3 (fused qkv_proj, gate_up_proj) config: key -> [in, out]. */
+export function blockLinears(config: Record<string, number | string>): Record<string, [number, number]> {
+  const n = (k: string) => Number(config[k]);
+  const hidden = n("hidden_size"), inter = n("intermediate_size"), heads = n("num_attention_heads");
+  const headDim = config.head_dim !== undefined ? n("head_dim") : hidden / heads;
+  const q = heads * headDim, kv = (config.num_key_value_heads !== undefined ? n("num_key_value_heads") : heads) * headDim;
+  const attention: Record<string, [number, number]> = config.model_type === "phi3"
+    ? { "self_attn.qkv_proj": [hidden, q + 2 * kv] }
+    : { "self_attn.q_proj": [hidden, q], "self_attn.k_proj": [hidden, kv], "self_attn.v_proj": [hidden, kv] };
+  const mlp: Record<string, [number, number]> = config.model_type === "phi3"
+    ? { "mlp.gate_up_proj": [hidden, 2 * inter] }
+    : { "mlp.gate_proj": [hidden, inter], "mlp.up_proj": [hidden, inter] };
+  return { ...attention, "self_attn.o_proj": [q, hidden], ...mlp, "mlp.down_proj": [inter, hidden] };
+}
+
+/**
+ * Writes an adapter in mlx_lm.lora's format with seeded random weights on every linear of every block
+ * of the model at `modelDir` (DoRA: magnitudes in [0.5, 1.5]). For speed and for checks against
+ * mlx-lm that do not need a trained adapter.
+ */
+export function writeRandomAdapter(modelDir: string, out: string, options: { rank: number; type?: "lora" | "dora"; seed?: number }): string {
+  const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as Record<string, number | string>;
+  let state = options.seed ?? 1;
+  const uniform = (n: number, low: number, high: number) => Float32Array.from({ length: n }, () => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return low + (high - low) * (state / 2 ** 31);
+  });
+  const r = options.rank;
+  const tensors: Record<string, TensorInput> = {};
+  for (let l = 0; l < Number(config.num_hidden_layers); l++) {
+    for (const [key, [inDim, outDim]] of Object.entries(blockLinears(config))) {
+      const name = `model.layers.${l}.${key}`, bound = 1 / Math.sqrt(inDim);
+      tensors[`${name}.lora_a`] = { dtype: "F32", shape: [inDim, r], data: uniform(inDim * r, -bound, bound) };
+      tensors[`${name}.lora_b`] = { dtype: "F32", shape: [r, outDim], data: uniform(r * outDim, -0.01, 0.01) };
+      if (options.type === "dora") tensors[`${name}.m`] = { dtype: "F32", shape: [outDim], data: uniform(outDim, 0.5, 1.5) };
+    }
   }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const head = Buffer.alloc(8);
-  head.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(path, Buffer.concat([head, Buffer.from(json), ...Object.values(tensors).map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))]));
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, "adapter_config.json"), JSON.stringify({
+    fine_tune_type: options.type ?? "lora", num_layers: -1, lora_parameters: { rank: r, scale: 20, dropout: 0 },
+  }));
+  writeSafetensors(join(out, "adapters.safetensors"), tensors);
+  return out;
 }
 
 /** `adapter` (an mlx-lm LoRA of a llama model) as a llama.cpp GGUF LoRA adapter, converted once (lora.py to-gguf). */
