@@ -13,12 +13,17 @@ import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Tokenizer } from "../lib/tokenizer.js";
 import { pythonModules } from "./support/python.js";
+import { realModels } from "./support/real-models.js";
 import { cachedReference, hashFiles } from "./support/reference-cache.js";
 
 const MODELS = fileURLToPath(new URL("../../shared/models/", import.meta.url));
 
-/** The tokenizers judged: every shared tokenizer directory with a tokenizer.json. */
+const python = pythonModules(["transformers", "tokenizers"]);
+const real = realModels();
+
+/** The tokenizers judged: every shared tokenizer directory with a tokenizer.json, and the real models'. */
 const TOKENIZERS: { name: string; dir: string }[] = [
+  ...real.models.map((m) => ({ name: m.name, dir: m.hf })),
   { name: "stories260K", dir: `${MODELS}stories260K/hf-f32` },
   { name: "llama2", dir: `${MODELS}tokenizers/llama2` },
   { name: "phi-3-mini", dir: `${MODELS}tokenizers/phi-3-mini` },
@@ -57,8 +62,6 @@ interface Reference {
   versions: Record<string, string>;
   tokenizers: ReferenceTokenizer[];
 }
-
-const python = pythonModules(["transformers", "tokenizers"]);
 
 /** The first few differences, compactly, for a failure message. */
 function firstDiffs(diffs: { text: string; expected: unknown; got: unknown }[], count = 4): string {
