@@ -162,6 +162,10 @@ def reference(name, directory, corpus, workdir):
     raw = RawTokenizer.from_file(os.path.join(source, "tokenizer.json"))
     specials = special_tokens_of(tok)
     texts = corpus + special_strings(name, specials)
+    # How many ids transformers adds before and after a sequence (the same for every text).
+    probe, probe_full = tok.encode("a", add_special_tokens=False), tok.encode("a", add_special_tokens=True)
+    prefix = next(i for i in range(len(probe_full)) if probe_full[i : i + len(probe)] == probe)
+    suffix = len(probe_full) - prefix - len(probe)
     cases = []
     for text in texts:
         plain = tok.encode(text, add_special_tokens=False)
@@ -175,9 +179,9 @@ def reference(name, directory, corpus, workdir):
         raw_ids = raw.encode(text, add_special_tokens=False).ids
         if raw_ids != plain:
             # The same special tokens around the sequence as transformers adds, around tokenizer.json's ids.
-            at = next(i for i in range(len(case["idsSpecial"]) - len(plain) + 1) if case["idsSpecial"][i : i + len(plain)] == plain)
+            end = len(case["idsSpecial"]) - suffix
             case["tokenizerJsonIds"] = raw_ids
-            case["tokenizerJsonIdsSpecial"] = case["idsSpecial"][:at] + raw_ids + case["idsSpecial"][at + len(plain) :]
+            case["tokenizerJsonIdsSpecial"] = case["idsSpecial"][:prefix] + raw_ids + case["idsSpecial"][end:]
         cases.append(case)
     return {
         "name": name,
