@@ -104,6 +104,7 @@ export class Tokenizer {
     } catch (error) {
       throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
     }
+    matchNormalizedTokensOnlyNormalized(this.#hf);
     this.#vocab = this.#hf.model.vocab;
     this.vocabSize = this.#vocab.length;
 
@@ -294,6 +295,28 @@ export class Tokenizer {
   /** Whether `id` is a special token (one that `decode` leaves out by default). */
   isSpecialToken(id: number): boolean {
     return this.#specialIds.has(id);
+  }
+}
+
+/**
+ * An added token marked `normalized: true` is matched in normalized text by its normalized form
+ * (llama2's `<s>` is matched as "▁<s>" after the "Prepend ▁" normalizer), as the Rust library does.
+ * `@huggingface/tokenizers` 0.2.0 also keeps the raw content in its token map, so a leftover piece
+ * of normalized text that equals it ("<s>" right after a matched "▁<s>") became the token, where
+ * transformers keeps it as text. Dropping those raw entries from the map fixes that; ids still come
+ * from the model vocabulary, which holds every added token. Touches the library's `added_tokens_map`
+ * only when it has the shape of 0.2.0.
+ */
+function matchNormalizedTokensOnlyNormalized(hf: HfTokenizerApi): void {
+  const lib = hf as unknown as {
+    added_tokens?: { content: string; normalized: boolean }[];
+    added_tokens_map?: Map<string, unknown>;
+    normalizer?: ((text: string) => string) | null;
+  };
+  const { added_tokens: added, added_tokens_map: map, normalizer } = lib;
+  if (!Array.isArray(added) || !(map instanceof Map) || typeof normalizer !== "function") return;
+  for (const token of added) {
+    if (token.normalized && normalizer(token.content) !== token.content && map.has(normalizer(token.content))) map.delete(token.content);
   }
 }
 
