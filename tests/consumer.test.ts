@@ -16,6 +16,7 @@ import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mlxAvailable } from "./support/mlx.js";
 
@@ -43,17 +44,20 @@ const tsc = join(repo, "node_modules", "typescript", "bin", "tsc");
 const work = mkdtempSync(join(tmpdir(), "mlx-node-consumer-"));
 const app = join(work, "app");
 const bare = join(work, "app-ignore-scripts");
+const fromGit = join(work, "app-git");
+// A git dependency is the committed HEAD (in CI, the commit under test).
+const head = spawnSync("git", ["rev-parse", "HEAD"], { cwd: repo, encoding: "utf8" });
+const gitSpec = head.status === 0 ? `git+${pathToFileURL(repo).href}#${head.stdout.trim()}` : undefined;
 
-function run(command: string, args: string[], cwd: string, timeout = 120_000): SpawnSyncReturns<string> {
+function run(command: string, args: string[], cwd: string, timeout = 120_000, env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
   // npm and npx are .cmd scripts on Windows, which only a shell runs.
-  return spawnSync(command, args, { cwd, encoding: "utf8", timeout, shell: windows && command !== process.execPath, env: { ...process.env, npm_config_update_notifier: "false" } });
+  return spawnSync(command, args, { cwd, encoding: "utf8", timeout, shell: windows && command !== process.execPath, env: { ...process.env, npm_config_update_notifier: "false", ...env } });
 }
 const output = (r: SpawnSyncReturns<string>) => `exit ${r.status}\n${r.stdout}\n${r.stderr}`;
 
-/** A fresh app depending on the tarball, with a lockfile of this repository's runtime dependencies. */
-function makeApp(dir: string, tarball: string): void {
+/** A fresh app depending on `spec` (the tarball, or this repository as a git dependency), with a lockfile of this repository's runtime dependencies. */
+function makeApp(dir: string, spec: string): void {
   mkdirSync(dir, { recursive: true });
-  const spec = `file:${tarball}`;
   const manifest = { name: "consumer-app", version: "1.0.0", private: true, type: "module", dependencies: { "mlx-node": spec } };
   writeFileSync(join(dir, "package.json"), JSON.stringify(manifest, null, 2));
   if (online) return;
@@ -73,8 +77,8 @@ function makeApp(dir: string, tarball: string): void {
   writeFileSync(join(dir, "package-lock.json"), JSON.stringify({ name: manifest.name, version: manifest.version, lockfileVersion: 3, requires: true, packages }, null, 2));
 }
 
-function npmInstall(dir: string, ...flags: string[]) {
-  return run("npm", ["install", online ? "--prefer-offline" : "--offline", "--no-audit", "--no-fund", "--foreground-scripts", ...flags], dir, 600_000);
+function npmInstall(dir: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) {
+  return run("npm", ["install", online ? "--prefer-offline" : "--offline", "--no-audit", "--no-fund", "--foreground-scripts", ...flags], dir, 600_000, env);
 }
 
 /** Runs an ESM script as the app (`import ... from "mlx-node"`) and returns what it prints as JSON. */
@@ -121,7 +125,7 @@ describe("the package as a user installs it (consumer app)", () => {
   beforeAll(() => {
     packed = run("npm", ["pack", "--json", "--pack-destination", work], repo, 300_000);
     if (packed.status === 0) tarball = join(work, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]!.filename);
-    makeApp(app, tarball);
+    makeApp(app, `file:${tarball}`);
     install = npmInstall(app);
   }, 900_000);
 
@@ -224,8 +228,8 @@ describe("the package as a user installs it (consumer app)", () => {
   describe("installed with --ignore-scripts (install scripts not allowed)", () => {
     let bareInstall: SpawnSyncReturns<string>;
     beforeAll(() => {
-      makeApp(bare, tarball);
-      bareInstall = npmInstall(bare, "--ignore-scripts");
+      makeApp(bare, `file:${tarball}`);
+      bareInstall = npmInstall(bare, ["--ignore-scripts"]);
     }, 600_000);
 
     it("imports, runs GGUF, and info() names the one command that builds the addon", () => {
@@ -238,6 +242,27 @@ describe("the package as a user installs it (consumer app)", () => {
       writeFileSync(join(bare, "generate.mjs"), GENERATE);
       const result = spawnSync(process.execPath, ["generate.mjs"], { cwd: bare, encoding: "utf8", env: { ...process.env, MODEL: GGUF } });
       expect(result.status, output(result)).toBe(0);
+    });
+  });
+  describe("installed as a git dependency", () => {
+    let gitInstall: SpawnSyncReturns<string> | undefined;
+    beforeAll(() => {
+      if (!gitSpec) return console.warn("[consumer] git dependency check skipped: not a git checkout");
+      makeApp(fromGit, gitSpec);
+      // npm clones, installs the clone's dev dependencies, runs prepare (tsc), packs by `files`, then
+      // installs that. Built without MLX (CMAKE_PREFIX_PATH cleared): the tarball install above covers MLX.
+      gitInstall = npmInstall(fromGit, [], { CMAKE_PREFIX_PATH: "" });
+    }, 900_000);
+
+    it.skipIf(!gitSpec)("npm builds it from the clone; it imports, runs GGUF and the CLI", () => {
+      expect(gitInstall?.status, gitInstall && output(gitInstall)).toBe(0);
+      writeFileSync(join(fromGit, "generate.mjs"), GENERATE);
+      const result = spawnSync(process.execPath, ["generate.mjs"], { cwd: fromGit, encoding: "utf8", env: { ...process.env, MODEL: GGUF } });
+      expect(result.status, output(result)).toBe(0);
+      expectGreedy((JSON.parse(result.stdout) as { text: string }).text, expected?.gguf_llama_cpp.text);
+      const cli = run("npx", ["--offline", "mlx-node", "info"], fromGit);
+      expect(cli.status, output(cli)).toBe(0);
+      expect(cli.stdout).toContain("gguf: available");
     });
   });
 });
