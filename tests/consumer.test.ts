@@ -15,7 +15,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mlxAvailable } from "./support/mlx.js";
@@ -78,7 +78,10 @@ function makeApp(dir: string, spec: string): void {
 }
 
 function npmInstall(dir: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) {
-  return run("npm", ["install", online ? "--prefer-offline" : "--offline", "--no-audit", "--no-fund", "--foreground-scripts", ...flags], dir, 600_000, env);
+  const started = Date.now();
+  const result = run("npm", ["install", online ? "--prefer-offline" : "--offline", "--no-audit", "--no-fund", "--foreground-scripts", ...flags], dir, 600_000, env);
+  console.log(`[consumer] npm install ${flags.join(" ")} in ${basename(dir)}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return result;
 }
 
 /** Runs an ESM script as the app (`import ... from "mlx-node"`) and returns what it prints as JSON. */
@@ -123,7 +126,9 @@ describe("the package as a user installs it (consumer app)", () => {
   let install: SpawnSyncReturns<string>;
 
   beforeAll(() => {
+    const started = Date.now();
     packed = run("npm", ["pack", "--json", "--pack-destination", work], repo, 300_000);
+    console.log(`[consumer] npm pack: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     if (packed.status === 0) tarball = join(work, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]!.filename);
     makeApp(app, `file:${tarball}`);
     install = npmInstall(app);
