@@ -7,10 +7,13 @@
  * this run has it), the CLI through `npx mlx-node`, and the server started and stopped.
  * A second app installs with `--ignore-scripts` (npm's setting where install scripts are not
  * allowed): the import works, GGUF runs, and `info()` gives the command that builds the addon.
+ * A third installs this repository's HEAD as a git dependency.
  *
  * Offline: each app gets a lockfile made from this repository's (the same versions it is tested
  * with), so npm takes every tarball from its cache. MLX_NODE_CONSUMER_ONLINE=1 resolves against
- * the registry instead (the release workflow, where platform packages differ from this lockfile's).
+ * the registry instead (the release workflow, where platform packages differ from this lockfile's);
+ * MLX_NODE_CONSUMER_EXPECT_PREBUILD=1 says the tarball carries prebuilds (the release workflow).
+ * Run it on its own: `npx vitest run tests/consumer.test.ts` (it packs, so it runs `prepare`).
  */
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -39,6 +42,8 @@ function expectGreedy(text: string, reference: string | undefined): void {
   if (reference !== undefined) expect(reference.startsWith(text.slice(0, 40)), text).toBe(true);
 }
 const online = process.env.MLX_NODE_CONSUMER_ONLINE === "1";
+/** The release workflow packs every platform's prebuild: installs must keep this platform's. */
+const prebuildShipped = process.env.MLX_NODE_CONSUMER_EXPECT_PREBUILD === "1";
 const tsc = join(repo, "node_modules", "typescript", "bin", "tsc");
 
 const work = mkdtempSync(join(tmpdir(), "mlx-node-consumer-"));
@@ -150,8 +155,7 @@ describe("the package as a user installs it (consumer app)", () => {
     const line = install.stdout.split("\n").filter((l) => l.startsWith("mlx-node: using "));
     expect(line, install.stdout).toHaveLength(1);
     expect(line[0]).toContain(mlxAvailable ? "with the MLX engine" : "npx mlx-node info");
-    // The release workflow packs every platform's prebuild: the install must keep this one.
-    if (process.env.MLX_NODE_CONSUMER_EXPECT_PREBUILD) expect(line[0]).toContain(join("prebuilds", `${process.platform}-${process.arch}`));
+    if (prebuildShipped) expect(line[0]).toContain(join("prebuilds", `${process.platform}-${process.arch}`));
   });
 
   it("imports as ESM and info() reports the backends", () => {
@@ -237,13 +241,19 @@ describe("the package as a user installs it (consumer app)", () => {
       bareInstall = npmInstall(bare, ["--ignore-scripts"]);
     }, 600_000);
 
-    it("imports, runs GGUF, and info() names the one command that builds the addon", () => {
+    // With prebuilds in the tarball (the release workflow) the import takes this platform's.
+    const title = prebuildShipped ? "imports, runs GGUF, and MLX runs on the prebuild where it has MLX" : "imports, runs GGUF, and info() names the one command that builds the addon";
+    it(title, () => {
       expect(bareInstall.status, output(bareInstall)).toBe(0);
       const platform = asApp<{ backends: { mlx: { available: boolean; reason?: string } } }>(
         bare, "info.mjs", `import { info } from "mlx-node";\nconsole.log(JSON.stringify(await info()));\n`,
       );
-      expect(platform.backends.mlx.available).toBe(false);
-      expect(platform.backends.mlx.reason).toContain("npx mlx-node build-native");
+      if (prebuildShipped) {
+        expect(platform.backends.mlx.available, platform.backends.mlx.reason).toBe(mlxAvailable);
+      } else {
+        expect(platform.backends.mlx.available).toBe(false);
+        expect(platform.backends.mlx.reason).toMatch(/^no native binary .*`npx mlx-node build-native`/);
+      }
       writeFileSync(join(bare, "generate.mjs"), GENERATE);
       const result = spawnSync(process.execPath, ["generate.mjs"], { cwd: bare, encoding: "utf8", env: { ...process.env, MODEL: GGUF } });
       expect(result.status, output(result)).toBe(0);
