@@ -1,6 +1,6 @@
 /**
  * The typed binding of the native addon and its one loader. The addon is found by node-gyp-build:
- * a prebuilt binary in `prebuilds/<platform>-<arch>/` first, else `build/Release`. Loading never
+ * a local build in `build/Release` first, else a prebuilt binary in `prebuilds/<platform>-<arch>/`. Loading never
  * throws: a missing or broken binary, or a build without mlx-c, is recorded as the reason the MLX
  * backend is unavailable, and the GGUF backend still works.
  */
@@ -143,8 +143,8 @@ function loadNative(): NativeStatus {
   const require = createRequire(import.meta.url);
   let addon: NativeAddon;
   try {
-    // MLX_NODE_ADDON_DIR: another package root to take the binary from (its prebuilds/ or build/Release/).
-    const root = process.env.MLX_NODE_ADDON_DIR || packageRoot();
+    // node-gyp-build takes MLX_NODE_PREBUILD=<package root> instead, when set.
+    const root = packageRoot();
     const load = require("node-gyp-build") as (dir: string) => unknown;
     addon = load(root) as NativeAddon;
   } catch (error) {

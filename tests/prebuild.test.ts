@@ -4,7 +4,8 @@
  * first, tested by every other file). It runs in a scratch copy of the package, with
  * CMAKE_PREFIX_PATH as this run has it, so the binary has the MLX engine wherever the cmake-js build
  * has it. Then node-gyp-build loads that prebuild, the install hook keeps it, and the MLX contract
- * suite passes on it (MLX_NODE_ADDON_DIR points the library at the scratch copy).
+ * suite passes on it (MLX_NODE_PREBUILD, node-gyp-build's own override, points the library at the
+ * scratch copy).
  *
  * node-gyp needs Node's headers and downloads them when it has none: where Node was installed with
  * its headers (`<prefix>/include/node/common.gypi`: Debian's and NodeSource's packages, the official
@@ -73,7 +74,7 @@ describe("prebuilt binaries (prebuildify over binding.gyp)", () => {
 
 if (addon?.mlx) {
   // Every later load in this file takes the node-gyp binary.
-  process.env.MLX_NODE_ADDON_DIR = scratch;
+  process.env.MLX_NODE_PREBUILD = scratch;
   const { MlxBackend } = await import("../lib/backends/mlx.js");
   describe("the node-gyp build", () => {
     it("is the binary the library loads", async () => {
