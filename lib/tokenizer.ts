@@ -32,6 +32,9 @@ interface HfTokenizerApi {
 
 type JsonObject = Record<string, unknown>;
 
+/** tokenizer.json `model.type`s that @huggingface/tokenizers implements. */
+const SUPPORTED_MODEL_TYPES: readonly string[] = ["BPE", "WordPiece", "Unigram"];
+
 /** Text used once at load time to find which ids the post-processor puts around a sequence. */
 const PROBE_TEXT = "a";
 
@@ -204,6 +207,15 @@ export class Tokenizer {
     if (tokenizerJson === undefined) throw new ModelNotFoundError(tokenizerPath, "the model directory has no tokenizer.json");
     if (!isObject(tokenizerJson.model)) {
       throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: it has no "model" object`);
+    }
+    // Refuse an unknown model type now, naming it, rather than at the first request. Without a
+    // type, @huggingface/tokenizers infers one from the fields, as the Rust library does.
+    const modelType = tokenizerJson.model.type;
+    if (modelType !== undefined && !(typeof modelType === "string" && SUPPORTED_MODEL_TYPES.includes(modelType))) {
+      throw new MlxNodeError(
+        "TOKENIZER_ERROR",
+        `Unsupported tokenizer in ${tokenizerPath}: model type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      );
     }
     return new Tokenizer(dir, {
       tokenizerPath,

@@ -52,7 +52,7 @@ struct DecoderArgs {
 
   static DecoderArgs read_common(const ModelConfig& c);
   AttentionArgs attention() const;
-  // Positive sizes, heads divisible by KV heads, even head_dim: BAD_WEIGHTS naming config.json.
+  // Sizes within sane bounds (64-bit checked), heads divisible by KV heads, even head_dim: BAD_CONFIG naming the key.
   void validate(const ModelConfig& c) const;
 };
 
