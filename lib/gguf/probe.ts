@@ -6,21 +6,23 @@
  * same way (`testBindingBinary`). The static checks (`validate.ts`) reject most bad files before
  * this; the probe catches what only llama.cpp's own code can reveal.
  *
- * Cost: one Node start, node-llama-cpp's binding load (which itself tests the binary in a second
- * child) and the model load: about 1 s for stories260K on a 2-core machine. It is paid once per
+ * Cost: a second load of the file, in a child process that stays up for 5 s after its last probe
+ * (loads that follow each other share it). Starting it (Node, node-llama-cpp's binding load, which
+ * itself tests the binary in a further child) takes about 0.6–1 s on a 2-core machine; probing
+ * stories260K in a running server about 0.1 s. It is paid once per
  * file identity (absolute path, size, modification time, inode): the result is kept in memory and,
  * best effort, as an empty marker file under `$MLX_NODE_CACHE_DIR` (default
  * `$XDG_CACHE_HOME/mlx-node` or `~/.cache/mlx-node`), so later processes skip it. Only survival is
  * recorded; a file that failed is probed again next time.
  */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ModelFormatError } from "../errors.js";
+import { BackendUnavailableError, ModelFormatError } from "../errors.js";
 
 /** Identity of a file: a changed file (size, mtime or inode) is probed again. */
 export interface FileIdentity {
@@ -112,74 +114,153 @@ async function probeOnce(key: string, file: string, size: number, shownPath: str
 }
 
 /**
- * The child's program (CommonJS, read from stdin: no --input-type flag, which node-llama-cpp's own
- * binary test would inherit and choke on). It reports `{ survived }` over IPC, or dies trying.
+ * The probe server's program (CommonJS, read from stdin: no --input-type flag, which
+ * node-llama-cpp's own binary test would inherit and choke on). It starts llama.cpp once, says
+ * `{ ready }`, then for each `{ id, file, extraBytes }` loads the file, creates a small context,
+ * evaluates one token, frees it all and answers `{ id, error?, logs }`, or dies trying.
  */
-const CHILD = `(async () => {
-const [libUrl, file, limit] = process.argv.slice(2);
-const errors = [];
-setInterval(() => {
-  if (process.memoryUsage.rss() > Number(limit)) { process.send({ memory: process.memoryUsage.rss() }, () => process.exit(3)); }
-}, 10).unref();
-const lib = await import(libUrl);
+const SERVER = `(async () => {
+const lib = await import(process.argv[2]);
+let logs = [];
 const llama = await lib.getLlama({ gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true, progressLogs: false,
-  maxThreads: 0, logLevel: lib.LlamaLogLevel.error, logger: (level, message) => { if (errors.length < 8 && message.trim()) errors.push(message.trim()); } });
-let error;
-try {
-  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 256, threads: 1, sequences: 1, failedCreationRemedy: false });
-  const token = model.tokens.bos ?? model.tokens.eos ?? 0;
-  await context.getSequence().evaluateWithoutGeneratingNewTokens([token]);
-} catch (e) { error = String(e && e.message || e); }
-process.send({ survived: true, error, logs: errors }, () => process.exit(0));
+  maxThreads: 0, logLevel: lib.LlamaLogLevel.warn,
+  logger: (level, message) => { if ((level === "error" || level === "fatal") && logs.length < 8 && message.trim()) logs.push(message.trim()); } });
+let limit = Infinity;
+setInterval(() => {
+  const rss = process.memoryUsage.rss();
+  if (rss > limit) process.send({ memory: rss }, () => process.exit(3));
+}, 10).unref();
+process.on("message", async ({ id, file, extraBytes }) => {
+  logs = [];
+  limit = process.memoryUsage.rss() + extraBytes;
+  let error, model, context;
+  try {
+    model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+    context = await model.createContext({ contextSize: 256, threads: 1, sequences: 1, failedCreationRemedy: false });
+    const token = model.tokens.bos ?? model.tokens.eos ?? 0;
+    await context.getSequence().evaluateWithoutGeneratingNewTokens([token]);
+  } catch (e) { error = String((e && e.message) || e); }
+  try { await context?.dispose(); await model?.dispose(); } catch {}
+  limit = Infinity;
+  process.send({ id, error, logs });
+});
+process.send({ ready: true });
 })();
 `;
 
-let libUrl: string | undefined;
+/** How long an idle probe server lives: loads that follow each other reuse it. */
+const IDLE_MS = 5_000;
+
+type Reply = { id?: number; error?: string; logs?: string[]; memory?: number; ready?: boolean };
+
+/**
+ * One long-lived child that probes files one at a time: llama.cpp's start-up (about 0.6 s, with
+ * node-llama-cpp's own binary test) is paid once per burst of loads, not per file. A file that
+ * crashes it or hangs it takes only this child down; the next probe starts a new one.
+ */
+class ProbeServer {
+  private child: ChildProcess | undefined;
+  private ready: Promise<void> | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private nextId = 0;
+  private idle: NodeJS.Timeout | undefined;
+  private stderr = "";
+  private onReply: ((m: Reply) => void) | undefined;
+  private onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
+
+  probe(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+    const run = this.queue.then(() => this.run(file, size, shownPath, options));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private start(): Promise<void> {
+    const lib = pathToFileURL(llamaLibPath()).href;
+    // The program arrives on stdin, so it works the same from dist/ and from the TypeScript sources under test.
+    const child = spawn(process.execPath, ["-", lib], { stdio: ["pipe", "ignore", "pipe", "ipc"] });
+    child.stdin?.end(SERVER);
+    this.child = child;
+    this.stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      this.stderr = (this.stderr + chunk.toString("utf8")).slice(-4096);
+    });
+    child.on("message", (m: Reply) => this.onReply?.(m));
+    child.on("exit", (code, signal) => {
+      if (this.child === child) {
+        this.child = undefined;
+        this.ready = undefined;
+      }
+      this.onExit?.(code, signal);
+    });
+    return new Promise<void>((resolve, reject) => {
+      this.onReply = (m) => (m.ready ? resolve() : undefined);
+      this.onExit = (code, signal) =>
+        reject(new BackendUnavailableError("gguf", `the GGUF load probe could not start llama.cpp (${signal ?? `exit code ${code}`}): ${lastLines(this.stderr)}`));
+      child.on("error", (error) => reject(new BackendUnavailableError("gguf", `the GGUF load probe could not start: ${error.message}`)));
+    });
+  }
+
+  private async run(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+    clearTimeout(this.idle);
+    options.signal?.throwIfAborted();
+    this.ready ??= this.start();
+    const child = this.child!;
+    child.ref();
+    child.channel?.ref();
+    await this.ready;
+    const timeoutMs = options.timeoutMs ?? 15_000 + Math.ceil((size / 2 ** 30) * 10_000);
+    const extraBytes = options.memoryLimitBytes ?? 512 * 2 ** 20 + 2 * size;
+    const id = ++this.nextId;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let killedFor: string | undefined;
+        let memory = false;
+        const kill = (why: string) => {
+          killedFor ??= why;
+          child.kill("SIGKILL");
+        };
+        const timer = setTimeout(() => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s`), timeoutMs);
+        const onAbort = () => kill("aborted");
+        options.signal?.addEventListener("abort", onAbort, { once: true });
+        const done = () => {
+          clearTimeout(timer);
+          options.signal?.removeEventListener("abort", onAbort);
+          this.onReply = undefined;
+          this.onExit = undefined;
+        };
+        this.onReply = (m) => {
+          if (m.memory !== undefined) memory = true;
+          if (m.id !== id) return;
+          done();
+          if (m.error === undefined) resolve();
+          else reject(new GgufLoadRefused([...(m.logs ?? []), m.error]));
+        };
+        this.onExit = (code, signal) => {
+          done();
+          if (killedFor === "aborted") return reject(options.signal?.reason);
+          const why = killedFor
+            ?? (memory ? `used more than ${(extraBytes / 2 ** 20).toFixed(0)} MiB while loading`
+            : signal ? `crashed llama.cpp (${signal})` : `crashed llama.cpp (exit code ${code})`);
+          const detail = lastLines(this.stderr);
+          reject(new ModelFormatError(`Cannot load GGUF model ${shownPath}: the file ${why}${detail ? `: ${detail}` : ""}`));
+        };
+        child.send({ id, file, extraBytes });
+      });
+    } finally {
+      if (this.child === child) {
+        child.unref(); // an idle probe server never keeps the host process alive
+        child.channel?.unref();
+        this.idle = setTimeout(() => child.kill(), IDLE_MS);
+        this.idle.unref();
+      }
+    }
+  }
+}
+
+const server = new ProbeServer();
 
 function runProbe(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
-  libUrl ??= pathToFileURL(llamaLibPath()).href;
-  const timeoutMs = options.timeoutMs ?? 15_000 + Math.ceil((size / 2 ** 30) * 10_000);
-  const memoryLimit = options.memoryLimitBytes ?? 512 * 2 ** 20 + 2 * size;
-  return new Promise((resolve, reject) => {
-    // The program arrives on stdin, so it works the same from dist/ and from the TypeScript sources
-    // under test (not with -e: node-llama-cpp forks its own binary test with our execArgv).
-    const child = spawn(process.execPath, ["-", libUrl!, file, String(memoryLimit)], {
-      stdio: ["pipe", "ignore", "pipe", "ipc"],
-    });
-    child.stdin?.end(CHILD);
-    let stderr = "";
-    let report: { survived?: boolean; error?: string; logs?: string[]; memory?: number } | undefined;
-    let killedFor: string | undefined;
-    child.stderr?.on("data", (chunk: Buffer) => {
-      if (stderr.length < 4096) stderr += chunk.toString("utf8");
-    });
-    child.on("message", (m) => (report = m as typeof report));
-    const kill = (why: string) => {
-      killedFor ??= why;
-      child.kill("SIGKILL");
-    };
-    const timer = setTimeout(() => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s`), timeoutMs);
-    const onAbort = () => kill("aborted");
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(new ModelFormatError(`Cannot check GGUF model ${shownPath} in a child process: ${error.message}`, { cause: error }));
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-      if (killedFor === "aborted") return reject(options.signal?.reason);
-      if (report?.survived && code === 0) {
-        return report.error === undefined ? resolve() : reject(new GgufLoadRefused([...(report.logs ?? []), report.error]));
-      }
-      const why = killedFor
-        ?? (report?.memory !== undefined ? `used more than ${(memoryLimit / 2 ** 20).toFixed(0)} MiB while loading`
-        : signal ? `crashed llama.cpp (${signal})` : `crashed llama.cpp (exit code ${code})`);
-      const detail = lastLines(stderr);
-      reject(new ModelFormatError(`Cannot load GGUF model ${shownPath}: the file ${why}${detail ? `: ${detail}` : ""}`));
-    });
-  });
+  return server.probe(file, size, shownPath, options);
 }
 
 function lastLines(text: string): string {

@@ -47,6 +47,8 @@ function resetPeak(): boolean {
 }
 
 async function run(job: Job): Promise<JobResult> {
+  // Collect the previous job's garbage first, so the peak below is this load's own.
+  (globalThis as { gc?: () => void }).gc?.();
   const canMeasure = resetPeak();
   const before = memory();
   let maxStallMs = 0;
