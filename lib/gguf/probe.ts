@@ -139,7 +139,10 @@ process.on("message", async ({ id, file, extraBytes }) => {
     context = await model.createContext({ contextSize: 256, threads: 1, sequences: 1, failedCreationRemedy: false });
     const token = model.tokens.bos ?? model.tokens.eos ?? 0;
     await context.getSequence().evaluateWithoutGeneratingNewTokens([token]);
-  } catch (e) { error = String((e && e.message) || e); }
+  } catch (e) {
+    error = String((e && e.message) || e);
+    await new Promise((r) => setTimeout(r, 50)); // llama.cpp's log lines arrive through a queue, after the rejection
+  }
   try { await context?.dispose(); await model?.dispose(); } catch {}
   limit = Infinity;
   process.send({ id, error, logs });
