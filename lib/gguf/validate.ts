@@ -181,7 +181,10 @@ function checkHyperParameters(header: GgufHeader): string | undefined {
     const floats = v.type === "f32" || v.type === "f64" ? [v.value] : v.type === "array" && (v.elementType === "f32" || v.elementType === "f64") ? v.numbers ?? [] : [];
     for (const x of floats) if (!Number.isFinite(x)) fail(kv, `metadata key "${kv.key}"`, `${x} is not a finite number`);
   }
-  if (header.tensors.length === 0) return arch;
+  // A file with no key of its architecture names one llama.cpp may not know: llama.cpp reports that
+  // itself, before reading any hyper-parameter (in the probe, then as UnsupportedArchitectureError).
+  const hasArchKeys = [...header.metadata.keys()].some((k) => k.startsWith(`${arch}.`));
+  if (header.tensors.length === 0 || !hasArchKeys) return arch;
 
   const layers = checkRange(get("block_count"), field("block_count"), 1, MAX_LAYERS, true)![0]!;
   // llama.cpp requires every layer's tensors: a block count beyond the blk.N tensors present is a lie.
@@ -190,7 +193,9 @@ function checkHyperParameters(header: GgufHeader): string | undefined {
     const m = /^blk\.(\d+)\./.exec(t.name);
     if (m) maxBlock = Math.max(maxBlock, Number(m[1]));
   }
-  if (maxBlock >= 0 && layers > maxBlock + 1) {
+  const splitKv = header.metadata.get("split.count");
+  const split = splitKv !== undefined && splitKv.value.type === "u16" && splitKv.value.value > 1; // other files hold other layers
+  if (!split && maxBlock >= 0 && layers > maxBlock + 1) {
     fail(get("block_count"), field("block_count"), `${layers} layers, but the file has tensors for ${maxBlock + 1}`);
   }
   checkRange(get("context_length"), field("context_length"), 1, MAX_CONTEXT, true);

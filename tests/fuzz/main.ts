@@ -1,5 +1,5 @@
 /**
- * `npm run fuzz -- [--count N] [--seed S] [--format gguf|mlx|both] [--parallel P] [--only I,J] [--verbose]`:
+ * `npm run fuzz -- [--count N] [--seed S] [--format gguf|mlx|both] [--parallel P] [--only I,J] [--timeout MS] [--verbose]`:
  * the hostile-model fuzz run of tests/fuzz.test.ts, longer. Exits 1 on any crash or hang.
  */
 import { parseArgs } from "node:util";
@@ -21,6 +21,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     source: { type: "string" },
     verbose: { type: "boolean", default: false },
+    timeout: { type: "string", default: "60000" },
   },
 });
 const formats = values.format === "both" ? (["gguf", "mlx"] as const) : [values.format as "gguf" | "mlx"];
@@ -32,6 +33,7 @@ for (const format of formats) {
     count: Number(values.count),
     seed: Number(values.seed),
     parallel: Number(values.parallel),
+    timeoutMs: Number(values.timeout),
     ...(values.only ? { only: values.only.split(",").map(Number) } : {}),
     ...(values.verbose
       ? {

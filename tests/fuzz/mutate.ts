@@ -5,18 +5,12 @@
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
+import { makeRng } from "../reference/tiny-models.js";
 import { fieldValue, ggufFields, withField, type GgufField } from "./gguf-fields.js";
 
-/** mulberry32: a small deterministic PRNG. */
+/** A seeded uniform [0, 1) generator (mulberry32, shared with the tiny-model writer). */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return makeRng(seed).uniform;
 }
 
 function pick<T>(random: () => number, items: readonly T[]): T {
