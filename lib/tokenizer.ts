@@ -32,6 +32,9 @@ interface HfTokenizerApi {
 
 type JsonObject = Record<string, unknown>;
 
+/** Largest tokenizer or config file read (the largest real tokenizer.json files are about 35 MB). */
+const MAX_TOKENIZER_FILE_BYTES = 512 * 2 ** 20;
+
 /** tokenizer.json `model.type`s that @huggingface/tokenizers implements. */
 const SUPPORTED_MODEL_TYPES: readonly string[] = ["BPE", "WordPiece", "Unigram"];
 
@@ -322,9 +325,15 @@ interface TokenizerFiles {
 /** Reads an optional text file: undefined when it does not exist. */
 async function readText(path: string): Promise<string | undefined> {
   try {
+    // Only a regular file of bounded size: a symlink to /dev/zero must not be read forever.
+    const info = await stat(path);
+    if (!info.isFile() || info.size > MAX_TOKENIZER_FILE_BYTES) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${info.isFile() ? `larger than ${MAX_TOKENIZER_FILE_BYTES >> 20} MiB` : "not a regular file"}`);
+    }
     return await readFile(path, "utf8");
   } catch (error) {
     if (isNotFound(error)) return undefined;
+    if (error instanceof MlxNodeError) throw error;
     throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${messageOf(error)}`, { cause: error });
   }
 }

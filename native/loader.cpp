@@ -22,6 +22,10 @@ namespace {
 [[noreturn]] void bad_weights(const std::string& msg) { throw EngineError(kBadWeights, msg); }
 
 json read_json_file(const fs::path& path) {
+  // A regular file of bounded size: a symlink to /dev/zero must not be read forever.
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) bad_weights(path.string() + ": not a regular file");
+  if (fs::file_size(path, ec) > (256u << 20)) bad_weights(path.string() + ": larger than 256 MiB, not a config file");
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_weights(path.string() + ": cannot be read");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -57,6 +61,8 @@ std::map<std::string, TensorMeta> read_safetensors_header(const fs::path& path) 
     bad_weights(name + ": " + std::to_string(file_size) + " bytes, too short for a safetensors header");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  // 100 MB is the safetensors reference implementation's own header limit.
+  if (header_len > 100'000'000) bad_weights(name + ": safetensors header length " + std::to_string(header_len) + " exceeds 100 MB");
   if (header_len == 0 || header_len > file_size - 8)
     bad_weights(name + ": safetensors header length " + std::to_string(header_len) + " exceeds the file size " +
                 std::to_string(file_size) + " (truncated or corrupt file)");

@@ -118,6 +118,18 @@ describe.skipIf(!mlxAvailable)("hostile MLX directories", () => {
     });
   }
 
+  it("a config.json that is a symlink to /dev/zero is refused, not read forever", async () => {
+    const dir = variant("config-dev-zero", "hf-f32", (d) => {
+      rmSync(join(d, "config.json"));
+      symlinkSync("/dev/zero", join(d, "config.json"));
+      rmSync(join(d, "tokenizer_config.json")); // the tokenizer would refuse its own /dev/zero first
+    });
+    const mlx = new MlxBackend();
+    const error = await mlx.load(dir).then(() => undefined, (e: unknown) => e as Error);
+    expect(error).toBeDefined();
+    expect(error!.message).toMatch(/config\.json: not a regular file/);
+  });
+
   it("an integer beyond 32 bits is refused, not truncated", async () => {
     const dir = variant("hidden-2-32", "hf-f32", (d) => editJson(join(d, "config.json"), (j) => (j.hidden_size = 2 ** 32 + 64)));
     const error = await loadError(dir);
@@ -152,6 +164,16 @@ describe.skipIf(!mlxAvailable)("hostile MLX directories", () => {
 });
 
 describe("hostile tokenizer.json", () => {
+  it("a tokenizer.json that is a symlink to /dev/zero is refused, not read forever", async () => {
+    const dir = variant("tokenizer-dev-zero", "hf-f32", (d) => {
+      rmSync(join(d, "tokenizer.json"));
+      symlinkSync("/dev/zero", join(d, "tokenizer.json"));
+    });
+    const error = await Tokenizer.fromDirectory(dir).then(() => undefined, (e: unknown) => e as MlxNodeError);
+    expect(error?.code).toBe("TOKENIZER_ERROR");
+    expect(error?.message).toMatch(/tokenizer\.json: not a regular file/);
+  });
+
   it("an unknown model type is refused at load, naming the type", async () => {
     const dir = variant("tokenizer-type", "hf-f32", (d) =>
       editJson(join(d, "tokenizer.json"), (j) => ((j.model as Record<string, unknown>).type = "Mystery")));
