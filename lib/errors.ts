@@ -8,6 +8,7 @@ export type MlxNodeErrorCode =
   | "INVALID_OPTION"
   | "MODEL_NOT_FOUND"
   | "BAD_WEIGHTS"
+  | "BAD_CONFIG"
   | "UNSUPPORTED_ARCHITECTURE"
   | "BACKEND_UNAVAILABLE"
   | "NOT_LOADED"
@@ -50,8 +51,18 @@ export class ModelNotFoundError extends MlxNodeError {
 
 /** A model file exists but cannot be read: corrupt header, missing tensor, wrong shape. */
 export class ModelFormatError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("BAD_WEIGHTS", message, options);
+  constructor(message: string, options?: { cause?: unknown; code?: "BAD_WEIGHTS" | "BAD_CONFIG" }) {
+    super(options?.code ?? "BAD_WEIGHTS", message, options);
+  }
+}
+
+/**
+ * A model directory's `config.json` has a key that is missing, of the wrong type or out of range
+ * (code `BAD_CONFIG`); the message names the file and the key. A kind of {@link ModelFormatError}.
+ */
+export class ModelConfigError extends ModelFormatError {
+  constructor(message: string) {
+    super(message, { code: "BAD_CONFIG" });
   }
 }
 
@@ -108,6 +119,8 @@ export function errorFromNative(code: string, message: string): MlxNodeError {
       return new MlxNodeError("MODEL_NOT_FOUND", message);
     case "BAD_WEIGHTS":
       return new ModelFormatError(message);
+    case "BAD_CONFIG":
+      return new ModelConfigError(message);
     case "UNSUPPORTED_ARCHITECTURE":
       return new UnsupportedArchitectureError(message);
     case "INVALID_OPTION":

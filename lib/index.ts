@@ -15,7 +15,7 @@ export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
 export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatResult } from "./chat.js";
 export {
-  BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
+  BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelConfigError, ModelFormatError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
 } from "./errors.js";
 export type { NativeGenerationStats, NativeMemory, NativeModelInfo } from "./native.js";

@@ -32,6 +32,12 @@ interface HfTokenizerApi {
 
 type JsonObject = Record<string, unknown>;
 
+/** Largest tokenizer or config file read (the largest real tokenizer.json files are about 35 MB). */
+const MAX_TOKENIZER_FILE_BYTES = 512 * 2 ** 20;
+
+/** tokenizer.json `model.type`s that @huggingface/tokenizers implements. */
+const SUPPORTED_MODEL_TYPES: readonly string[] = ["BPE", "WordPiece", "Unigram"];
+
 /** Text used once at load time to find which ids the post-processor puts around a sequence. */
 const PROBE_TEXT = "a";
 
@@ -206,6 +212,15 @@ export class Tokenizer {
     if (!isObject(tokenizerJson.model)) {
       throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: it has no "model" object`);
     }
+    // Refuse an unknown model type now, naming it, rather than at the first request. Without a
+    // type, @huggingface/tokenizers infers one from the fields, as the Rust library does.
+    const modelType = tokenizerJson.model.type;
+    if (modelType !== undefined && !(typeof modelType === "string" && SUPPORTED_MODEL_TYPES.includes(modelType))) {
+      throw new MlxNodeError(
+        "TOKENIZER_ERROR",
+        `Unsupported tokenizer in ${tokenizerPath}: model type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      );
+    }
     return new Tokenizer(dir, {
       tokenizerPath,
       tokenizerJson,
@@ -333,9 +348,15 @@ interface TokenizerFiles {
 /** Reads an optional text file: undefined when it does not exist. */
 async function readText(path: string): Promise<string | undefined> {
   try {
+    // Only a regular file of bounded size: a symlink to /dev/zero must not be read forever.
+    const info = await stat(path);
+    if (!info.isFile() || info.size > MAX_TOKENIZER_FILE_BYTES) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${info.isFile() ? `larger than ${MAX_TOKENIZER_FILE_BYTES >> 20} MiB` : "not a regular file"}`);
+    }
     return await readFile(path, "utf8");
   } catch (error) {
     if (isNotFound(error)) return undefined;
+    if (error instanceof MlxNodeError) throw error;
     throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${messageOf(error)}`, { cause: error });
   }
 }

@@ -4,7 +4,7 @@
  * node-llama-cpp is an optional dependency and is imported lazily on the first load, so the
  * package works without it as long as this backend is not used.
  */
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import type {
@@ -16,6 +16,8 @@ import {
   BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
   UnsupportedArchitectureError,
 } from "../errors.js";
+import { GgufLoadRefused, probeEnabled, probeGguf } from "../gguf/probe.js";
+import { validateGguf } from "../gguf/validate.js";
 import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
@@ -255,7 +257,8 @@ export class GgufBackend extends BaseBackend {
       throw new ModelNotFoundError(path, errorMessage(error));
     });
     if (info.isDirectory()) throw new ModelNotFoundError(path, "expected a .gguf file, found a directory");
-    await checkMagic(file, path);
+    // llama.cpp trusts the file: check it statically, then (first load only) in a child process.
+    await validateGguf(file, path);
 
     const llama = await getSharedLlama();
     const signal = options.signal;
@@ -263,10 +266,12 @@ export class GgufBackend extends BaseBackend {
     const errorMark = nativeErrorSeq;
     let model: LlamaModel;
     try {
+      if (probeEnabled()) await probeGguf(file, info, path, { signal });
       model = await llama.loadModel({ modelPath: file, gpuLayers: 0, ...(signal ? { loadSignal: signal } : {}) });
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      const messages = [...nativeErrorsSince(errorMark), errorMessage(error)];
+      if (error instanceof ModelFormatError) throw error; // the probe saw llama.cpp crash or hang
+      const messages = error instanceof GgufLoadRefused ? error.messages : [...nativeErrorsSince(errorMark), errorMessage(error)];
       const architecture = messages.join("\n").match(/unknown model architecture: '([^']*)'/)?.[1];
       if (architecture !== undefined) {
         throw new UnsupportedArchitectureError(
@@ -627,20 +632,6 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
 /** The decode thread count of a loaded model: measured (or being measured), else the default. */
 function decodeThreads(loaded: Loaded): number {
   return loaded.tuner?.next() ?? loaded.threads.decode;
-}
-
-async function checkMagic(file: string, shownPath: string): Promise<void> {
-  const handle = await open(file, "r");
-  try {
-    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
-    const magic = buffer.subarray(0, bytesRead).toString("latin1");
-    if (magic !== "GGUF") {
-      const got = bytesRead === 0 ? "an empty file" : `a file starting with ${JSON.stringify(magic)}`;
-      throw new ModelFormatError(`Cannot load GGUF model ${shownPath}: not a GGUF file (expected the magic "GGUF", got ${got})`);
-    }
-  } finally {
-    await handle.close();
-  }
 }
 
 function errorMessage(error: unknown): string {
