@@ -17,7 +17,9 @@ export type MlxNodeErrorCode =
   | "TOKENIZER_ERROR"
   | "CHAT_TEMPLATE_ERROR"
   | "MLX_ERROR"
-  | "GGUF_ERROR";
+  | "GGUF_ERROR"
+  | "HUB_ACCESS_DENIED"
+  | "DOWNLOAD_FAILED";
 
 /** Base class of every error this package throws. */
 export class MlxNodeError extends Error {
@@ -98,6 +100,24 @@ export class UnloadedError extends MlxNodeError {
 export class MlxError extends MlxNodeError {
   constructor(message: string) {
     super("MLX_ERROR", message);
+  }
+}
+
+/** The Hugging Face Hub refused access to a repository (private or gated): `HF_TOKEN` is missing or lacks access. */
+export class HubAccessError extends MlxNodeError {
+  readonly repo: string;
+  readonly status: number;
+  constructor(repo: string, status: number, message: string) {
+    super("HUB_ACCESS_DENIED", message);
+    this.repo = repo;
+    this.status = status;
+  }
+}
+
+/** A model download failed: the network, the server, or a file that does not match the hub's checksum. */
+export class DownloadError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("DOWNLOAD_FAILED", message, options);
   }
 }
 
