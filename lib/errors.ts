@@ -44,9 +44,12 @@ export class InvalidOptionError extends MlxNodeError {
 /** The model path does not exist or lacks a required file. */
 export class ModelNotFoundError extends MlxNodeError {
   readonly path: string;
+  /** What is missing or what to do, when known. */
+  readonly detail?: string;
   constructor(path: string, detail?: string) {
     super("MODEL_NOT_FOUND", detail ? `Model not found: ${path} (${detail})` : `Model not found: ${path}`);
     this.path = path;
+    if (detail !== undefined) this.detail = detail;
   }
 }
 

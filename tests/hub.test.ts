@@ -226,6 +226,8 @@ describe("pullModel", () => {
       expect(error, name).toBeInstanceOf(type);
       expect((error as Error).message, name).toMatch(message);
     }
+    // Without hf:, a name might be a mistyped path: the error says both were tried.
+    await expect(loadModel("models/not-here", { hub: opts() })).rejects.toThrow(/Model not found: models\/not-here \(no such local path, and no such repository on/);
     hub.reset();
     const gated = await pullModel(GATED_REPO, opts({ token: hub.token }));
     expect(gated.format).toBe("gguf");
@@ -263,10 +265,14 @@ describe("mlx-node pull, ls, rm", () => {
   });
 
   it("two processes pulling one model at once end with one correct copy", async () => {
-    hub.throttle(5);
+    hub.throttle(60); // the weights take ~1 s to send, so the second process arrives while they are in flight
     const [a, b] = await Promise.all([run(["pull", MLX_REPO]), run(["pull", MLX_REPO])]);
     expect(a.code, a.stderr).toBe(0);
     expect(b.code, b.stderr).toBe(0);
+    const weightsTransfer = hub.requests.find((r) => r.server === "cdn")!;
+    const infoCalls = hub.requests.filter((r) => r.path.endsWith("/revision/main"));
+    expect(infoCalls).toHaveLength(2);
+    expect(infoCalls.every((r) => r.at < weightsTransfer.end!)).toBe(true);
     const blobs = readdirSync(join(repoDir(MLX_REPO), "blobs"));
     expect(blobs).toHaveLength(7);
     const weights = sha256(join(stories, "mlx-4bit", "model.safetensors"));

@@ -60,10 +60,11 @@ export async function cachedCommit(dir: string, revision: string): Promise<strin
   return commit?.trim() || undefined;
 }
 
+/** Records where a branch or tag points. `refs/` is made even for a commit, as cache scanners expect it. */
 export async function writeRef(dir: string, revision: string, commit: string): Promise<void> {
-  if (revision === commit) return;
   const path = join(dir, "refs", revision);
   await mkdir(dirname(path), { recursive: true });
+  if (revision === commit) return;
   // Write then rename, so a reader never sees an empty ref.
   const temp = `${path}.${process.pid}.tmp`;
   await writeFile(temp, commit);

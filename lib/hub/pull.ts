@@ -127,9 +127,18 @@ export async function pullModel(name: string, options: PullOptions = {}): Promis
  */
 export async function resolveModel(nameOrPath: string, options: PullOptions = {}): Promise<{ path: string; pulled?: PulledModel }> {
   if (await stat(nameOrPath).then(() => true, () => false)) return { path: nameOrPath };
-  if (!parseModelName(nameOrPath)) return { path: nameOrPath };
-  const pulled = await pullModel(nameOrPath, options);
-  return { path: pulled.path, pulled };
+  const parsed = parseModelName(nameOrPath);
+  if (!parsed) return { path: nameOrPath };
+  try {
+    const pulled = await pullModel(nameOrPath, options);
+    return { path: pulled.path, pulled };
+  } catch (error) {
+    // `models/foo` may be a mistyped local path rather than a repository: say both were tried.
+    if (error instanceof ModelNotFoundError && error.path === parsed.repo && !nameOrPath.startsWith("hf:")) {
+      throw new ModelNotFoundError(nameOrPath, `no such local path, and ${error.detail}`);
+    }
+    throw error;
+  }
 }
 
 type Job = Omit<BlobJob, "file"> & { settings: HubSettings };

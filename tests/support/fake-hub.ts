@@ -34,6 +34,9 @@ export interface LoggedRequest {
   authorization?: string;
   /** Bytes of file content sent (for transfers). */
   sent: number;
+  /** When the request arrived and when its answer ended (ms since the epoch). */
+  at: number;
+  end?: number;
 }
 
 interface Blob {
@@ -97,7 +100,9 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   let delayMs = 0;
 
   const log = (server: LoggedRequest["server"], req: IncomingMessage): LoggedRequest => {
-    const entry: LoggedRequest = { server, method: req.method ?? "GET", path: decodeURIComponent((req.url ?? "").split("?")[0]!), sent: 0 };
+    const entry: LoggedRequest = { server, method: req.method ?? "GET", path: decodeURIComponent((req.url ?? "").split("?")[0]!), sent: 0, at: Date.now() };
+    req.socket.once("close", () => (entry.end ??= Date.now()));
+    req.once("close", () => (entry.end ??= Date.now()));
     if (req.headers.range) entry.range = req.headers.range;
     if (req.headers.authorization) entry.authorization = req.headers.authorization;
     requests.push(entry);
