@@ -14,6 +14,7 @@ import {
   DownloadError, HubAccessError, listCachedModels, loadModel, ModelNotFoundError, parseModelName, pullModel,
   removeCachedModel, type PullProgress,
 } from "../lib/index.js";
+import { progressReporter } from "../lib/cli/hub.js";
 import { startFakeHub, type FakeHub } from "./support/fake-hub.js";
 import { mlxAvailable } from "./support/mlx.js";
 import { python, pythonModules, pythonScripts } from "./support/python.js";
@@ -262,6 +263,19 @@ describe("mlx-node pull, ls, rm", () => {
     const r = await run(["generate", "--model", `hf:${GGUF_REPO}:F32`, "-n", "12", "--threads", "1", "Once upon a time"]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(GREEDY);
+    expect(r.stderr).toMatch(/^gguf-test\/tiny-GGUF: stories260K-F32\.gguf 100% \(1\.1 MiB\); 1\.1 MiB of 1\.1 MiB\n\[gguf: /);
+    const cached = await run(["generate", "--model", `hf:${GGUF_REPO}:F32`, "-n", "12", "--threads", "1", "Once upon a time"], { HF_HUB_OFFLINE: "1" });
+    expect(cached.code, cached.stderr).toBe(0);
+    expect(cached.stderr).toMatch(/^\[gguf: the path is a \.gguf file\] 12 tokens/);
+  });
+
+  it("draws a progress bar on a terminal, redrawn in place, ending with a newline", () => {
+    let out = "";
+    const report = progressReporter({ isTTY: true, columns: 100, write: (s: string) => ((out += s), true) } as never);
+    const base = { repo: "o/n", file: "m.gguf", fileTotal: 2048, total: 2048, filesTotal: 1 };
+    report({ ...base, fileBytes: 0, bytes: 0, filesDone: 0 });
+    report({ ...base, fileBytes: 2048, bytes: 2048, filesDone: 1 });
+    expect(out).toBe(`\r\x1b[Ko/n [${"-".repeat(40)}]   0% 0 B/2.0 KiB 0/1 files\r\x1b[Ko/n [${"#".repeat(40)}] 100% 2.0 KiB/2.0 KiB 1/1 files\n`);
   });
 
   it("two processes pulling one model at once end with one correct copy", async () => {

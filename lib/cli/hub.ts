@@ -22,17 +22,27 @@ export function formatBytes(bytes: number): string {
 
 /**
  * A progress reporter for stderr: a bar redrawn in place on a terminal; otherwise (logs, CI) one
- * plain line per finished file and a summary, so a log is not flooded.
+ * plain line per downloaded file, so a log is not flooded. Silent while every file is cached
+ * (a cached file's first report is already complete), so `generate` on a cached model prints nothing.
  */
-export function progressReporter(stream: NodeJS.WriteStream = process.stderr): (p: PullProgress) => void {
+export function progressReporter(stream: Pick<NodeJS.WriteStream, "write" | "isTTY" | "columns"> = process.stderr): (p: PullProgress) => void {
   let lastDraw = 0;
+  let downloading = false;
+  const seen = new Set<string>();
   const finished = new Set<string>();
   return (p) => {
-    const fileDone = p.fileBytes === p.fileTotal && !finished.has(p.file);
+    const complete = p.fileBytes === p.fileTotal;
+    if (!seen.has(p.file)) {
+      seen.add(p.file);
+      if (complete) finished.add(p.file); // cached: nothing to show
+      else downloading = true;
+    }
+    const fileDone = complete && !finished.has(p.file);
     if (fileDone) finished.add(p.file);
+    if (!downloading) return;
     if (stream.isTTY) {
       const now = Date.now();
-      const all = p.filesDone === p.filesTotal && p.bytes === p.total;
+      const all = p.filesDone === p.filesTotal;
       if (now - lastDraw < 100 && !all) return;
       lastDraw = now;
       const width = Math.max(10, Math.min(40, (stream.columns ?? 80) - 60));
