@@ -5,7 +5,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -15,6 +15,7 @@ import {
   removeCachedModel, type PullProgress,
 } from "../lib/index.js";
 import { progressReporter } from "../lib/cli/hub.js";
+import { directoryFiles, selectFiles } from "../lib/hub/files.js";
 import { startFakeHub, type FakeHub } from "./support/fake-hub.js";
 import { mlxAvailable } from "./support/mlx.js";
 import { python, pythonModules, pythonScripts } from "./support/python.js";
@@ -73,9 +74,10 @@ const sha256 = (file: string) => createHash("sha256").update(readFileSync(file))
 const fetchedFiles = () => hub.requests.filter((r) => r.server === "hub" && r.path.includes("/resolve/")).map((r) => r.path.split("/").pop());
 
 /** Runs the CLI as a child process (asynchronously: the hub answers from this process). */
-function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...args], {
+      cwd,
       env: { ...process.env, HF_HUB_CACHE: cacheDir, HF_ENDPOINT: hub.endpoint, HF_TOKEN: "", HF_TOKEN_PATH: join(scratch, "no-token"), HF_HUB_OFFLINE: "", ...env },
     });
     let stdout = "";
@@ -96,6 +98,17 @@ describe("model names", () => {
     for (const path of ["./model", "../shared/models/x", "/abs/model", "model.gguf", "a/b/c", "owner/name/../x.gguf", "hf:owner/name/x.bin"]) {
       expect(parseModelName(path), path).toBeUndefined();
     }
+  });
+
+  it("picks a GGUF by quantization with all its split parts, and only the shards an index names", () => {
+    const paths = ["README.md", "m-Q4_K_M-00002-of-00002.gguf", "m-Q4_K_M-00001-of-00002.gguf", "m-Q8_0.gguf", "mmproj-Q8_0.gguf", "Q4_K_S/m.Q4_K_S.gguf"];
+    expect(selectFiles(paths, { quant: "q4_k_m" }, "o/n")).toEqual({ format: "gguf", primary: "m-Q4_K_M-00001-of-00002.gguf", files: ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"] });
+    expect(selectFiles(paths, { quant: "Q8_0" }, "o/n")).toMatchObject({ files: ["m-Q8_0.gguf"] });
+    expect(selectFiles(paths, { quant: "Q4_K_S" }, "o/n")).toMatchObject({ files: ["Q4_K_S/m.Q4_K_S.gguf"] });
+    expect(() => selectFiles(paths, { file: "m-Q4_K_M-00001-of-00003.gguf" }, "o/n")).toThrow(/no file m-Q4_K_M-00001-of-00003\.gguf, m-Q4_K_M-00002-of-00003\.gguf, m-Q4_K_M-00003-of-00003\.gguf/);
+    const dir = ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "consolidated.safetensors", "README.md"];
+    expect(directoryFiles(dir, { a: "model-00001-of-00002.safetensors", b: "model-00002-of-00002.safetensors", c: "model-00001-of-00002.safetensors" }))
+      .toEqual(["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
   });
 });
 
@@ -276,6 +289,16 @@ describe("mlx-node pull, ls, rm", () => {
     report({ ...base, fileBytes: 0, bytes: 0, filesDone: 0 });
     report({ ...base, fileBytes: 2048, bytes: 2048, filesDone: 1 });
     expect(out).toBe(`\r\x1b[Ko/n [${"-".repeat(40)}]   0% 0 B/2.0 KiB 0/1 files\r\x1b[Ko/n [${"#".repeat(40)}] 100% 2.0 KiB/2.0 KiB 1/1 files\n`);
+  });
+
+  it.skipIf(!mlxAvailable)("a local path wins over a hub name of the same spelling", async () => {
+    const cwd = mkdtempSync(join(scratch, "cwd-"));
+    mkdirSync(join(cwd, "mlx-test"));
+    symlinkSync(join(stories, "hf-f32"), join(cwd, MLX_REPO));
+    const r = await run(["generate", "--model", MLX_REPO, "-n", "12", "Once upon a time"], {}, cwd);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(GREEDY);
+    expect(hub.requests).toEqual([]);
   });
 
   it("two processes pulling one model at once end with one correct copy", async () => {
