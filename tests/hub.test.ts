@@ -192,6 +192,16 @@ describe("pullModel", () => {
     expect(readdirSync(blobs)).toEqual([digest]);
   });
 
+  it("treats a connection that stops sending as interrupted, and resumes it", async () => {
+    hub.throttle(2000); // 16 KiB, then silence much longer than the stall timeout
+    const error = await pullModel(`hf:${GGUF_REPO}:F32`, opts({ stallTimeoutMs: 400, retries: 1 })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DownloadError);
+    expect((error as Error).message).toMatch(/interrupted at \d+ of 1185376 bytes \(no data for 400 ms\); run it again to resume/);
+    const [first, second] = hub.requests.filter((r) => r.server === "cdn");
+    expect(first!.range).toBeUndefined();
+    expect(second!.range).toBe(first!.sent > 0 ? `bytes=${first!.sent}-` : undefined);
+  });
+
   it("refuses a file that does not match the hub's checksum", async () => {
     hub.corrupt("stories260K-F32.gguf");
     const error = await pullModel(`hf:${GGUF_REPO}:F32`, opts()).catch((e: unknown) => e);
@@ -322,9 +332,9 @@ describe("mlx-node pull, ls, rm", () => {
 
 const py = pythonModules(["huggingface_hub"]);
 describe.skipIf(!py.available)("cache interop (huggingface_hub)", () => {
-  const runPy = async (args: string[]) =>
+  const runPy = async (args: string[], env: Record<string, string> = {}) =>
     (await promisify(execFile)(python, [join(pythonScripts, "hf_cache.py"), ...args], {
-      env: { ...process.env, HF_HUB_CACHE: cacheDir, HF_ENDPOINT: hub.endpoint, HF_TOKEN: "", HF_HUB_OFFLINE: "0", HF_HUB_DISABLE_TELEMETRY: "1", HF_HUB_DISABLE_XET: "1" },
+      env: { ...process.env, HF_HUB_CACHE: cacheDir, HF_ENDPOINT: hub.endpoint, HF_TOKEN: "", HF_HUB_OFFLINE: "0", HF_HUB_DISABLE_TELEMETRY: "1", HF_HUB_DISABLE_XET: "1", ...env },
     })).stdout;
 
   it("uses a model huggingface_hub downloaded without downloading it again", async () => {
@@ -348,6 +358,10 @@ describe.skipIf(!py.available)("cache interop (huggingface_hub)", () => {
     expect(mlx.revisions[0]!.files).toEqual([...readdirSync(join(stories, "mlx-4bit"))].sort());
     expect(mlx.size_on_disk).toBe(readdirSync(join(stories, "mlx-4bit")).reduce((s, f) => s + statSync(join(stories, "mlx-4bit", f)).size, 0));
     expect(scan.repos.find((r) => r.repo_id === GGUF_REPO)!.revisions[0]!.files).toEqual(["stories260K-F32.gguf"]);
+    // huggingface_hub offline (as mlx-lm loads) finds the snapshot mlx-node wrote.
+    hub.reset();
+    expect((await runPy(["download", MLX_REPO], { HF_HUB_OFFLINE: "1" })).trim()).toBe(join(repoDir(MLX_REPO), "snapshots", hub.commitOf(MLX_REPO)));
+    expect(hub.requests).toEqual([]);
     // And mlx-node lists what huggingface_hub would.
     expect((await listCachedModels({ cacheDir })).map((m) => [m.name, m.format])).toEqual([[`hf:${GGUF_REPO}/stories260K-F32.gguf`, "gguf"], [MLX_REPO, "mlx"]]);
     expect(await removeCachedModel(MLX_REPO, { cacheDir })).toBe(mlx.size_on_disk);

@@ -31,6 +31,8 @@ export interface BlobOptions {
   signal?: AbortSignal;
   /** Attempts after an interrupted transfer, each resuming where the last stopped. */
   retries: number;
+  /** A transfer that receives nothing for this long counts as interrupted (a silently dead connection). */
+  stallTimeoutMs: number;
   /** Bytes of this file present so far (called with the partial size at the start, then per chunk). */
   onBytes: (done: number) => void;
 }
@@ -105,38 +107,42 @@ async function transfer(job: BlobJob, partial: string, options: BlobOptions): Pr
   if (start === size) return 0;
   const url = fileUrl(options.settings, job.repo, job.commit, job.file.path);
   const target = { repo: job.repo, revision: job.commit, file: job.file.path };
-  let response: Response;
+  // A stalled connection is aborted by its own controller, so it is retried rather than waited on forever.
+  const stall = new AbortController();
+  let stallTimer = setTimeout(() => stall.abort(), options.stallTimeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
+  const interrupted = (error: unknown) => {
+    if (options.signal?.aborted) return options.signal.reason as Error;
+    if (error instanceof DownloadError) return error;
+    if (stall.signal.aborted) return new TransferInterrupted(`no data for ${options.stallTimeoutMs} ms`);
+    return new TransferInterrupted((error as { cause?: Error }).cause?.message ?? (error as Error).message);
+  };
+  let done = start;
   try {
     // Redirects to the CDN are followed; fetch drops the Authorization header when the origin changes.
-    response = await fetch(url, {
+    const response = await fetch(url, {
       headers: { ...authHeaders(options.settings), "Accept-Encoding": "identity", ...(start > 0 ? { Range: `bytes=${start}-` } : {}) },
-      signal: options.signal,
+      signal,
     });
-  } catch (error) {
-    if (options.signal?.aborted) throw options.signal.reason;
-    throw new TransferInterrupted(`cannot reach ${options.settings.endpoint}: ${(error as { cause?: Error }).cause?.message ?? (error as Error).message}`);
-  }
-  if (!response.ok) throw await responseError(response, options.settings, target);
-  if (start > 0 && response.status !== 206) start = 0; // the server ignored Range: start over
-  if (!response.body) throw new TransferInterrupted("empty response");
-
-  let done = start;
-  const count = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      done += chunk.length;
-      if (done > size) return callback(new DownloadError(`${job.repo}/${job.file.path}: the server sent more than the ${size} bytes the hub lists`));
-      options.onBytes(done);
-      callback(null, chunk);
-    },
-  });
-  try {
-    await pipeline(Readable.fromWeb(response.body as import("node:stream/web").ReadableStream), count, createWriteStream(partial, { flags: start > 0 ? "a" : "w" }), {
-      signal: options.signal,
+    if (!response.ok) throw await responseError(response, options.settings, target);
+    if (start > 0 && response.status !== 206) done = start = 0; // the server ignored Range: start over
+    if (!response.body) throw new TransferInterrupted("empty response");
+    const count = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        clearTimeout(stallTimer);
+        stallTimer = setTimeout(() => stall.abort(), options.stallTimeoutMs);
+        done += chunk.length;
+        if (done > size) return callback(new DownloadError(`${job.repo}/${job.file.path}: the server sent more than the ${size} bytes the hub lists`));
+        options.onBytes(done);
+        callback(null, chunk);
+      },
     });
+    const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream);
+    await pipeline(body, count, createWriteStream(partial, { flags: start > 0 ? "a" : "w" }), { signal });
   } catch (error) {
-    if (options.signal?.aborted) throw options.signal.reason;
-    if (error instanceof DownloadError) throw error;
-    throw new TransferInterrupted((error as Error).message);
+    throw interrupted(error);
+  } finally {
+    clearTimeout(stallTimer);
   }
   if (done < size) throw new TransferInterrupted(`connection closed after ${done} of ${size} bytes`);
   return done - start;

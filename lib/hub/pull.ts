@@ -39,6 +39,8 @@ export interface PullOptions extends HubOptions {
   concurrency?: number;
   /** Times an interrupted transfer is resumed before giving up. Defaults to 3. */
   retries?: number;
+  /** A transfer that receives no data for this long is treated as interrupted (and resumed). Defaults to 60 000 ms. */
+  stallTimeoutMs?: number;
 }
 
 /** A model in the cache, ready to load. */
@@ -149,6 +151,8 @@ async function fetchAll(job: Job, wanted: RepoFile[], options: PullOptions, onPr
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new InvalidOptionError("concurrency", "a positive integer", concurrency);
   const retries = options.retries ?? 3;
   if (!Number.isInteger(retries) || retries < 0) throw new InvalidOptionError("retries", "a non-negative integer", retries);
+  const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
+  if (!(stallTimeoutMs > 0)) throw new InvalidOptionError("stallTimeoutMs", "a positive number of milliseconds", stallTimeoutMs);
   const total = wanted.reduce((sum, f) => sum + f.size, 0);
   const present = new Map<string, number>();
   let bytes = 0;
@@ -163,7 +167,7 @@ async function fetchAll(job: Job, wanted: RepoFile[], options: PullOptions, onPr
   const worker = async () => {
     for (let file = queue.shift(); file; file = queue.shift()) {
       const current = file;
-      transferred += await ensureBlob({ ...job, file: current }, { settings: job.settings, signal: options.signal, retries, onBytes: (done) => {
+      transferred += await ensureBlob({ ...job, file: current }, { settings: job.settings, signal: options.signal, retries, stallTimeoutMs, onBytes: (done) => {
         if (done !== present.get(current.path)) report(current, done);
       } });
       await linkSnapshotFile(job.dir, job.commit, current.path, current.etag);
