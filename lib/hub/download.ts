@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DownloadError } from "../errors.js";
+import { DownloadError, MlxNodeError } from "../errors.js";
 import type { HubSettings } from "./cache.js";
 import { authHeaders, fileUrl, HubUnreachableError, responseError, type RepoFile } from "./client.js";
 
@@ -113,7 +113,7 @@ async function transfer(job: BlobJob, partial: string, options: BlobOptions): Pr
   const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
   const interrupted = (error: unknown) => {
     if (options.signal?.aborted) return options.signal.reason as Error;
-    if (error instanceof DownloadError) return error;
+    if (error instanceof MlxNodeError || error instanceof TransferInterrupted) return error;
     if (stall.signal.aborted) return new TransferInterrupted(`no data for ${options.stallTimeoutMs} ms`);
     return new TransferInterrupted((error as { cause?: Error }).cause?.message ?? (error as Error).message);
   };
@@ -124,6 +124,8 @@ async function transfer(job: BlobJob, partial: string, options: BlobOptions): Pr
       headers: { ...authHeaders(options.settings), "Accept-Encoding": "identity", ...(start > 0 ? { Range: `bytes=${start}-` } : {}) },
       signal,
     });
+    // A busy or failing server (429, 5xx) may answer the next attempt; a refusal (401, 403, 404) will not change.
+    if (response.status === 429 || response.status >= 500) throw new TransferInterrupted(`HTTP ${response.status}`);
     if (!response.ok) throw await responseError(response, options.settings, target);
     if (start > 0 && response.status !== 206) done = start = 0; // the server ignored Range: start over
     if (!response.body) throw new TransferInterrupted("empty response");

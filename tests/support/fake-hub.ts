@@ -8,7 +8,7 @@
  *        LFS files (safetensors, gguf): 302 to a CDN on another origin, with `X-Linked-Etag` (sha256),
  *        `X-Linked-Size`, `X-Repo-Commit`; both honour `Range`
  *   errors carry `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) as the hub's do.
- * Faults for tests: cut a transfer halfway, serve a corrupted byte, slow transfers down.
+ * Faults for tests: cut a transfer halfway, answer 5xx once, serve a corrupted byte, slow transfers down.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -59,6 +59,8 @@ export interface FakeHub {
   token: string;
   /** The next `count` transfers of `path` stop after half their bytes, with the connection destroyed. */
   cutHalfway(path: string, count?: number): void;
+  /** The next request for `path` on the hub (`resolve`) is answered with this HTTP status. */
+  failNext(path: string, status: number): void;
   /** Every transfer of `path` sends one byte changed (the listed checksum stays the true one). */
   corrupt(path: string): void;
   /** Every transfer sleeps `ms` after each 16 KiB, so downloads overlap and can be aborted. */
@@ -98,6 +100,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   const cuts = new Map<string, number>();
   const corrupted = new Set<string>();
   let delayMs = 0;
+  const failures = new Map<string, number>();
 
   const log = (server: LoggedRequest["server"], req: IncomingMessage): LoggedRequest => {
     const entry: LoggedRequest = { server, method: req.method ?? "GET", path: decodeURIComponent((req.url ?? "").split("?")[0]!), sent: 0, at: Date.now() };
@@ -232,6 +235,11 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     if (m && (req.method === "GET" || req.method === "HEAD")) {
       const repo = access(req, res, m[1]!, m[2]!);
       if (!repo) return;
+      const failure = failures.get(m[3]!);
+      if (failure) {
+        failures.delete(m[3]!);
+        return fail(res, failure, "ServiceUnavailable", "try again later");
+      }
       const blob = repo.files.get(m[3]!);
       if (!blob) return fail(res, 404, "EntryNotFound", `${m[3]} does not exist on "${m[2]}"`);
       const common = { "X-Repo-Commit": repo.commit, "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,ETag" };
@@ -253,12 +261,14 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     requests,
     token,
     cutHalfway: (path, count = 1) => void cuts.set(path, count),
+    failNext: (path, status) => void failures.set(path, status),
     corrupt: (path) => void corrupted.add(path),
     throttle: (ms) => void (delayMs = ms),
     reset: () => {
       requests.length = 0;
       cuts.clear();
       corrupted.clear();
+      failures.clear();
       delayMs = 0;
     },
     commitOf: (id) => state.get(id)!.commit,
