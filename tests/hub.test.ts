@@ -3,7 +3,7 @@
  * real files from ../shared/models over loopback: names, the shared cache layout, downloads that
  * resume, verify and lock, offline mode, errors, the CLI, and interop with Python's huggingface_hub.
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -74,12 +74,13 @@ const sha256 = (file: string) => createHash("sha256").update(readFileSync(file))
 const fetchedFiles = () => hub.requests.filter((r) => r.server === "hub" && r.path.includes("/resolve/")).map((r) => r.path.split("/").pop());
 
 /** Runs the CLI as a child process (asynchronously: the hub answers from this process). */
-function run(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: Record<string, string> = {}, cwd?: string, started?: (child: ChildProcess) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...args], {
       cwd,
       env: { ...process.env, HF_HUB_CACHE: cacheDir, HF_ENDPOINT: hub.endpoint, HF_TOKEN: "", HF_TOKEN_PATH: join(scratch, "no-token"), HF_HUB_OFFLINE: "", ...env },
     });
+    started?.(child);
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -312,6 +313,27 @@ describe("mlx-node pull, ls, rm", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(GREEDY);
     expect(hub.requests).toEqual([]);
+  });
+
+  it("a killed pull leaves only a partial file and a dead lock; the next pull takes both over and resumes", async () => {
+    hub.throttle(30);
+    const digest = sha256(join(stories, "stories260K.gguf"));
+    const killed = await run(["pull", `hf:${GGUF_REPO}:F32`], {}, undefined, (child) => {
+      const poll = setInterval(() => {
+        if ((hub.requests.find((r) => r.server === "cdn")?.sent ?? 0) > 200_000) {
+          clearInterval(poll);
+          child.kill("SIGKILL");
+        }
+      }, 20);
+    });
+    expect(killed.code).toBeNull();
+    expect(readdirSync(join(repoDir(GGUF_REPO), "blobs"))).toEqual([`${digest}.incomplete`]);
+    expect(readdirSync(join(cacheDir, ".locks", "models--gguf-test--tiny-GGUF"))).toEqual([`${digest}.mlx-node.lock`]);
+    hub.reset();
+    const pulled = await pullModel(`hf:${GGUF_REPO}:F32`, opts());
+    expect(sha256(pulled.path)).toBe(digest);
+    expect(hub.requests.find((r) => r.server === "cdn")!.range).toMatch(/^bytes=\d{6,}-$/);
+    expect(readdirSync(join(cacheDir, ".locks", "models--gguf-test--tiny-GGUF"))).toEqual([]);
   });
 
   it("two processes pulling one model at once end with one correct copy", async () => {
