@@ -3,7 +3,6 @@
  * `<cache>/models--owner--name/{blobs/<etag>, snapshots/<commit>/<file> -> ../../blobs/<etag>, refs/<revision>}`.
  * Location and behaviour come from Hugging Face's own environment variables.
  */
-import { getHFHubCachePath, getRepoFolderName, scanCacheDir } from "@huggingface/hub";
 import { readFileSync } from "node:fs";
 import { copyFile, lstat, mkdir, readFile, readdir, readlink, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -27,8 +26,12 @@ export type HubSettings = Required<Omit<HubOptions, "token">> & { token?: string
 
 const TRUE = new Set(["1", "true", "yes", "on"]);
 
+/** @huggingface/hub, loaded on first use: importing it costs 100–150 ms that loading a local path should not pay. */
+export const hubLibrary = (): Promise<typeof import("@huggingface/hub")> => import("@huggingface/hub");
+
 /** Options merged over the environment, read at call time so tests and apps can change it. */
-export function hubSettings(options: HubOptions = {}): HubSettings {
+export async function hubSettings(options: HubOptions = {}): Promise<HubSettings> {
+  const { getHFHubCachePath } = await hubLibrary();
   const env = process.env;
   const hfHome = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "huggingface");
   return {
@@ -48,9 +51,11 @@ function readTokenFile(path: string): string | undefined {
   }
 }
 
-/** `<cache>/models--owner--name`. */
-export function repoDir(cacheDir: string, repo: string): string {
-  return join(cacheDir, getRepoFolderName({ name: repo, type: "model" }));
+/** A repository's folder in the cache (`<cache>/models--owner--name`) and its lock folder (`<cache>/.locks/models--owner--name`, as huggingface_hub keeps them). */
+export async function repoPaths(cacheDir: string, repo: string): Promise<{ dir: string; lockDir: string }> {
+  const { getRepoFolderName } = await hubLibrary();
+  const folder = getRepoFolderName({ name: repo, type: "model" });
+  return { dir: join(cacheDir, folder), lockDir: join(cacheDir, ".locks", folder) };
 }
 
 /** The commit a branch or tag pointed to when last fetched; a commit hash is its own answer. */
@@ -126,9 +131,9 @@ export interface CachedModel {
 
 /** Lists the models in the cache (every cached snapshot of every model repository). */
 export async function listCachedModels(options: Pick<HubOptions, "cacheDir"> = {}): Promise<CachedModel[]> {
-  const cacheDir = options.cacheDir ?? getHFHubCachePath();
+  const { cacheDir } = await hubSettings(options);
   if (!(await stat(cacheDir).catch(() => undefined))?.isDirectory()) return [];
-  const scan = await scanCacheDir(cacheDir);
+  const scan = await (await hubLibrary()).scanCacheDir(cacheDir);
   const models: CachedModel[] = [];
   for (const repo of scan.repos) {
     if (repo.id.type !== "model") continue;
@@ -163,14 +168,14 @@ export async function listCachedModels(options: Pick<HubOptions, "cacheDir"> = {
  */
 export async function removeCachedModel(name: string, options: Pick<HubOptions, "cacheDir"> = {}): Promise<number> {
   const parsed = parseModelName(name);
-  const cacheDir = options.cacheDir ?? getHFHubCachePath();
   if (!parsed) throw new ModelNotFoundError(name, "not a Hugging Face model name (owner/name)");
-  const dir = repoDir(cacheDir, parsed.repo);
+  const { cacheDir } = await hubSettings(options);
+  const { dir, lockDir } = await repoPaths(cacheDir, parsed.repo);
   if (!(await stat(dir).catch(() => undefined))) throw new ModelNotFoundError(parsed.repo, `not in the cache at ${cacheDir}`);
   const blobs = await readdir(join(dir, "blobs")).catch(() => []);
   let freed = 0;
   for (const blob of blobs) freed += (await stat(join(dir, "blobs", blob)).catch(() => undefined))?.size ?? 0;
   await rm(dir, { recursive: true, force: true });
-  await rm(join(cacheDir, ".locks", getRepoFolderName({ name: parsed.repo, type: "model" })), { recursive: true, force: true });
+  await rm(lockDir, { recursive: true, force: true });
   return freed;
 }

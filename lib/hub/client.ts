@@ -4,9 +4,8 @@
  * (`<repo>/resolve/<commit>/<path>`). Every HTTP failure becomes a typed error naming the
  * repository and what to do about it.
  */
-import { listFiles, modelInfo } from "@huggingface/hub";
 import { DownloadError, HubAccessError, ModelNotFoundError } from "../errors.js";
-import type { HubSettings } from "./cache.js";
+import { hubLibrary, type HubSettings } from "./cache.js";
 
 /** The hub could not be reached at all (no HTTP answer): the cache may still serve. */
 export class HubUnreachableError extends DownloadError {}
@@ -80,6 +79,7 @@ export async function responseError(response: Response, settings: HubSettings, t
 
 /** The commit a branch, tag or commit names (`api/models/<repo>/revision/<rev>`, as huggingface_hub's `repo_info`). */
 export async function resolveCommit(settings: HubSettings, repo: string, revision: string, signal?: AbortSignal): Promise<string> {
+  const { modelInfo } = await hubLibrary();
   const info = await modelInfo({
     name: repo,
     revision,
@@ -94,6 +94,7 @@ export async function resolveCommit(settings: HubSettings, repo: string, revisio
 
 /** Every file of the repository at `commit` (the recursive tree listing), with its size and blob name. */
 export async function listRepoFiles(settings: HubSettings, repo: string, commit: string, signal?: AbortSignal): Promise<RepoFile[]> {
+  const { listFiles } = await hubLibrary();
   const files: RepoFile[] = [];
   const entries = listFiles({ repo: { type: "model", name: repo }, revision: commit, recursive: true, hubUrl: settings.endpoint, fetch: hubFetch(settings, { repo, revision: commit }, signal) });
   for await (const entry of entries) {

@@ -2,11 +2,10 @@
  * Models by name: `pullModel` fetches what a hub model needs into the shared Hugging Face cache
  * (or finds it there), `resolveModel` turns a name or a local path into the path a backend loads.
  */
-import { getRepoFolderName } from "@huggingface/hub";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DownloadError, InvalidOptionError, ModelNotFoundError } from "../errors.js";
-import { cachedCommit, hubSettings, linkSnapshotFile, repoDir, snapshotFiles, writeRef, type HubOptions, type HubSettings } from "./cache.js";
+import { cachedCommit, hubSettings, linkSnapshotFile, repoPaths, snapshotFiles, writeRef, type HubOptions, type HubSettings } from "./cache.js";
 import { HubUnreachableError, listRepoFiles, resolveCommit, type RepoFile } from "./client.js";
 import { ensureBlob, type BlobJob } from "./download.js";
 import { directoryFiles, SAFETENSORS_INDEX, selectFiles, type Selection } from "./files.js";
@@ -81,8 +80,8 @@ export interface PulledModel {
 export async function pullModel(name: string, options: PullOptions = {}): Promise<PulledModel> {
   const parsed = parseModelName(name);
   if (!parsed) throw new InvalidOptionError("name", "a Hugging Face model name (owner/name, hf:owner/name/file.gguf, hf:owner/name:QUANT)", name);
-  const settings = hubSettings(options);
-  const dir = repoDir(settings.cacheDir, parsed.repo);
+  const settings = await hubSettings(options);
+  const { dir, lockDir } = await repoPaths(settings.cacheDir, parsed.repo);
   if (settings.offline) {
     const cached = await fromCache(parsed, dir);
     if (!cached) {
@@ -106,7 +105,7 @@ export async function pullModel(name: string, options: PullOptions = {}): Promis
   const files = new Map(listing.map((f) => [f.path, f]));
   const where = `${parsed.repo}@${parsed.revision}`;
   let selection = selectFiles([...files.keys()], parsed, where);
-  const job = { settings, dir, lockDir: join(settings.cacheDir, ".locks", getRepoFolderName({ name: parsed.repo, type: "model" })), repo: parsed.repo, commit };
+  const job = { settings, dir, lockDir, repo: parsed.repo, commit };
   let downloaded = 0;
   if (selection.format === "mlx" && files.has(SAFETENSORS_INDEX)) {
     // The index says which shards hold the weights; it is small, so it is fetched before the total is known.
