@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -294,6 +294,20 @@ describe("mlx-node pull, ls, rm", () => {
     const cached = await run(["generate", "--model", `hf:${GGUF_REPO}:F32`, "-n", "12", "--threads", "1", "Once upon a time"], { HF_HUB_OFFLINE: "1" });
     expect(cached.code, cached.stderr).toBe(0);
     expect(cached.stderr).toMatch(/^\[gguf: the path is a \.gguf file\] 12 tokens/);
+  });
+
+  it("serve and eval take names too (here from the cache, offline)", async () => {
+    await pullModel(`hf:${GGUF_REPO}:F32`, opts());
+    const fixtures = join(scratch, "one-case.json");
+    writeFileSync(fixtures, JSON.stringify({ defaults: { temperature: 0, maxTokens: 12 }, cases: [{ name: "greedy", prompt: "Once upon a time", expect: [GREEDY.source] }] }));
+    const offline = { HF_HUB_OFFLINE: "1" };
+    const evaluated = await run(["eval", "--model", `hf:${GGUF_REPO}:F32`, "--fixtures", fixtures, "--threads", "1"], offline);
+    expect(evaluated.code, evaluated.stderr).toBe(0);
+    expect(evaluated.stdout).toMatch(/1\/1/);
+    const served = await run(["serve", "--model", `hf:${GGUF_REPO}:F32`, "--port", "0", "--threads", "1"], offline, undefined, (child) => {
+      child.stderr!.on("data", (d: Buffer) => d.toString().includes("serving") && child.kill("SIGTERM"));
+    });
+    expect(served.stderr).toMatch(/serving tiny-GGUF:F32 \(gguf: the path is a \.gguf file\) at http:\/\/127\.0\.0\.1:\d+\/v1/);
   });
 
   it("draws a progress bar on a terminal, redrawn in place, ending with a newline", () => {
