@@ -116,7 +116,12 @@ describe("model names", () => {
 describe("pullModel", () => {
   it("fetches only the files an MLX model needs into Hugging Face's cache layout, reporting progress", async () => {
     const events: PullProgress[] = [];
-    const pulled = await pullModel(MLX_REPO, { ...opts(), onProgress: (p) => events.push({ ...p }) });
+    hub.throttle(5);
+    const pulled = await pullModel(MLX_REPO, { ...opts(), concurrency: 2, onProgress: (p) => events.push({ ...p }) });
+    // In parallel, within the bound: at most 2 file requests open at any moment, and at some moment 2.
+    const windows = hub.transfers().map((r) => [r.at, r.end!] as const);
+    const open = windows.map(([at]) => windows.filter(([a, e]) => a <= at && at < e).length);
+    expect(Math.max(...open)).toBe(2);
     const commit = hub.commitOf(MLX_REPO);
     expect(pulled).toMatchObject({ repo: MLX_REPO, revision: "main", commit, format: "mlx", online: true, path: join(repoDir(MLX_REPO), "snapshots", commit) });
     expect(new Set(fetchedFiles())).toEqual(new Set(readdirSync(join(stories, "mlx-4bit"))));

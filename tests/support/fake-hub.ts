@@ -102,10 +102,9 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   let delayMs = 0;
   const failures = new Map<string, number>();
 
-  const log = (server: LoggedRequest["server"], req: IncomingMessage): LoggedRequest => {
+  const log = (server: LoggedRequest["server"], req: IncomingMessage, res: ServerResponse): LoggedRequest => {
     const entry: LoggedRequest = { server, method: req.method ?? "GET", path: decodeURIComponent((req.url ?? "").split("?")[0]!), sent: 0, at: Date.now() };
-    req.socket.once("close", () => (entry.end ??= Date.now()));
-    req.once("close", () => (entry.end ??= Date.now()));
+    res.once("close", () => (entry.end = Date.now())); // answered in full, or the connection dropped
     if (req.headers.range) entry.range = req.headers.range;
     if (req.headers.authorization) entry.authorization = req.headers.authorization;
     requests.push(entry);
@@ -185,7 +184,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   };
 
   const cdn = createServer((req, res) => {
-    const entry = log("cdn", req);
+    const entry = log("cdn", req, res);
     const match = /^\/lfs\/([^/]+)\/([0-9a-f]{64})$/.exec(entry.path);
     const repo = match && [...state.values()].find((s) => s.repo.id.replace("/", "--") === match[1]);
     const found = repo && [...repo.files].find(([, b]) => b.sha256 === match![2]);
@@ -194,7 +193,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
   });
 
   const hub = createServer((req, res) => {
-    const entry = log("hub", req);
+    const entry = log("hub", req, res);
     const path = entry.path;
     let m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(path);
     if (m) {
