@@ -18,7 +18,7 @@ export interface HubOptions {
   endpoint?: string;
   /** Access token for gated or private repositories. Defaults to `HF_TOKEN`, else the token file `huggingface-cli login` writes. */
   token?: string;
-  /** Use the cache only, never the network. Defaults to `HF_HUB_OFFLINE` (1, true, yes, on). */
+  /** Use the cache only, never the network. Defaults to `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`): 1, true, yes, on. */
   offline?: boolean;
 }
 
@@ -37,8 +37,9 @@ export async function hubSettings(options: HubOptions = {}): Promise<HubSettings
   return {
     cacheDir: options.cacheDir ?? getHFHubCachePath(),
     endpoint: (options.endpoint ?? env.HF_ENDPOINT ?? "https://huggingface.co").replace(/\/+$/, ""),
-    token: options.token ?? env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN ?? readTokenFile(env.HF_TOKEN_PATH ?? join(hfHome, "token")),
-    offline: options.offline ?? TRUE.has((env.HF_HUB_OFFLINE ?? "").toLowerCase()),
+    // As huggingface_hub: an empty variable counts as unset.
+    token: options.token ?? (env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN || readTokenFile(env.HF_TOKEN_PATH || join(hfHome, "token"))),
+    offline: options.offline ?? TRUE.has((env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE || "").toLowerCase()),
   };
 }
 
@@ -81,7 +82,8 @@ export async function snapshotFiles(snapshot: string): Promise<string[]> {
   const entries = await readdir(snapshot, { recursive: true, withFileTypes: true }).catch(() => []);
   const files: string[] = [];
   for (const entry of entries) {
-    const full = join(entry.parentPath, entry.name);
+    // `parentPath` from Node 20.12; `path` before it.
+    const full = join(entry.parentPath ?? (entry as { path?: string }).path ?? snapshot, entry.name);
     // A link whose blob is missing does not count: the file is not really cached.
     if ((entry.isFile() || entry.isSymbolicLink()) && (await stat(full).catch(() => undefined))?.isFile()) {
       files.push(relative(snapshot, full).split("\\").join("/"));
