@@ -34,7 +34,7 @@ export interface LoggedRequest {
   authorization?: string;
   /** Bytes of file content sent (for transfers). */
   sent: number;
-  /** When the request arrived and when its answer ended (ms since the epoch). */
+  /** When the request arrived and when its answer ended: its last content byte written, or the response closed (ms since the epoch). */
   at: number;
   end?: number;
 }
@@ -104,7 +104,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
 
   const log = (server: LoggedRequest["server"], req: IncomingMessage, res: ServerResponse): LoggedRequest => {
     const entry: LoggedRequest = { server, method: req.method ?? "GET", path: decodeURIComponent((req.url ?? "").split("?")[0]!), sent: 0, at: Date.now() };
-    res.once("close", () => (entry.end = Date.now())); // answered in full, or the connection dropped
+    res.once("close", () => (entry.end ??= Date.now())); // answered, or the connection dropped
     if (req.headers.range) entry.range = req.headers.range;
     if (req.headers.authorization) entry.authorization = req.headers.authorization;
     requests.push(entry);
@@ -144,6 +144,7 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
       if (res.destroyed) return;
     }
+    entry.end = Date.now(); // the last byte is written: the client may already be asking for the next file
     if (cut) {
       // Let the bytes leave, then drop the connection mid-body as a failing network does.
       await new Promise((r) => setTimeout(r, 20));
