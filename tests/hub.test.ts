@@ -266,6 +266,11 @@ describe("pullModel", () => {
       expect(error, name).toBeInstanceOf(type);
       expect((error as Error).message, name).toMatch(message);
     }
+    // Bad options are refused before any request.
+    hub.reset();
+    await expect(pullModel(MLX_REPO, opts({ concurrency: 0 }))).rejects.toThrow(/Invalid option "concurrency": expected a positive integer, got 0/);
+    await expect(pullModel("./not/a/name", opts())).rejects.toThrow(/Invalid option "name"/);
+    expect(hub.requests).toEqual([]);
     // Without hf:, a name might be a mistyped path: the error says both were tried.
     await expect(loadModel("models/not-here", { hub: opts() })).rejects.toThrow(/Model not found: models\/not-here \(no such local path, and no such repository on/);
     hub.reset();

@@ -80,6 +80,8 @@ export interface PulledModel {
 export async function pullModel(name: string, options: PullOptions = {}): Promise<PulledModel> {
   const parsed = parseModelName(name);
   if (!parsed) throw new InvalidOptionError("name", "a Hugging Face model name (owner/name, hf:owner/name/file.gguf, hf:owner/name:QUANT)", name);
+  checkLimits(options);
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") throw new InvalidOptionError("onProgress", "a function", options.onProgress);
   const settings = await hubSettings(options);
   const { dir, lockDir } = await repoPaths(settings.cacheDir, parsed.repo);
   if (settings.offline) {
@@ -146,12 +148,7 @@ type Job = Omit<BlobJob, "file"> & { settings: HubSettings };
 
 /** Downloads `wanted` with bounded concurrency, links each into the snapshot, reports progress; returns bytes transferred. */
 async function fetchAll(job: Job, wanted: RepoFile[], options: PullOptions, onProgress: PullOptions["onProgress"]): Promise<number> {
-  const concurrency = options.concurrency ?? 4;
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new InvalidOptionError("concurrency", "a positive integer", concurrency);
-  const retries = options.retries ?? 3;
-  if (!Number.isInteger(retries) || retries < 0) throw new InvalidOptionError("retries", "a non-negative integer", retries);
-  const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
-  if (!(stallTimeoutMs > 0)) throw new InvalidOptionError("stallTimeoutMs", "a positive number of milliseconds", stallTimeoutMs);
+  const { concurrency, retries, stallTimeoutMs } = checkLimits(options);
   const total = wanted.reduce((sum, f) => sum + f.size, 0);
   const present = new Map<string, number>();
   let bytes = 0;
@@ -163,12 +160,19 @@ async function fetchAll(job: Job, wanted: RepoFile[], options: PullOptions, onPr
     onProgress?.({ repo: job.repo, file: file.path, fileBytes: done, fileTotal: file.size, bytes, total, filesDone, filesTotal: wanted.length });
   };
   const queue = [...wanted];
+  let failed = false;
   const worker = async () => {
-    for (let file = queue.shift(); file; file = queue.shift()) {
+    // After a failure no new file is started; the ones running finish (they stay cached for the next run).
+    for (let file = queue.shift(); file && !failed; file = queue.shift()) {
       const current = file;
-      transferred += await ensureBlob({ ...job, file: current }, { settings: job.settings, signal: options.signal, retries, stallTimeoutMs, onBytes: (done) => {
-        if (done !== present.get(current.path)) report(current, done);
-      } });
+      try {
+        transferred += await ensureBlob({ ...job, file: current }, { settings: job.settings, signal: options.signal, retries, stallTimeoutMs, onBytes: (done) => {
+          if (done !== present.get(current.path)) report(current, done);
+        } });
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
       await linkSnapshotFile(job.dir, job.commit, current.path, current.etag);
       filesDone++;
       report(current, current.size);
@@ -177,9 +181,18 @@ async function fetchAll(job: Job, wanted: RepoFile[], options: PullOptions, onPr
   const workers = Array.from({ length: Math.min(concurrency, wanted.length) }, worker);
   // Let every worker settle before failing, so no transfer keeps running after the caller sees the error.
   const results = await Promise.allSettled(workers);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-  if (failed) throw failed.reason;
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (rejected) throw rejected.reason;
   return transferred;
+}
+
+/** The download limits, checked before any request is made. */
+function checkLimits(options: PullOptions): { concurrency: number; retries: number; stallTimeoutMs: number } {
+  const { concurrency = 4, retries = 3, stallTimeoutMs = 60_000 } = options;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new InvalidOptionError("concurrency", "a positive integer", concurrency);
+  if (!Number.isInteger(retries) || retries < 0) throw new InvalidOptionError("retries", "a non-negative integer", retries);
+  if (typeof stallTimeoutMs !== "number" || !(stallTimeoutMs > 0)) throw new InvalidOptionError("stallTimeoutMs", "a positive number of milliseconds", stallTimeoutMs);
+  return { concurrency, retries, stallTimeoutMs };
 }
 
 async function readIndex(snapshot: string): Promise<Record<string, string>> {
