@@ -63,7 +63,7 @@ export interface FakeHub {
   failNext(path: string, status: number): void;
   /** Every transfer of `path` sends one byte changed (the listed checksum stays the true one). */
   corrupt(path: string): void;
-  /** Every transfer sleeps `ms` after each 16 KiB, so downloads overlap and can be aborted. */
+  /** Every transfer pauses `ms` before each of its 16 KiB chunks, so downloads overlap and can be aborted. */
   throttle(ms: number): void;
   reset(): void;
   commitOf(repo: string): string;
@@ -138,11 +138,12 @@ export async function startFakeHub(repos: FakeRepo[]): Promise<FakeHub> {
     if (cut) cuts.set(path, cuts.get(path)! - 1);
     const stopAt = cut ? start + ((end - start + 1) >> 1) : end + 1;
     for (let offset = start; offset < stopAt; offset += 16384) {
+      // The pause comes before a chunk, so the last byte is sent when the answer ends, not a pause earlier.
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      if (res.destroyed) return;
       const chunk = data.subarray(offset, Math.min(offset + 16384, stopAt));
       entry.sent += chunk.length;
       if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
-      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      if (res.destroyed) return;
     }
     entry.end = Date.now(); // the last byte is written: the client may already be asking for the next file
     if (cut) {
