@@ -43,12 +43,12 @@ describe("mlx-node pull, ls, rm", () => {
     expect(r.stderr).toMatch(/^gguf-test\/tiny-GGUF: stories260K-F32\.gguf 100% \(1\.1 MiB\); 1\.1 MiB of 1\.1 MiB\n\[gguf: /);
   });
 
-  it("serve and eval take names too (here from the cache, offline)", async () => {
+  it("serve and eval take names too (from the cache: eval online, serve offline)", async () => {
     await pullModel(`hf:${GGUF_REPO}:F32`, t.opts());
     const fixtures = join(t.scratch, "one-case.json");
     writeFileSync(fixtures, JSON.stringify({ defaults: { temperature: 0, maxTokens: 12 }, cases: [{ name: "greedy", prompt: "Once upon a time", expect: [GREEDY.source] }] }));
     const offline = { HF_HUB_OFFLINE: "1" };
-    const evaluated = await t.run(["eval", "--model", `hf:${GGUF_REPO}:F32`, "--fixtures", fixtures, "--threads", "1"], offline);
+    const evaluated = await t.run(["eval", "--model", `hf:${GGUF_REPO}:F32`, "--fixtures", fixtures, "--threads", "1"]);
     expect(evaluated.code, evaluated.stderr).toBe(0);
     expect(evaluated.stdout).toMatch(/1\/1/);
     expect(evaluated.stderr).not.toMatch(/100%/); // a cached model shows no download progress
