@@ -197,6 +197,7 @@ describe("pullModel", () => {
     expect(t.hub.requests).toEqual([]);
     // Without hf:, a name might be a mistyped path: the error says both were tried.
     await expect(loadModel("models/not-here", { hub: t.opts() })).rejects.toThrow(/Model not found: models\/not-here \(no such local path, and no such repository on/);
+    await expect(loadModel("models/not-here", { hub: t.opts({ endpoint: "http://127.0.0.1:9" }) })).rejects.toThrow(/Model not found: models\/not-here \(no such local path, and Cannot reach http:\/\/127\.0\.0\.1:9/);
     t.hub.reset();
     const gated = await pullModel(GATED_REPO, t.opts({ token: t.hub.token }));
     expect(gated.format).toBe("gguf");

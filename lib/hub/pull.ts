@@ -137,9 +137,11 @@ export async function resolveModel(nameOrPath: string, options: PullOptions = {}
     return { path: pulled.path, pulled };
   } catch (error) {
     // `models/foo` may be a mistyped local path rather than a repository: say both were tried.
-    if (error instanceof ModelNotFoundError && error.path === parsed.repo && !nameOrPath.startsWith("hf:")) {
+    if (nameOrPath.startsWith("hf:")) throw error;
+    if (error instanceof ModelNotFoundError && error.path === parsed.repo) {
       throw new ModelNotFoundError(nameOrPath, `no such local path, and ${error.detail}`);
     }
+    if (error instanceof HubUnreachableError) throw new ModelNotFoundError(nameOrPath, `no such local path, and ${error.message}`);
     throw error;
   }
 }
