@@ -3,12 +3,13 @@
  * from ../shared/models over loopback (tests/support/fake-hub.ts): names and file choice, the shared
  * cache layout, downloads that resume, verify, cancel and fail clearly, offline mode.
  */
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   DownloadError, HubAccessError, loadModel, ModelNotFoundError, parseModelName, pullModel, type PullProgress,
 } from "../lib/index.js";
+import { hubSettings } from "../lib/hub/cache.js";
 import { directoryFiles, selectFiles } from "../lib/hub/files.js";
 import { GATED_REPO, GGUF_REPO, GREEDY, HF_REPO, MLX_REPO, resumedFrom, sha256, stories, useFakeHub } from "./support/hub-setup.js";
 import { mlxAvailable } from "./support/mlx.js";
@@ -36,6 +37,26 @@ describe("model names", () => {
     const dir = ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "consolidated.safetensors", "README.md"];
     expect(directoryFiles(dir, { a: "model-00001-of-00002.safetensors", b: "model-00002-of-00002.safetensors", c: "model-00001-of-00002.safetensors" }))
       .toEqual(["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+  });
+});
+
+describe("Hugging Face environment", () => {
+  it("reads HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN (or its file) and HF_HUB_OFFLINE as huggingface_hub does", async () => {
+    const saved = { ...process.env };
+    try {
+      for (const key of ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]) delete process.env[key];
+      process.env.HF_HOME = join(t.scratch, "hf-home");
+      mkdirSync(process.env.HF_HOME, { recursive: true });
+      writeFileSync(join(process.env.HF_HOME, "token"), "hf_from_file\n");
+      process.env.HF_ENDPOINT = "http://mirror.example/";
+      expect(await hubSettings()).toEqual({ cacheDir: join(t.scratch, "hf-home", "hub"), endpoint: "http://mirror.example", token: "hf_from_file", offline: false });
+      Object.assign(process.env, { HF_HUB_CACHE: "/elsewhere", HF_TOKEN: "hf_env", HF_HUB_OFFLINE: "YES" });
+      expect(await hubSettings()).toMatchObject({ cacheDir: "/elsewhere", token: "hf_env", offline: true });
+      Object.assign(process.env, { HF_TOKEN: "", HF_HUB_OFFLINE: "", TRANSFORMERS_OFFLINE: "1" });
+      expect(await hubSettings()).toMatchObject({ token: "hf_from_file", offline: true }); // empty counts as unset
+    } finally {
+      process.env = saved;
+    }
   });
 });
 
