@@ -66,10 +66,11 @@ export async function ensureBlob(job: BlobJob, options: BlobOptions): Promise<nu
 
 async function transferWithRetries(job: BlobJob, blob: string, options: BlobOptions): Promise<number> {
   const partial = `${blob}.incomplete`;
+  const checksum = new Checksum(job.file.etag, job.file.size);
   let transferred = 0;
   for (let attempt = 0; ; attempt++) {
     try {
-      transferred += await transfer(job, partial, options);
+      transferred += await transfer(job, partial, checksum, options);
       break;
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason;
@@ -88,15 +89,15 @@ async function transferWithRetries(job: BlobJob, blob: string, options: BlobOpti
       });
     }
   }
-  await verify(job, partial);
+  await verify(job, partial, checksum);
   await rename(partial, blob);
   return transferred;
 }
 
 class TransferInterrupted extends Error {}
 
-/** One HTTP request: appends to the partial file from where it ends. Returns the bytes received. */
-async function transfer(job: BlobJob, partial: string, options: BlobOptions): Promise<number> {
+/** One HTTP request: appends to the partial file from where it ends, hashing as it goes. Returns the bytes received. */
+async function transfer(job: BlobJob, partial: string, checksum: Checksum, options: BlobOptions): Promise<number> {
   const { size } = job.file;
   let start = (await stat(partial).catch(() => undefined))?.size ?? 0;
   if (start > size) {
@@ -129,12 +130,14 @@ async function transfer(job: BlobJob, partial: string, options: BlobOptions): Pr
     if (!response.ok) throw await responseError(response, options.settings, target);
     if (start > 0 && response.status !== 206) done = start = 0; // the server ignored Range: start over
     if (!response.body) throw new TransferInterrupted("empty response");
+    await checksum.resumeAt(partial, start);
     const count = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         clearTimeout(stallTimer);
         stallTimer = setTimeout(() => stall.abort(), options.stallTimeoutMs);
         done += chunk.length;
         if (done > size) return callback(new DownloadError(`${job.repo}/${job.file.path}: the server sent more than the ${size} bytes the hub lists`));
+        checksum.update(chunk);
         options.onBytes(done);
         callback(null, chunk);
       },
@@ -151,25 +154,47 @@ async function transfer(job: BlobJob, partial: string, options: BlobOptions): Pr
 }
 
 /**
- * Checks the finished partial file against the hub: sha256 for LFS files (64 hex digits), the git
- * blob id (sha1 of `blob <size>\0` + content) for regular files. A mismatch deletes the file.
+ * The hub's checksum of a file, computed as its bytes arrive, so a finished download is not read
+ * again: sha256 for LFS files (an etag of 64 hex digits), the git blob id (sha1 of `blob <size>\0`
+ * and the content) for regular files (40 hex digits); other etags are checked by size only.
  */
-async function verify(job: BlobJob, partial: string): Promise<void> {
-  const { etag, size, path } = job.file;
-  let hash: Hash | undefined;
-  if (/^[0-9a-f]{64}$/.test(etag)) hash = createHash("sha256");
-  else if (/^[0-9a-f]{40}$/.test(etag)) hash = createHash("sha1").update(`blob ${size}\0`);
-  const actualSize = (await stat(partial)).size;
-  let actual = "";
-  if (hash) {
-    await pipeline(createReadStream(partial), hash);
-    actual = hash.digest("hex");
+class Checksum {
+  private hash: Hash | undefined;
+  /** Bytes the running hash covers. */
+  private bytes = 0;
+  constructor(readonly etag: string, private readonly size: number) {}
+
+  /** Makes the hash cover exactly the first `start` bytes of `file`, reading them only when it does not already. */
+  async resumeAt(file: string, start: number): Promise<void> {
+    if (this.hash && this.bytes === start) return;
+    this.hash = /^[0-9a-f]{64}$/.test(this.etag) ? createHash("sha256") : /^[0-9a-f]{40}$/.test(this.etag) ? createHash("sha1").update(`blob ${this.size}\0`) : undefined;
+    this.bytes = 0;
+    if (start > 0) for await (const chunk of createReadStream(file, { end: start - 1 })) this.update(chunk as Buffer);
   }
-  if (actualSize !== size || (hash && actual !== etag)) {
+
+  update(chunk: Buffer): void {
+    this.hash?.update(chunk);
+    this.bytes += chunk.length;
+  }
+
+  /** The hex digest once the hash covers `size` bytes; undefined for an etag that is no checksum we know. */
+  digest(): string | undefined {
+    if (this.bytes !== this.size) throw new Error(`checksum covers ${this.bytes} of ${this.size} bytes`);
+    return this.hash?.digest("hex");
+  }
+}
+
+/** Checks the finished partial file against the hub's size and checksum. A mismatch deletes the file. */
+async function verify(job: BlobJob, partial: string, checksum: Checksum): Promise<void> {
+  const { size, path } = job.file;
+  const actualSize = (await stat(partial)).size;
+  if (actualSize === size) await checksum.resumeAt(partial, size); // no-op unless the hash fell behind the file
+  const actual = actualSize === size ? checksum.digest() : undefined;
+  if (actualSize !== size || (actual !== undefined && actual !== checksum.etag)) {
     await rm(partial, { force: true });
     throw new DownloadError(
       `${job.repo}/${path} does not match the hub's checksum ` +
-        `(expected ${size} bytes, ${hash ? `${etag}` : "no checksum"}; got ${actualSize} bytes${hash ? `, ${actual}` : ""}); the file was discarded`,
+        `(expected ${size} bytes, ${checksum.etag}; got ${actualSize} bytes${actual ? `, ${actual}` : ""}); the file was discarded`,
     );
   }
 }
