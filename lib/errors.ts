@@ -18,7 +18,9 @@ export type MlxNodeErrorCode =
   | "TOKENIZER_ERROR"
   | "CHAT_TEMPLATE_ERROR"
   | "MLX_ERROR"
-  | "GGUF_ERROR";
+  | "GGUF_ERROR"
+  | "HUB_ACCESS_DENIED"
+  | "DOWNLOAD_FAILED";
 
 /** Base class of every error this package throws. */
 export class MlxNodeError extends Error {
@@ -43,9 +45,12 @@ export class InvalidOptionError extends MlxNodeError {
 /** The model path does not exist or lacks a required file. */
 export class ModelNotFoundError extends MlxNodeError {
   readonly path: string;
+  /** What is missing or what to do, when known. */
+  readonly detail?: string;
   constructor(path: string, detail?: string) {
     super("MODEL_NOT_FOUND", detail ? `Model not found: ${path} (${detail})` : `Model not found: ${path}`);
     this.path = path;
+    if (detail !== undefined) this.detail = detail;
   }
 }
 
@@ -109,6 +114,24 @@ export class UnloadedError extends MlxNodeError {
 export class MlxError extends MlxNodeError {
   constructor(message: string) {
     super("MLX_ERROR", message);
+  }
+}
+
+/** The Hugging Face Hub refused access to a repository (private or gated): `HF_TOKEN` is missing or lacks access. */
+export class HubAccessError extends MlxNodeError {
+  readonly repo: string;
+  readonly status: number;
+  constructor(repo: string, status: number, message: string) {
+    super("HUB_ACCESS_DENIED", message);
+    this.repo = repo;
+    this.status = status;
+  }
+}
+
+/** A model download failed: the network, the server, or a file that does not match the hub's checksum. */
+export class DownloadError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("DOWNLOAD_FAILED", message, options);
   }
 }
 

@@ -15,8 +15,11 @@ export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
 export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatResult } from "./chat.js";
 export {
-  BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelConfigError, ModelFormatError,
+  BackendUnavailableError, BusyError, DownloadError, HubAccessError, InvalidOptionError, MlxError, MlxNodeError, ModelConfigError, ModelFormatError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
 } from "./errors.js";
+export { pullModel, resolveModel, type PulledModel, type PullOptions, type PullProgress } from "./hub/pull.js";
+export { listCachedModels, removeCachedModel, type CachedModel, type HubOptions } from "./hub/cache.js";
+export { parseModelName, type HubModelName } from "./hub/names.js";
 export type { NativeGenerationStats, NativeMemory, NativeModelInfo } from "./native.js";
 export { createServer, type RequestEndEvent, type ServableModel, type ServerOptions } from "./server/server.js";

@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { loadModel } from "../backends/select.js";
+import { progressReporter } from "./hub.js";
 import { loadFixtures, FixtureError } from "../eval/fixtures.js";
 import { formatMarkdown, writeReport } from "../eval/report.js";
 import { runEval } from "../eval/run.js";
@@ -54,7 +55,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
     if (error instanceof FixtureError) return usageError(error.message);
     throw error;
   }
-  const model = await loadModel(values.model, { backend: backend as "auto" | "mlx" | "gguf", contextSize, threads });
+  const model = await loadModel(values.model, { backend: backend as "auto" | "mlx" | "gguf", contextSize, threads, onProgress: progressReporter() });
   try {
     process.stderr.write(`[eval] ${fixtures.cases.length} cases from ${fixtures.path} on ${model.name} (${model.selection.reason})\n`);
     const report = await runEval(model, fixtures, {

@@ -4,6 +4,7 @@ import { InvalidOptionError } from "../errors.js";
 import { readFile } from "node:fs/promises";
 import type { GenerateOptions, JsonSchema } from "../backend.js";
 import { loadModel } from "../backends/select.js";
+import { progressReporter } from "./hub.js";
 import { numberFlag } from "./flags.js";
 
 export async function runGenerate(args: string[]): Promise<number> {
@@ -33,6 +34,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   const jsonSchema = values["json-schema"] === undefined ? undefined : await readSchema(values["json-schema"]);
   const backend = (values.backend ?? "auto") as "auto" | "mlx" | "gguf";
   const model = await loadModel(values.model, {
+    onProgress: progressReporter(),
     backend,
     contextSize: numberFlag("--context-size", values["context-size"]),
     threads: numberFlag("--threads", values.threads),

@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { loadModel } from "../backends/select.js";
+import { progressReporter } from "./hub.js";
 import { InvalidOptionError } from "../errors.js";
 import { createServer } from "../server/server.js";
 import { integerFlag } from "./flags.js";
@@ -36,6 +37,7 @@ export async function runServe(args: string[]): Promise<number> {
   const chatTemplate = values["chat-template"] ? await readFile(values["chat-template"], "utf8") : undefined;
 
   const model = await loadModel(values.model, {
+    onProgress: progressReporter(),
     backend: (values.backend ?? "auto") as "auto" | "mlx" | "gguf",
     contextSize: integerFlag("--context-size", values["context-size"]),
     threads: integerFlag("--threads", values.threads),
