@@ -165,6 +165,31 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         await backend.unload();
       });
 
+      it("unload() during load() waits for the load and then unloads; load() right after unload() works", async () => {
+        const backend = makeBackend();
+        const loading = backend.load(model.path, model.loadOptions);
+        const unloading = backend.unload();
+        expect(backend.isLoaded).toBe(false);
+        await unloading;
+        await loading; // the load itself completed
+        expect(backend.isLoaded).toBe(false);
+        expect(backend.contextSize).toBe(0);
+        expect(() => backend.generateStream(prompt)).toThrow(NotLoadedError);
+        // A load started while the unload runs waits for it, then loads.
+        await load(backend);
+        const unloadingAgain = backend.unload();
+        await backend.load(model.path, model.loadOptions);
+        await unloadingAgain;
+        expect(backend.isLoaded).toBe(true);
+        expect((await backend.generate(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+        await backend.unload();
+        // A load that fails while an unload waits for it: the unload settles, nothing is loaded.
+        const failing = backend.load(join(tmp, "no-such-dir", basename(model.path)), model.loadOptions);
+        await backend.unload();
+        await expect(failing).rejects.toBeInstanceOf(ModelNotFoundError);
+        expect(backend.isLoaded).toBe(false);
+      });
+
       it("rejects invalid load options with InvalidOptionError naming the option", async () => {
         const backend = makeBackend();
         const cases: Array<[LoadOptions, string]> = [
@@ -300,6 +325,66 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         const result = await gen(prompt, { maxTokens: 500, signal: AbortSignal.abort() });
         expect(result.finishReason).toBe("abort");
         expect(result.tokens.length).toBeLessThanOrEqual(1);
+      });
+
+      it("stream.result settles with the partial result and finishReason abort when the caller breaks out", async () => {
+        const stream = backend.generateStream(prompt, { maxTokens: 1000, temperature: 0 });
+        const seen: number[] = [];
+        let text = "";
+        for await (const chunk of stream) {
+          seen.push(...chunk.tokens);
+          text += chunk.text;
+          if (seen.length >= 3) break;
+        }
+        const result = await stream.result;
+        expect(result.finishReason).toBe("abort");
+        expect(result.tokens).toEqual(seen);
+        expect(result.tokens).toEqual(expectedIds.slice(0, seen.length));
+        expect(result.text).toBe(text);
+        expect(result.usage.completionTokens).toBe(seen.length);
+        // The model was handed back: the next request runs at once.
+        expect((await gen(prompt, { maxTokens: 3 })).tokens).toEqual(expectedIds.slice(0, 3));
+      });
+
+      it("stream.result settles with finishReason abort when return() is called before iterating, even while queued", async () => {
+        const untouched = backend.generateStream(prompt, { maxTokens: 50 });
+        await untouched[Symbol.asyncIterator]().return!();
+        expect(await untouched.result).toMatchObject({ finishReason: "abort", tokens: [], text: "" });
+
+        // A request waiting behind a running one leaves the queue at once on return().
+        const running = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+        const runningIterator = running[Symbol.asyncIterator]();
+        await runningIterator.next();
+        const queued = backend.generateStream(prompt, { maxTokens: 5 });
+        const queuedIterator = queued[Symbol.asyncIterator]();
+        const pending = queuedIterator.next();
+        await new Promise((r) => setTimeout(r, 20));
+        const left = performance.now();
+        await queuedIterator.return!();
+        expect(await pending).toMatchObject({ done: true });
+        expect(await queued.result).toMatchObject({ finishReason: "abort", tokens: [] });
+        expect(performance.now() - left).toBeLessThan(500);
+        await runningIterator.return!();
+        expect((await running.result).finishReason).toBe("abort");
+        expect((await gen(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+      });
+
+      it("stream.result awaited without iterating runs the generation to its end; a later iteration still gets every chunk", async () => {
+        const n = Math.min(expectedIds.length, 16);
+        const result = await backend.generateStream(prompt, { maxTokens: n }).result;
+        expect(result.finishReason).toBe("length");
+        expect(result.tokens).toEqual(expectedIds.slice(0, n));
+
+        const stream = backend.generateStream(prompt, { maxTokens: n });
+        const whole = await stream.result;
+        const streamed: number[] = [];
+        let text = "";
+        for await (const chunk of stream) {
+          streamed.push(...chunk.tokens);
+          text += chunk.text;
+        }
+        expect(streamed).toEqual(whole.tokens);
+        expect(text).toBe(whole.text);
       });
 
       it("streamed chunks concatenate to the same text and tokens as generate", async () => {

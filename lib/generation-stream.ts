@@ -1,0 +1,112 @@
+/**
+ * The {@link GenerationStream} callers get: lazy (nothing is queued or run until it is iterated or
+ * its `result` is awaited) and always settling:
+ * - iterated to the end: `result` is the whole result;
+ * - left early (`break`, `return()`, a throw in the loop body, also before the first chunk): the
+ *   generation is cancelled and `result` is the partial result with `finishReason: "abort"`;
+ * - `result` awaited without iterating (or while an iteration is paused): the stream runs to its
+ *   end by itself, and chunks not yet read are kept for an iteration that comes later.
+ */
+import type { GenerateChunk, GenerateResult, GenerationStream } from "./backend.js";
+import { Channel } from "./channel.js";
+
+/**
+ * A promise that tells its creator when someone first waits for it (`then`, `catch`, `finally`,
+ * `await`). `await` reaches `then` because the constructor is not the intrinsic Promise; derived
+ * promises are plain Promises (species), so only this one observes.
+ */
+class ObservedPromise<T> extends Promise<T> {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  onObserved: (() => void) | undefined;
+
+  override then<A = T, B = never>(
+    onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    const hook = this.onObserved;
+    this.onObserved = undefined;
+    hook?.();
+    return super.then(onFulfilled, onRejected);
+  }
+}
+
+/**
+ * Wraps a generation as a {@link GenerationStream}.
+ * @param source starts the generation; called at most once, on the first read.
+ * @param partial the result so far, used when the caller leaves before the end.
+ * @param cancel stops the generation promptly (also while it waits for its turn in the queue).
+ */
+export function lazyGenerationStream(
+  source: () => AsyncGenerator<GenerateChunk, GenerateResult>,
+  partial: () => GenerateResult,
+  cancel: () => void,
+): GenerationStream {
+  let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
+  const result = new ObservedPromise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
+  // The caller may only iterate: a `result` nobody reads must not become an unhandled rejection.
+  // (Promise.prototype.then, not result.then: this is not an observer.)
+  Promise.prototype.then.call(result, undefined, () => undefined);
+  let settled = false;
+  const resolve = (r: GenerateResult) => {
+    if (!settled) (settled = true), settle.resolve(r);
+  };
+  const reject = (e: unknown) => {
+    if (!settled) (settled = true), settle.reject(e);
+  };
+
+  async function* run(): AsyncGenerator<GenerateChunk, void> {
+    try {
+      resolve(yield* source());
+    } catch (error) {
+      reject(error);
+      throw error;
+    } finally {
+      // Only reached unsettled when the caller left early (`return()` while suspended at a chunk).
+      resolve(partial());
+    }
+  }
+  let generator: AsyncGenerator<GenerateChunk, void> | undefined;
+  const inner = () => (generator ??= run());
+
+  // When `result` is awaited, a pump runs the generation to its end; an iteration then reads the
+  // chunks from this buffer. Reads already pending on the generator are served first (async
+  // generators answer requests in order), so no chunk is lost or reordered.
+  let buffer: AsyncIterator<GenerateChunk> | undefined;
+  let left = false;
+  result.onObserved = () => {
+    if (settled || left || buffer) return;
+    const channel = new Channel<GenerateChunk>();
+    buffer = channel[Symbol.asyncIterator]();
+    void (async () => {
+      try {
+        for (let step = await inner().next(); !step.done && !left; step = await inner().next()) channel.push(step.value);
+        channel.end();
+      } catch (error) {
+        channel.fail(error);
+      }
+    })();
+  };
+
+  const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
+  const iterator: AsyncIterator<GenerateChunk> = {
+    next: () => {
+      if (buffer) return buffer.next();
+      if (left) return Promise.resolve(done);
+      return inner().next() as Promise<IteratorResult<GenerateChunk>>;
+    },
+    return: async () => {
+      if (!left) {
+        left = true;
+        cancel();
+        await buffer?.return?.();
+        await inner().return();
+        resolve(partial()); // a generator that never started runs no finally
+      }
+      return done;
+    },
+  };
+  return { result, [Symbol.asyncIterator]: () => iterator };
+}
