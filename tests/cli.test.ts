@@ -45,16 +45,35 @@ describe("mlx-node generate", () => {
     expect(Number.isInteger(value.age)).toBe(true);
   });
 
-  it("names what is wrong with its arguments, with exit code 1", () => {
-    const noModel = run("generate", "hello");
-    expect([noModel.code, noModel.stderr]).toEqual([1, expect.stringContaining('Invalid option "--model"')]);
+  it("exits 2 for a wrong command line (nothing ran), 1 for a run that failed, as documented", () => {
+    const gguf = join(stories, "stories260K.gguf");
+    const usage: [string[], string][] = [
+      [["generate", "hello"], 'Invalid option "--model"'],
+      [["generate", "-m", gguf, "-t", "hot", "hello"], 'Invalid option "--temperature"'],
+      [["generate", "-m", gguf, "--bogus", "hello"], "Unknown option '--bogus'"],
+      [["generate", "-m", gguf], 'Invalid option "prompt"'],
+      [["generate", "-m", gguf, "-t", "9", "hello"], 'Invalid option "temperature"'],
+      [["generate", "-m", gguf, "--json-schema", join(scratch, "none.json"), "hello"], 'Invalid option "--json-schema"'],
+      [["generate", "-m", gguf, "--backend", "cuda", "hello"], 'Invalid option "backend"'],
+      [["serve", "-m", gguf, "--port", "70000"], 'Invalid option "--port"'],
+      [["serve", "-m", gguf, "--allow-host", "bad host"], 'Invalid option "--allow-host"'],
+      [["serve", "-m", gguf, "--cors", "localhost:5173"], 'Invalid option "--cors"'],
+      [["serve", "-m", gguf, "--chat-template", join(scratch, "none.jinja")], 'Invalid option "--chat-template"'],
+      [["info", "--bogus"], "Unknown option '--bogus'"],
+      [["frobnicate"], 'unknown command "frobnicate"'],
+      [[], "Usage: mlx-node <command>"],
+    ];
+    for (const [args, message] of usage) {
+      const r = run(...args);
+      expect([r.code, r.stderr], args.join(" ")).toEqual([2, expect.stringContaining(message)]);
+    }
     const missing = run("generate", "-m", join(scratch, "nope.gguf"), "hello");
     expect([missing.code, missing.stderr]).toEqual([1, expect.stringMatching(/MODEL_NOT_FOUND: Model not found: .*nope\.gguf/)]);
-    const badNumber = run("generate", "-m", join(stories, "stories260K.gguf"), "-t", "hot", "hello");
-    expect([badNumber.code, badNumber.stderr]).toEqual([1, expect.stringContaining('Invalid option "--temperature"')]);
-    const unknown = run("frobnicate");
-    expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+    const notGguf = join(scratch, "not-a-model.gguf");
+    writeFileSync(notGguf, "plain text, not a model");
+    const corrupt = run("generate", "-m", notGguf, "hello");
+    expect([corrupt.code, corrupt.stderr]).toEqual([1, expect.stringContaining("BAD_WEIGHTS")]);
+    expect(run("help").code).toBe(0);
   });
 });
 
