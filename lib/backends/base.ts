@@ -27,10 +27,11 @@ export interface TokenRun extends AsyncIterable<number[]> {
   /** Asks the engine to stop; iteration then ends soon. Safe to call more than once. */
   cancel(): void;
   /**
-   * Settles when the engine has finished this run, after which `evaluatedPromptTokens` and
-   * `finish` are final. The driver waits for it before handing the model to the next request.
+   * Settles (never rejects) when the engine has finished this run, after which
+   * `evaluatedPromptTokens` and `finish` are final. The driver waits for it before handing the
+   * model to the next request, and unload() before freeing the model.
    */
-  readonly completion?: Promise<void>;
+  readonly completion: Promise<void>;
 }
 
 /** Options of the backend object itself (not of one load). */
@@ -43,7 +44,9 @@ export abstract class BaseBackend implements InferenceBackend {
   abstract readonly name: BackendName;
   protected loadedPath: string | undefined;
   private loadingPath: string | undefined;
-  private readonly queue: RequestQueue;
+  /** Replaced on every unload, so a reader that stopped reading keeps no turn in the next load. */
+  private queue: RequestQueue;
+  private readonly maxQueued: number;
   private readonly running = new Set<TokenRun>();
   private unloading: Promise<void> | undefined;
   /** The load in progress (never rejects), for unload() to wait on. */
@@ -54,6 +57,7 @@ export abstract class BaseBackend implements InferenceBackend {
   constructor(options: BackendOptions = {}) {
     const max = options.maxQueuedRequests ?? 64;
     if (!Number.isInteger(max) || max < 0) throw new InvalidOptionError("maxQueuedRequests", "a non-negative integer", max);
+    this.maxQueued = max;
     this.queue = new RequestQueue(max);
   }
 
@@ -123,15 +127,19 @@ export abstract class BaseBackend implements InferenceBackend {
     await this.loading;
     if (this.loadedPath === undefined) return; // the load failed: nothing to free
     this.generation++;
-    this.queue.rejectWaiting(new UnloadedError());
-    for (const run of this.running) run.cancel();
-    // Wait for the running request to hand the model back before freeing it.
-    const release = await this.queue.acquire();
+    const queue = this.queue;
+    this.queue = new RequestQueue(this.maxQueued);
+    queue.rejectWaiting(new UnloadedError());
+    const runs = [...this.running];
+    for (const run of runs) run.cancel();
+    // The engine must be done with the model before it is freed. Its readers need not be: one that
+    // stopped reading (a paused or dropped iterator) would otherwise hold unload() forever; it gets
+    // UnloadedError when it reads again.
+    await Promise.all(runs.map((run) => run.completion));
     try {
       await this.unloadModel();
     } finally {
       this.loadedPath = undefined;
-      release();
     }
   }
 
@@ -207,13 +215,17 @@ export abstract class BaseBackend implements InferenceBackend {
     const leave = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, leave.signal]) : leave.signal;
     const progress = new Progress(ids.length);
-    return lazyGenerationStream(() => this.drive(ids, { ...options, signal }, progress), () => progress.result("abort"), () => leave.abort());
+    // The stream belongs to this load, even when first read after an unload and a new load.
+    const generation = this.generation;
+    return lazyGenerationStream(() => this.drive(ids, { ...options, signal }, progress, generation), () => progress.result("abort"), () => leave.abort());
   }
 
-  private async *drive(ids: number[], options: ResolvedGenerateOptions, progress: Progress): AsyncGenerator<GenerateChunk, GenerateResult> {
+  private async *drive(
+    ids: number[], options: ResolvedGenerateOptions, progress: Progress, myGeneration: number,
+  ): AsyncGenerator<GenerateChunk, GenerateResult> {
     const { signal } = options;
     progress.start = performance.now();
-    const myGeneration = this.generation;
+    if (myGeneration !== this.generation) throw new UnloadedError();
     let release: (() => void) | undefined;
     try {
       release = await this.queue.acquire(signal);
@@ -278,7 +290,7 @@ export abstract class BaseBackend implements InferenceBackend {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       run.cancel();
-      await run.completion?.catch(() => undefined);
+      await run.completion;
       this.running.delete(run);
       release();
     }

@@ -190,6 +190,21 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(backend.isLoaded).toBe(false);
       });
 
+      it("unload() does not wait for a reader that stopped reading; the next load is not blocked by it", async () => {
+        const backend = await load(makeBackend());
+        const stream = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+        const paused = stream[Symbol.asyncIterator]();
+        await paused.next(); // then never read again, never returned
+        const created = backend.generateStream(prompt, { maxTokens: 5 }); // made under this load, first read after it
+        await backend.unload();
+        expect(backend.isLoaded).toBe(false);
+        await load(backend);
+        expect((await backend.generate(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+        await expect(created.result).rejects.toBeInstanceOf(UnloadedError);
+        await expect(stream.result).rejects.toBeInstanceOf(UnloadedError);
+        await backend.unload();
+      });
+
       it("rejects invalid load options with InvalidOptionError naming the option", async () => {
         const backend = makeBackend();
         const cases: Array<[LoadOptions, string]> = [
