@@ -35,15 +35,19 @@ class ObservedPromise<T> extends Promise<T> {
 
 /**
  * Wraps a generation as a {@link GenerationStream}.
- * @param source starts the generation; called at most once, on the first read.
+ * @param source starts the generation; called at most once, on the first read, with the signal
+ *   that ends it (the caller's, or leaving the stream early; also while it waits in the queue).
  * @param partial the result so far, used when the caller leaves before the end.
- * @param cancel stops the generation promptly (also while it waits for its turn in the queue).
+ * @param callerSignal the caller's `signal` option.
  */
 export function lazyGenerationStream(
-  source: () => AsyncGenerator<GenerateChunk, GenerateResult>,
+  source: (signal: AbortSignal) => AsyncGenerator<GenerateChunk, GenerateResult>,
   partial: () => GenerateResult,
-  cancel: () => void,
+  callerSignal: AbortSignal | undefined,
 ): GenerationStream {
+  // Linked by hand for the generation's lifetime only: AbortSignal.any keeps every combined signal
+  // on a long-lived caller signal in some Node versions (nodejs/node#55351).
+  const leave = new AbortController();
   let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
   const result = new ObservedPromise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
   // The caller may only iterate: a `result` nobody reads must not become an unhandled rejection.
@@ -58,12 +62,16 @@ export function lazyGenerationStream(
   };
 
   async function* run(): AsyncGenerator<GenerateChunk, void> {
+    const follow = () => leave.abort(callerSignal?.reason);
+    if (callerSignal?.aborted) follow();
+    else callerSignal?.addEventListener("abort", follow, { once: true });
     try {
-      resolve(yield* source());
+      resolve(yield* source(leave.signal));
     } catch (error) {
       reject(error);
       throw error;
     } finally {
+      callerSignal?.removeEventListener("abort", follow);
       // Only reached unsettled when the caller left early (`return()` while suspended at a chunk).
       resolve(partial());
     }
@@ -100,7 +108,7 @@ export function lazyGenerationStream(
     return: async () => {
       if (!left) {
         left = true;
-        cancel();
+        leave.abort();
         await buffer?.return?.();
         await inner().return();
         resolve(partial()); // a generator that never started runs no finally

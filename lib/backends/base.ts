@@ -210,14 +210,14 @@ export abstract class BaseBackend implements InferenceBackend {
   }
 
   private stream(ids: number[], options: ResolvedGenerateOptions): GenerationStream {
-    // Leaving the stream early cancels through this signal too, so a request still waiting for its
-    // turn leaves the queue at once, and the result says "abort" as for the caller's own signal.
-    const leave = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, leave.signal]) : leave.signal;
     const progress = new Progress(ids.length);
     // The stream belongs to this load, even when first read after an unload and a new load.
     const generation = this.generation;
-    return lazyGenerationStream(() => this.drive(ids, { ...options, signal }, progress, generation), () => progress.result("abort"), () => leave.abort());
+    return lazyGenerationStream(
+      (signal) => this.drive(ids, { ...options, signal }, progress, generation),
+      () => progress.result("abort"),
+      options.signal,
+    );
   }
 
   private async *drive(

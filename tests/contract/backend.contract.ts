@@ -11,6 +11,7 @@
  * streaming, tokenizer round trips, validation, errors, usage/timings, a free event loop and
  * KV-cache reuse.
  */
+import { getEventListeners } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -343,7 +344,8 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
       });
 
       it("stream.result settles with the partial result and finishReason abort when the caller breaks out", async () => {
-        const stream = backend.generateStream(prompt, { maxTokens: 1000, temperature: 0 });
+        const longLived = new AbortController().signal; // e.g. an app's shutdown signal, passed to every request
+        const stream = backend.generateStream(prompt, { maxTokens: 1000, temperature: 0, signal: longLived });
         const seen: number[] = [];
         let text = "";
         for await (const chunk of stream) {
@@ -358,7 +360,9 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(result.text).toBe(text);
         expect(result.usage.completionTokens).toBe(seen.length);
         // The model was handed back: the next request runs at once.
-        expect((await gen(prompt, { maxTokens: 3 })).tokens).toEqual(expectedIds.slice(0, 3));
+        expect((await gen(prompt, { maxTokens: 3, signal: longLived })).tokens).toEqual(expectedIds.slice(0, 3));
+        // Nothing stays attached to the caller's signal once a request has ended.
+        expect(getEventListeners(longLived, "abort")).toHaveLength(0);
       });
 
       it("stream.result settles with finishReason abort when return() is called before iterating, even while queued", async () => {
