@@ -92,7 +92,7 @@ export abstract class BaseBackend implements InferenceBackend {
     const path = checkModelPath(modelPath);
     const resolved = resolveLoadOptions(options, this.extraLoadOptionKeys());
     // An unload in progress finishes first, so load() right after unload() (not awaited) works.
-    if (this.unloading) await this.unloading;
+    if (this.unloading) await this.unloading.catch(() => undefined);
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
       throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
