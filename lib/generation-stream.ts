@@ -99,7 +99,9 @@ export function lazyGenerationStream(
   };
 
   const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
-  const iterator: AsyncIterator<GenerateChunk> = {
+  const iterator: AsyncIterableIterator<GenerateChunk> = {
+    // Iterable itself, as a generator object is: `for await (const c of stream[Symbol.asyncIterator]())` works.
+    [Symbol.asyncIterator]: () => iterator,
     next: () => {
       if (buffer) return buffer.next();
       if (left) return Promise.resolve(done);
