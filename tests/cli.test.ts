@@ -5,6 +5,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -73,9 +74,13 @@ describe("mlx-node generate", () => {
     ];
     const notGguf = join(scratch, "not-a-model.gguf");
     writeFileSync(notGguf, "plain text, not a model");
-    const [missing, corrupt, help, ...results] = await Promise.all([
+    const taken = createNetServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const takenPort = String((taken.address() as AddressInfo).port);
+    const [missing, corrupt, portInUse, help, ...results] = await Promise.all([
       runAsync("generate", "-m", join(scratch, "nope.gguf"), "hello"),
       runAsync("generate", "-m", notGguf, "hello"),
+      runAsync("serve", "-m", gguf, "--threads", "1", "--port", takenPort),
       runAsync("help"),
       ...usage.map(([args]) => runAsync(...args)),
     ]);
@@ -84,6 +89,8 @@ describe("mlx-node generate", () => {
     });
     expect([missing!.code, missing!.stderr]).toEqual([1, expect.stringMatching(/MODEL_NOT_FOUND: Model not found: .*nope\.gguf/)]);
     expect([corrupt!.code, corrupt!.stderr]).toEqual([1, expect.stringContaining("BAD_WEIGHTS")]);
+    expect([portInUse!.code, portInUse!.stderr]).toEqual([1, expect.stringContaining("EADDRINUSE")]);
+    taken.close();
     expect(help!.code).toBe(0);
   });
 });
