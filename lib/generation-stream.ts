@@ -5,7 +5,8 @@
  * - left early (`break`, `return()`, a throw in the loop body, also before the first chunk): the
  *   generation is cancelled and `result` is the partial result with `finishReason: "abort"`;
  * - `result` awaited without iterating (or while an iteration is paused): the stream runs to its
- *   end by itself, and chunks not yet read are kept for an iteration that comes later.
+ *   end by itself, and chunks not yet read are kept for an iteration that comes later;
+ * - the reader dropped mid-iteration without `return()`: left as by `return()` once it is garbage.
  */
 import type { GenerateChunk, GenerateResult, GenerationStream } from "./backend.js";
 import { Channel } from "./channel.js";
@@ -86,6 +87,7 @@ export function lazyGenerationStream(
   let left = false;
   result.onObserved = () => {
     if (settled || left || buffer) return;
+    dropped.unregister(core); // the pump reads to the end now
     const channel = new Channel<GenerateChunk>();
     buffer = channel[Symbol.asyncIterator]();
     void (async () => {
@@ -99,17 +101,18 @@ export function lazyGenerationStream(
   };
 
   const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
-  const iterator: AsyncIterableIterator<GenerateChunk> = {
-    // Iterable itself, as a generator object is: `for await (const c of stream[Symbol.asyncIterator]())` works.
-    [Symbol.asyncIterator]: () => iterator,
-    next: () => {
+  // No closure here may capture the reader or the stream object: the registry must see them die.
+  const core: ReaderCore = {
+    next: (reader) => {
       if (buffer) return buffer.next();
       if (left) return Promise.resolve(done);
+      if (!generator) dropped.register(reader, core, core);
       return inner().next() as Promise<IteratorResult<GenerateChunk>>;
     },
-    return: async () => {
+    leave: async () => {
       if (!left) {
         left = true;
+        dropped.unregister(core);
         leave.abort();
         await buffer?.return?.();
         await inner().return();
@@ -118,5 +121,49 @@ export function lazyGenerationStream(
       return done;
     },
   };
-  return { result, [Symbol.asyncIterator]: () => iterator };
+  const unwatch = () => dropped.unregister(core);
+  void Promise.prototype.then.call(result, unwatch, unwatch);
+  return new LazyGenerationStream(result, new StreamReader(core));
+}
+
+/** What a reader needs from its stream; holds no reference to the reader. */
+interface ReaderCore {
+  next(reader: object): Promise<IteratorResult<GenerateChunk>>;
+  leave(): Promise<IteratorReturnResult<undefined>>;
+}
+
+/**
+ * A reader dropped mid-iteration (no `break`, no `return()`) would keep the model's turn for ever:
+ * once it is garbage, the generation is left as by `return()`.
+ */
+const dropped = new FinalizationRegistry<ReaderCore>((core) => void core.leave());
+
+class StreamReader implements AsyncIterableIterator<GenerateChunk> {
+  readonly #core: ReaderCore;
+  constructor(core: ReaderCore) {
+    this.#core = core;
+  }
+  next(): Promise<IteratorResult<GenerateChunk>> {
+    return this.#core.next(this);
+  }
+  return(): Promise<IteratorReturnResult<undefined>> {
+    return this.#core.leave();
+  }
+  // Iterable itself, as a generator object is: `for await (const c of stream[Symbol.asyncIterator]())` works.
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+class LazyGenerationStream implements GenerationStream {
+  readonly #reader: StreamReader;
+  constructor(
+    readonly result: Promise<GenerateResult>,
+    reader: StreamReader,
+  ) {
+    this.#reader = reader;
+  }
+  [Symbol.asyncIterator](): StreamReader {
+    return this.#reader;
+  }
 }

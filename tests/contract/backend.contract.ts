@@ -12,6 +12,8 @@
  * KV-cache reuse.
  */
 import { getEventListeners } from "node:events";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -386,6 +388,28 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         await runningIterator.return!();
         expect((await running.result).finishReason).toBe("abort");
         expect((await gen(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+      });
+
+      it("a reader dropped mid-iteration (no break, no return()) gives the model back once it is garbage", async () => {
+        setFlagsFromString("--expose-gc");
+        const gc = runInNewContext("gc") as () => void;
+        // Only the result is kept; the stream and its reader are unreachable once this returns.
+        const { result } = await (async () => {
+          const stream = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+          await stream[Symbol.asyncIterator]().next();
+          return { result: stream.result }; // wrapped: returning the promise itself would await it
+        })();
+        const next = backend.generate(prompt, { maxTokens: 2 });
+        let finished = false;
+        void next.then(() => (finished = true), () => (finished = true));
+        const until = performance.now() + 5000;
+        while (!finished && performance.now() < until) {
+          gc();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(finished).toBe(true);
+        expect((await next).tokens).toEqual(expectedIds.slice(0, 2));
+        expect((await result).finishReason).toBe("abort");
       });
 
       it("stream.result awaited without iterating runs the generation to its end; a later iteration still gets every chunk", async () => {
