@@ -51,9 +51,6 @@ export function lazyGenerationStream(
   const leave = new AbortController();
   let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
   const result = new ObservedPromise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
-  // The caller may only iterate: a `result` nobody reads must not become an unhandled rejection.
-  // (Promise.prototype.then, not result.then: this is not an observer.)
-  Promise.prototype.then.call(result, undefined, () => undefined);
   let settled = false;
   const resolve = (r: GenerateResult) => {
     if (!settled) (settled = true), settle.resolve(r);
@@ -121,6 +118,9 @@ export function lazyGenerationStream(
       return done;
     },
   };
+  // Once settled, nothing is left to watch. The rejection handler also keeps a `result` nobody reads
+  // (the caller may only iterate) from becoming an unhandled rejection. Promise.prototype.then, not
+  // result.then: this is not an observer.
   const unwatch = () => dropped.unregister(core);
   void Promise.prototype.then.call(result, unwatch, unwatch);
   return new LazyGenerationStream(result, new StreamReader(core));
