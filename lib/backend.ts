@@ -114,9 +114,17 @@ export interface GenerateResult {
   timings: Timings;
 }
 
-/** A streamed generation: iterate it for chunks; `result` settles with the full outcome when it ends. */
+/**
+ * A streamed generation: iterate it for chunks; `result` settles with the full outcome when it ends.
+ * Nothing runs until it is iterated or `result` is awaited.
+ */
 export interface GenerationStream extends AsyncIterable<GenerateChunk> {
-  /** The final result; settles after the last chunk, or rejects with the error that ended the stream. */
+  /**
+   * The final result; settles after the last chunk, or rejects with the error that ended the stream.
+   * Leaving the iteration early (`break`, `return()`, a throw) cancels the generation and resolves
+   * the partial result with `finishReason: "abort"`; awaiting it without iterating runs the
+   * generation to its end (the chunks are kept for a later iteration).
+   */
   readonly result: Promise<GenerateResult>;
 }
 

@@ -11,6 +11,7 @@ import { progressReporter } from "./hub.js";
 import { loadFixtures, FixtureError } from "../eval/fixtures.js";
 import { formatMarkdown, writeReport } from "../eval/report.js";
 import { runEval } from "../eval/run.js";
+import { EXIT } from "./exit-codes.js";
 
 /** Default `--threshold`: every case must pass, since a fixtures file states what must hold. */
 export const DEFAULT_THRESHOLD = 1;
@@ -80,7 +81,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
         `latency p50 ${report.latencyMs.p50.toFixed(1)} ms, p95 ${report.latencyMs.p95.toFixed(1)} ms, ` +
         `${report.tokensPerSecond.decodeMedian.toFixed(1)} tok/s\n`,
     );
-    return report.ok ? 0 : 1;
+    return report.ok ? EXIT.ok : EXIT.failure;
   } finally {
     await model.unload();
   }
@@ -88,7 +89,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
 
 function usageError(message: string): number {
   process.stderr.write(`mlx-node eval: ${message}\nRun "mlx-node help" for usage.\n`);
-  return 2;
+  return EXIT.usage;
 }
 
 /** The flag's value as a positive integer, undefined when absent, or an error message. */

@@ -2,6 +2,7 @@
  * `mlx-node pull | ls | rm`: models in the shared Hugging Face cache, and the download progress
  * that `generate`, `serve` and `eval` show too when they are given a name that is not cached yet.
  */
+import { EXIT } from "./exit-codes.js";
 import { parseArgs } from "node:util";
 import { listCachedModels, removeCachedModel } from "../hub/cache.js";
 import { pullModel, type PullProgress } from "../hub/pull.js";
@@ -72,7 +73,7 @@ export async function runPull(args: string[]): Promise<number> {
     const how = pulled.downloadedBytes > 0 ? `downloaded ${formatBytes(pulled.downloadedBytes)}` : pulled.online ? "already cached" : "offline, from the cache";
     process.stderr.write(`${pulled.name} @ ${pulled.commit.slice(0, 8)} (${pulled.format}): ${how}\n`);
     process.stdout.write(`${pulled.path}\n`);
-    return 0;
+    return EXIT.ok;
   } finally {
     process.off("SIGINT", onSigint);
   }
@@ -84,12 +85,12 @@ export async function runLs(args: string[]): Promise<number> {
   const models = await listCachedModels();
   if (values.json) {
     process.stdout.write(`${JSON.stringify(models, null, 2)}\n`);
-    return 0;
+    return EXIT.ok;
   }
   const rows = [["NAME", "REVISION", "FORMAT", "SIZE"], ...models.map((m) => [m.name, `${m.refs.join(",") || "-"} (${m.commit.slice(0, 8)})`, m.format, formatBytes(m.sizeOnDisk)])];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")}\n`);
-  return 0;
+  return EXIT.ok;
 }
 
 /** `mlx-node rm <name>`: removes a model repository (all its revisions) from the cache. */
@@ -100,5 +101,5 @@ export async function runRm(args: string[]): Promise<number> {
     const freed = await removeCachedModel(name);
     process.stderr.write(`removed ${name} (${formatBytes(freed)})\n`);
   }
-  return 0;
+  return EXIT.ok;
 }

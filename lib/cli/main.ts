@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { MlxNodeError } from "../errors.js";
+import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { packageRoot } from "../native.js";
 import { runEvalCommand } from "./eval.js";
 import { runGenerate } from "./generate.js";
@@ -61,7 +62,13 @@ serve options:
   --chat-template <file>    Jinja chat template for models without one
   --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
   --cors <origin>           let web pages from <origin> ("*": any) call the server (default: none)
+  --allow-host <name>       accept this Host name besides IP addresses and localhost (repeatable;
+                            ".lan": a domain and its subdomains; "*": any) (default: the --host name)
   --backend <name>  --context-size <n>  --threads <n>  --quiet (no request log)
+
+Exit codes: ${EXIT.ok} done; ${EXIT.failure} the run failed (model not found or not loadable, generation error,
+port in use; eval below its threshold); ${EXIT.usage} wrong command line (unknown command or option, missing or
+malformed value, unreadable --json-schema/--chat-template file: nothing ran)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -85,17 +92,19 @@ async function main(argv: string[]): Promise<number> {
     }
     case "build-native": {
       const result = spawnSync(process.execPath, [join(packageRoot(), "scripts", "build-native.mjs")], { stdio: "inherit" });
-      return result.status ?? 1;
+      return result.status ?? EXIT.failure;
     }
-    case undefined:
     case "help":
     case "--help":
     case "-h":
       process.stdout.write(USAGE);
-      return command === undefined ? 1 : 0;
+      return EXIT.ok;
+    case undefined:
+      process.stderr.write(USAGE);
+      return EXIT.usage;
     default:
       process.stderr.write(`mlx-node: unknown command "${command}"\n\n${USAGE}`);
-      return 2;
+      return EXIT.usage;
   }
 }
 
@@ -105,7 +114,8 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const message = error instanceof MlxNodeError ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error);
-    process.stderr.write(`mlx-node: ${message}\n`);
-    process.exitCode = 1;
+    const code = exitCodeOf(error);
+    process.stderr.write(`mlx-node: ${message}\n${code === EXIT.usage ? 'Run "mlx-node help" for usage.\n' : ""}`);
+    process.exitCode = code;
   },
 );

@@ -9,6 +9,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
 import type { ChatMessage, ChatOptions } from "../chat.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
+import { accessPolicy, checkAccess } from "./access.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
   RequestError, usageChunk, type ResponseIdentity,
@@ -27,10 +28,18 @@ export interface ServerOptions {
   chatTemplate?: string;
   /**
    * Lets web pages from this origin (`"*"`: any) call the server, answering CORS preflights.
-   * Defaults to none: browsers then refuse cross-origin calls, so a page you visit cannot use
-   * your local model behind your back.
+   * Defaults to none: a request that carries another origin (browsers send `Origin` on every
+   * cross-origin request, also on "simple" ones without a preflight) is refused with 403, so a
+   * page you visit cannot use your local model behind your back.
    */
   corsOrigin?: string;
+  /**
+   * Host names (the `Host` header) accepted besides IP addresses, `localhost` and `*.localhost`,
+   * e.g. the name of this machine when serving a network: `"mybox.lan"`, `".lan"` for it and
+   * its subdomains, `"*"` for any. Other names get 403, which stops DNS-rebinding attacks (a page
+   * whose own name was pointed at this machine). Defaults to none.
+   */
+  allowedHosts?: string[];
   /** Largest request body accepted, in bytes. Defaults to 8 MiB. */
   maxBodyBytes?: number;
   /** Called when a generation request ends (also when the client went away: `finishReason: "abort"`). */
@@ -66,6 +75,7 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const created = Math.floor(Date.now() / 1000);
+  const access = accessPolicy(options.corsOrigin, options.allowedHosts);
   return createHttpServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
       // Only reached when writing itself failed (the socket is gone): nothing left to tell.
@@ -78,26 +88,28 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
     const path = (req.url ?? "/").split("?")[0]!;
     const end = (event: Omit<RequestEndEvent, "method" | "path" | "ms">) =>
       options.onRequestEnd?.({ method: req.method ?? "", path, ms: performance.now() - start, ...event });
-    const cors = options.corsOrigin;
-    if (cors) {
-      res.setHeader("access-control-allow-origin", cors);
-      if (cors !== "*") res.setHeader("vary", "origin");
-      if (req.method === "OPTIONS") {
-        res.writeHead(204, {
-          "access-control-allow-methods": "GET, POST, OPTIONS",
-          "access-control-allow-headers": "authorization, content-type",
-          "access-control-max-age": "600",
-        });
-        return void res.end();
-      }
-    }
     try {
+      // Before anything else, also before preflights: a refused page learns nothing and runs nothing.
+      checkAccess(access, req.headers.host, req.headers.origin);
+      const cors = access.corsOrigin;
+      if (cors) {
+        res.setHeader("access-control-allow-origin", cors);
+        if (cors !== "*") res.setHeader("vary", "origin");
+        if (req.method === "OPTIONS") {
+          res.writeHead(204, {
+            "access-control-allow-methods": "GET, POST, OPTIONS",
+            "access-control-allow-headers": "authorization, content-type",
+            "access-control-max-age": "600",
+          });
+          return void res.end();
+        }
+      }
       if (path === "/health" || path === "/v1/models" || path.startsWith("/v1/models/")) {
         allow(req, "GET");
         if (path === "/health") return sendJson(res, 200, { status: model.isLoaded ? "ok" : "unloaded", backend: model.name });
         const card = { id: modelId, object: "model", created, owned_by: "mlx-node" };
         if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: [card] });
-        if (decodeURIComponent(path.slice("/v1/models/".length)) !== modelId) {
+        if (decodePathPart(path.slice("/v1/models/".length)) !== modelId) {
           throw new RequestError(404, `The model "${path.slice(11)}" does not exist: this server runs "${modelId}"`, "model", "model_not_found");
         }
         return sendJson(res, 200, card);
@@ -174,6 +186,15 @@ async function settle(stream: GenerationStream): Promise<GenerateResult> {
     // Accumulated into the result by the stream itself.
   }
   return stream.result;
+}
+
+/** A percent-encoded path segment, decoded; a malformed one (`%E0%A4%A`) is the client's error. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new RequestError(400, `The URL path is not validly percent-encoded: ${JSON.stringify(part)}`, null, "invalid_url");
+  }
 }
 
 function allow(req: IncomingMessage, method: string): void {
