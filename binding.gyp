@@ -27,6 +27,7 @@
         "Release": { "defines": ["NDEBUG"] },
       },
       "conditions": [
+        ["OS=='win'", { "defines": ["_HAS_EXCEPTIONS=1"] }],
         ["mlx_found==1", {
           "sources": ["<!@(node -p \"require('./native/sources.json').mlx.join(' ')\")"],
           "include_dirs": ["<!@(node scripts/gyp-mlx.mjs include_dirs)"],
