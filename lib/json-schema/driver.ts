@@ -11,7 +11,7 @@ export class JsonGenerationDriver {
   readonly constraint: TokenConstraint;
   /** Tokens this request may generate in all (maxTokens, or less when the context is nearly full). */
   readonly budget: number;
-  private state: StateId;
+  private current: StateId;
   private generated = 0;
   /** Milliseconds spent computing masks (for benchmarks). */
   maskMs = 0;
@@ -20,6 +20,8 @@ export class JsonGenerationDriver {
    * the document was closed by the budget rather than by the model (finish reason "length").
    */
   forced = false;
+  /** True when the last mask left out valid tokens for lack of budget (it is then not the state's full mask). */
+  tight = false;
 
   constructor(constraint: TokenConstraint, budget: number) {
     if (budget < constraint.minTokens) {
@@ -27,7 +29,7 @@ export class JsonGenerationDriver {
     }
     this.constraint = constraint;
     this.budget = budget;
-    this.state = constraint.initial;
+    this.current = constraint.initial;
   }
 
   /** Index of the next token to generate (= tokens seen so far). */
@@ -35,9 +37,14 @@ export class JsonGenerationDriver {
     return this.generated;
   }
 
+  /** The automaton state after the tokens pushed so far. */
+  get state(): StateId {
+    return this.current;
+  }
+
   /** True when the document is complete and nothing may follow. */
   get finished(): boolean {
-    return this.constraint.finished(this.state);
+    return this.constraint.finished(this.current);
   }
 
   /**
@@ -45,11 +52,11 @@ export class JsonGenerationDriver {
    * @throws MlxNodeError when the token was not allowed (the engine ignored its mask: a bug).
    */
   push(token: number): void {
-    const next = this.constraint.advance(this.state, token);
+    const next = this.constraint.advance(this.current, token);
     if (next === REJECT) {
       throw new MlxNodeError("MLX_ERROR", `jsonSchema: the engine produced token ${token}, which the constraint did not allow at step ${this.generated}`);
     }
-    this.state = next;
+    this.current = next;
     this.generated++;
   }
 
@@ -58,8 +65,9 @@ export class JsonGenerationDriver {
     if (this.finished) return null;
     const start = performance.now();
     const remaining = this.budget - this.generated - 1;
-    if (this.constraint.automaton.cost(this.state) > remaining) this.forced = true;
-    const mask = this.constraint.mask(this.state, remaining);
+    if (this.constraint.automaton.cost(this.current) > remaining) this.forced = true;
+    const mask = this.constraint.mask(this.current, remaining);
+    this.tight = !this.constraint.fits(this.current, remaining);
     this.maskMs += performance.now() - start;
     return mask;
   }
@@ -70,17 +78,9 @@ export class JsonGenerationDriver {
    * Undefined while the model still has a choice.
    */
   forcedCompletion(): number[] | undefined {
-    const cost = this.constraint.automaton.cost(this.state);
+    const cost = this.constraint.automaton.cost(this.current);
     if (cost === 0 || cost < this.budget - this.generated) return undefined;
     this.forced = true;
-    return this.constraint.completionTokens(this.state);
-  }
-
-  /** Tokens valid next that would leave too little room to finish (empty while the budget is not tight). */
-  overBudget(): number[] {
-    const start = performance.now();
-    const out = this.finished ? [] : this.constraint.overBudget(this.state, this.budget - this.generated - 1);
-    this.maskMs += performance.now() - start;
-    return out;
+    return this.constraint.completionTokens(this.current);
   }
 }
