@@ -5,6 +5,7 @@
  * state is built once and kept while the budget is not tight.
  */
 import type { LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
+import { MlxNodeError } from "../errors.js";
 import { JsonGenerationDriver } from "./driver.js";
 import type { CompiledJsonSchema } from "./schema.js";
 import { tokenConstraint } from "./token-constraint.js";
@@ -41,9 +42,13 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
   if (!cache) stateBiases.set(driver.constraint, (cache = new Map()));
   const size = vocab.size;
   const biasOf = (mask: Uint32Array): TokenBias => {
-    const banned: Token[] = [];
-    for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) banned.push(id as Token);
-    return new lib.TokenBias(model.tokenizer).set(banned, "never");
+    const bias = new lib.TokenBias(model.tokenizer);
+    // TokenBias.set skips end-of-generation tokens, which must be banned too while the document
+    // is open: the bias map (read by node-llama-cpp as token → logit bias) is filled directly.
+    const biases = (bias as unknown as { _biases?: Map<number, number> })._biases;
+    if (!(biases instanceof Map)) throw new MlxNodeError("GGUF_ERROR", "jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
+    for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) biases.set(id, -Infinity);
+    return bias;
   };
   const tokenBias = (): TokenBias => {
     const mask = driver.mask();
