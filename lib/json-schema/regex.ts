@@ -322,6 +322,34 @@ export function compileAnchored(source: string): Dfa {
   return compilePattern(`^(?:${source})$`);
 }
 
+/** The DFA of strings both accept (a `pattern` next to a `format`, as Zod writes them). @throws PatternError */
+export function intersectDfas(a: Dfa, b: Dfa): Dfa {
+  const ids = new Map<number, number>();
+  const pairs: [number, number][] = [];
+  const intern = (x: number, y: number): number => {
+    const key = x * b.size + y;
+    let id = ids.get(key);
+    if (id === undefined) {
+      if (pairs.length >= MAX_DFA_STATES) throw new PatternError(`with the format needs more than ${MAX_DFA_STATES} automaton states`);
+      id = pairs.length;
+      ids.set(key, id);
+      pairs.push([x, y]);
+    }
+    return id;
+  };
+  intern(0, 0);
+  const transitions: number[] = [];
+  for (let d = 0; d < pairs.length; d++) {
+    const [x, y] = pairs[d];
+    for (let c = 0; c < ALPHABET; c++) {
+      const tx = a.next[x * ALPHABET + c];
+      const ty = b.next[y * ALPHABET + c];
+      transitions[d * ALPHABET + c] = tx >= 0 && ty >= 0 ? intern(tx, ty) : -1;
+    }
+  }
+  return finish(Int32Array.from(transitions), Uint8Array.from(pairs, ([x, y]) => a.accept[x] & b.accept[y]));
+}
+
 function dfaOf(ast: Ast): Dfa {
   const nfa = new Nfa();
   const [start, end] = nfa.build(ast);
@@ -357,10 +385,13 @@ function dfaOf(ast: Ast): Dfa {
       transitions[d * ALPHABET + c] = moved.length ? intern(closure(moved)) : -1;
     }
   }
-  const size = members.length;
-  const next = Int32Array.from(transitions);
-  const accept = Uint8Array.from(members, (m) => (m.includes(end) ? 1 : 0));
-  const edges = members.map((_, d) => {
+  return finish(Int32Array.from(transitions), Uint8Array.from(members, (m) => (m.includes(end) ? 1 : 0)));
+}
+
+/** Adds the successor lists and the distances to acceptance. */
+function finish(next: Int32Array, accept: Uint8Array): Dfa {
+  const size = accept.length;
+  const edges = Array.from({ length: size }, (_, d) => {
     const best = new Map<number, number>();
     for (let c = 0; c < ALPHABET; c++) {
       const t = next[d * ALPHABET + c];

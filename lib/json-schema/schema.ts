@@ -20,7 +20,7 @@ import { InvalidOptionError } from "../errors.js";
 import { validatorFor, type JsonSchema } from "../eval/json-validate.js";
 import { FORMATS } from "./formats.js";
 import { numberBounds, boundedCost, type NumberBounds } from "./numbers.js";
-import { compileAnchored, compilePattern, PatternError, type Dfa } from "./regex.js";
+import { compileAnchored, compilePattern, intersectDfas, PatternError, type Dfa } from "./regex.js";
 
 export type { JsonSchema } from "../eval/json-validate.js";
 export { MAX_EXPONENT_DIGITS, MAX_FRACTION_DIGITS, MAX_INT_DIGITS } from "./numbers.js";
@@ -146,7 +146,7 @@ const KEYWORDS = [
   "properties", "required", "additionalProperties", "minProperties", "maxProperties",
   "minLength", "maxLength", "pattern", "format",
   "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-  "items", "prefixItems", "additionalItems", "minItems", "maxItems",
+  "items", "prefixItems", "additionalItems", "minItems", "maxItems", "nullable", "propertyNames",
 ];
 const KNOWN = new Set(KEYWORDS);
 /** Accepted and ignored (`discriminator` is OpenAPI's, as Pydantic writes it next to `oneOf`). */
@@ -201,6 +201,19 @@ class Compiler {
       if (!KNOWN.has(k) && !ANNOTATIONS.has(k)) throw schemaError(`${at}: unsupported keyword "${k}"`);
     }
     const rest = withoutAnnotations(s);
+    if (rest.propertyNames !== undefined) {
+      // Keys are strings anyway: only the trivial form (Zod's records write it) is accepted.
+      const names = rest.propertyNames;
+      if (!(names === true || (isObj(names) && Object.keys(withoutAnnotations(names)).every((k) => k === "type") && (names.type === undefined || names.type === "string")))) {
+        throw schemaError(`${at}/propertyNames: only {"type":"string"} is supported`);
+      }
+      delete rest.propertyNames;
+    }
+    if (rest.nullable !== undefined) {
+      // OpenAPI 3.0's `nullable: true` (openai's zodResponseFormat writes it): the schema, or null.
+      const { nullable, ...others } = rest;
+      return nullable === true ? this.union([this.compile(others, at), this.literal(["null"])]) : this.compile(others, at);
+    }
     if (rest.$ref !== undefined) {
       const { $ref, ...siblings } = rest;
       if (Object.keys(siblings).length === 0) return this.ref($ref, at);
@@ -446,7 +459,6 @@ class Compiler {
     const minChars = count(s.minLength, `${at}/minLength`, 0);
     let maxChars = count(s.maxLength, `${at}/maxLength`, Infinity);
     let dfa: Dfa | undefined;
-    if (s.pattern !== undefined && s.format !== undefined) throw schemaError(`${at}: "pattern" together with "format" is not supported`);
     if (s.format !== undefined) {
       const format = FORMATS[String(s.format)];
       if (!format) throw schemaError(`${at}/format: unsupported format ${JSON.stringify(s.format)} (supported: ${Object.keys(FORMATS).join(", ")})`);
@@ -457,7 +469,8 @@ class Compiler {
       if (typeof s.pattern !== "string") throw schemaError(`${at}/pattern: must be a string`);
       const source = s.pattern;
       try {
-        dfa = cachedDfa(`pattern:${source}`, () => compilePattern(source));
+        const pattern = cachedDfa(`pattern:${source}`, () => compilePattern(source));
+        dfa = dfa ? cachedDfa(`format:${String(s.format)}\u0000pattern:${source}`, () => intersectDfas(dfa!, pattern)) : pattern;
       } catch (error) {
         if (error instanceof PatternError) throw schemaError(`${at}/pattern: ${JSON.stringify(source)}: ${error.message}`);
         throw error;
