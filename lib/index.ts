@@ -6,7 +6,8 @@ export type {
   BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
   InferenceBackend, JsonSchema, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
 } from "./backend.js";
-export { minimumMaxTokens } from "./json-schema/schema.js";
+export { minimumMaxTokens, SCHEMA_LIMITS, MAX_NESTING } from "./json-schema/schema.js";
+export { prepareJsonSchema } from "./json-schema/compile-async.js";
 export type { BackendOptions } from "./backends/base.js";
 export { MlxBackend, mlxAvailability, type MlxLoadOptions, type MlxRuntimeInfo } from "./backends/mlx.js";
 export { GgufBackend, type GgufThreadCounts } from "./backends/gguf.js";

@@ -29,10 +29,10 @@ function ajvFor(schema: JsonSchema): InstanceType<AjvClass> {
   const key = draft7 ? "07" : "2020";
   let ajv = instances.get(key);
   if (!ajv) {
-    // strict: false accepts OpenAPI's `discriminator` and other annotations real schemas carry;
-    // nullable: OpenAPI 3.0's keyword, which openai's zodResponseFormat writes.
+    // strict: false accepts OpenAPI's `discriminator` and other annotations real schemas carry
+    // (ajv knows OpenAPI's `nullable`, which openai's zodResponseFormat writes).
     const Class = draft7 ? AjvDraft7 : Ajv2020;
-    ajv = new Class({ strict: false, allErrors: true, validateFormats: true, nullable: true });
+    ajv = new Class({ strict: false, allErrors: true, validateFormats: true });
     addFormats(ajv);
     instances.set(key, ajv);
   }

@@ -168,14 +168,40 @@ const pointerPart = (s: string): string => s.replace(/~/g, "~0").replace(/\//g, 
  * @throws InvalidOptionError (option `jsonSchema`) naming where and why, e.g. an unsupported keyword.
  */
 export function compileJsonSchema(schema: unknown): CompiledJsonSchema {
+  const key = schemaKey(schema);
+  const cached = cachedCompiled(key);
+  if (cached) return cached.schema === schema ? cached : { ...cached, schema: schema as JsonSchema };
+  const root = new Compiler(schema as JsonSchema).compile(schema, "#");
+  if (root.minLength === Infinity) throw schemaError("#: no document satisfies this schema within mlx-node's limits (see MAX_NESTING)");
+  return cacheCompiled({ schema: schema as JsonSchema, root, key, minTokens: root.minLength });
+}
+
+/** The schema's JSON text (its cache key), after the shape and size checks. @throws InvalidOptionError */
+export function schemaKey(schema: unknown): string {
   if (schema !== true && !isObj(schema)) throw schemaError("#: a schema must be an object");
   const key = JSON.stringify(schema);
   if (key.length > SCHEMA_LIMITS.schemaChars) {
     throw schemaError(`#: the schema is ${key.length} characters of JSON; at most ${SCHEMA_LIMITS.schemaChars} are compiled`);
   }
-  const root = new Compiler(schema as JsonSchema).compile(schema, "#");
-  if (root.minLength === Infinity) throw schemaError("#: no document satisfies this schema within mlx-node's limits (see MAX_NESTING)");
-  return { schema: schema as JsonSchema, root, key, minTokens: root.minLength };
+  return key;
+}
+
+/** Recently compiled schemas by JSON text (most recent last). */
+const compiledCache = new Map<string, CompiledJsonSchema>();
+
+export function cachedCompiled(key: string): CompiledJsonSchema | undefined {
+  const hit = compiledCache.get(key);
+  if (hit) {
+    compiledCache.delete(key);
+    compiledCache.set(key, hit);
+  }
+  return hit;
+}
+
+export function cacheCompiled(compiled: CompiledJsonSchema): CompiledJsonSchema {
+  compiledCache.set(compiled.key, compiled);
+  if (compiledCache.size > 32) compiledCache.delete(compiledCache.keys().next().value as string);
+  return compiled;
 }
 
 /** The fewest `maxTokens` a schema needs (see {@link CompiledJsonSchema.minTokens}). @throws InvalidOptionError */

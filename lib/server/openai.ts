@@ -128,15 +128,9 @@ function responseFormatSchema(format: unknown): JsonSchema | undefined {
     }
     return schema as JsonSchema;
   }
-  if (type === "json_object") {
-    throw new RequestError(
-      400,
-      `"response_format" {"type":"json_object"} is not supported: pass {"type":"json_schema","json_schema":{"schema":…}}, whose output is guaranteed to validate`,
-      "response_format",
-      "unsupported_parameter",
-    );
-  }
-  throw new RequestError(400, `"response_format.type" must be "text" or "json_schema"`, "response_format");
+  // JSON mode: any JSON object, enforced like a schema.
+  if (type === "json_object") return { type: "object" };
+  throw new RequestError(400, `"response_format.type" must be "text", "json_object" or "json_schema"`, "response_format");
 }
 
 /** `POST /v1/completions` body. */

@@ -9,6 +9,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
 import type { ChatMessage, ChatOptions } from "../chat.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
+import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
   RequestError, usageChunk, type ResponseIdentity,
@@ -119,10 +120,12 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal });
       } else {
         const parsed = parseChatRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
         stream = model.chatStream(parsed.messages, chatOptions);

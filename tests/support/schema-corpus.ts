@@ -9,7 +9,9 @@ import { zodResponseFormat } from "openai/helpers/zod";
 import { z as z3 } from "zod";
 import { z } from "zod/v4";
 import type { JsonSchema } from "../../lib/eval/json-validate.js";
-import { pythonModules, runPython } from "./python.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { pythonModules, pythonScripts, runPython } from "./python.js";
 
 const str = { type: "string" };
 const int = { type: "integer" };
@@ -101,6 +103,7 @@ function fromZod(): Record<string, JsonSchema> {
 export function fromPydantic(): { schemas: Record<string, JsonSchema>; skipped?: string } {
   const gate = pythonModules(["pydantic"]);
   if (!gate.available) return { schemas: {}, skipped: gate.reason };
+  if (!existsSync(join(pythonScripts, "pydantic_schemas.py"))) return { schemas: {}, skipped: `no ${pythonScripts}/pydantic_schemas.py` };
   const printed = JSON.parse(runPython("pydantic_schemas.py", [])) as Record<string, JsonSchema>;
   return { schemas: Object.fromEntries(Object.entries(printed).map(([k, v]) => [`pydantic: ${k}`, v])) };
 }
