@@ -5,11 +5,18 @@
 import { Template } from "@huggingface/jinja";
 import type { GenerateOptions, GenerateResult } from "./backend.js";
 import { InvalidOptionError, MlxNodeError } from "./errors.js";
+import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup } from "./tools.js";
 
-/** One message of a conversation. */
+/**
+ * One message of a conversation. An assistant message may carry `toolCalls` (its content may
+ * then be null); a `tool` message answers the call named by `toolCallId`.
+ */
 export interface ChatMessage {
-  role: "system" | "user" | "assistant" | (string & {});
-  content: string;
+  role: "system" | "user" | "assistant" | "tool" | (string & {});
+  content: string | null;
+  toolCalls?: ToolCall[];
+  toolCallId?: string;
+  name?: string;
 }
 
 /** Options for `chat` and `chatStream`: generation options plus template control. */
@@ -20,11 +27,19 @@ export interface ChatOptions extends GenerateOptions {
   addGenerationPrompt?: boolean;
   /** Extra variables for the template (for example `enable_thinking: false` for Qwen3). Defaults to none. */
   templateVariables?: Record<string, unknown>;
+  /** Functions the model may call, in OpenAI's shape; passed to the template as `tools`. Defaults to none. */
+  tools?: ChatTool[];
+  /** "auto" (default), "none", "required", or `{ type: "function", function: { name } }`. */
+  toolChoice?: ToolChoice;
+  /** Whether the model may make several calls in one answer. Defaults to true. */
+  parallelToolCalls?: boolean;
+  /** Call syntax ("hermes", "llama3", "mistral"). Defaults to the one the chat template shows. */
+  toolCallFormat?: ToolCallFormat;
 }
 
 /** The result of `chat`: a generation result plus the answer as an assistant message. */
 export interface ChatResult extends GenerateResult {
-  message: { role: "assistant"; content: string };
+  message: { role: "assistant"; content: string | null; toolCalls?: ToolCall[] };
 }
 
 /** What a backend knows about its model's chat formatting. */
@@ -45,13 +60,14 @@ export class ChatTemplateError extends MlxNodeError {
 
 const CHAT_KEYS = ["chatTemplate", "addGenerationPrompt", "templateVariables"] as const;
 
-/** Splits chat options into template options and the generation options left over. */
+/** Splits chat options into template options, tool options and the generation options left over. */
 export function splitChatOptions(options: ChatOptions = {}): {
   chat: Pick<ChatOptions, (typeof CHAT_KEYS)[number]>;
+  tools: ToolSetup | undefined;
   generate: GenerateOptions;
 } {
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
-  const { chatTemplate, addGenerationPrompt, templateVariables, ...generate } = options;
+  const { chatTemplate, addGenerationPrompt, templateVariables, tools, toolChoice, parallelToolCalls, toolCallFormat, ...generate } = options;
   if (chatTemplate !== undefined && (typeof chatTemplate !== "string" || chatTemplate.length === 0)) {
     throw new InvalidOptionError("chatTemplate", "a non-empty Jinja template string", chatTemplate);
   }
@@ -61,7 +77,8 @@ export function splitChatOptions(options: ChatOptions = {}): {
   if (templateVariables !== undefined && (typeof templateVariables !== "object" || templateVariables === null)) {
     throw new InvalidOptionError("templateVariables", "an object", templateVariables);
   }
-  return { chat: { chatTemplate, addGenerationPrompt, templateVariables }, generate };
+  const toolSetup = checkTools(tools, toolChoice, parallelToolCalls, toolCallFormat);
+  return { chat: { chatTemplate, addGenerationPrompt, templateVariables }, tools: toolSetup, generate };
 }
 
 /** Checks the messages argument. */
@@ -70,11 +87,41 @@ export function checkMessages(messages: unknown): ChatMessage[] {
     throw new InvalidOptionError("messages", "a non-empty array of { role, content }", messages);
   }
   messages.forEach((m, i) => {
-    if (typeof m !== "object" || m === null || typeof m.role !== "string" || typeof m.content !== "string") {
-      throw new InvalidOptionError(`messages[${i}]`, "an object with string role and content", m);
+    const callsOnly = m?.role === "assistant" && Array.isArray(m.toolCalls) && (m.content === null || m.content === undefined);
+    if (typeof m !== "object" || m === null || typeof m.role !== "string" || (typeof m.content !== "string" && !callsOnly)) {
+      throw new InvalidOptionError(`messages[${i}]`, "an object with string role and content (content may be null on an assistant message with toolCalls)", m);
     }
+    if (m.toolCalls !== undefined) {
+      const ok = Array.isArray(m.toolCalls) && m.toolCalls.every((c: ToolCall) => typeof c?.function?.name === "string" && typeof c.function.arguments === "string");
+      if (!ok) throw new InvalidOptionError(`messages[${i}].toolCalls`, '[{ id, type: "function", function: { name, arguments: JSON text } }]', m.toolCalls);
+    }
+    if (m.role === "tool" && m.toolCallId !== undefined && typeof m.toolCallId !== "string") throw new InvalidOptionError(`messages[${i}].toolCallId`, "a string", m.toolCallId);
   });
   return messages as ChatMessage[];
+}
+
+/**
+ * Messages as chat templates read them (transformers' shape): `tool_calls` with `arguments` as an
+ * object (templates apply `tojson` to it), `tool_call_id` on tool results.
+ */
+function templateMessages(messages: ChatMessage[]): Record<string, unknown>[] {
+  return messages.map((m) => {
+    const out: Record<string, unknown> = { role: m.role, content: m.content ?? "" };
+    if (m.name !== undefined) out.name = m.name;
+    if (m.toolCallId !== undefined) out.tool_call_id = m.toolCallId;
+    if (m.toolCalls) {
+      out.tool_calls = m.toolCalls.map((c) => {
+        let args: unknown;
+        try {
+          args = JSON.parse(c.function.arguments);
+        } catch {
+          throw new InvalidOptionError("messages", "tool call arguments that are JSON text", c.function.arguments);
+        }
+        return { id: c.id, type: "function", function: { name: c.function.name, arguments: args } };
+      });
+    }
+    return out;
+  });
 }
 
 // Parsing a template is far costlier than rendering it; a model has one or two.
@@ -88,6 +135,7 @@ export function renderChat(
   messages: ChatMessage[],
   source: ChatTemplateSource,
   chat: Pick<ChatOptions, "chatTemplate" | "addGenerationPrompt" | "templateVariables"> = {},
+  tools?: ChatTool[],
 ): string {
   const text = chat.chatTemplate ?? source.template;
   if (!text) {
@@ -103,7 +151,8 @@ export function renderChat(
     }
     return template.render({
       ...chat.templateVariables,
-      messages,
+      messages: templateMessages(messages),
+      ...(tools ? { tools } : {}),
       add_generation_prompt: chat.addGenerationPrompt ?? true,
       bos_token: source.bosToken ?? "",
       eos_token: source.eosToken ?? "",

@@ -8,6 +8,8 @@ import type {
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
 import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
+import type { CompiledJsonSchema } from "../json-schema/schema.js";
+import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
@@ -129,7 +131,11 @@ export abstract class BaseBackend implements InferenceBackend {
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream {
     const resolved = resolveGenerateOptions(options, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("generateStream");
-    const ids = this.promptIds(prompt);
+    return this.startStream(this.promptIds(prompt), resolved);
+  }
+
+  /** Checks the prompt against the context (and the room a JSON constraint needs), then streams. */
+  private startStream(ids: number[], resolved: ResolvedGenerateOptions): GenerationStream {
     if (ids.length === 0) throw new InvalidOptionError("prompt", "at least one token", "an empty prompt");
     if (ids.length >= this.contextSize) {
       throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
@@ -140,12 +146,13 @@ export abstract class BaseBackend implements InferenceBackend {
       const most = this.contextSize - json.minTokens;
       throw new InvalidOptionError("prompt", `at most ${most} tokens, leaving room in the context for the jsonSchema's shortest document (${json.minTokens} tokens)`, `${ids.length} tokens`);
     }
-    return this.stream(ids, resolved, options);
+    return this.stream(ids, resolved);
   }
 
   /**
    * Answers a conversation, rendered with the model's chat template. The KV cache of the previous
    * request is reused for the longest common prefix, so a follow-up turn evaluates only its new tokens.
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason "toolCalls"); see lib/tools.ts.
    * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
    */
   async chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult> {
@@ -153,19 +160,31 @@ export abstract class BaseBackend implements InferenceBackend {
     for await (const _ of stream) {
       // Accumulated by the stream.
     }
-    const result = await stream.result;
-    return { ...result, message: { role: "assistant", content: result.text } };
+    return stream.result;
   }
 
-  /** Streams the answer to a conversation; see {@link chat}. */
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream {
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream & { readonly result: Promise<ChatResult> } {
     const list = checkMessages(messages);
-    const { chat, generate } = splitChatOptions(options);
-    resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
+    const { chat, tools, generate } = splitChatOptions(options);
+    const resolved = resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("chatStream");
-    const text = renderChat(list, this.chatTemplateSource(), chat);
+    const source = this.chatTemplateSource();
+    const offered = tools && tools.tools.length > 0 ? tools : undefined;
+    const text = renderChat(list, source, chat, offered?.tools);
+    const format = offered && offered.choice !== "none" ? this.toolFormat(offered, chat.chatTemplate ?? source.template) : undefined;
+    if (offered && format && offered.choice !== "auto") resolved.jsonSchema = forcedCallConstraint(offered, format, resolved);
     // The template writes BOS itself where the model wants one (as apply_chat_template does).
-    return this.generateStream(this.tokenize(text, { addSpecialTokens: false }), generate);
+    const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
+    const result = stream.result.then((r) => chatResult(r, offered, format));
+    result.catch(() => undefined);
+    return { result, [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
+  }
+
+  private toolFormat(tools: ToolSetup, template: string | undefined): ToolCallFormat {
+    const format = tools.format ?? detectToolCallFormat(template ?? "");
+    if (!format) throw new InvalidOptionError("toolCallFormat", `one of ${TOOL_CALL_FORMATS.join(", ")} (the chat template shows no tool-call syntax to detect)`, undefined);
+    return format;
   }
 
   /** The loaded model's chat template and special tokens. Backends without one report none. */
@@ -184,13 +203,12 @@ export abstract class BaseBackend implements InferenceBackend {
     if (!this.isLoaded) throw new NotLoadedError(what);
   }
 
-  private stream(ids: number[], options: ResolvedGenerateOptions, extra: GenerateOptions | undefined): GenerationStream {
+  private stream(ids: number[], options: ResolvedGenerateOptions): GenerationStream {
     let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
     const result = new Promise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
     // The caller may only iterate; never let an ignored `result` become an unhandled rejection.
     result.catch(() => undefined);
     const self = this;
-    void extra;
     async function* chunks(): AsyncGenerator<GenerateChunk> {
       try {
         const outcome = yield* self.drive(ids, options);
@@ -313,4 +331,22 @@ function emptyResult(promptTokens: number, start: number): GenerateResult {
     usage: { promptTokens, evaluatedPromptTokens: 0, completionTokens: 0, totalTokens: promptTokens },
     timings: { timeToFirstTokenMs: totalMs, promptTokensPerSecond: 0, generatedTokensPerSecond: 0, totalMs },
   };
+}
+
+/** The constraint of a call forced by `toolChoice` ("required" or a named tool), checked against the other options. */
+function forcedCallConstraint(tools: ToolSetup, format: ToolCallFormat, resolved: ResolvedGenerateOptions): CompiledJsonSchema {
+  if (resolved.jsonSchema) throw new InvalidOptionError("jsonSchema", "unset when toolChoice forces a tool call", "a schema");
+  if (resolved.stop.length > 0) throw new InvalidOptionError("stop", "no stop strings when toolChoice forces a tool call", resolved.stop);
+  const constraint = toolCallConstraint(tools, format);
+  if (resolved.maxTokens < constraint.minTokens) {
+    throw new InvalidOptionError("maxTokens", `at least ${constraint.minTokens} when toolChoice forces a call (its shortest form)`, resolved.maxTokens);
+  }
+  return constraint;
+}
+
+/** A chat answer: tool calls when the text holds them (and tools were offered), else content. */
+function chatResult(result: GenerateResult, tools: ToolSetup | undefined, format: ToolCallFormat | undefined): ChatResult {
+  const parsed = tools && format && result.finishReason !== "abort" ? parseToolCalls(result.text, format, tools.tools) : undefined;
+  if (!parsed) return { ...result, message: { role: "assistant", content: result.text } };
+  return { ...result, finishReason: "toolCalls", message: { role: "assistant", content: parsed.content || null, toolCalls: parsed.calls } };
 }

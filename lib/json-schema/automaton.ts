@@ -35,7 +35,11 @@ export class JsonAutomaton {
 
   constructor(schema: CompiledJsonSchema) {
     this.schema = schema;
-    this.initial = this.intern([[{ t: "value", node: schema.root, space: true }]]);
+    const stack: Frame[] = [];
+    if (schema.suffix?.length) stack.push({ t: "text", bytes: schema.suffix, i: 0, which: "s" });
+    stack.push({ t: "value", node: schema.root, space: !schema.prefix?.length });
+    if (schema.prefix?.length) stack.push({ t: "text", bytes: schema.prefix, i: 0, which: "p" });
+    this.initial = this.intern([stack]);
   }
 
   /** The state after `byte`, or REJECT. */

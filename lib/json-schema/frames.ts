@@ -34,7 +34,9 @@ export type Frame =
   | { t: "array"; node: ArrayNode; ph: "open" | "value" | "after"; i: number }
   | { t: "string"; node: StringNode; ph: StringPhase; chars: number; dfa: number }
   | { t: "number"; node: NumberNode; ph: NumberPhase; digits: number; negative: boolean; p: number }
-  | { t: "literal"; node: LiteralNode; trie: number };
+  | { t: "literal"; node: LiteralNode; trie: number }
+  /** Fixed text around the document (a tool call's `<tool_call>` and `</tool_call>`); `which` names it in keys. */
+  | { t: "text"; bytes: Uint8Array; i: number; which: string };
 
 /** What a frame does with a byte. */
 type Feed =
@@ -72,6 +74,8 @@ export function frameKey(f: Frame): string {
       return `n${f.node.id}:${f.ph}:${f.digits}${f.node.bounds ? `:${f.negative ? "-" : ""}${f.p}` : ""}`;
     case "literal":
       return `l${f.node.id}:${f.trie}`;
+    case "text":
+      return `t${f.which}:${f.i}`;
   }
 }
 
@@ -115,7 +119,8 @@ export function step(stack: Frame[], byte: number, out: Frame[][]): void {
 function childDone(s: Frame[]): void {
   const parent = s.pop();
   if (parent === undefined) return; // the root value is done
-  if (parent.t === "object") s.push({ ...parent, ph: "after", extra: false });
+  if (parent.t === "text") s.push(parent); // the text after the document comes next
+  else if (parent.t === "object") s.push({ ...parent, ph: "after", extra: false });
   else if (parent.t === "array") s.push({ ...parent, ph: "after" });
   else throw new Error("json-schema automaton: a scalar cannot have a child (bug)");
 }
@@ -134,6 +139,9 @@ function feed(f: Frame, b: number): Feed {
       return f.node.bounds ? feedBoundedNumber(f, b) : feedNumber(f, b);
     case "literal":
       return feedLiteral(f.node, f.trie, b);
+    case "text":
+      if (b !== f.bytes[f.i]) return REJECTED;
+      return f.i + 1 === f.bytes.length ? replace() : replace({ ...f, i: f.i + 1 });
   }
 }
 
@@ -468,6 +476,8 @@ function topCost(f: Frame): number {
       return numberCost(f);
     case "literal":
       return f.node.trie.minRemaining[f.trie];
+    case "text":
+      return f.bytes.length - f.i;
   }
 }
 
@@ -480,6 +490,7 @@ export function stackCost(stack: Frame[]): number {
     // Below the top only containers waiting for a value.
     if (f.t === "object") total += objectFinish(f.node, f.j, f.count, false);
     else if (f.t === "array") total += arrayFinish(f.node, f.i, false);
+    else if (f.t === "text") total += f.bytes.length - f.i;
   }
   return total;
 }

@@ -136,6 +136,16 @@ export interface CompiledJsonSchema {
    * can always be written as one token). `maxTokens` below this is rejected.
    */
   minTokens: number;
+  /** Fixed text before and after the document (tool calls: `<tool_call>\n` … `\n</tool_call>`). */
+  prefix?: Uint8Array;
+  suffix?: Uint8Array;
+}
+
+/** The compiled schema framed by fixed text: the output is `prefix`, the document, then `suffix`. */
+export function framedSchema(compiled: CompiledJsonSchema, prefix: string, suffix: string): CompiledJsonSchema {
+  const p = encoder.encode(prefix);
+  const s = encoder.encode(suffix);
+  return { ...compiled, prefix: p, suffix: s, key: `${JSON.stringify([prefix, suffix])}${compiled.key}`, minTokens: compiled.minTokens + p.length + s.length };
 }
 
 type Obj = Record<string, unknown>;

@@ -236,7 +236,9 @@ export class TokenConstraint {
    * the schema, and UTF-8 continuation bytes.
    */
   private checkByteCoverage(): void {
-    const needed = literalBytes(this.automaton.schema.root);
+    const schema = this.automaton.schema;
+    const needed = literalBytes(schema.root);
+    for (const b of [...(schema.prefix ?? []), ...(schema.suffix ?? [])]) needed.add(b);
     for (let b = 0x20; b < 0x7f; b++) needed.add(b);
     for (let b = 0x80; b < 0xc0; b++) needed.add(b);
     const missing = [...needed].filter((b) => this.trie.singleByte[b] < 0);

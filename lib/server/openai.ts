@@ -184,8 +184,8 @@ function chatMessage(message: unknown, index: number): ChatMessage {
 // Responses
 
 /** OpenAI's `finish_reason`; an aborted request has no response to carry one. */
-export function finishReasonOf(reason: FinishReason): "stop" | "length" | null {
-  return reason === "abort" ? null : reason;
+export function finishReasonOf(reason: FinishReason): "stop" | "length" | "tool_calls" | null {
+  return reason === "abort" ? null : reason === "toolCalls" ? "tool_calls" : reason;
 }
 
 /** OpenAI's `usage`; `cached_tokens` counts the prompt tokens the KV cache already held. */
