@@ -491,6 +491,7 @@ export function stackCost(stack: Frame[]): number {
     if (f.t === "object") total += objectFinish(f.node, f.j, f.count, false);
     else if (f.t === "array") total += arrayFinish(f.node, f.i, false);
     else if (f.t === "text") total += f.bytes.length - f.i;
+    else if (f.t === "value") total += f.node.minLength; // the document under its prefix text
   }
   return total;
 }
