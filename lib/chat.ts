@@ -3,7 +3,7 @@
  * as Hugging Face's `apply_chat_template` does, ready to be tokenized without extra special tokens.
  */
 import { Template } from "@huggingface/jinja";
-import type { GenerateOptions, GenerateResult } from "./backend.js";
+import type { GenerateOptions, GenerateResult, GenerationStream } from "./backend.js";
 import { InvalidOptionError, MlxNodeError } from "./errors.js";
 import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup } from "./tools.js";
 
@@ -40,6 +40,13 @@ export interface ChatOptions extends GenerateOptions {
 /** The result of `chat`: a generation result plus the answer as an assistant message. */
 export interface ChatResult extends GenerateResult {
   message: { role: "assistant"; content: string | null; toolCalls?: ToolCall[] };
+}
+
+/** The stream of a chat answer: chunks, the {@link ChatResult}, and the call syntax when tools were offered. */
+export interface ChatStream extends GenerationStream {
+  readonly result: Promise<ChatResult>;
+  /** How this answer writes tool calls (undefined without tools or with toolChoice "none"). */
+  readonly toolCallFormat?: ToolCallFormat;
 }
 
 /** What a backend knows about its model's chat formatting. */

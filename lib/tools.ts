@@ -168,3 +168,113 @@ export function parseToolCalls(text: string, format: ToolCallFormat, tools: Chat
   if (calls.length === 0 || calls.some((c) => c === undefined)) return undefined;
   return { content: content.trim(), calls: calls as ToolCall[] };
 }
+
+/** A piece of a streamed answer: content text, or part of tool call `index`. */
+export type ToolStreamDelta =
+  | { content: string }
+  | { index: number; id?: string; name?: string; arguments: string };
+
+/** End of the JSON value starting at `from` (index after it), or -1 while it is incomplete. */
+function valueEnd(text: string, from: number): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = from; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') {
+        inString = false;
+        if (depth === 0) return i + 1;
+      }
+    } else if (c === '"') inString = true;
+    else if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") {
+      depth--;
+      if (depth === 0) return i + 1;
+    } else if (depth === 0 && /[,\s}\]]/.test(c) && i > from) return i; // a bare scalar ended
+  }
+  return -1;
+}
+
+/**
+ * Splits a streamed answer into content and tool-call deltas as the text arrives: content until a
+ * call starts (text that may be the start of the call marker is held back), then for each call
+ * its id and name once the name is written, and its arguments text piece by piece.
+ */
+export class ToolCallStreamer {
+  private text = "";
+  /** Content characters already sent. */
+  private sentContent = 0;
+  /** Where calls begin in `text` (-1: not yet). */
+  private callsStart = -1;
+  private calls: { id: string; name?: string; argsStart: number; sentArgs: number; done: boolean; from: number }[] = [];
+
+  constructor(private readonly format: ToolCallFormat) {}
+
+  /** Deltas for the new text. */
+  push(chunk: string): ToolStreamDelta[] {
+    this.text += chunk;
+    const out: ToolStreamDelta[] = [];
+    if (this.callsStart < 0) {
+      const marker = this.format === "hermes" ? "<tool_call>" : this.format === "mistral" ? "[TOOL_CALLS]" : undefined;
+      let at: number;
+      let hold = 0;
+      if (marker) {
+        at = this.text.indexOf(marker);
+        if (at < 0) for (let k = Math.min(marker.length - 1, this.text.length); k > 0; k--) if (marker.startsWith(this.text.slice(-k))) { hold = k; break; }
+        if (at < 0 && this.format === "mistral" && this.text.trimStart().startsWith("[{")) at = this.text.indexOf("[");
+      } else {
+        // llama3: a call is the whole answer, a JSON object (after an optional <|python_tag|>).
+        const head = this.text.replace(/^\s*(<\|python_tag\|>)?\s*/, "");
+        at = head.startsWith("{") ? this.text.length - head.length : -1;
+        if (at < 0 && (head.length === 0 || "<|python_tag|>".startsWith(head))) hold = this.text.length;
+      }
+      const contentEnd = at >= 0 ? at : this.text.length - hold;
+      if (contentEnd > this.sentContent) out.push({ content: this.text.slice(this.sentContent, contentEnd) });
+      this.sentContent = Math.max(this.sentContent, contentEnd);
+      if (at < 0) return out;
+      this.callsStart = at;
+    }
+    this.scanCalls(out);
+    return out;
+  }
+
+  /** Whether any call has started. */
+  get calling(): boolean {
+    return this.callsStart >= 0;
+  }
+
+  private scanCalls(out: ToolStreamDelta[]): void {
+    for (;;) {
+      let call = this.calls.at(-1);
+      if (!call || call.done) {
+        const from = call ? call.argsStart : this.callsStart;
+        const next = this.format === "hermes" ? this.text.indexOf("<tool_call>", from) : this.text.indexOf("{", from);
+        if (next < 0 || (call && this.format === "llama3")) return;
+        call = { id: newToolCallId(), argsStart: -1, sentArgs: 0, done: false, from: next };
+        this.calls.push(call);
+      }
+      const index = this.calls.length - 1;
+      const region = this.text.slice(call.from);
+      if (call.name === undefined) {
+        const m = /"name"\s*:\s*"((?:[^"\\]|\\.)*)"/.exec(region);
+        if (!m) return;
+        call.name = JSON.parse(`"${m[1]}"`) as string;
+        out.push({ index, id: call.id, name: call.name, arguments: "" });
+      }
+      if (call.argsStart < 0) {
+        const m = /"(?:arguments|parameters)"\s*:\s*/.exec(region);
+        if (!m) return;
+        call.argsStart = call.from + m.index + m[0].length;
+      }
+      const end = valueEnd(this.text, call.argsStart);
+      const upTo = end < 0 ? this.text.length : end;
+      const piece = this.text.slice(call.argsStart + call.sentArgs, upTo);
+      if (piece) out.push({ index, arguments: piece });
+      call.sentArgs = upTo - call.argsStart;
+      if (end < 0) return;
+      call.done = true;
+      call.argsStart = end; // where the next call is searched from
+    }
+  }
+}

@@ -7,7 +7,7 @@ import type {
   BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
-import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
+import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatStream, type ChatTemplateSource } from "../chat.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
@@ -164,7 +164,7 @@ export abstract class BaseBackend implements InferenceBackend {
   }
 
   /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream & { readonly result: Promise<ChatResult> } {
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream {
     const list = checkMessages(messages);
     const { chat, tools, generate } = splitChatOptions(options);
     const resolved = resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
@@ -178,7 +178,7 @@ export abstract class BaseBackend implements InferenceBackend {
     const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
     const result = stream.result.then((r) => chatResult(r, offered, format));
     result.catch(() => undefined);
-    return { result, [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
+    return { result, toolCallFormat: format, [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
   }
 
   private toolFormat(tools: ToolSetup, template: string | undefined): ToolCallFormat {

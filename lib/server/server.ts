@@ -7,17 +7,18 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatMessage, ChatOptions } from "../chat.js";
+import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import { ToolCallStreamer, type ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
 import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
-  RequestError, usageChunk, type ResponseIdentity,
+  RequestError, usageChunk, type ChatDelta, type ResponseIdentity,
 } from "./openai.js";
 
 /** A loaded model the server can run: the contract plus chat (every backend of this package). */
 export interface ServableModel extends InferenceBackend {
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream;
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
 }
 
 /** Options of {@link createServer}. */
@@ -63,6 +64,13 @@ const DEFAULT_MAX_BODY = 8 * 2 ** 20;
  * // then: new OpenAI({ baseURL: "http://127.0.0.1:8080/v1", apiKey: "unused" })
  * ```
  */
+/** A streamed piece in OpenAI's delta shape. */
+function wireDelta(delta: ToolStreamDelta): ChatDelta {
+  if ("content" in delta) return { content: delta.content };
+  if (!delta.id) return { tool_calls: [{ index: delta.index, function: { arguments: delta.arguments } }] };
+  return { tool_calls: [{ index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: delta.arguments } }] };
+}
+
 export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -117,6 +125,7 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       let stream: GenerationStream;
       let streaming: boolean;
       let includeUsage: boolean;
+      let toolStream: ToolCallStreamer | undefined;
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
@@ -128,13 +137,15 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
         await prepareJsonSchema(parsed.options.jsonSchema);
         const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
-        stream = model.chatStream(parsed.messages, chatOptions);
+        const chatStream = model.chatStream(parsed.messages, chatOptions);
+        if (chatStream.toolCallFormat) toolStream = new ToolCallStreamer(chatStream.toolCallFormat);
+        stream = chatStream;
       }
       const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
 
       if (!streaming) {
         const result = await settle(stream);
-        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result) : completionResponse(who, result));
+        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result as ChatResult) : completionResponse(who, result));
         // 499: nginx's "client closed the request", for logs; nothing is sent to a gone client.
         return end({ status: result.finishReason === "abort" ? 499 : 200, stream: false, finishReason: result.finishReason, completionTokens: result.usage.completionTokens });
       }
@@ -148,7 +159,10 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
-          if (step.value.text) send(kind === "chat" ? chatChunk(who, { content: step.value.text }, null) : completionChunk(who, step.value.text, null));
+          if (!step.value.text) continue;
+          if (kind !== "chat") send(completionChunk(who, step.value.text, null));
+          else if (!toolStream) send(chatChunk(who, { content: step.value.text }, null));
+          else for (const delta of toolStream.push(step.value.text)) send(chatChunk(who, wireDelta(delta), null));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
