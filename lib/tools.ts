@@ -85,11 +85,15 @@ export function detectToolCallFormat(template: string): ToolCallFormat | undefin
 const argumentsKey = (format: ToolCallFormat): string => (format === "llama3" ? "parameters" : "arguments");
 
 /**
- * The constraint of a forced call ("required" or a named tool): the call syntax around a JSON
- * document whose name is one of the tools and whose arguments follow that tool's `parameters`.
+ * The constraint of tool calls: the call syntax around a JSON document whose name is one of the
+ * tools and whose arguments follow that tool's `parameters`. Forced calls ("required", a named
+ * tool) are constrained from the first token; "auto" gives a lazy constraint that starts when the
+ * model writes the call marker (hermes `<tool_call>`, mistral `[TOOL_CALLS]` as text), or
+ * undefined where the syntax has no marker (llama3: its calls are parsed afterwards).
  * @throws InvalidOptionError naming the tool whose parameters cannot be enforced.
  */
-export function toolCallConstraint(setup: ToolSetup, format: ToolCallFormat): CompiledJsonSchema {
+export function toolCallConstraint(setup: ToolSetup, format: ToolCallFormat): CompiledJsonSchema | undefined {
+  const lazy = setup.choice === "auto";
   const choice = setup.choice;
   const chosen = typeof choice === "object" ? setup.tools.filter((t) => t.function.name === choice.function.name) : setup.tools;
   const call = (t: ChatTool) => ({
@@ -111,11 +115,13 @@ export function toolCallConstraint(setup: ToolSetup, format: ToolCallFormat): Co
   const one = chosen.length === 1 ? call(chosen[0]) : { anyOf: chosen.map(call) };
   switch (format) {
     case "hermes":
-      return framedSchema(compileJsonSchema(one), "<tool_call>\n", "\n</tool_call>");
+      return lazy ? framedSchema(compileJsonSchema(one), "\n", "\n</tool_call>", "<tool_call>") : framedSchema(compileJsonSchema(one), "<tool_call>\n", "\n</tool_call>");
     case "llama3":
-      return compileJsonSchema(one);
-    case "mistral":
-      return framedSchema(compileJsonSchema({ type: "array", items: one, minItems: 1, ...(setup.parallel ? {} : { maxItems: 1 }) }), "[TOOL_CALLS]", "");
+      return lazy ? undefined : compileJsonSchema(one);
+    case "mistral": {
+      const calls = compileJsonSchema({ type: "array", items: one, minItems: 1, ...(setup.parallel ? {} : { maxItems: 1 }) });
+      return lazy ? framedSchema(calls, "", "", "[TOOL_CALLS]") : framedSchema(calls, "[TOOL_CALLS]", "");
+    }
   }
 }
 
@@ -263,7 +269,7 @@ export class ToolCallStreamer {
         out.push({ index, id: call.id, name: call.name, arguments: "" });
       }
       if (call.argsStart < 0) {
-        const m = /"(?:arguments|parameters)"\s*:\s*/.exec(region);
+        const m = /"(?:arguments|parameters)"\s*:\s*(?=\S)/.exec(region);
         if (!m) return;
         call.argsStart = call.from + m.index + m[0].length;
       }

@@ -12,7 +12,11 @@ import type { BaseBackend } from "../lib/backends/base.js";
 import { renderChat, type ChatMessage } from "../lib/chat.js";
 import { InvalidOptionError } from "../lib/errors.js";
 import { validateJson } from "../lib/eval/json-validate.js";
-import { detectToolCallFormat, parseToolCalls, type ChatTool } from "../lib/tools.js";
+import { JsonGenerationDriver } from "../lib/json-schema/driver.js";
+import { TokenConstraint } from "../lib/json-schema/token-constraint.js";
+import { vocabularyFromTokenizer } from "../lib/json-schema/vocab.js";
+import { Tokenizer } from "../lib/tokenizer.js";
+import { checkTools, detectToolCallFormat, parseToolCalls, toolCallConstraint, ToolCallStreamer, type ChatTool } from "../lib/tools.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
 
 const MODELS = new URL("../../shared/models/", import.meta.url).pathname;
@@ -80,11 +84,59 @@ describe("tool call formats", () => {
   });
 });
 
+describe("toolChoice auto: a call is constrained once it starts", () => {
+  it("free text, then the hermes marker switches the automaton on, and off again after the call", async () => {
+    const tokenizer = await Tokenizer.fromDirectory(`${MODELS}stories260K/hf-f32`);
+    const vocab = await vocabularyFromTokenizer(tokenizer, tokenizer.vocabSize);
+    const constraint = new TokenConstraint(toolCallConstraint(checkTools(TOOLS, "auto", undefined, undefined)!, "hermes")!, vocab);
+    const allowed = (driver: JsonGenerationDriver) => {
+      const mask = driver.mask()!;
+      let n = 0;
+      for (let id = 0; id < vocab.size; id++) if (mask[id >>> 5] & (1 << (id & 31))) n++;
+      return n;
+    };
+    // Pushes the tokens of `text` (tokenized whole, as a model would write it), noting when the
+    // driver started constraining and how many tokens were allowed right after that.
+    const write = (driver: JsonGenerationDriver, text: string) => {
+      const seen: { at: string; constraining: boolean; allowed: number }[] = [];
+      let at = "";
+      for (const t of tokenizer.encode(text, { addSpecialTokens: false })) {
+        driver.push(t);
+        at += tokenizer.decode([t]);
+        seen.push({ at, constraining: driver.constraining, allowed: allowed(driver) });
+      }
+      return seen;
+    };
+    const driver = new JsonGenerationDriver(constraint, 300);
+    expect(allowed(driver)).toBe(vocab.size); // free
+    const call = '{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}';
+    const seen = write(driver, `Let me look. <tool_call>\n${call}\n</tool_call>`);
+    const first = seen.findIndex((s) => s.constraining);
+    expect(seen[first].at).toMatch(/<tool_call>\n?$/); // on from the marker on
+    expect(seen.slice(0, first).every((s) => s.allowed === vocab.size)).toBe(true);
+    expect(seen[first].allowed).toBeLessThan(vocab.size / 4);
+    expect(seen.at(-1)).toMatchObject({ constraining: false, allowed: vocab.size }); // free again after the call
+    // A call of an unknown tool is not allowed once the marker is written.
+    expect(() => write(new JsonGenerationDriver(constraint, 300), 'Ok <tool_call>\n{"name": "rm_rf"')).toThrow(/did not allow/);
+  });
+
+  it("streams content, then the call's id, name and arguments as they form", () => {
+    const streamer = new ToolCallStreamer("hermes");
+    const text = 'Checking.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}\n</tool_call>';
+    const deltas = [...text].flatMap((c) => streamer.push(c));
+    expect(deltas.filter((d) => "content" in d).map((d) => (d as { content: string }).content).join("")).toBe("Checking.");
+    const calls = deltas.filter((d) => !("content" in d)) as { index: number; id?: string; name?: string; arguments: string }[];
+    expect(calls[0]).toMatchObject({ index: 0, name: "get_weather", arguments: "" });
+    expect(calls.map((d) => d.arguments).join("")).toBe('{"city": "Oslo", "unit": "celsius"}');
+    expect(calls.length).toBeGreaterThan(10);
+  });
+});
+
 async function forcedCalls(backend: BaseBackend): Promise<void> {
   for (const [format, chatTemplate] of Object.entries(TEMPLATES)) {
     for (let seed = 0; seed < 2; seed++) {
       const toolChoice = seed % 2 === 0 ? ("required" as const) : { type: "function" as const, function: { name: "run_command" } };
-      const r = await backend.chat(QUESTION, { chatTemplate, tools: TOOLS, toolChoice, temperature: 1, seed, maxTokens: 60 + seed * 20 });
+      const r = await backend.chat(QUESTION, { chatTemplate, tools: TOOLS, toolChoice, temperature: 1, seed, maxTokens: 80 + seed * 20 });
       const label = `${format} seed ${seed}: ${r.text}`;
       expect(r.finishReason, label).toBe("toolCalls");
       expect(r.message.toolCalls?.length, label).toBeGreaterThanOrEqual(1);

@@ -141,7 +141,7 @@ export abstract class BaseBackend implements InferenceBackend {
       throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
     }
     const json = resolved.jsonSchema;
-    if (json && this.contextSize - ids.length < json.minTokens) {
+    if (json && !json.trigger && this.contextSize - ids.length < json.minTokens) {
       // The constraint counts on this room to finish the document; without it the text could end cut off.
       const most = this.contextSize - json.minTokens;
       throw new InvalidOptionError("prompt", `at most ${most} tokens, leaving room in the context for the jsonSchema's shortest document (${json.minTokens} tokens)`, `${ids.length} tokens`);
@@ -173,7 +173,7 @@ export abstract class BaseBackend implements InferenceBackend {
     const offered = tools && tools.tools.length > 0 ? tools : undefined;
     const text = renderChat(list, source, chat, offered?.tools);
     const format = offered && offered.choice !== "none" ? this.toolFormat(offered, chat.chatTemplate ?? source.template) : undefined;
-    if (offered && format && offered.choice !== "auto") resolved.jsonSchema = forcedCallConstraint(offered, format, resolved);
+    if (offered && format) resolved.jsonSchema = callConstraint(offered, format, resolved);
     // The template writes BOS itself where the model wants one (as apply_chat_template does).
     const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
     const result = stream.result.then((r) => chatResult(r, offered, format));
@@ -333,11 +333,16 @@ function emptyResult(promptTokens: number, start: number): GenerateResult {
   };
 }
 
-/** The constraint of a call forced by `toolChoice` ("required" or a named tool), checked against the other options. */
-function forcedCallConstraint(tools: ToolSetup, format: ToolCallFormat, resolved: ResolvedGenerateOptions): CompiledJsonSchema {
+/**
+ * The constraint of tool calls (lib/tools.ts), checked against the other options: forced calls
+ * rule out jsonSchema and stop strings and need room for their shortest form; "auto" keeps a
+ * jsonSchema the caller gave (the answer is then that document, not a call).
+ */
+function callConstraint(tools: ToolSetup, format: ToolCallFormat, resolved: ResolvedGenerateOptions): CompiledJsonSchema | undefined {
+  if (tools.choice === "auto") return resolved.jsonSchema ?? (resolved.stop.length > 0 ? undefined : toolCallConstraint(tools, format));
   if (resolved.jsonSchema) throw new InvalidOptionError("jsonSchema", "unset when toolChoice forces a tool call", "a schema");
   if (resolved.stop.length > 0) throw new InvalidOptionError("stop", "no stop strings when toolChoice forces a tool call", resolved.stop);
-  const constraint = toolCallConstraint(tools, format);
+  const constraint = toolCallConstraint(tools, format) as CompiledJsonSchema;
   if (resolved.maxTokens < constraint.minTokens) {
     throw new InvalidOptionError("maxTokens", `at least ${constraint.minTokens} when toolChoice forces a call (its shortest form)`, resolved.maxTokens);
   }

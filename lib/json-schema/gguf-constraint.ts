@@ -50,8 +50,10 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
     for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) biases.set(id, -Infinity);
     return bias;
   };
+  const free = new lib.TokenBias(model.tokenizer);
   const tokenBias = (): TokenBias => {
     const mask = driver.mask();
+    if (!driver.constraining) return free;
     if (!mask) return biasOf(new Uint32Array(Math.ceil(size / 32)));
     if (!driver.tight) {
       let bias = cache.get(driver.state);

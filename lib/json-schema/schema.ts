@@ -139,13 +139,21 @@ export interface CompiledJsonSchema {
   /** Fixed text before and after the document (tool calls: `<tool_call>\n` … `\n</tool_call>`). */
   prefix?: Uint8Array;
   suffix?: Uint8Array;
+  /**
+   * Lazy constraints (tool calls in "auto" mode): generation is free until the output ends with
+   * this text, then follows the automaton (prefix, document, suffix), then is free again.
+   */
+  trigger?: Uint8Array;
 }
 
 /** The compiled schema framed by fixed text: the output is `prefix`, the document, then `suffix`. */
-export function framedSchema(compiled: CompiledJsonSchema, prefix: string, suffix: string): CompiledJsonSchema {
+export function framedSchema(compiled: CompiledJsonSchema, prefix: string, suffix: string, trigger?: string): CompiledJsonSchema {
   const p = encoder.encode(prefix);
   const s = encoder.encode(suffix);
-  return { ...compiled, prefix: p, suffix: s, key: `${JSON.stringify([prefix, suffix])}${compiled.key}`, minTokens: compiled.minTokens + p.length + s.length };
+  const key = `${JSON.stringify([prefix, suffix, trigger ?? null])}${compiled.key}`;
+  const framed: CompiledJsonSchema = { ...compiled, prefix: p, suffix: s, key, minTokens: compiled.minTokens + p.length + s.length };
+  if (trigger !== undefined) framed.trigger = encoder.encode(trigger);
+  return framed;
 }
 
 type Obj = Record<string, unknown>;

@@ -103,6 +103,7 @@ export class TokenConstraint {
   private readonly trie: VocabularyTrie;
   private readonly masks = new Map<StateId, StateMasks>();
   private readonly words: number;
+  private free: Uint32Array | undefined;
 
   constructor(schema: CompiledJsonSchema, vocab: TokenVocabulary) {
     this.automaton = new JsonAutomaton(schema);
@@ -146,6 +147,12 @@ export class TokenConstraint {
     for (let i = 0; i < n && m.costs[i] <= remaining; i++) out[m.tokens[i] >>> 5] |= 1 << (m.tokens[i] & 31);
     if (this.automaton.cost(state) === 0) for (const id of this.vocab.eosIds) out[id >>> 5] |= 1 << (id & 31);
     return out;
+  }
+
+  /** Every token allowed (the free stretches of a lazy constraint); shared, do not modify. */
+  freeMask(): Uint32Array {
+    this.free ??= new Uint32Array(this.words).fill(0xffffffff);
+    return this.free;
   }
 
   /** Whether every valid token of `state` leaves room to finish within `remaining` tokens. */
