@@ -110,6 +110,15 @@ for (const target of targets) {
       }
     });
 
+    it("a schema past the size bound is a prompt 400 (#12: an enum of 50,000 took 47.7 s)", async () => {
+      const started = performance.now();
+      const huge = { type: "json_schema", json_schema: { name: "big", schema: { enum: Array.from({ length: 5000 }, (_, i) => i) } } };
+      const res = await fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "x", response_format: huge }) });
+      expect(res.status).toBe(400);
+      expect((await res.json()).error).toMatchObject({ param: "response_format", message: expect.stringMatching(/more than 4096 enum\/const values/) });
+      expect(performance.now() - started).toBeLessThan(1000);
+    });
+
     it("/health answers while a large schema compiles off the event loop", async () => {
       // Many distinct patterns: each is a regex compiled to a DFA (uncached: new sources per run).
       const salt = `${Date.now() % 100_000}${target.name}`; // per backend, so neither finds the other's DFAs cached

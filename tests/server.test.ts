@@ -124,18 +124,10 @@ for (const target of targets) {
       }
     });
 
-    it("response_format json_object gives a JSON object; a schema past the bound is a prompt 400 while /health answers", async () => {
+    it("response_format json_object gives a JSON object", async () => {
       const body = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], max_tokens: 30, temperature: 1, seed: 4, response_format: { type: "json_object" } })).json();
       const value = JSON.parse(body.choices[0].message.content);
       expect(typeof value === "object" && value !== null && !Array.isArray(value)).toBe(true);
-      // #12: an enum of 50,000 strings is refused at once instead of compiling for tens of seconds.
-      const huge = { type: "json_schema", json_schema: { name: "big", schema: { enum: Array.from({ length: 50_000 }, (_, i) => `value number ${i}`) } } };
-      const started = performance.now();
-      const [refused, health] = await Promise.all([post("/v1/completions", { prompt: "x", response_format: huge }), fetch(`${base}/health`)]);
-      expect(refused.status).toBe(400);
-      expect((await refused.json()).error.message).toMatch(/more than 4096 enum\/const values|characters of JSON/);
-      expect(health.status).toBe(200);
-      expect(performance.now() - started).toBeLessThan(2000);
     });
 
     it("a client that disconnects mid-stream aborts its generation, and the next request runs", async () => {
@@ -198,7 +190,6 @@ for (const target of targets) {
         [{ prompt: "x", stream: "yes" }, 400, "stream"],
         [{ prompt: 42 }, 400, "prompt"],
         [{ prompt: "x", response_format: { type: "json_schema", json_schema: { schema: { type: "string", format: "credit-card" } } } }, 400, "response_format"],
-        [{ prompt: "x", response_format: { type: "json_schema", json_schema: { schema: { enum: Array.from({ length: 5000 }, (_, i) => i) } } } }, 400, "response_format"],
         ["{not json", 400, null],
         [{ prompt: "x".repeat(5000) }, 413, null],
       ];
