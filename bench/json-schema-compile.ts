@@ -7,11 +7,16 @@
  *   with a new schema waits for before its first token), cold caches, p50/p95 over the corpus;
  * - per token: mask + advance along random valid walks (256 tokens per schema, budget-aware),
  *   i.e. the JS work added to each decode step, which MLX overlaps with the forward pass;
- * - worst case at the bound: an enum of 4096 strings (SCHEMA_LIMITS.enumValues).
+ * - worst case at the bound: an enum of 4096 strings (SCHEMA_LIMITS.enumValues);
+ * - on models (stories260K, both backends): decode ms per token with a schema against without,
+ *   interleaved, same seeds, 64 tokens (the schema is a long-string object the model keeps writing).
  *
  * Run after `tsc`: node dist/bench/json-schema-compile.js
  */
 import { readGgufFileInfo } from "node-llama-cpp";
+import type { InferenceBackend } from "../lib/backend.js";
+import { GgufBackend } from "../lib/backends/gguf.js";
+import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
 import { JsonGenerationDriver } from "../lib/json-schema/driver.js";
 import { compileJsonSchema } from "../lib/json-schema/schema.js";
 import { TokenConstraint } from "../lib/json-schema/token-constraint.js";
@@ -68,4 +73,33 @@ async function main(): Promise<void> {
   console.log(`JS per constrained token (mask + advance), ms: p50 ${percentile(tokenMs, 50).toFixed(3)}, p95 ${percentile(tokenMs, 95).toFixed(3)}`);
 }
 
+/** Median decode ms/token constrained vs unconstrained on one loaded model. */
+async function perToken(name: string, backend: InferenceBackend, repeats = 7): Promise<void> {
+  const schema = { type: "object", properties: { story: { type: "string" }, moral: { type: "string" } }, required: ["story", "moral"] };
+  const free: number[] = [];
+  const constrained: number[] = [];
+  const msPerToken = (tps: number): number => 1000 / tps;
+  for (let i = 0; i < repeats; i++) {
+    const runs = [
+      async () => free.push(msPerToken((await backend.generate("Once upon a time", { maxTokens: 64, temperature: 1, seed: i, ignoreEos: true })).timings.generatedTokensPerSecond)),
+      async () => constrained.push(msPerToken((await backend.generate("Once upon a time", { maxTokens: 64, temperature: 1, seed: i, jsonSchema: schema })).timings.generatedTokensPerSecond)),
+    ];
+    if (i % 2) runs.reverse();
+    for (const run of runs) await run();
+  }
+  const p50 = (v: number[]) => percentile(v, 50);
+  console.log(`${name}: ms/token unconstrained ${p50(free).toFixed(2)}, constrained ${p50(constrained).toFixed(2)}, ratio ${(p50(constrained) / p50(free)).toFixed(2)}`);
+}
+
 await main();
+const models = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+const gguf = new GgufBackend();
+await gguf.load(`${models}stories260K.gguf`, { threads: 1 });
+await perToken("GGUF stories260K", gguf);
+await gguf.unload();
+if (mlxAvailability().available) {
+  const mlx = new MlxBackend();
+  await mlx.load(`${models}mlx-4bit`);
+  await perToken("MLX stories260K 4-bit", mlx);
+  await mlx.unload();
+}

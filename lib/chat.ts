@@ -3,9 +3,9 @@
  * as Hugging Face's `apply_chat_template` does, ready to be tokenized without extra special tokens.
  */
 import { Template } from "@huggingface/jinja";
-import type { GenerateOptions, GenerateResult, GenerationStream } from "./backend.js";
+import type { GenerateChunk, GenerateOptions, GenerateResult } from "./backend.js";
 import { InvalidOptionError, MlxNodeError } from "./errors.js";
-import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup } from "./tools.js";
+import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup, type ToolStreamDelta } from "./tools.js";
 
 /**
  * One message of a conversation. An assistant message may carry `toolCalls` (its content may
@@ -42,8 +42,17 @@ export interface ChatResult extends GenerateResult {
   message: { role: "assistant"; content: string | null; toolCalls?: ToolCall[] };
 }
 
+/** A piece of a streamed chat answer. */
+export interface ChatChunk extends GenerateChunk {
+  /**
+   * With tools offered: the text split into content and tool-call pieces as they form (a call's
+   * id and name once written, then its arguments text piece by piece). Undefined otherwise.
+   */
+  deltas?: ToolStreamDelta[];
+}
+
 /** The stream of a chat answer: chunks, the {@link ChatResult}, and the call syntax when tools were offered. */
-export interface ChatStream extends GenerationStream {
+export interface ChatStream extends AsyncIterable<ChatChunk> {
   readonly result: Promise<ChatResult>;
   /** How this answer writes tool calls (undefined without tools or with toolChoice "none"). */
   readonly toolCallFormat?: ToolCallFormat;

@@ -14,8 +14,8 @@ export { GgufBackend, type GgufThreadCounts } from "./backends/gguf.js";
 export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";
 export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
-export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatResult, type ChatStream } from "./chat.js";
-export { detectToolCallFormat, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice } from "./tools.js";
+export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream } from "./chat.js";
+export { detectToolCallFormat, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolStreamDelta } from "./tools.js";
 export {
   BackendUnavailableError, BusyError, InvalidOptionError, MlxError, MlxNodeError, ModelFormatError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,

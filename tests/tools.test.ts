@@ -133,10 +133,11 @@ describe("toolChoice auto: a call is constrained once it starts", () => {
 });
 
 async function forcedCalls(backend: BaseBackend): Promise<void> {
-  for (const [format, chatTemplate] of Object.entries(TEMPLATES)) {
-    for (let seed = 0; seed < 2; seed++) {
+  // One forced call per format, "required" and a named tool in turn (each renders a long prompt).
+  for (const [seed, [format, chatTemplate]] of Object.entries(TEMPLATES).entries()) {
+    {
       const toolChoice = seed % 2 === 0 ? ("required" as const) : { type: "function" as const, function: { name: "run_command" } };
-      const r = await backend.chat(QUESTION, { chatTemplate, tools: TOOLS, toolChoice, temperature: 1, seed, maxTokens: 80 + seed * 20 });
+      const r = await backend.chat(QUESTION, { chatTemplate, tools: TOOLS, toolChoice, temperature: 1, seed, maxTokens: 100 });
       const label = `${format} seed ${seed}: ${r.text}`;
       expect(r.finishReason, label).toBe("toolCalls");
       expect(r.message.toolCalls?.length, label).toBeGreaterThanOrEqual(1);
@@ -147,6 +148,21 @@ async function forcedCalls(backend: BaseBackend): Promise<void> {
       }
     }
   }
+  // chatStream: the chunks carry the call's pieces as they form, and they add up to the result's call.
+  const stream = backend.chatStream(QUESTION, { chatTemplate: TEMPLATES.hermes, tools: TOOLS, toolChoice: "required", temperature: 1, seed: 5, maxTokens: 100 });
+  let args = "";
+  let name: string | undefined;
+  for await (const chunk of stream) {
+    for (const d of chunk.deltas ?? []) {
+      if ("content" in d) continue;
+      name ??= d.name;
+      args += d.arguments;
+    }
+  }
+  const streamed = await stream.result;
+  expect(stream.toolCallFormat).toBe("hermes");
+  expect(name).toBe(streamed.message.toolCalls![0].function.name);
+  expect(JSON.parse(args)).toEqual(JSON.parse(streamed.message.toolCalls![0].function.arguments));
   // "auto": a story model writes text, which comes back as content.
   const auto = await backend.chat(QUESTION, { chatTemplate: TEMPLATES.hermes, tools: TOOLS, temperature: 0, maxTokens: 12 });
   expect(auto.finishReason).not.toBe("toolCalls");

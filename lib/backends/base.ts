@@ -7,9 +7,9 @@ import type {
   BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
-import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatStream, type ChatTemplateSource } from "../chat.js";
+import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream, type ChatTemplateSource } from "../chat.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
-import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, type ToolCallFormat, type ToolSetup } from "../tools.js";
+import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
@@ -178,7 +178,12 @@ export abstract class BaseBackend implements InferenceBackend {
     const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
     const result = stream.result.then((r) => chatResult(r, offered, format));
     result.catch(() => undefined);
-    return { result, toolCallFormat: format, [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
+    const splitter = format ? new ToolCallStreamer(format) : undefined;
+    async function* chunks(): AsyncGenerator<ChatChunk> {
+      for await (const chunk of stream) yield splitter ? { ...chunk, deltas: splitter.push(chunk.text) } : chunk;
+    }
+    const iterable = chunks();
+    return { result, toolCallFormat: format, [Symbol.asyncIterator]: () => iterable };
   }
 
   private toolFormat(tools: ToolSetup, template: string | undefined): ToolCallFormat {

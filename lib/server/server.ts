@@ -7,8 +7,8 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
-import { ToolCallStreamer, type ToolStreamDelta } from "../tools.js";
+import type { ChatChunk, ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import type { ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
 import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
@@ -125,7 +125,6 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       let stream: GenerationStream;
       let streaming: boolean;
       let includeUsage: boolean;
-      let toolStream: ToolCallStreamer | undefined;
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
@@ -137,9 +136,7 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
         await prepareJsonSchema(parsed.options.jsonSchema);
         const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
-        const chatStream = model.chatStream(parsed.messages, chatOptions);
-        if (chatStream.toolCallFormat) toolStream = new ToolCallStreamer(chatStream.toolCallFormat);
-        stream = chatStream;
+        stream = model.chatStream(parsed.messages, chatOptions);
       }
       const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
 
@@ -159,10 +156,11 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
-          if (!step.value.text) continue;
-          if (kind !== "chat") send(completionChunk(who, step.value.text, null));
-          else if (!toolStream) send(chatChunk(who, { content: step.value.text }, null));
-          else for (const delta of toolStream.push(step.value.text)) send(chatChunk(who, wireDelta(delta), null));
+          const chunk: ChatChunk = step.value;
+          if (!chunk.text) continue;
+          if (kind !== "chat") send(completionChunk(who, chunk.text, null));
+          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null));
+          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
