@@ -11,7 +11,7 @@
  * over the vocabulary (token-constraint.ts) needs.
  */
 import { MlxNodeError } from "../errors.js";
-import type { CompiledJsonSchema } from "./schema.js";
+import type { CompiledJsonSchema } from "./nodes.js";
 import { frameKey, stackCost, step, type Frame } from "./frames.js";
 
 /** A state id; -1 means "rejected". */

@@ -12,7 +12,7 @@ import { ALPHABET } from "./regex.js";
 import {
   arrayFinish, extraLength, itemAt, objectFinish, propertyLength, requiredAfter, stringRest,
   type ArrayNode, type LiteralNode, type NumberNode, type ObjectNode, type SchemaNode, type StringNode,
-} from "./schema.js";
+} from "./nodes.js";
 
 type ObjectPhase = "open" | "comma" | "key" | "colon" | "value" | "after";
 /** Number phases; unbounded numbers use them all, bounded ones sign/int/dot/frac. */

@@ -16,7 +16,7 @@
  */
 import { MlxNodeError } from "../errors.js";
 import { JsonAutomaton, REJECT, type StateId } from "./automaton.js";
-import { literalBytes, type CompiledJsonSchema } from "./schema.js";
+import { literalBytes, type CompiledJsonSchema } from "./nodes.js";
 import type { TokenVocabulary } from "./vocab.js";
 
 /** A trie of the vocabulary's token bytes, in flat arrays (built once per vocabulary). */
