@@ -69,8 +69,11 @@ export interface GenerateOptions {
   jsonSchema?: JsonSchema;
 }
 
-/** Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or the context is full; `abort`: the signal fired. */
-export type FinishReason = "stop" | "length" | "abort";
+/**
+ * Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or
+ * the context is full; `abort`: the signal fired; `toolCalls` (chat with tools only): the answer is tool calls.
+ */
+export type FinishReason = "stop" | "length" | "abort" | "toolCalls";
 
 /** A piece of streamed output. */
 export interface GenerateChunk {

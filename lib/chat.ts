@@ -3,13 +3,20 @@
  * as Hugging Face's `apply_chat_template` does, ready to be tokenized without extra special tokens.
  */
 import { Environment, Template } from "@huggingface/jinja";
-import type { GenerateOptions, GenerateResult } from "./backend.js";
+import type { GenerateChunk, GenerateOptions, GenerateResult } from "./backend.js";
 import { InvalidOptionError, MlxNodeError } from "./errors.js";
+import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup, type ToolStreamDelta } from "./tools.js";
 
-/** One message of a conversation. */
+/**
+ * One message of a conversation. An assistant message may carry `toolCalls` (its content may
+ * then be null); a `tool` message answers the call named by `toolCallId`.
+ */
 export interface ChatMessage {
-  role: "system" | "user" | "assistant" | (string & {});
-  content: string;
+  role: "system" | "user" | "assistant" | "tool" | (string & {});
+  content: string | null;
+  toolCalls?: ToolCall[];
+  toolCallId?: string;
+  name?: string;
 }
 
 /** Options for `chat` and `chatStream`: generation options plus template control. */
@@ -20,17 +27,35 @@ export interface ChatOptions extends GenerateOptions {
   addGenerationPrompt?: boolean;
   /** Extra variables for the template (for example `enable_thinking: false` for Qwen3). Defaults to none. */
   templateVariables?: Record<string, unknown>;
-  /**
-   * Tools the model may call, as JSON schemas (`{ type: "function", function: { name, description, parameters } }`),
-   * given to the template as `tools` the way transformers' `apply_chat_template` does; templates
-   * without tool support ignore them. Defaults to none (`tools` is null in the template).
-   */
-  tools?: readonly object[];
+  /** Functions the model may call, in OpenAI's shape; passed to the template as `tools`. Defaults to none. */
+  tools?: ChatTool[];
+  /** "auto" (default), "none", "required", or `{ type: "function", function: { name } }`. */
+  toolChoice?: ToolChoice;
+  /** Whether the model may make several calls in one answer. Defaults to true. */
+  parallelToolCalls?: boolean;
+  /** Call syntax ("hermes", "llama3", "mistral"). Defaults to the one the chat template shows. */
+  toolCallFormat?: ToolCallFormat;
 }
 
 /** The result of `chat`: a generation result plus the answer as an assistant message. */
 export interface ChatResult extends GenerateResult {
-  message: { role: "assistant"; content: string };
+  message: { role: "assistant"; content: string | null; toolCalls?: ToolCall[] };
+}
+
+/** A piece of a streamed chat answer. */
+export interface ChatChunk extends GenerateChunk {
+  /**
+   * With tools offered: the text split into content and tool-call pieces as they form (a call's
+   * id and name once written, then its arguments text piece by piece). Undefined otherwise.
+   */
+  deltas?: ToolStreamDelta[];
+}
+
+/** The stream of a chat answer: chunks, the {@link ChatResult}, and the call syntax when tools were offered. */
+export interface ChatStream extends AsyncIterable<ChatChunk> {
+  readonly result: Promise<ChatResult>;
+  /** How this answer writes tool calls (undefined without tools or with toolChoice "none"). */
+  readonly toolCallFormat?: ToolCallFormat;
 }
 
 /** What a backend knows about its model's chat formatting. */
@@ -54,13 +79,14 @@ const CHAT_KEYS = ["chatTemplate", "addGenerationPrompt", "templateVariables", "
 /** The template options of {@link ChatOptions}. */
 export type ChatTemplateOptions = Pick<ChatOptions, (typeof CHAT_KEYS)[number]>;
 
-/** Splits chat options into template options and the generation options left over. */
+/** Splits chat options into template options, tool options and the generation options left over. */
 export function splitChatOptions(options: ChatOptions = {}): {
   chat: ChatTemplateOptions;
+  tools: ToolSetup | undefined;
   generate: GenerateOptions;
 } {
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
-  const { chatTemplate, addGenerationPrompt, templateVariables, tools, ...generate } = options;
+  const { chatTemplate, addGenerationPrompt, templateVariables, tools, toolChoice, parallelToolCalls, toolCallFormat, ...generate } = options;
   if (chatTemplate !== undefined && (typeof chatTemplate !== "string" || chatTemplate.length === 0)) {
     throw new InvalidOptionError("chatTemplate", "a non-empty Jinja template string", chatTemplate);
   }
@@ -70,10 +96,8 @@ export function splitChatOptions(options: ChatOptions = {}): {
   if (templateVariables !== undefined && (typeof templateVariables !== "object" || templateVariables === null)) {
     throw new InvalidOptionError("templateVariables", "an object", templateVariables);
   }
-  if (tools !== undefined && (!Array.isArray(tools) || tools.some((t) => typeof t !== "object" || t === null || Array.isArray(t)))) {
-    throw new InvalidOptionError("tools", "an array of tool schema objects", tools);
-  }
-  return { chat: { chatTemplate, addGenerationPrompt, templateVariables, tools }, generate };
+  const toolSetup = checkTools(tools, toolChoice, parallelToolCalls, toolCallFormat);
+  return { chat: { chatTemplate, addGenerationPrompt, templateVariables }, tools: toolSetup, generate };
 }
 
 /** Checks the messages argument. */
@@ -82,9 +106,15 @@ export function checkMessages(messages: unknown): ChatMessage[] {
     throw new InvalidOptionError("messages", "a non-empty array of { role, content }", messages);
   }
   messages.forEach((m, i) => {
-    if (typeof m !== "object" || m === null || typeof m.role !== "string" || typeof m.content !== "string") {
-      throw new InvalidOptionError(`messages[${i}]`, "an object with string role and content", m);
+    const callsOnly = m?.role === "assistant" && Array.isArray(m.toolCalls) && (m.content === null || m.content === undefined);
+    if (typeof m !== "object" || m === null || typeof m.role !== "string" || (typeof m.content !== "string" && !callsOnly)) {
+      throw new InvalidOptionError(`messages[${i}]`, "an object with string role and content (content may be null on an assistant message with toolCalls)", m);
     }
+    if (m.toolCalls !== undefined) {
+      const ok = Array.isArray(m.toolCalls) && m.toolCalls.every((c: ToolCall) => typeof c?.function?.name === "string" && typeof c.function.arguments === "string");
+      if (!ok) throw new InvalidOptionError(`messages[${i}].toolCalls`, '[{ id, type: "function", function: { name, arguments: JSON text } }]', m.toolCalls);
+    }
+    if (m.role === "tool" && m.toolCallId !== undefined && typeof m.toolCallId !== "string") throw new InvalidOptionError(`messages[${i}].toolCallId`, "a string", m.toolCallId);
   });
   return messages as ChatMessage[];
 }
@@ -136,6 +166,30 @@ function patchStripMethods(): void {
 }
 patchStripMethods();
 
+/**
+ * Messages as chat templates read them (transformers' shape): `tool_calls` with `arguments` as an
+ * object (templates apply `tojson` to it), `tool_call_id` on tool results.
+ */
+function templateMessages(messages: ChatMessage[]): Record<string, unknown>[] {
+  return messages.map((m) => {
+    const out: Record<string, unknown> = { role: m.role, content: m.content ?? "" };
+    if (m.name !== undefined) out.name = m.name;
+    if (m.toolCallId !== undefined) out.tool_call_id = m.toolCallId;
+    if (m.toolCalls) {
+      out.tool_calls = m.toolCalls.map((c) => {
+        let args: unknown;
+        try {
+          args = JSON.parse(c.function.arguments);
+        } catch {
+          throw new InvalidOptionError("messages", "tool call arguments that are JSON text", c.function.arguments);
+        }
+        return { id: c.id, type: "function", function: { name: c.function.name, arguments: args } };
+      });
+    }
+    return out;
+  });
+}
+
 // Parsing a template is far costlier than rendering it; a model has one or two.
 const parsed = new Map<string, Template>();
 
@@ -167,7 +221,7 @@ export function renderChat(
       bos_token: source.bosToken ?? "",
       eos_token: source.eosToken ?? "",
       ...chat.templateVariables,
-      messages,
+      messages: templateMessages(messages),
       tools: chat.tools ?? null,
       documents: null,
       add_generation_prompt: chat.addGenerationPrompt ?? true,

@@ -125,6 +125,12 @@ for (const target of targets) {
       }
     });
 
+    it("response_format json_object gives a JSON object", async () => {
+      const body = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], max_tokens: 30, temperature: 1, seed: 4, response_format: { type: "json_object" } })).json();
+      const value = JSON.parse(body.choices[0].message.content);
+      expect(typeof value === "object" && value !== null && !Array.isArray(value)).toBe(true);
+    });
+
     it("a client that disconnects mid-stream aborts its generation, and the next request runs", async () => {
       const controller = new AbortController();
       const res = await fetch(`${base}/v1/completions`, {
@@ -184,7 +190,7 @@ for (const target of targets) {
         [{ prompt: "x", logprobs: 2 }, 400, "logprobs"],
         [{ prompt: "x", stream: "yes" }, 400, "stream"],
         [{ prompt: 42 }, 400, "prompt"],
-        [{ prompt: "x", response_format: { type: "json_object" } }, 400, "response_format"],
+        [{ prompt: "x", response_format: { type: "json_schema", json_schema: { schema: { type: "string", format: "credit-card" } } } }, 400, "response_format"],
         ["{not json", 400, null],
         [{ prompt: "x".repeat(5000) }, 413, null],
       ];

@@ -7,7 +7,9 @@ import type {
   BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
-import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
+import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream, type ChatTemplateSource } from "../chat.js";
+import type { CompiledJsonSchema } from "../json-schema/schema.js";
+import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
@@ -154,13 +156,17 @@ export abstract class BaseBackend implements InferenceBackend {
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream {
     const resolved = resolveGenerateOptions(options, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("generateStream");
-    const ids = this.promptIds(prompt);
+    return this.startStream(this.promptIds(prompt), resolved);
+  }
+
+  /** Checks the prompt against the context (and the room a JSON constraint needs), then streams. */
+  private startStream(ids: number[], resolved: ResolvedGenerateOptions): GenerationStream {
     if (ids.length === 0) throw new InvalidOptionError("prompt", "at least one token", "an empty prompt");
     if (ids.length >= this.contextSize) {
       throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
     }
     const json = resolved.jsonSchema;
-    if (json && this.contextSize - ids.length < json.minTokens) {
+    if (json && !json.trigger && this.contextSize - ids.length < json.minTokens) {
       // The constraint counts on this room to finish the document; without it the text could end cut off.
       const most = this.contextSize - json.minTokens;
       throw new InvalidOptionError("prompt", `at most ${most} tokens, leaving room in the context for the jsonSchema's shortest document (${json.minTokens} tokens)`, `${ids.length} tokens`);
@@ -171,6 +177,7 @@ export abstract class BaseBackend implements InferenceBackend {
   /**
    * Answers a conversation, rendered with the model's chat template. The KV cache of the previous
    * request is reused for the longest common prefix, so a follow-up turn evaluates only its new tokens.
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason "toolCalls"); see lib/tools.ts.
    * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
    */
   async chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult> {
@@ -178,19 +185,36 @@ export abstract class BaseBackend implements InferenceBackend {
     for await (const _ of stream) {
       // Accumulated by the stream.
     }
-    const result = await stream.result;
-    return { ...result, message: { role: "assistant", content: result.text } };
+    return stream.result;
   }
 
-  /** Streams the answer to a conversation; see {@link chat}. */
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream {
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream {
     const list = checkMessages(messages);
-    const { chat, generate } = splitChatOptions(options);
-    resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
+    const { chat, tools, generate } = splitChatOptions(options);
+    const resolved = resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("chatStream");
-    const text = renderChat(list, this.chatTemplateSource(), chat);
+    const source = this.chatTemplateSource();
+    const offered = tools && tools.tools.length > 0 ? tools : undefined;
+    const text = renderChat(list, source, { ...chat, tools: offered?.tools });
+    const format = offered && offered.choice !== "none" ? this.toolFormat(offered, chat.chatTemplate ?? source.template) : undefined;
+    if (offered && format) resolved.jsonSchema = callConstraint(offered, format, resolved);
     // The template writes BOS itself where the model wants one (as apply_chat_template does).
-    return this.generateStream(this.tokenize(text, { addSpecialTokens: false }), generate);
+    const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
+    const result = stream.result.then((r) => chatResult(r, offered, format));
+    result.catch(() => undefined);
+    const splitter = format ? new ToolCallStreamer(format) : undefined;
+    async function* chunks(): AsyncGenerator<ChatChunk> {
+      for await (const chunk of stream) yield splitter ? { ...chunk, deltas: splitter.push(chunk.text) } : chunk;
+    }
+    const iterable = chunks();
+    return { result, toolCallFormat: format, [Symbol.asyncIterator]: () => iterable };
+  }
+
+  private toolFormat(tools: ToolSetup, template: string | undefined): ToolCallFormat {
+    const format = tools.format ?? detectToolCallFormat(template ?? "");
+    if (!format) throw new InvalidOptionError("toolCallFormat", `one of ${TOOL_CALL_FORMATS.join(", ")} (the chat template shows no tool-call syntax to detect)`, undefined);
+    return format;
   }
 
   /** The loaded model's chat template and special tokens. Backends without one report none. */
@@ -337,4 +361,27 @@ class Progress {
       },
     };
   }
+}
+
+/**
+ * The constraint of tool calls (lib/tools.ts), checked against the other options: forced calls
+ * rule out jsonSchema and stop strings and need room for their shortest form; "auto" keeps a
+ * jsonSchema the caller gave (the answer is then that document, not a call).
+ */
+function callConstraint(tools: ToolSetup, format: ToolCallFormat, resolved: ResolvedGenerateOptions): CompiledJsonSchema | undefined {
+  if (tools.choice === "auto") return resolved.jsonSchema ?? (resolved.stop.length > 0 ? undefined : toolCallConstraint(tools, format));
+  if (resolved.jsonSchema) throw new InvalidOptionError("jsonSchema", "unset when toolChoice forces a tool call", "a schema");
+  if (resolved.stop.length > 0) throw new InvalidOptionError("stop", "no stop strings when toolChoice forces a tool call", resolved.stop);
+  const constraint = toolCallConstraint(tools, format) as CompiledJsonSchema;
+  if (resolved.maxTokens < constraint.minTokens) {
+    throw new InvalidOptionError("maxTokens", `at least ${constraint.minTokens} when toolChoice forces a call (its shortest form)`, resolved.maxTokens);
+  }
+  return constraint;
+}
+
+/** A chat answer: tool calls when the text holds them (and tools were offered), else content. */
+function chatResult(result: GenerateResult, tools: ToolSetup | undefined, format: ToolCallFormat | undefined): ChatResult {
+  const parsed = tools && format && result.finishReason !== "abort" ? parseToolCalls(result.text, format, tools.tools) : undefined;
+  if (!parsed) return { ...result, message: { role: "assistant", content: result.text } };
+  return { ...result, finishReason: "toolCalls", message: { role: "assistant", content: parsed.content || null, toolCalls: parsed.calls } };
 }

@@ -539,8 +539,8 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
       run.finish = "length";
       return;
     }
-    // jsonSchema: llama.cpp's grammar masks; the driver follows to end on time (see gguf-constraint.ts).
-    const json = options.jsonSchema ? await ggufJsonRun(model.llama, model, options.jsonSchema, maxNew) : undefined;
+    // jsonSchema: the token constraint bans what its mask leaves out (see gguf-constraint.ts).
+    const json = options.jsonSchema ? await ggufJsonRun(model, options.jsonSchema, maxNew) : undefined;
     if (json) Object.assign(evaluateOptions, json.evaluateOptions);
     if (run.cancelled) return;
     const tokens = sequence.evaluate(pending, evaluateOptions);

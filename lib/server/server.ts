@@ -7,17 +7,19 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatMessage, ChatOptions } from "../chat.js";
+import type { ChatChunk, ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import type { ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
 import { accessPolicy, checkAccess } from "./access.js";
+import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
-  RequestError, usageChunk, type ResponseIdentity,
+  RequestError, usageChunk, type ChatDelta, type ResponseIdentity,
 } from "./openai.js";
 
 /** A loaded model the server can run: the contract plus chat (every backend of this package). */
 export interface ServableModel extends InferenceBackend {
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream;
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
 }
 
 /** Options of {@link createServer}. */
@@ -71,6 +73,13 @@ const DEFAULT_MAX_BODY = 8 * 2 ** 20;
  * // then: new OpenAI({ baseURL: "http://127.0.0.1:8080/v1", apiKey: "unused" })
  * ```
  */
+/** A streamed piece in OpenAI's delta shape. */
+function wireDelta(delta: ToolStreamDelta): ChatDelta {
+  if ("content" in delta) return { content: delta.content };
+  if (!delta.id) return { tool_calls: [{ index: delta.index, function: { arguments: delta.arguments } }] };
+  return { tool_calls: [{ index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: delta.arguments } }] };
+}
+
 export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -131,10 +140,12 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal });
       } else {
         const parsed = parseChatRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
         stream = model.chatStream(parsed.messages, chatOptions);
@@ -143,7 +154,7 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
 
       if (!streaming) {
         const result = await settle(stream);
-        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result) : completionResponse(who, result));
+        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result as ChatResult) : completionResponse(who, result));
         // 499: nginx's "client closed the request", for logs; nothing is sent to a gone client.
         return end({ status: result.finishReason === "abort" ? 499 : 200, stream: false, finishReason: result.finishReason, completionTokens: result.usage.completionTokens });
       }
@@ -157,7 +168,11 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
-          if (step.value.text) send(kind === "chat" ? chatChunk(who, { content: step.value.text }, null) : completionChunk(who, step.value.text, null));
+          const chunk: ChatChunk = step.value;
+          if (!chunk.text) continue;
+          if (kind !== "chat") send(completionChunk(who, chunk.text, null));
+          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null));
+          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
