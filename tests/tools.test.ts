@@ -75,7 +75,7 @@ describe("tool call formats", () => {
       { role: "assistant", content: null, toolCalls: [{ id: "abcDEF123", type: "function", function: { name: "get_weather", arguments: '{"city":"Paris","unit":"celsius"}' } }] },
       { role: "tool", content: '{"temperature": 21}', toolCallId: "abcDEF123", name: "get_weather" },
     ];
-    const rendered = renderChat(conversation, { template: text, bosToken: "<s>", eosToken: "</s>", origin: "test" }, {}, TOOLS);
+    const rendered = renderChat(conversation, { template: text, bosToken: "<s>", eosToken: "</s>", origin: "test" }, { tools: TOOLS });
     expect(rendered).toContain("Current weather in a city"); // the tool definitions
     expect(rendered).toContain('"city": "Paris"'); // the call, arguments as the template writes them (tojson)
     expect(rendered).toMatch(/temperature\\?": 21/); // the result (Llama 3.1's template writes it through tojson)
