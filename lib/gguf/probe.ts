@@ -34,7 +34,10 @@ export interface FileIdentity {
 
 /** Probe options. */
 export interface ProbeOptions {
-  /** Kill the child after this many milliseconds. Defaults to 15 s plus 10 s per GiB of file. */
+  /**
+   * Kill the child after this many milliseconds. Defaults to 60 s plus 60 s per GiB of file: generous,
+   * because a slow disk must not make a good file fail, and a runaway load hits the memory limit first.
+   */
   timeoutMs?: number;
   /** Kill the child when its resident memory exceeds this many bytes. Defaults to 512 MiB plus twice the file size. */
   memoryLimitBytes?: number;
@@ -211,7 +214,7 @@ class ProbeServer {
     child.ref();
     child.channel?.ref();
     await this.ready;
-    const timeoutMs = options.timeoutMs ?? 15_000 + Math.ceil((size / 2 ** 30) * 10_000);
+    const timeoutMs = options.timeoutMs ?? 60_000 + Math.ceil((size / 2 ** 30) * 60_000);
     const extraBytes = options.memoryLimitBytes ?? 512 * 2 ** 20 + 2 * size;
     const id = ++this.nextId;
     try {
@@ -222,7 +225,10 @@ class ProbeServer {
           killedFor ??= why;
           child.kill("SIGKILL");
         };
-        const timer = setTimeout(() => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s`), timeoutMs);
+        const timer = setTimeout(
+          () => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s (for a trusted file on a slow disk, MLX_NODE_GGUF_PROBE=0 skips this check)`),
+          timeoutMs,
+        );
         const onAbort = () => kill("aborted");
         options.signal?.addEventListener("abort", onAbort, { once: true });
         const done = () => {

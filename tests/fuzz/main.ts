@@ -21,7 +21,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     source: { type: "string" },
     verbose: { type: "boolean", default: false },
-    timeout: { type: "string", default: "60000" },
+    timeout: { type: "string", default: "90000" },
   },
 });
 const formats = values.format === "both" ? (["gguf", "mlx"] as const) : [values.format as "gguf" | "mlx"];

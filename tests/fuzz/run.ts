@@ -20,7 +20,7 @@ export interface FuzzOptions {
   seed: number;
   /** Worker processes at once. Defaults to 2. */
   parallel?: number;
-  /** A load taking longer than this is a hang. Defaults to 60 s (the GGUF probe itself gives up after 15 s). */
+  /** A load taking longer than this is a hang. Defaults to 90 s (the GGUF probe itself gives up on a small file after 60 s). */
   timeoutMs?: number;
   /** Run only these mutation indices (replaying a failure). */
   only?: number[];
@@ -116,7 +116,7 @@ class Worker {
 
 /** Runs the fuzz campaign described by `options`. */
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
-  const { format, source, count, seed, parallel = 2, timeoutMs = 60_000 } = options;
+  const { format, source, count, seed, parallel = 2, timeoutMs = 90_000 } = options;
   const started = performance.now();
   const dir = mkdtempSync(join(tmpdir(), `mlx-node-fuzz-${format}-`));
   // The probe's "survived" markers go to the run's own directory, so every mutated file is probed.
