@@ -114,6 +114,17 @@ class Worker {
   }
 }
 
+/** A ratio above this is measured a second time. */
+const ALLOCATION_RECHECK = 1.5;
+
+/**
+ * Peak memory growth of a load against its yardstick: the model's size for a rejected file; the
+ * model's size plus the genuine model's own growth for a file that loads.
+ */
+function allocationRatio(r: JobResult, modelBytes: number, baselineGrowth: number): number {
+  return (r.peakGrowth ?? 0) / (r.outcome === "rejected" ? modelBytes : modelBytes + baselineGrowth);
+}
+
 /** Runs the fuzz campaign described by `options`. */
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const { format, source, count, seed, parallel = 2, timeoutMs = 90_000 } = options;
@@ -142,7 +153,16 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       while (next < indices.length) {
         const index = indices[next++]!;
         const mutation = format === "gguf" ? ggufMutation(source, seed, index, dir) : mlxMutation(source, seed, index, dir);
-        const outcome = await worker.run({ id: index, path: mutation.path, backend: format }, timeoutMs);
+        const job = { id: index, path: mutation.path, backend: format } as const;
+        const outcome = await worker.run(job, timeoutMs);
+        const r0 = outcome.result;
+        if (r0 && allocationRatio(r0, mutation.bytes, report.baselineGrowth) > ALLOCATION_RECHECK) {
+          // Resident memory moves by ~1 MB on its own (JIT code, thread stacks): a model of 0.3 MB can
+          // exceed the bound by noise alone. Growth is never under-measured, so the smaller of two runs counts.
+          const again = await worker.run(job, timeoutMs);
+          if (again.result && (again.result.peakGrowth ?? 0) < (r0.peakGrowth ?? 0)) r0.peakGrowth = again.result.peakGrowth;
+          if (!worker.alive) worker = await spawnWorker();
+        }
         const c: FuzzCase = { mutation, ...outcome };
         if (outcome.exit === "hang") report.hangs.push(c);
         else if (outcome.exit !== undefined) report.crashes.push(c);
@@ -158,13 +178,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
             report.maxStallCase = c;
           }
           report.slowestMs = Math.max(report.slowestMs, r.ms);
+          const ratio = allocationRatio(r, mutation.bytes, report.baselineGrowth);
           if (r.outcome === "rejected") {
-            const ratio = (r.peakGrowth ?? 0) / mutation.bytes;
             if (ratio > report.maxRejectedAllocation) [report.maxRejectedAllocation, report.maxRejectedCase] = [ratio, c];
-          } else {
-            const ratio = (r.peakGrowth ?? 0) / (mutation.bytes + report.baselineGrowth);
-            if (ratio > report.maxLoadedAllocation) [report.maxLoadedAllocation, report.maxLoadedCase] = [ratio, c];
-          }
+          } else if (ratio > report.maxLoadedAllocation) [report.maxLoadedAllocation, report.maxLoadedCase] = [ratio, c];
         }
         options.onCase?.(c);
         rmSync(mutation.path, { recursive: true, force: true });
