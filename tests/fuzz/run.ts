@@ -40,6 +40,8 @@ export interface FuzzReport {
   seed: number;
   count: number;
   loaded: number;
+  /** Models that loaded but failed their first request (a check that should have refused them at load). */
+  loadedButFailed: FuzzCase[];
   rejected: number;
   crashes: FuzzCase[];
   hangs: FuzzCase[];
@@ -134,7 +136,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const env = { ...process.env, MLX_NODE_CACHE_DIR: join(dir, "cache") };
   const indices = options.only ?? Array.from({ length: count }, (_, i) => i);
   const report: FuzzReport = {
-    format, seed, count: indices.length, loaded: 0, rejected: 0, crashes: [], hangs: [], maxRejectedAllocation: 0,
+    format, seed, count: indices.length, loaded: 0, loadedButFailed: [], rejected: 0, crashes: [], hangs: [], maxRejectedAllocation: 0,
     maxLoadedAllocation: 0, baselineGrowth: 0, maxStallMs: 0, slowestMs: 0, errors: {}, elapsedMs: 0,
   };
   let next = 0;
@@ -168,7 +170,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         else if (outcome.exit !== undefined) report.crashes.push(c);
         else if (outcome.result) {
           const r = outcome.result;
-          if (r.outcome === "loaded") report.loaded++;
+          if (r.outcome === "loaded") {
+            report.loaded++;
+            if (r.requestError !== undefined) report.loadedButFailed.push(c);
+          }
           else {
             report.rejected++;
             report.errors[r.error ?? "?"] = (report.errors[r.error ?? "?"] ?? 0) + 1;
@@ -205,7 +210,7 @@ export function formatReport(r: FuzzReport): string {
   const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
   const lines = [
     `${r.format}: ${r.count} mutations (seed ${r.seed}) in ${(r.elapsedMs / 1000).toFixed(1)} s: ${r.loaded} loaded, ${r.rejected} rejected, ` +
-      `${r.crashes.length} crashes, ${r.hangs.length} hangs`,
+      `${r.crashes.length} crashes, ${r.hangs.length} hangs; ${r.loadedButFailed.length} loaded but failed their first request`,
     `  peak memory growth: rejected loads at most ${r.maxRejectedAllocation.toFixed(2)}x the model size` +
       `${r.maxRejectedCase ? ` (${r.maxRejectedCase.mutation.description})` : ""}; loads that succeeded at most ` +
       `${r.maxLoadedAllocation.toFixed(2)}x (the model size + the unmutated model's ${mib(r.baselineGrowth)})${r.maxLoadedCase ? ` (${r.maxLoadedCase.mutation.description})` : ""}`,
@@ -213,6 +218,7 @@ export function formatReport(r: FuzzReport): string {
       `${r.maxStallCase ? ` (${r.maxStallCase.mutation.description})` : ""}`,
     `  rejections: ${Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ")}`,
   ];
+  for (const c of r.loadedButFailed.slice(0, 5)) lines.push(`  LOADED, REQUEST FAILED #${c.mutation.index}: ${c.mutation.description}: ${c.result?.requestError}`);
   for (const c of [...r.crashes, ...r.hangs]) lines.push(`  ${c.exit === "hang" ? "HANG" : `CRASH (${c.exit})`} #${c.mutation.index}: ${c.mutation.description}`);
   return lines.join("\n");
 }
