@@ -3,7 +3,7 @@
  * stories260K.gguf and 300 of the stories260K MLX 4-bit directory, each loaded (and asked for two
  * tokens when it loads) by a worker child process with a time limit. None may crash the worker or
  * hang it, and no load may make memory grow past twice the model's size (rejected files) or past
- * twice the model's size plus what the genuine model needs (files that load). Longer runs:
+ * twice (the model's size + what the genuine model needs, at least 16 MiB) for files that load. Longer runs:
  * `npm run fuzz -- --count N` (see tests/fuzz/main.ts). A model that loads must also answer its first
  * request (before the config bounds, `num_attention_heads` 1073741832 loaded, then every request failed).
  */
