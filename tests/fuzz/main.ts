@@ -40,7 +40,7 @@ for (const format of formats) {
           onCase: (c: FuzzCase) => {
             const r = c.result;
             const mem = r?.peakGrowth !== undefined ? ` +${(r.peakGrowth / 2 ** 20).toFixed(1)} MiB` : "";
-            console.log(`#${c.mutation.index} ${c.mutation.description}: ${r ? `${r.outcome} ${(r.ms).toFixed(0)} ms${mem} stall ${r.maxStallMs.toFixed(0)} ms ${r.message ?? ""}` : c.exit}`);
+            console.log(`#${c.mutation.index} ${c.mutation.description}: ${r ? `${r.outcome} ${(r.ms).toFixed(0)} ms${mem} stall ${r.maxStallMs.toFixed(0)} ms ${r.error ?? ""} ${r.message ?? ""}` : c.exit}`);
           },
         }
       : {}),
