@@ -2,7 +2,7 @@
  * The hostile-model fuzz run in CI (issue #12): 300 seeded single-field mutations of
  * stories260K.gguf and 300 of the stories260K MLX 4-bit directory, each loaded (and asked for two
  * tokens when it loads) by a worker child process with a time limit. None may crash the worker or
- * hang it, and no load may make memory grow past twice the model's size (rejected files) or past
+ * hang it, and no load may make memory grow past twice the model's size, at least 2 MiB (rejected files), or past
  * twice (the model's size + what the genuine model needs, at least 16 MiB) for files that load. Longer runs:
  * `npm run fuzz -- --count N` (see tests/fuzz/main.ts). A model that loads must also answer its first
  * request (before the config bounds, `num_attention_heads` 1073741832 loaded, then every request failed).
