@@ -149,8 +149,17 @@ export class Tokenizer {
     // all fixed ids before and after it): found once here, so encode() never runs it again.
     let prefix: number[] | undefined;
     let suffix: number[] = [];
-    const plain = this.#hf.encode(PROBE_TEXT, { add_special_tokens: false }).ids;
-    const full = this.#hf.encode(PROBE_TEXT, { add_special_tokens: true }).ids;
+    let plain: number[], full: number[];
+    try {
+      plain = this.#hf.encode(PROBE_TEXT, { add_special_tokens: false }).ids;
+      full = this.#hf.encode(PROBE_TEXT, { add_special_tokens: true }).ids;
+    } catch (error) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
+    }
+    // A tokenizer that turns "a" into nothing, or into ids outside its vocabulary, could serve no request.
+    if (plain.length === 0 || full.length === 0 || ![...plain, ...full].every((id) => Number.isInteger(id) && id >= 0 && id < this.vocabSize)) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: it encodes "${PROBE_TEXT}" as ${JSON.stringify(full)}`);
+    }
     const at = plain.length > 0 ? indexOfRun(full, plain) : -1;
     if (at >= 0) {
       prefix = full.slice(0, at);
@@ -220,6 +229,13 @@ export class Tokenizer {
         "TOKENIZER_ERROR",
         `Unsupported tokenizer in ${tokenizerPath}: model type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
       );
+    }
+    // Token ids must be ids: the library would accept any JSON value and fail only at encode time.
+    const vocab = tokenizerJson.model.vocab;
+    const entries = Array.isArray(vocab) ? vocab.map((entry, id) => [Array.isArray(entry) ? entry[0] : entry, id] as const) : isObject(vocab) ? Object.entries(vocab) : [];
+    const bad = entries.find(([token, id]) => typeof token !== "string" || !(Number.isInteger(id) && (id as number) >= 0));
+    if (bad) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: vocabulary entry ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, not a token id`);
     }
     return new Tokenizer(dir, {
       tokenizerPath,

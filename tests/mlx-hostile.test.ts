@@ -174,6 +174,19 @@ describe("hostile tokenizer.json", () => {
     expect(error?.message).toMatch(/tokenizer\.json: not a regular file/);
   });
 
+  // Both once loaded, then failed every request (found by the 1,000-mutation fuzz run, seed 7).
+  it("a vocabulary id that is not an id, and a post-processor that drops every token, are refused at load", async () => {
+    const badId = variant("tokenizer-bad-id", "hf-f32", (d) =>
+      editJson(join(d, "tokenizer.json"), (j) => (((j.model as Record<string, unknown>).vocab as Record<string, unknown>)["▁a"] = "BPE")));
+    const idError = await Tokenizer.fromDirectory(badId).then(() => undefined, (e: unknown) => e as MlxNodeError);
+    expect(idError?.message).toContain('vocabulary entry "▁a" has id "BPE", not a token id');
+    const empty = variant("tokenizer-empty-post", "hf-f32", (d) =>
+      editJson(join(d, "tokenizer.json"), (j) => ((j.post_processor as Record<string, unknown>).single = [])));
+    const emptyError = await Tokenizer.fromDirectory(empty).then(() => undefined, (e: unknown) => e as MlxNodeError);
+    expect(emptyError?.code).toBe("TOKENIZER_ERROR");
+    expect(emptyError?.message).toContain('it encodes "a" as []');
+  });
+
   it("an unknown model type is refused at load, naming the type", async () => {
     const dir = variant("tokenizer-type", "hf-f32", (d) =>
       editJson(join(d, "tokenizer.json"), (j) => ((j.model as Record<string, unknown>).type = "Mystery")));

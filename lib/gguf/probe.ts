@@ -34,10 +34,14 @@ export interface FileIdentity {
 
 /** Probe options. */
 export interface ProbeOptions {
-  /** Kill the child after this many milliseconds. Defaults to 15 s plus 10 s per GiB of file. */
+  /**
+   * Kill the child after this many milliseconds. Defaults to 60 s plus 60 s per GiB of file: generous,
+   * because a slow disk must not make a good file fail, and a runaway load hits the memory limit first.
+   */
   timeoutMs?: number;
-  /** Kill the child when its resident memory exceeds this many bytes. Defaults to 512 MiB plus twice the file size. */
+  /** Kill the child when its resident memory grows by more than this many bytes during the load. Defaults to 512 MiB plus twice the file size. */
   memoryLimitBytes?: number;
+  /** Stops waiting (the probe itself finishes, for whoever else waits on the same file). */
   signal?: AbortSignal;
 }
 
@@ -69,9 +73,10 @@ export function probeGguf(file: string, identity: FileIdentity, shownPath: strin
   const key = `${file}\0${identity.size}\0${identity.mtimeMs}\0${identity.ino}\0${identity.dev}`;
   let probe = passed.get(key);
   if (!probe) {
-    probe = probeOnce(key, file, identity.size, shownPath, options);
+    const { signal: _signal, ...limits } = options; // one caller's abort must not fail the others' probe
+    probe = probeOnce(key, file, identity.size, shownPath, limits);
     passed.set(key, probe);
-    probe.catch(() => passed.delete(key)); // a failed or aborted probe is tried again next time
+    probe.catch(() => passed.delete(key)); // a failed probe is tried again next time
   }
   return options.signal ? raceAbort(probe, options.signal) : probe;
 }
@@ -102,7 +107,7 @@ async function markerPath(key: string): Promise<string | undefined> {
   return join(base, "gguf-probe", createHash("sha256").update(`1\0${version}\0${key}`).digest("hex"));
 }
 
-async function probeOnce(key: string, file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+async function probeOnce(key: string, file: string, size: number, shownPath: string, options: Omit<ProbeOptions, "signal">): Promise<void> {
   const marker = await markerPath(key);
   if (marker && (await stat(marker).catch(() => undefined))) return;
   await runProbe(file, size, shownPath, options);
@@ -171,7 +176,7 @@ class ProbeServer {
   private onReply: ((m: Reply) => void) | undefined;
   private onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
 
-  probe(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+  probe(file: string, size: number, shownPath: string, options: Omit<ProbeOptions, "signal">): Promise<void> {
     const run = this.queue.then(() => this.run(file, size, shownPath, options));
     this.queue = run.catch(() => undefined);
     return run;
@@ -203,15 +208,14 @@ class ProbeServer {
     });
   }
 
-  private async run(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+  private async run(file: string, size: number, shownPath: string, options: Omit<ProbeOptions, "signal">): Promise<void> {
     clearTimeout(this.idle);
-    options.signal?.throwIfAborted();
     this.ready ??= this.start();
     const child = this.child!;
     child.ref();
     child.channel?.ref();
     await this.ready;
-    const timeoutMs = options.timeoutMs ?? 15_000 + Math.ceil((size / 2 ** 30) * 10_000);
+    const timeoutMs = options.timeoutMs ?? 60_000 + Math.ceil((size / 2 ** 30) * 60_000);
     const extraBytes = options.memoryLimitBytes ?? 512 * 2 ** 20 + 2 * size;
     const id = ++this.nextId;
     try {
@@ -222,12 +226,12 @@ class ProbeServer {
           killedFor ??= why;
           child.kill("SIGKILL");
         };
-        const timer = setTimeout(() => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s`), timeoutMs);
-        const onAbort = () => kill("aborted");
-        options.signal?.addEventListener("abort", onAbort, { once: true });
+        const timer = setTimeout(
+          () => kill(`did not finish loading within ${(timeoutMs / 1000).toFixed(0)} s (for a trusted file on a slow disk, MLX_NODE_GGUF_PROBE=0 skips this check)`),
+          timeoutMs,
+        );
         const done = () => {
           clearTimeout(timer);
-          options.signal?.removeEventListener("abort", onAbort);
           this.onReply = undefined;
           this.onExit = undefined;
         };
@@ -240,7 +244,6 @@ class ProbeServer {
         };
         this.onExit = (code, signal) => {
           done();
-          if (killedFor === "aborted") return reject(options.signal?.reason);
           const why = killedFor
             ?? (memory ? `used more than ${(extraBytes / 2 ** 20).toFixed(0)} MiB while loading`
             : signal ? `crashed llama.cpp (${signal})` : `crashed llama.cpp (exit code ${code})`);
@@ -262,7 +265,7 @@ class ProbeServer {
 
 const server = new ProbeServer();
 
-function runProbe(file: string, size: number, shownPath: string, options: ProbeOptions): Promise<void> {
+function runProbe(file: string, size: number, shownPath: string, options: Omit<ProbeOptions, "signal">): Promise<void> {
   return server.probe(file, size, shownPath, options);
 }
 

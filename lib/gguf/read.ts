@@ -62,10 +62,11 @@ const KEEP_NUMBERS_MAX = 4096;
 const MAX_NAME_BYTES = 65536;
 const CHUNK = 64 * 1024;
 
-/** Thrown for a structural problem; `what` names the field. Turned into ModelFormatError by the caller. */
+/** Thrown for a structural problem; `field` names the field. Turned into ModelFormatError by the caller. */
 export class GgufReadError extends Error {
-  constructor(readonly field: string, readonly offset: number, readonly problem: string) {
-    super(`${field} at byte ${offset}: ${problem}`);
+  /** @param offset where the field is in the file; undefined for a field that is missing. */
+  constructor(readonly field: string, readonly offset: number | undefined, readonly problem: string) {
+    super(`${field}${offset === undefined ? "" : ` at byte ${offset}`}: ${problem}`);
   }
 }
 

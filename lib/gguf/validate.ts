@@ -56,7 +56,7 @@ export async function validateGguf(file: string, shownPath: string = file): Prom
 }
 
 function fail(kv: GgufKv | undefined, field: string, problem: string): never {
-  throw new GgufReadError(field, kv?.offset ?? 0, problem);
+  throw new GgufReadError(field, kv?.offset, problem);
 }
 
 /** Unique names, known types, dims ≥ 1 matching the block size, aligned offsets packed inside the data section. */
@@ -147,7 +147,7 @@ function isIntegerType(type: string): boolean {
 
 function checkRange(kv: GgufKv | undefined, field: string, min: number, max: number, required: boolean): number[] | undefined {
   if (!kv) {
-    if (required) throw new GgufReadError(field, 0, "is missing");
+    if (required) throw new GgufReadError(field, undefined, "is missing");
     return undefined;
   }
   const values = integers(kv, field);
@@ -165,7 +165,7 @@ function checkHyperParameters(header: GgufHeader): string | undefined {
   const archKv = header.metadata.get("general.architecture");
   if (!archKv) {
     if (header.tensors.length === 0) return undefined;
-    throw new GgufReadError('metadata key "general.architecture"', 0, "is missing");
+    throw new GgufReadError('metadata key "general.architecture"', undefined, "is missing");
   }
   if (archKv.value.type !== "string" || !/^[a-z0-9_.-]{1,64}$/i.test(archKv.value.value)) {
     fail(archKv, 'metadata key "general.architecture"', `expected a short architecture name, got ${describeValue(archKv.value)}`);
@@ -244,7 +244,7 @@ function checkVocabulary(header: GgufHeader): number {
   if (!tokens) {
     const model = modelKv?.value.type === "string" ? modelKv.value.value : undefined;
     if (model !== undefined && model !== "none" && model !== "no_vocab") {
-      throw new GgufReadError('metadata key "tokenizer.ggml.tokens"', 0, `is missing (tokenizer.ggml.model is "${model}")`);
+      throw new GgufReadError('metadata key "tokenizer.ggml.tokens"', undefined, `is missing (tokenizer.ggml.model is "${model}")`);
     }
     return 0;
   }

@@ -21,7 +21,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     source: { type: "string" },
     verbose: { type: "boolean", default: false },
-    timeout: { type: "string", default: "60000" },
+    timeout: { type: "string", default: "90000" },
   },
 });
 const formats = values.format === "both" ? (["gguf", "mlx"] as const) : [values.format as "gguf" | "mlx"];
@@ -40,7 +40,7 @@ for (const format of formats) {
           onCase: (c: FuzzCase) => {
             const r = c.result;
             const mem = r?.peakGrowth !== undefined ? ` +${(r.peakGrowth / 2 ** 20).toFixed(1)} MiB` : "";
-            console.log(`#${c.mutation.index} ${c.mutation.description}: ${r ? `${r.outcome} ${(r.ms).toFixed(0)} ms${mem} stall ${r.maxStallMs.toFixed(0)} ms ${r.message ?? ""}` : c.exit}`);
+            console.log(`#${c.mutation.index} ${c.mutation.description}: ${r ? `${r.outcome} ${(r.ms).toFixed(0)} ms${mem} stall ${r.maxStallMs.toFixed(0)} ms ${r.error ?? ""} ${r.message ?? ""}` : c.exit}`);
           },
         }
       : {}),

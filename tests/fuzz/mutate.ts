@@ -77,9 +77,13 @@ function setPath(root: Json, path: (string | number)[], value: Json | undefined)
   else node[last] = value;
 }
 
-function mutateJson(random: () => number, text: string, extra: Json[] = []): { text: string; what: string } {
+/** config.json keys the engine reads that the shared models may lack: mutations may add them. */
+const CONFIG_KEYS = ["head_dim", "max_position_embeddings", "rope_theta", "rope_scaling", "sliding_window", "num_key_value_heads", "rms_norm_eps"];
+const LLAMA3_SCALING: Json = { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+
+function mutateJson(random: () => number, text: string, extra: Json[] = [], addable: string[] = []): { text: string; what: string } {
   const doc = JSON.parse(text) as Json;
-  const path = pick(random, jsonPaths(doc));
+  const path = addable.length > 0 && random() < 0.3 ? [pick(random, addable)] : pick(random, jsonPaths(doc));
   const value = random() < 0.1 ? undefined : pick(random, [...JSON_VALUES, ...extra]);
   setPath(doc, path, value);
   return { text: JSON.stringify(doc), what: `${path.join(".")} := ${value === undefined ? "(removed)" : JSON.stringify(value)}` };
@@ -166,8 +170,9 @@ export function mlxMutation(sourceDir: string, seed: number, index: number, outD
   } else {
     const extra: Json[] = target === "model.safetensors.index.json"
       ? ["../../../../etc/passwd", "/etc/passwd", "missing.safetensors", "model.safetensors/../model.safetensors"]
-      : target === "tokenizer.json" ? ["Mystery", "BPE", "Unigram", "WordPiece"] : [];
-    const m = mutateJson(random, readFileSync(join(dir, target), "utf8"), extra);
+      : target === "tokenizer.json" ? ["Mystery", "BPE", "Unigram", "WordPiece"]
+      : target === "config.json" ? [LLAMA3_SCALING, 1073741832, -1e-30] : [];
+    const m = mutateJson(random, readFileSync(join(dir, target), "utf8"), extra, target === "config.json" ? CONFIG_KEYS : []);
     writeFileSync(join(dir, target), m.text);
     what = m.what;
   }

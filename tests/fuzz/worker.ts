@@ -20,6 +20,8 @@ export interface JobResult {
   /** Error class and code for a rejection, e.g. `ModelFormatError BAD_WEIGHTS`. */
   error?: string;
   message?: string;
+  /** For a model that loaded: how its first request failed, if it did. */
+  requestError?: string;
   ms: number;
   /** Peak resident memory during the job minus resident memory before it, in bytes (undefined where /proc is absent). */
   peakGrowth?: number;
@@ -62,13 +64,16 @@ async function run(job: Job): Promise<JobResult> {
   let result: Omit<JobResult, "id" | "ms" | "maxStallMs">;
   try {
     const model = await loadModel(job.path, { backend: job.backend, contextSize: 256 });
+    let requestError: string | undefined;
     try {
       // A model that loads must also survive a first request (it may fail, but not crash).
-      await model.generate("Once upon a time", { maxTokens: 2, temperature: 0 }).catch(() => undefined);
+      await model.generate("Once upon a time", { maxTokens: 2, temperature: 0 }).catch((e: Error) => {
+        requestError = `${e.name}: ${e.message.slice(0, 200)}`;
+      });
     } finally {
       await model.unload();
     }
-    result = { outcome: "loaded" };
+    result = { outcome: "loaded", ...(requestError !== undefined ? { requestError } : {}) };
   } catch (error) {
     const e = error as Error;
     result = { outcome: "rejected", error: `${e.name}${error instanceof MlxNodeError ? ` ${error.code}` : ""}`, message: e.message.slice(0, 300) };
