@@ -118,17 +118,22 @@ async function main(): Promise<void> {
   const backends = (values.backends?.split(",") ?? ["mlx", "gguf"]) as ("mlx" | "gguf")[];
   const modes = (values.modes?.split(",") ?? ["free", "schema"]) as Mode[];
   const fixtures = await loadFixtures(FIXTURES);
-  const rows: QualityRow[] = [];
-  for (const m of real.models.filter((m) => !names || names.some((n) => m.name.includes(n)))) {
-    for (const backend of backends) rows.push(...(await measure(m, backend, modes, fixtures)));
-  }
-  const markdown = toMarkdown(rows);
-  process.stdout.write(`${markdown}\n`);
   const out = resolve(values.out ?? join(ROOT, "bench", "results"));
   mkdirSync(out, { recursive: true });
   const stem = join(out, `shell-quality-${new Date().toISOString().slice(0, 10)}`);
-  writeFileSync(`${stem}.json`, JSON.stringify({ fixtures: FIXTURES, rows }, null, 2));
-  writeFileSync(`${stem}.md`, `# Shell commands as JSON, real models\n\n${markdown}\n`);
+  const rows: QualityRow[] = [];
+  // Written after every model and backend, so a long run that is stopped keeps what it measured.
+  const write = (): void => {
+    writeFileSync(`${stem}.json`, JSON.stringify({ fixtures: FIXTURES, rows }, null, 2));
+    writeFileSync(`${stem}.md`, `# Shell commands as JSON, real models\n\n${toMarkdown(rows)}\n`);
+  };
+  for (const m of real.models.filter((m) => !names || names.some((n) => m.name.includes(n)))) {
+    for (const backend of backends) {
+      rows.push(...(await measure(m, backend, modes, fixtures)));
+      write();
+    }
+  }
+  process.stdout.write(`${toMarkdown(rows)}\n`);
   process.stderr.write(`[quality] wrote ${stem}.json and ${stem}.md\n`);
 }
 
