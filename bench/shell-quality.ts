@@ -4,7 +4,7 @@
  * `jsonSchema` generation option. Reports per run the pass rate (patterns, safety and schema), the
  * rate of outputs that parse as JSON and the rate that also validate against the schema.
  *
- *   node dist/bench/shell-quality.js [--models a,b] [--backends mlx,gguf] [--modes free,schema] [--out DIR]
+ *   node dist/bench/shell-quality.js [--models a,b] [--backends mlx,gguf] [--modes free,schema] [--fixtures FILE] [--out DIR]
  *
  * MLX runs the 4-bit directory, GGUF the .gguf file; a model without a chat template of its own gets
  * its HF directory's (tests/support/real-model-chat.ts). Writes <out>/shell-quality-<date>.{json,md} (default bench/results).
@@ -21,7 +21,7 @@ import { templateIfMissing } from "../tests/support/real-model-chat.js";
 import { realModels, type RealModel } from "../tests/support/real-models.js";
 
 const ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
-const FIXTURES = join(ROOT, "fixtures", "shell-commands-json.json");
+const DEFAULT_FIXTURES = join(ROOT, "fixtures", "shell-commands-json.json");
 
 type Mode = "free" | "schema";
 
@@ -110,21 +110,22 @@ export function toMarkdown(rows: QualityRow[]): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { models: { type: "string" }, backends: { type: "string" }, modes: { type: "string" }, out: { type: "string" } },
+    options: { models: { type: "string" }, backends: { type: "string" }, modes: { type: "string" }, out: { type: "string" }, fixtures: { type: "string" } },
   });
   const real = realModels();
   if (!real.available) throw new Error(`real models unavailable: ${real.reason}`);
   const names = values.models?.split(",");
   const backends = (values.backends?.split(",") ?? ["mlx", "gguf"]) as ("mlx" | "gguf")[];
   const modes = (values.modes?.split(",") ?? ["free", "schema"]) as Mode[];
-  const fixtures = await loadFixtures(FIXTURES);
+  const fixturesPath = resolve(values.fixtures ?? DEFAULT_FIXTURES);
+  const fixtures = await loadFixtures(fixturesPath);
   const out = resolve(values.out ?? join(ROOT, "bench", "results"));
   mkdirSync(out, { recursive: true });
   const stem = join(out, `shell-quality-${new Date().toISOString().slice(0, 10)}`);
   const rows: QualityRow[] = [];
   // Written after every model and backend, so a long run that is stopped keeps what it measured.
   const write = (): void => {
-    writeFileSync(`${stem}.json`, JSON.stringify({ fixtures: FIXTURES, rows }, null, 2));
+    writeFileSync(`${stem}.json`, JSON.stringify({ fixtures: fixturesPath, rows }, null, 2));
     writeFileSync(`${stem}.md`, `# Shell commands as JSON, real models\n\n${toMarkdown(rows)}\n`);
   };
   for (const m of real.models.filter((m) => !names || names.some((n) => m.name.includes(n)))) {
