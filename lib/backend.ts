@@ -98,8 +98,11 @@ export interface GenerateOptions {
   adapter?: string;
 }
 
-/** Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or the context is full; `abort`: the signal fired. */
-export type FinishReason = "stop" | "length" | "abort";
+/**
+ * Why generation ended. `stop`: end-of-generation token or stop string; `length`: `maxTokens` or
+ * the context is full; `abort`: the signal fired; `toolCalls` (chat with tools only): the answer is tool calls.
+ */
+export type FinishReason = "stop" | "length" | "abort" | "toolCalls";
 
 /** A piece of streamed output. */
 export interface GenerateChunk {
@@ -143,9 +146,17 @@ export interface GenerateResult {
   timings: Timings;
 }
 
-/** A streamed generation: iterate it for chunks; `result` settles with the full outcome when it ends. */
+/**
+ * A streamed generation: iterate it for chunks; `result` settles with the full outcome when it ends.
+ * Nothing runs until it is iterated or `result` is awaited.
+ */
 export interface GenerationStream extends AsyncIterable<GenerateChunk> {
-  /** The final result; settles after the last chunk, or rejects with the error that ended the stream. */
+  /**
+   * The final result; settles after the last chunk, or rejects with the error that ended the stream.
+   * Leaving the iteration early (`break`, `return()`, a throw) cancels the generation and resolves
+   * the partial result with `finishReason: "abort"`; awaiting it without iterating runs the
+   * generation to its end (the chunks are kept for a later iteration).
+   */
   readonly result: Promise<GenerateResult>;
 }
 

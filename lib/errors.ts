@@ -9,6 +9,7 @@ export type MlxNodeErrorCode =
   | "MODEL_NOT_FOUND"
   | "BAD_WEIGHTS"
   | "BAD_ADAPTER"
+  | "BAD_CONFIG"
   | "UNSUPPORTED_ARCHITECTURE"
   | "BACKEND_UNAVAILABLE"
   | "NOT_LOADED"
@@ -18,7 +19,9 @@ export type MlxNodeErrorCode =
   | "TOKENIZER_ERROR"
   | "CHAT_TEMPLATE_ERROR"
   | "MLX_ERROR"
-  | "GGUF_ERROR";
+  | "GGUF_ERROR"
+  | "HUB_ACCESS_DENIED"
+  | "DOWNLOAD_FAILED";
 
 /** Base class of every error this package throws. */
 export class MlxNodeError extends Error {
@@ -43,16 +46,29 @@ export class InvalidOptionError extends MlxNodeError {
 /** The model path does not exist or lacks a required file. */
 export class ModelNotFoundError extends MlxNodeError {
   readonly path: string;
+  /** What is missing or what to do, when known. */
+  readonly detail?: string;
   constructor(path: string, detail?: string) {
     super("MODEL_NOT_FOUND", detail ? `Model not found: ${path} (${detail})` : `Model not found: ${path}`);
     this.path = path;
+    if (detail !== undefined) this.detail = detail;
   }
 }
 
 /** A model file exists but cannot be read: corrupt header, missing tensor, wrong shape. */
 export class ModelFormatError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("BAD_WEIGHTS", message, options);
+  constructor(message: string, options?: { cause?: unknown; code?: "BAD_WEIGHTS" | "BAD_CONFIG" }) {
+    super(options?.code ?? "BAD_WEIGHTS", message, options);
+  }
+}
+
+/**
+ * A model directory's `config.json` has a key that is missing, of the wrong type or out of range
+ * (code `BAD_CONFIG`); the message names the file and the key. A kind of {@link ModelFormatError}.
+ */
+export class ModelConfigError extends ModelFormatError {
+  constructor(message: string) {
+    super(message, { code: "BAD_CONFIG" });
   }
 }
 
@@ -113,6 +129,24 @@ export class MlxError extends MlxNodeError {
   }
 }
 
+/** The Hugging Face Hub refused access to a repository (private or gated): `HF_TOKEN` is missing or lacks access. */
+export class HubAccessError extends MlxNodeError {
+  readonly repo: string;
+  readonly status: number;
+  constructor(repo: string, status: number, message: string) {
+    super("HUB_ACCESS_DENIED", message);
+    this.repo = repo;
+    this.status = status;
+  }
+}
+
+/** A model download failed: the network, the server, or a file that does not match the hub's checksum. */
+export class DownloadError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("DOWNLOAD_FAILED", message, options);
+  }
+}
+
 /** Turns a `{ code, message }` from the native addon into the matching typed error. */
 export function errorFromNative(code: string, message: string): MlxNodeError {
   switch (code) {
@@ -120,6 +154,8 @@ export function errorFromNative(code: string, message: string): MlxNodeError {
       return new MlxNodeError("MODEL_NOT_FOUND", message);
     case "BAD_WEIGHTS":
       return new ModelFormatError(message);
+    case "BAD_CONFIG":
+      return new ModelConfigError(message);
     case "UNSUPPORTED_ARCHITECTURE":
       return new UnsupportedArchitectureError(message);
     case "BAD_ADAPTER":

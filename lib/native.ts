@@ -1,6 +1,6 @@
 /**
  * The typed binding of the native addon and its one loader. The addon is found by node-gyp-build:
- * a prebuilt binary in `prebuilds/<platform>-<arch>/` first, else `build/Release`. Loading never
+ * a local build in `build/Release` first, else a prebuilt binary in `prebuilds/<platform>-<arch>/`. Loading never
  * throws: a missing or broken binary, or a build without mlx-c, is recorded as the reason the MLX
  * backend is unavailable, and the GGUF backend still works.
  */
@@ -119,6 +119,11 @@ export type NativeStatus = { available: true; addon: NativeMlx } | { available: 
 
 let status: NativeStatus | undefined;
 
+/** Said wherever the addon lacks MLX (npm hides install scripts' output, so the install cannot say it). */
+const HOW_TO_GET_MLX =
+  "for MLX models install mlx-c (macOS: `brew install mlx-c`; Linux: see the README) and run " +
+  "`CMAKE_PREFIX_PATH=<mlx-c prefix> npx mlx-node build-native`";
+
 /** The package root: `lib/` in sources and `dist/lib/` when compiled both sit below it. */
 export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -144,6 +149,7 @@ function loadNative(): NativeStatus {
   const require = createRequire(import.meta.url);
   let addon: NativeAddon;
   try {
+    // node-gyp-build takes MLX_NODE_PREBUILD=<package root> instead, when set.
     const root = packageRoot();
     const load = require("node-gyp-build") as (dir: string) => unknown;
     addon = load(root) as NativeAddon;
@@ -153,13 +159,13 @@ function loadNative(): NativeStatus {
       return {
         available: false,
         reason:
-          `no native binary for ${process.platform}-${process.arch} (no prebuild and no local build): ` +
-          "build it with `npx mlx-node build-native` (needs CMake, a C++17 compiler and mlx-c)",
+          `no native binary for ${process.platform}-${process.arch} (no prebuild, and npm did not run the install ` +
+          "script that builds one): build it with `npx mlx-node build-native` (needs CMake and a C++17 compiler; mlx-c for MLX)",
       };
     }
     return { available: false, reason: `the native addon failed to load: ${message}` };
   }
-  if (!addon.mlx) return { available: false, reason: addon.mlxUnavailableReason };
+  if (!addon.mlx) return { available: false, reason: `${addon.mlxUnavailableReason}; ${HOW_TO_GET_MLX}` };
   // process.exit() mid-generation would otherwise run MLX's static destructors under a live engine thread.
   const mlx = addon;
   process.once("exit", () => mlx.shutdown());

@@ -32,6 +32,12 @@ interface HfTokenizerApi {
 
 type JsonObject = Record<string, unknown>;
 
+/** Largest tokenizer or config file read (the largest real tokenizer.json files are about 35 MB). */
+const MAX_TOKENIZER_FILE_BYTES = 512 * 2 ** 20;
+
+/** tokenizer.json `model.type`s that @huggingface/tokenizers implements. */
+const SUPPORTED_MODEL_TYPES: readonly string[] = ["BPE", "WordPiece", "Unigram"];
+
 /** Text used once at load time to find which ids the post-processor puts around a sequence. */
 const PROBE_TEXT = "a";
 
@@ -104,6 +110,7 @@ export class Tokenizer {
     } catch (error) {
       throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
     }
+    matchNormalizedTokensOnlyNormalized(this.#hf);
     this.#vocab = this.#hf.model.vocab;
     this.vocabSize = this.#vocab.length;
 
@@ -142,8 +149,17 @@ export class Tokenizer {
     // all fixed ids before and after it): found once here, so encode() never runs it again.
     let prefix: number[] | undefined;
     let suffix: number[] = [];
-    const plain = this.#hf.encode(PROBE_TEXT, { add_special_tokens: false }).ids;
-    const full = this.#hf.encode(PROBE_TEXT, { add_special_tokens: true }).ids;
+    let plain: number[], full: number[];
+    try {
+      plain = this.#hf.encode(PROBE_TEXT, { add_special_tokens: false }).ids;
+      full = this.#hf.encode(PROBE_TEXT, { add_special_tokens: true }).ids;
+    } catch (error) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
+    }
+    // A tokenizer that turns "a" into nothing, or into ids outside its vocabulary, could serve no request.
+    if (plain.length === 0 || full.length === 0 || ![...plain, ...full].every((id) => Number.isInteger(id) && id >= 0 && id < this.vocabSize)) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: it encodes "${PROBE_TEXT}" as ${JSON.stringify(full)}`);
+    }
     const at = plain.length > 0 ? indexOfRun(full, plain) : -1;
     if (at >= 0) {
       prefix = full.slice(0, at);
@@ -204,6 +220,22 @@ export class Tokenizer {
     if (tokenizerJson === undefined) throw new ModelNotFoundError(tokenizerPath, "the model directory has no tokenizer.json");
     if (!isObject(tokenizerJson.model)) {
       throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: it has no "model" object`);
+    }
+    // Refuse an unknown model type now, naming it, rather than at the first request. Without a
+    // type, @huggingface/tokenizers infers one from the fields, as the Rust library does.
+    const modelType = tokenizerJson.model.type;
+    if (modelType !== undefined && !(typeof modelType === "string" && SUPPORTED_MODEL_TYPES.includes(modelType))) {
+      throw new MlxNodeError(
+        "TOKENIZER_ERROR",
+        `Unsupported tokenizer in ${tokenizerPath}: model type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      );
+    }
+    // Token ids must be ids: the library would accept any JSON value and fail only at encode time.
+    const vocab = tokenizerJson.model.vocab;
+    const entries = Array.isArray(vocab) ? vocab.map((entry, id) => [Array.isArray(entry) ? entry[0] : entry, id] as const) : isObject(vocab) ? Object.entries(vocab) : [];
+    const bad = entries.find(([token, id]) => typeof token !== "string" || !(Number.isInteger(id) && (id as number) >= 0));
+    if (bad) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: vocabulary entry ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, not a token id`);
     }
     return new Tokenizer(dir, {
       tokenizerPath,
@@ -297,6 +329,28 @@ export class Tokenizer {
   }
 }
 
+/**
+ * An added token marked `normalized: true` is matched in normalized text by its normalized form
+ * (llama2's `<s>` is matched as "▁<s>" after the "Prepend ▁" normalizer), as the Rust library does.
+ * `@huggingface/tokenizers` 0.2.0 also keeps the raw content in its token map, so a leftover piece
+ * of normalized text that equals it ("<s>" right after a matched "▁<s>") became the token, where
+ * transformers keeps it as text. Dropping those raw entries from the map fixes that; ids still come
+ * from the model vocabulary, which holds every added token. Touches the library's `added_tokens_map`
+ * only when it has the shape of 0.2.0.
+ */
+function matchNormalizedTokensOnlyNormalized(hf: HfTokenizerApi): void {
+  const lib = hf as unknown as {
+    added_tokens?: { content: string; normalized: boolean }[];
+    added_tokens_map?: Map<string, unknown>;
+    normalizer?: ((text: string) => string) | null;
+  };
+  const { added_tokens: added, added_tokens_map: map, normalizer } = lib;
+  if (!Array.isArray(added) || !(map instanceof Map) || typeof normalizer !== "function") return;
+  for (const token of added) {
+    if (token.normalized && normalizer(token.content) !== token.content && map.has(normalizer(token.content))) map.delete(token.content);
+  }
+}
+
 interface TokenizerFiles {
   tokenizerPath: string;
   tokenizerJson: JsonObject;
@@ -310,9 +364,15 @@ interface TokenizerFiles {
 /** Reads an optional text file: undefined when it does not exist. */
 async function readText(path: string): Promise<string | undefined> {
   try {
+    // Only a regular file of bounded size: a symlink to /dev/zero must not be read forever.
+    const info = await stat(path);
+    if (!info.isFile() || info.size > MAX_TOKENIZER_FILE_BYTES) {
+      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${info.isFile() ? `larger than ${MAX_TOKENIZER_FILE_BYTES >> 20} MiB` : "not a regular file"}`);
+    }
     return await readFile(path, "utf8");
   } catch (error) {
     if (isNotFound(error)) return undefined;
+    if (error instanceof MlxNodeError) throw error;
     throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${messageOf(error)}`, { cause: error });
   }
 }

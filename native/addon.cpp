@@ -19,7 +19,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mlxnode::register_mlx_exports(env, exports);
 #else
   exports.Set("mlx", Napi::Boolean::New(env, false));
-  exports.Set("mlxUnavailableReason", Napi::String::New(env, MLXNODE_MLX_MISSING_REASON));
+  // Both builds (CMakeLists.txt, binding.gyp) leave MLXNODE_HAVE_MLX undefined only without mlx-c.
+  exports.Set("mlxUnavailableReason", Napi::String::New(env, "mlx-c was not found at build time"));
 #endif
   return exports;
 }

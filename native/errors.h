@@ -10,6 +10,7 @@ namespace mlxnode {
 // Stable codes shared with lib/errors.ts.
 inline constexpr const char* kMlxError = "MLX_ERROR";
 inline constexpr const char* kBadWeights = "BAD_WEIGHTS";
+inline constexpr const char* kBadConfig = "BAD_CONFIG";  // config.json: a key missing, mistyped or out of range
 inline constexpr const char* kModelNotFound = "MODEL_NOT_FOUND";
 inline constexpr const char* kUnsupportedArchitecture = "UNSUPPORTED_ARCHITECTURE";
 inline constexpr const char* kInvalidOption = "INVALID_OPTION";

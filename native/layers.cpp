@@ -176,7 +176,9 @@ float scaling_number(const ModelConfig& c, const nlohmann::json& s, const char* 
     return fallback;
   }
   if (!s[key].is_number()) c.fail(std::string("rope_scaling.") + key + " should be a number");
-  return s[key].get<float>();
+  const float f = s[key].get<float>();
+  if (!std::isfinite(f)) c.fail(std::string("rope_scaling.") + key + " = " + s[key].dump() + " is not a finite 32-bit float");
+  return f;
 }
 
 // Llama 3.x frequency schedule (mlx-lm rope_utils.Llama3RoPE, HF _compute_llama3_parameters):
@@ -211,7 +213,8 @@ Array scaled_periods(const ModelConfig& c, const nlohmann::json& s, const char* 
            " numbers (one per rotated pair)");
   std::vector<float> periods(dims / 2);
   for (int i = 0; i < dims / 2; ++i) {
-    if (!s[key][i].is_number()) c.fail(std::string("rope_scaling.") + key + " must hold numbers");
+    if (!s[key][i].is_number() || !std::isfinite(s[key][i].get<double>()))
+      c.fail(std::string("rope_scaling.") + key + " must hold finite numbers");
     periods[i] = static_cast<float>(s[key][i].get<double>() * std::pow(static_cast<double>(base), 2.0 * i / dims));
   }
   return Array::from_float32(periods, {dims / 2});
@@ -255,6 +258,7 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
   RoPE r;
   r.dims = dims;
   r.base = c.get_float("rope_theta", default_base);
+  if (!(r.base > 0.0f)) c.fail("'rope_theta' = " + std::to_string(r.base) + " must be positive");
   r.traditional = c.get_bool("rope_traditional", false);
   if (!c.has("rope_scaling")) return r;
   const nlohmann::json& s = c.json()["rope_scaling"];
@@ -272,10 +276,11 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
     r.freqs = llama3_freqs(c, s, dims, r.base);
   } else if (type == "longrope" || type == "su") {
     // HF _compute_longrope_parameters: the original context from rope_scaling or the top level.
-    const int original = s.contains("original_max_position_embeddings")
-                             ? static_cast<int>(scaling_number(c, s, "original_max_position_embeddings", 0, true))
-                             : c.get_int("original_max_position_embeddings");
-    if (original <= 0) c.fail("original_max_position_embeddings must be positive");
+    const double original_d = s.contains("original_max_position_embeddings")
+                                  ? scaling_number(c, s, "original_max_position_embeddings", 0, true)
+                                  : c.get_int("original_max_position_embeddings");
+    if (!(original_d >= 1 && original_d <= (1 << 27))) c.fail("original_max_position_embeddings must be in 1 to 2^27");
+    const int original = static_cast<int>(original_d);
     r.short_freqs = scaled_periods(c, s, "short_factor", dims, r.base);
     r.long_freqs = scaled_periods(c, s, "long_factor", dims, r.base);
     r.original_context = original;

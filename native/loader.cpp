@@ -1,9 +1,12 @@
 #include "loader.h"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include <mlx/c/io.h>
 
@@ -19,6 +22,10 @@ namespace {
 [[noreturn]] void bad_weights(const std::string& msg) { throw EngineError(kBadWeights, msg); }
 
 json read_json_file(const fs::path& path) {
+  // A regular file of bounded size: a symlink to /dev/zero must not be read forever.
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) bad_weights(path.string() + ": not a regular file");
+  if (fs::file_size(path, ec) > (256u << 20)) bad_weights(path.string() + ": larger than 256 MiB, not a config file");
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_weights(path.string() + ": cannot be read");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -54,16 +61,28 @@ std::map<std::string, TensorMeta> read_safetensors_header(const fs::path& path) 
     bad_weights(name + ": " + std::to_string(file_size) + " bytes, too short for a safetensors header");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  // 100 MB is the safetensors reference implementation's own header limit.
+  if (header_len > 100'000'000) bad_weights(name + ": safetensors header length " + std::to_string(header_len) + " exceeds 100 MB");
   if (header_len == 0 || header_len > file_size - 8)
     bad_weights(name + ": safetensors header length " + std::to_string(header_len) + " exceeds the file size " +
                 std::to_string(file_size) + " (truncated or corrupt file)");
   std::string text(header_len, '\0');
   if (!in.read(text.data(), static_cast<std::streamsize>(header_len))) bad_weights(name + ": cannot read header");
-  json header = json::parse(text, nullptr, false);
+  // The spec forbids repeated tensor names; nlohmann would silently keep the last one.
+  std::string duplicate;
+  std::set<std::string> seen;
+  json::parser_callback_t on_key = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  json header = json::parse(text, on_key, false);
   if (header.is_discarded() || !header.is_object()) bad_weights(name + ": safetensors header is not a JSON object");
+  if (!duplicate.empty()) bad_weights(name + ": tensor '" + duplicate + "' appears twice in the safetensors header");
 
   const uint64_t data_size = file_size - 8 - header_len;
   std::map<std::string, TensorMeta> out;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges;
   for (auto& [key, v] : header.items()) {
     if (key == "__metadata__") continue;
     const std::string where = name + ": tensor '" + key + "'";
@@ -88,9 +107,48 @@ std::map<std::string, TensorMeta> read_safetensors_header(const fs::path& path) 
     if (end > data_size)
       bad_weights(where + " ends at byte " + std::to_string(end) + " of a " + std::to_string(data_size) +
                   "-byte data section (truncated or corrupt file)");
+    ranges.emplace_back(begin, end, key);
     out.emplace(key, std::move(meta));
   }
+  // The spec: tensors tile the data section exactly, without overlaps or holes.
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t expected = 0;
+  for (const auto& [begin, end, key] : ranges) {
+    if (begin != expected)
+      bad_weights(name + ": tensor '" + key + "' starts at byte " + std::to_string(begin) + " of the data section, expected " +
+                  std::to_string(expected) + (begin < expected ? " (it overlaps the tensor before it)" : " (a hole before it)"));
+    expected = end;
+  }
+  if (expected != data_size)
+    bad_weights(name + ": the tensors end at byte " + std::to_string(expected) + " of a " + std::to_string(data_size) +
+                "-byte data section (the spec forbids trailing bytes)");
   return out;
+}
+
+bool path_within(const fs::path& root, const fs::path& target) {
+  return std::mismatch(root.begin(), root.end(), target.begin(), target.end()).first == root.end();
+}
+
+// `name` (from the index or a directory listing) as a file inside `dir`, or BAD_WEIGHTS without
+// opening it: no absolute path, no "..", and no symlink that resolves outside the directory. The
+// message names the entry, never anything read from the target. One exception: a Hugging Face
+// cache snapshot (`models--org--name/snapshots/<rev>/`) links its files to the repository's own
+// `blobs/`, which is allowed (and nothing outside that repository folder).
+fs::path shard_inside(const fs::path& dir, const std::string& name, const std::string& source) {
+  const fs::path rel(name);
+  bool dotdot = false;
+  for (const auto& part : rel) dotdot = dotdot || part == "..";
+  if (name.empty() || rel.is_absolute() || rel.has_root_name() || dotdot)
+    bad_weights(source + ": shard name '" + name + "' must be a file name inside the model directory");
+  std::error_code ec;
+  const fs::path root = fs::canonical(dir, ec);
+  const fs::path target = fs::weakly_canonical(dir / rel, ec);
+  if (ec || root.empty()) bad_weights(source + ": shard '" + name + "' cannot be resolved");
+  const bool hf_snapshot = root.parent_path().filename() == "snapshots" &&
+                           root.parent_path().parent_path().filename().string().rfind("models--", 0) == 0;
+  if (!path_within(root, target) && !(hf_snapshot && path_within(root.parent_path().parent_path() / "blobs", target)))
+    bad_weights(source + ": shard '" + name + "' resolves outside the model directory (symlink)");
+  return dir / rel;
 }
 
 // The shard files of a model directory, in load order (mlx-lm globs model*.safetensors; the
@@ -105,6 +163,7 @@ std::vector<std::string> find_shards(const fs::path& dir, json* weight_map) {
     *weight_map = j["weight_map"];
     for (auto& [tensor, file] : weight_map->items()) {
       if (!file.is_string()) bad_weights(index.string() + ": weight_map entry '" + tensor + "' is not a file name");
+      shard_inside(dir, file.get<std::string>(), index.string() + " weight_map entry '" + tensor + "'");
       files.insert(file.get<std::string>());
     }
   } else {
@@ -117,20 +176,26 @@ std::vector<std::string> find_shards(const fs::path& dir, json* weight_map) {
   if (files.empty())
     throw EngineError(kModelNotFound, "no weights in " + dir.string() +
                                           " (expected model.safetensors or model.safetensors.index.json)");
-  for (const auto& f : files)
+  for (const auto& f : files) {
+    shard_inside(dir, f, (dir / f).string());
     if (!fs::is_regular_file(dir / f)) bad_weights((dir / f).string() + ": weights file is missing");
+  }
   return {files.begin(), files.end()};
 }
+
+[[noreturn]] void bad_config(const std::string& msg) { throw EngineError(kBadConfig, msg); }
 
 QuantParams parse_quant(const json& q, const std::string& where) {
   if (!q.is_object() || !q.contains("group_size") || !q.contains("bits") || !q["group_size"].is_number_integer() ||
       !q["bits"].is_number_integer())
-    bad_weights(where + ": quantization needs integer group_size and bits");
+    bad_config(where + ": quantization needs integer group_size and bits");
   if (q.contains("mode") && q["mode"] != "affine")
-    bad_weights(where + ": quantization mode " + q["mode"].dump() + " is not supported (only affine)");
-  QuantParams p{q["group_size"].get<int>(), q["bits"].get<int>()};
+    bad_config(where + ": quantization mode " + q["mode"].dump() + " is not supported (only affine)");
+  if (!q["group_size"].is_number_unsigned() || q["group_size"].get<uint64_t>() > (1u << 20))
+    bad_config(where + ": quantization group_size " + q["group_size"].dump() + " is out of range");
+  QuantParams p{q["group_size"].get<int>(), q["bits"].is_number_unsigned() && q["bits"].get<uint64_t>() <= 64 ? q["bits"].get<int>() : -1};
   if (p.group_size <= 0 || (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 5 && p.bits != 6 && p.bits != 8))
-    bad_weights(where + ": unsupported quantization group_size " + std::to_string(p.group_size) + " / bits " +
+    bad_config(where + ": unsupported quantization group_size " + std::to_string(p.group_size) + " / bits " +
                 std::to_string(p.bits));
   return p;
 }
@@ -139,7 +204,7 @@ QuantParams parse_quant(const json& q, const std::string& where) {
 
 // ---- ModelConfig -----------------------------------------------------------------------------------
 
-void ModelConfig::fail(const std::string& what) const { bad_weights(path_ + ": " + what); }
+void ModelConfig::fail(const std::string& what) const { throw EngineError(kBadConfig, path_ + ": " + what); }
 
 bool ModelConfig::has(const char* key) const { return json_.contains(key) && !json_[key].is_null(); }
 
@@ -152,9 +217,26 @@ const nlohmann::json& ModelConfig::at(const char* key, const char* type) const {
   return v;
 }
 
-int ModelConfig::get_int(const char* key) const { return at(key, "int").get<int>(); }
+int ModelConfig::get_int(const char* key) const {
+  // nlohmann converts an out-of-range integer to int by truncation: check the 64-bit value first.
+  const nlohmann::json& v = at(key, "int");
+  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
+                                           : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+  if (!fits) fail(std::string("'") + key + "' = " + v.dump() + " does not fit a 32-bit integer");
+  return v.get<int>();
+}
 int ModelConfig::get_int(const char* key, int fallback) const { return has(key) ? get_int(key) : fallback; }
-float ModelConfig::get_float(const char* key) const { return at(key, "number").get<float>(); }
+float ModelConfig::get_float(const char* key) const {
+  const float f = at(key, "number").get<float>();
+  if (!std::isfinite(f)) fail(std::string("'") + key + "' = " + json_[key].dump() + " is not a finite 32-bit float");
+  return f;
+}
+
+void ModelConfig::check_range(const char* key, int64_t value, int64_t min, int64_t max) const {
+  if (value < min || value > max)
+    fail(std::string("'") + key + "' = " + std::to_string(value) + " is outside " + std::to_string(min) + " to " +
+         std::to_string(max));
+}
 float ModelConfig::get_float(const char* key, float fallback) const { return has(key) ? get_float(key) : fallback; }
 bool ModelConfig::get_bool(const char* key, bool fallback) const { return has(key) ? at(key, "bool").get<bool>() : fallback; }
 std::optional<bool> ModelConfig::find_bool(const char* key) const {

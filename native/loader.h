@@ -15,8 +15,9 @@
 
 namespace mlxnode {
 
-// Typed access to config.json with errors that name the file and key. A key whose value is null
-// counts as absent, as in HF configs ("rope_scaling": null).
+// Typed access to config.json with errors (BAD_CONFIG) that name the file and key. A key whose
+// value is null counts as absent, as in HF configs ("rope_scaling": null). Integers must fit 32
+// bits and floats must be finite.
 class ModelConfig {
  public:
   ModelConfig(nlohmann::json json, std::string path) : json_(std::move(json)), path_(std::move(path)) {}
@@ -27,11 +28,13 @@ class ModelConfig {
   float get_float(const char* key) const;
   float get_float(const char* key, float fallback) const;
   bool get_bool(const char* key, bool fallback) const;
+  // BAD_CONFIG "'<key>' = <value> is outside <min> to <max>" unless min <= value <= max.
+  void check_range(const char* key, int64_t value, int64_t min, int64_t max) const;
   std::optional<bool> find_bool(const char* key) const;
   std::string get_string(const char* key) const;
   const nlohmann::json& json() const { return json_; }
   const std::string& path() const { return path_; }
-  [[noreturn]] void fail(const std::string& what) const;  // BAD_WEIGHTS "<path>: <what>"
+  [[noreturn]] void fail(const std::string& what) const;  // BAD_CONFIG "<path>: <what>"
 
  private:
   const nlohmann::json& at(const char* key, const char* type) const;

@@ -5,8 +5,9 @@
 // MLX is found through find_package(MLXC): set CMAKE_PREFIX_PATH to mlx-c's install prefix.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { delimiter, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { cmakePrefixPath } from "./cmake-prefix.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
@@ -23,10 +24,8 @@ if (cmake.error || cmake.status !== 0) {
 
 const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
 const common = ["--directory", root, "--out", join(root, "build")];
-// The environment spells a list of prefixes with the platform's path delimiter, CMake with ";".
-if (process.env.CMAKE_PREFIX_PATH) {
-  common.push(`--CDCMAKE_PREFIX_PATH=${process.env.CMAKE_PREFIX_PATH.split(delimiter).filter(Boolean).join(";")}`);
-}
+const prefixPath = cmakePrefixPath();
+if (prefixPath) common.push(`--CDCMAKE_PREFIX_PATH=${prefixPath}`);
 if (process.env.MLX_NODE_DEBUG_BUILD) common.push("--debug");
 
 // Configure every time (it is cheap, and the build after it only recompiles what changed): an

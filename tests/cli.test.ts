@@ -3,8 +3,9 @@
  * and reports speed and backend on stderr; `mlx-node info` says what runs here. Run as child
  * processes of the compiled CLI (npm test compiles first).
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -18,6 +19,16 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 function run(...args: string[]) {
   const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The same, without blocking: several commands run at once. */
+function runAsync(...args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ["ignore", "ignore", "pipe"], timeout: 60_000 });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (code) => resolve({ code, stderr }));
+  });
 }
 
 describe("mlx-node generate", () => {
@@ -45,16 +56,42 @@ describe("mlx-node generate", () => {
     expect(Number.isInteger(value.age)).toBe(true);
   });
 
-  it("names what is wrong with its arguments, with exit code 1", () => {
-    const noModel = run("generate", "hello");
-    expect([noModel.code, noModel.stderr]).toEqual([1, expect.stringContaining('Invalid option "--model"')]);
-    const missing = run("generate", "-m", join(scratch, "nope.gguf"), "hello");
-    expect([missing.code, missing.stderr]).toEqual([1, expect.stringMatching(/MODEL_NOT_FOUND: Model not found: .*nope\.gguf/)]);
-    const badNumber = run("generate", "-m", join(stories, "stories260K.gguf"), "-t", "hot", "hello");
-    expect([badNumber.code, badNumber.stderr]).toEqual([1, expect.stringContaining('Invalid option "--temperature"')]);
-    const unknown = run("frobnicate");
-    expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+  it("exits 2 for a wrong command line (nothing ran), 1 for a run that failed, as documented", async () => {
+    const gguf = join(stories, "stories260K.gguf");
+    const usage: [string[], string][] = [
+      [["generate", "hello"], 'Invalid option "--model"'],
+      [["generate", "-m", gguf, "-t", "hot", "hello"], 'Invalid option "--temperature"'],
+      [["generate", "-m", gguf, "--bogus", "hello"], "Unknown option '--bogus'"],
+      [["generate", "-m", gguf], 'Invalid option "prompt"'],
+      [["generate", "-m", gguf, "-t", "9", "hello"], 'Invalid option "temperature"'],
+      [["generate", "-m", gguf, "--json-schema", join(scratch, "none.json"), "hello"], 'Invalid option "--json-schema"'],
+      [["generate", "-m", gguf, "--backend", "cuda", "hello"], 'Invalid option "backend"'],
+      [["serve", "-m", gguf, "--port", "70000"], 'Invalid option "--port"'],
+      [["serve", "-m", gguf, "--allow-host", "bad host"], 'Invalid option "--allow-host"'],
+      [["serve", "-m", gguf, "--chat-template", join(scratch, "none.jinja")], 'Invalid option "--chat-template"'],
+      [["frobnicate"], 'unknown command "frobnicate"'],
+      [[], "Usage: mlx-node <command>"],
+    ];
+    const notGguf = join(scratch, "not-a-model.gguf");
+    writeFileSync(notGguf, "plain text, not a model");
+    const taken = createNetServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const takenPort = String((taken.address() as AddressInfo).port);
+    const [missing, corrupt, portInUse, help, ...results] = await Promise.all([
+      runAsync("generate", "-m", join(scratch, "nope.gguf"), "hello"),
+      runAsync("generate", "-m", notGguf, "hello"),
+      runAsync("serve", "-m", gguf, "--threads", "1", "--port", takenPort),
+      runAsync("help"),
+      ...usage.map(([args]) => runAsync(...args)),
+    ]);
+    usage.forEach(([args, message], i) => {
+      expect([results[i]!.code, results[i]!.stderr], args.join(" ")).toEqual([2, expect.stringContaining(message)]);
+    });
+    expect([missing!.code, missing!.stderr]).toEqual([1, expect.stringMatching(/MODEL_NOT_FOUND: Model not found: .*nope\.gguf/)]);
+    expect([corrupt!.code, corrupt!.stderr]).toEqual([1, expect.stringContaining("BAD_WEIGHTS")]);
+    expect([portInUse!.code, portInUse!.stderr]).toEqual([1, expect.stringContaining("EADDRINUSE")]);
+    taken.close();
+    expect(help!.code).toBe(0);
   });
 });
 

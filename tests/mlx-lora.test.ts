@@ -417,7 +417,7 @@ describe.skipIf(!ggufPython.available)("GGUF LoRA adapters (mlx-lm, gguf-py)", (
     const other = new GgufBackend();
     const model = join(TOKENIZER_SOURCE, "..", "stories260K.gguf");
     await expect(other.load(model, { adapter, fuse: true })).rejects.toThrow(InvalidOptionError);
-    await expect(other.load(model, { adapter: join(TOKENIZER_SOURCE, "config.json") })).rejects.toThrow(/not a GGUF file/);
+    await expect(other.load(model, { adapter: join(TOKENIZER_SOURCE, "config.json") })).rejects.toThrow(/not a valid GGUF file/);
     await expect(other.load(model, { adapter: join(TOKENIZER_SOURCE, "nowhere.gguf") })).rejects.toThrow(AdapterError);
   });
 });

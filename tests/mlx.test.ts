@@ -2,50 +2,14 @@
  * The shared InferenceBackend contract on the MLX engine, with the real stories260K model in
  * Hugging Face float32 format. Skips, printing the reason, where the MLX engine is unavailable.
  */
-import { cp, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, it } from "vitest";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { backendContractSuite } from "./contract/backend.contract.js";
+import { stories260kMlx } from "./contract/stories260k-mlx.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
 
-const MODELS = fileURLToPath(new URL("../../shared/models/", import.meta.url));
-const F32 = join(MODELS, "stories260K/hf-f32");
-const reference = JSON.parse(await readFile(join(MODELS, "stories260K/expected/greedy-once-upon-a-time.json"), "utf8")) as {
-  prompt: string;
-  prompt_ids: number[];
-  "hf-f32_numpy": { ids: number[]; text: string };
-};
-
 if (mlxAvailable) {
-  backendContractSuite("mlx", () => new MlxBackend(), {
-    path: F32,
-    greedy: {
-      prompt: reference.prompt,
-      promptIds: reference.prompt_ids,
-      ids: reference["hf-f32_numpy"].ids,
-      text: reference["hf-f32_numpy"].text,
-    },
-    async corruptCopies(dir) {
-      const copy = async (label: string, name: string, damage: (bytes: Buffer) => Buffer) => {
-        const path = join(dir, name);
-        await cp(F32, path, { recursive: true });
-        const file = join(path, "model.safetensors");
-        await writeFile(file, damage(await readFile(file)));
-        return { label, path };
-      };
-      return [
-        await copy("truncated weights", "truncated", (b) => b.subarray(0, b.length >> 1)),
-        await copy("header length past the end", "bad-length", (b) => {
-          const c = Buffer.from(b);
-          c.writeBigUInt64LE(BigInt(b.length * 2), 0);
-          return c;
-        }),
-        await copy("text instead of weights", "text", () => Buffer.from("not a safetensors file\n")),
-      ];
-    },
-  });
+  backendContractSuite("mlx", () => new MlxBackend(), stories260kMlx);
 } else {
   describe("mlx contract", () => it.skip(`skipped: ${mlxSkipReason}`, () => undefined));
 }

@@ -4,14 +4,15 @@
  * disconnects aborts its generation; bad requests get OpenAI-style errors naming the parameter.
  */
 import { spawn } from "node:child_process";
-import type { Server } from "node:http";
+import { request as httpRequest, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
-import { createServer, type RequestEndEvent } from "../lib/server/server.js";
+import { InvalidOptionError } from "../lib/errors.js";
+import { createServer, type RequestEndEvent, type ServerOptions } from "../lib/server/server.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const models = join(import.meta.dirname, "..", "..", "shared", "models");
@@ -124,6 +125,12 @@ for (const target of targets) {
       }
     });
 
+    it("response_format json_object gives a JSON object", async () => {
+      const body = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], max_tokens: 30, temperature: 1, seed: 4, response_format: { type: "json_object" } })).json();
+      const value = JSON.parse(body.choices[0].message.content);
+      expect(typeof value === "object" && value !== null && !Array.isArray(value)).toBe(true);
+    });
+
     it("a client that disconnects mid-stream aborts its generation, and the next request runs", async () => {
       const controller = new AbortController();
       const res = await fetch(`${base}/v1/completions`, {
@@ -183,7 +190,7 @@ for (const target of targets) {
         [{ prompt: "x", logprobs: 2 }, 400, "logprobs"],
         [{ prompt: "x", stream: "yes" }, 400, "stream"],
         [{ prompt: 42 }, 400, "prompt"],
-        [{ prompt: "x", response_format: { type: "json_object" } }, 400, "response_format"],
+        [{ prompt: "x", response_format: { type: "json_schema", json_schema: { schema: { type: "string", format: "credit-card" } } } }, 400, "response_format"],
         ["{not json", 400, null],
         [{ prompt: "x".repeat(5000) }, 413, null],
       ];
@@ -235,6 +242,104 @@ describe("server CORS", () => {
   });
 });
 
+/** One request with exactly these headers (fetch would set Host and Origin itself). */
+function rawRequest(base: string, method: string, path: string, headers: Record<string, string>, body?: string) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const req = httpRequest(`${base}${path}`, { method, headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("server access: Origin and Host (browsers, DNS rebinding) and malformed URLs", () => {
+  const model = new GgufBackend();
+  const started: Server[] = [];
+  const ended: RequestEndEvent[] = [];
+  const start = async (options: ServerOptions) => {
+    const server = createServer(model, { ...options, onRequestEnd: (e) => ended.push(e) });
+    started.push(server);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    return { base: `http://127.0.0.1:${port}`, port };
+  };
+  const completion = JSON.stringify({ prompt: "Once upon a time", max_tokens: 2 });
+  const generations = () => ended.filter((e) => e.finishReason !== undefined).length;
+  beforeAll(async () => {
+    await model.load(join(models, "stories260K", "stories260K.gguf"), { threads: 1 });
+  });
+  afterAll(async () => {
+    for (const s of started) {
+      s.closeAllConnections();
+      await new Promise((r) => s.close(r));
+    }
+    await model.unload();
+  });
+
+  it("without corsOrigin, refuses a cross-origin simple request (text/plain POST, GET) with 403 before any generation", async () => {
+    const { base, port } = await start({});
+    const before = generations();
+    for (const origin of ["https://evil.example", "null", `http://localhost:${port + 1}`]) {
+      const res = await rawRequest(base, "POST", "/v1/completions", { origin, "content-type": "text/plain" }, completion);
+      expect(res.status, origin).toBe(403);
+      expect(JSON.parse(res.body).error, origin).toMatchObject({ type: "invalid_request_error", param: null, code: "origin_not_allowed" });
+      expect(res.headers["access-control-allow-origin"]).toBeUndefined();
+    }
+    expect((await rawRequest(base, "GET", "/v1/models", { origin: "https://evil.example" })).status).toBe(403);
+    expect(generations()).toBe(before);
+    // Clients without an Origin (curl, SDKs) and same-origin requests are served.
+    expect((await rawRequest(base, "POST", "/v1/completions", { "content-type": "text/plain" }, completion)).status).toBe(200);
+    expect((await rawRequest(base, "POST", "/v1/completions", { origin: base }, completion)).status).toBe(200);
+    expect(generations()).toBe(before + 2);
+  });
+
+  it("with corsOrigin, serves that origin only; preflights from others are refused too", async () => {
+    const { base } = await start({ corsOrigin: "http://localhost:5173" });
+    const allowed = await rawRequest(base, "POST", "/v1/completions", { origin: "http://localhost:5173", "content-type": "text/plain" }, completion);
+    expect(allowed.status).toBe(200);
+    expect(allowed.headers["access-control-allow-origin"]).toBe("http://localhost:5173");
+    expect((await rawRequest(base, "POST", "/v1/completions", { origin: "http://localhost:5174" }, completion)).status).toBe(403);
+    const preflight = { origin: "https://evil.example", "access-control-request-method": "POST" };
+    expect((await rawRequest(base, "OPTIONS", "/v1/completions", preflight)).status).toBe(403);
+    const any = await start({ corsOrigin: "*" });
+    expect((await rawRequest(any.base, "POST", "/v1/completions", { origin: "https://anywhere.example" }, completion)).status).toBe(200);
+    expect(() => createServer(model, { corsOrigin: "localhost:5173" })).toThrow(InvalidOptionError);
+  });
+
+  it("accepts only IP addresses and localhost names as Host by default (DNS rebinding), and names allowed with allowedHosts", async () => {
+    const { base, port } = await start({});
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, "127.0.0.1", `app.localhost:${port}`, `192.168.1.20:${port}`]) {
+      expect((await rawRequest(base, "GET", "/v1/models", { host })).status, host).toBe(200);
+    }
+    // A rebound name: the attacker's page is same-origin with itself, so its Origin matches its Host.
+    const rebound = await rawRequest(base, "POST", "/v1/completions", { host: `evil.example:${port}`, origin: `http://evil.example:${port}` }, completion);
+    expect(rebound.status).toBe(403);
+    expect(JSON.parse(rebound.body).error).toMatchObject({ type: "invalid_request_error", code: "host_not_allowed" });
+    for (const host of [`evil.example:${port}`, `localhost.evil.example:${port}`, `evil.example@127.0.0.1:${port}`]) {
+      expect((await rawRequest(base, "GET", "/health", { host })).status, host).toBe(403);
+    }
+    const named = await start({ allowedHosts: ["mybox.lan", ".corp.example"] });
+    for (const [host, status] of [["mybox.lan", 200], [`MyBox.lan:${named.port}`, 200], ["gpu.corp.example", 200], ["corp.example", 200], ["other.lan", 403], ["xcorp.example", 403]] as const) {
+      expect((await rawRequest(named.base, "GET", "/v1/models", { host })).status, host).toBe(status);
+    }
+    const anyHost = await start({ allowedHosts: ["*"] });
+    expect((await rawRequest(anyHost.base, "GET", "/v1/models", { host: "whatever.example" })).status).toBe(200);
+    expect(() => createServer(model, { allowedHosts: ["bad host"] })).toThrow(InvalidOptionError);
+  });
+
+  it("answers a malformed percent-encoded URL with 400, not 500", async () => {
+    const { base } = await start({ modelId: "stories" });
+    const res = await rawRequest(base, "GET", "/v1/models/%E0%A4%A", {});
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body).error).toMatchObject({ type: "invalid_request_error", code: "invalid_url" });
+    expect((await rawRequest(base, "GET", "/v1/models/st%6Fries", {})).status).toBe(200);
+  });
+});
+
 describe("server queue limit", () => {
   it("answers 503 server_busy when the model's queue is full, and serves again once it drains", async () => {
     const model = new GgufBackend({ maxQueuedRequests: 0 });
@@ -265,7 +370,7 @@ describe("server queue limit", () => {
 describe("mlx-node serve", () => {
   it("serves until SIGTERM, then exits 0", async () => {
     const cli = join(import.meta.dirname, "..", "dist", "lib", "cli", "main.js");
-    const child = spawn(process.execPath, [cli, "serve", "-m", join(models, "stories260K", "stories260K.gguf"), "--port", "0", "--threads", "1"], {
+    const child = spawn(process.execPath, [cli, "serve", "-m", join(models, "stories260K", "stories260K.gguf"), "--port", "0", "--threads", "1", "--allow-host", "mybox.lan"], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -273,6 +378,10 @@ describe("mlx-node serve", () => {
     const url = await waitFor(() => stderr.match(/at (http:\/\/127\.0\.0\.1:\d+\/v1)/)?.[1], 30_000);
     const res = await fetch(`${url}/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 8, temperature: 0 }) });
     expect((await res.json()).choices[0].text).toMatch(/^, there was/);
+    const base = url.replace(/\/v1$/, "");
+    expect((await rawRequest(base, "GET", "/v1/models", { host: "mybox.lan:8080" })).status).toBe(200);
+    expect((await rawRequest(base, "GET", "/v1/models", { host: "other.lan:8080" })).status).toBe(403);
+    expect((await rawRequest(base, "POST", "/v1/completions", { origin: "https://evil.example" }, "{}")).status).toBe(403);
     const code = new Promise((r) => child.once("exit", r));
     child.kill("SIGTERM");
     expect(await code).toBe(0);

@@ -7,13 +7,16 @@ import type {
   AdapterInfo, BackendName, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream, InferenceBackend,
   LoadOptions, Prompt, TokenizeOptions, FinishReason,
 } from "../backend.js";
-import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatResult, type ChatTemplateSource } from "../chat.js";
+import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream, type ChatTemplateSource } from "../chat.js";
+import type { CompiledJsonSchema } from "../json-schema/schema.js";
+import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
 import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
   checkModelPath, checkTokenIds, nonEmptyString, resolveGenerateOptions, resolveLoadOptions,
   type ResolvedGenerateOptions, type ResolvedLoadOptions,
 } from "../options.js";
+import { lazyGenerationStream } from "../generation-stream.js";
 import { RequestQueue } from "../request-queue.js";
 import { StopMatcher } from "../stop-matcher.js";
 
@@ -26,10 +29,11 @@ export interface TokenRun extends AsyncIterable<number[]> {
   /** Asks the engine to stop; iteration then ends soon. Safe to call more than once. */
   cancel(): void;
   /**
-   * Settles when the engine has finished this run, after which `evaluatedPromptTokens` and
-   * `finish` are final. The driver waits for it before handing the model to the next request.
+   * Settles (never rejects) when the engine has finished this run, after which
+   * `evaluatedPromptTokens` and `finish` are final. The driver waits for it before handing the
+   * model to the next request, and unload() before freeing the model.
    */
-  readonly completion?: Promise<void>;
+  readonly completion: Promise<void>;
 }
 
 /** Options of the backend object itself (not of one load). */
@@ -42,9 +46,13 @@ export abstract class BaseBackend implements InferenceBackend {
   abstract readonly name: BackendName;
   protected loadedPath: string | undefined;
   private loadingPath: string | undefined;
-  private readonly queue: RequestQueue;
+  /** Replaced on every unload, so a reader that stopped reading keeps no turn in the next load. */
+  private queue: RequestQueue;
+  private readonly maxQueued: number;
   private readonly running = new Set<TokenRun>();
   private unloading: Promise<void> | undefined;
+  /** The load in progress (never rejects), for unload() to wait on. */
+  private loading: Promise<void> | undefined;
   /** Bumped on every unload so requests from an older load know they were cut off. */
   private generation = 0;
   /** Adapters loaded with loadAdapter, by name. */
@@ -53,6 +61,7 @@ export abstract class BaseBackend implements InferenceBackend {
   constructor(options: BackendOptions = {}) {
     const max = options.maxQueuedRequests ?? 64;
     if (!Number.isInteger(max) || max < 0) throw new InvalidOptionError("maxQueuedRequests", "a non-negative integer", max);
+    this.maxQueued = max;
     this.queue = new RequestQueue(max);
   }
 
@@ -90,6 +99,8 @@ export abstract class BaseBackend implements InferenceBackend {
   async load(modelPath: string, options?: LoadOptions): Promise<void> {
     const path = checkModelPath(modelPath);
     const resolved = resolveLoadOptions(options, this.extraLoadOptionKeys());
+    // An unload in progress finishes first, so load() right after unload() (not awaited) works.
+    if (this.unloading) await this.unloading.catch(() => undefined);
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
       throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
@@ -97,12 +108,17 @@ export abstract class BaseBackend implements InferenceBackend {
     resolved.signal?.throwIfAborted();
     // Claimed before the first await, so a second load() started meanwhile is refused.
     this.loadingPath = path;
-    try {
-      await this.loadModel(path, resolved, options ?? {});
-      this.loadedPath = path;
-    } finally {
-      this.loadingPath = undefined;
-    }
+    const loading = (async () => {
+      try {
+        await this.loadModel(path, resolved, options ?? {});
+        this.loadedPath = path;
+      } finally {
+        this.loadingPath = undefined;
+        this.loading = undefined;
+      }
+    })();
+    this.loading = loading.catch(() => undefined);
+    return loading;
   }
 
   get adapterNames(): readonly string[] {
@@ -138,24 +154,35 @@ export abstract class BaseBackend implements InferenceBackend {
     return this.adapters.size > 0 ? [...this.adapters].join(", ") : "none is loaded";
   }
 
+  /**
+   * Frees the model. A load in progress cannot be stopped midway: unload() waits for it to finish
+   * and then frees what it loaded.
+   */
   unload(): Promise<void> {
-    if (this.loadedPath === undefined) return Promise.resolve();
-    this.unloading ??= (async () => {
-      this.generation++;
-      this.queue.rejectWaiting(new UnloadedError());
-      for (const run of this.running) run.cancel();
-      // Wait for the running request to hand the model back before freeing it.
-      const release = await this.queue.acquire();
-      try {
-        await this.unloadModel();
-      } finally {
-        this.adapters.clear();
-        this.loadedPath = undefined;
-        this.unloading = undefined;
-        release();
-      }
-    })();
+    if (this.loadedPath === undefined && this.loading === undefined) return Promise.resolve();
+    this.unloading ??= this.unloadNow().finally(() => (this.unloading = undefined));
     return this.unloading;
+  }
+
+  private async unloadNow(): Promise<void> {
+    await this.loading;
+    if (this.loadedPath === undefined) return; // the load failed: nothing to free
+    this.generation++;
+    const queue = this.queue;
+    this.queue = new RequestQueue(this.maxQueued);
+    queue.rejectWaiting(new UnloadedError());
+    const runs = [...this.running];
+    for (const run of runs) run.cancel();
+    // The engine must be done with the model before it is freed. Its readers need not be: one that
+    // stopped reading (a paused or dropped iterator) would otherwise hold unload() forever; it gets
+    // UnloadedError when it reads again.
+    await Promise.all(runs.map((run) => run.completion));
+    try {
+      await this.unloadModel();
+    } finally {
+      this.adapters.clear();
+      this.loadedPath = undefined;
+    }
   }
 
   async generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult> {
@@ -169,26 +196,31 @@ export abstract class BaseBackend implements InferenceBackend {
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream {
     const resolved = resolveGenerateOptions(options, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("generateStream");
+    return this.startStream(this.promptIds(prompt), resolved);
+  }
+
+  /** Checks the prompt against the context (and the room a JSON constraint needs), then streams. */
+  private startStream(ids: number[], resolved: ResolvedGenerateOptions): GenerationStream {
     if (resolved.adapter !== undefined && !this.adapters.has(resolved.adapter)) {
       throw new InvalidOptionError("adapter", `the name of a loaded adapter (${this.adapterList()})`, resolved.adapter);
     }
-    const ids = this.promptIds(prompt);
     if (ids.length === 0) throw new InvalidOptionError("prompt", "at least one token", "an empty prompt");
     if (ids.length >= this.contextSize) {
       throw new InvalidOptionError("prompt", `fewer tokens than the context size (${this.contextSize})`, `${ids.length} tokens`);
     }
     const json = resolved.jsonSchema;
-    if (json && this.contextSize - ids.length < json.minTokens) {
+    if (json && !json.trigger && this.contextSize - ids.length < json.minTokens) {
       // The constraint counts on this room to finish the document; without it the text could end cut off.
       const most = this.contextSize - json.minTokens;
       throw new InvalidOptionError("prompt", `at most ${most} tokens, leaving room in the context for the jsonSchema's shortest document (${json.minTokens} tokens)`, `${ids.length} tokens`);
     }
-    return this.stream(ids, resolved, options);
+    return this.stream(ids, resolved);
   }
 
   /**
    * Answers a conversation, rendered with the model's chat template. The KV cache of the previous
    * request is reused for the longest common prefix, so a follow-up turn evaluates only its new tokens.
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason "toolCalls"); see lib/tools.ts.
    * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
    */
   async chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult> {
@@ -196,19 +228,36 @@ export abstract class BaseBackend implements InferenceBackend {
     for await (const _ of stream) {
       // Accumulated by the stream.
     }
-    const result = await stream.result;
-    return { ...result, message: { role: "assistant", content: result.text } };
+    return stream.result;
   }
 
-  /** Streams the answer to a conversation; see {@link chat}. */
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream {
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream {
     const list = checkMessages(messages);
-    const { chat, generate } = splitChatOptions(options);
-    resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
+    const { chat, tools, generate } = splitChatOptions(options);
+    const resolved = resolveGenerateOptions(generate, this.extraGenerateOptionKeys());
     if (!this.isLoaded) throw new NotLoadedError("chatStream");
-    const text = renderChat(list, this.chatTemplateSource(), chat);
+    const source = this.chatTemplateSource();
+    const offered = tools && tools.tools.length > 0 ? tools : undefined;
+    const text = renderChat(list, source, { ...chat, tools: offered?.tools });
+    const format = offered && offered.choice !== "none" ? this.toolFormat(offered, chat.chatTemplate ?? source.template) : undefined;
+    if (offered && format) resolved.jsonSchema = callConstraint(offered, format, resolved);
     // The template writes BOS itself where the model wants one (as apply_chat_template does).
-    return this.generateStream(this.tokenize(text, { addSpecialTokens: false }), generate);
+    const stream = this.startStream(this.tokenize(text, { addSpecialTokens: false }), resolved);
+    const result = stream.result.then((r) => chatResult(r, offered, format));
+    result.catch(() => undefined);
+    const splitter = format ? new ToolCallStreamer(format) : undefined;
+    async function* chunks(): AsyncGenerator<ChatChunk> {
+      for await (const chunk of stream) yield splitter ? { ...chunk, deltas: splitter.push(chunk.text) } : chunk;
+    }
+    const iterable = chunks();
+    return { result, toolCallFormat: format, [Symbol.asyncIterator]: () => iterable };
+  }
+
+  private toolFormat(tools: ToolSetup, template: string | undefined): ToolCallFormat {
+    const format = tools.format ?? detectToolCallFormat(template ?? "");
+    if (!format) throw new InvalidOptionError("toolCallFormat", `one of ${TOOL_CALL_FORMATS.join(", ")} (the chat template shows no tool-call syntax to detect)`, undefined);
+    return format;
   }
 
   /** The loaded model's chat template and special tokens. Backends without one report none. */
@@ -227,35 +276,28 @@ export abstract class BaseBackend implements InferenceBackend {
     if (!this.isLoaded) throw new NotLoadedError(what);
   }
 
-  private stream(ids: number[], options: ResolvedGenerateOptions, extra: GenerateOptions | undefined): GenerationStream {
-    let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
-    const result = new Promise<GenerateResult>((resolve, reject) => (settle = { resolve, reject }));
-    // The caller may only iterate; never let an ignored `result` become an unhandled rejection.
-    result.catch(() => undefined);
-    const self = this;
-    void extra;
-    async function* chunks(): AsyncGenerator<GenerateChunk> {
-      try {
-        const outcome = yield* self.drive(ids, options);
-        settle.resolve(outcome);
-      } catch (error) {
-        settle.reject(error);
-        throw error;
-      }
-    }
-    const iterable = chunks();
-    return { result, [Symbol.asyncIterator]: () => iterable };
+  private stream(ids: number[], options: ResolvedGenerateOptions): GenerationStream {
+    const progress = new Progress(ids.length);
+    // The stream belongs to this load, even when first read after an unload and a new load.
+    const generation = this.generation;
+    return lazyGenerationStream(
+      (signal) => this.drive(ids, { ...options, signal }, progress, generation),
+      () => progress.result("abort"),
+      options.signal,
+    );
   }
 
-  private async *drive(ids: number[], options: ResolvedGenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
-    const start = performance.now();
+  private async *drive(
+    ids: number[], options: ResolvedGenerateOptions, progress: Progress, myGeneration: number,
+  ): AsyncGenerator<GenerateChunk, GenerateResult> {
     const { signal } = options;
-    const myGeneration = this.generation;
+    progress.start = performance.now();
+    if (myGeneration !== this.generation) throw new UnloadedError();
     let release: (() => void) | undefined;
     try {
       release = await this.queue.acquire(signal);
     } catch (error) {
-      if (signal?.aborted && error === signal.reason) return emptyResult(ids.length, start);
+      if (signal?.aborted && error === signal.reason) return progress.result("abort");
       throw error;
     }
     const run = (() => {
@@ -267,6 +309,7 @@ export abstract class BaseBackend implements InferenceBackend {
         throw error;
       }
     })();
+    progress.run = run;
     this.running.add(run);
     const onAbort = () => run.cancel();
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -274,30 +317,26 @@ export abstract class BaseBackend implements InferenceBackend {
     if (signal?.aborted) run.cancel();
     const detok = new StreamingDetokenizer((t) => this.detokenize(t), ids.slice(-DETOKENIZER_CONTEXT));
     const stops = new StopMatcher(options.stop);
-    const tokens: number[] = [];
-    let text = "";
-    let firstTokenAt = 0;
-    let finish: FinishReason | undefined;
-    let stopSequence: string | undefined;
+    const { tokens } = progress;
     try {
       try {
         for await (const batch of run) {
-          if (firstTokenAt === 0) firstTokenAt = performance.now();
+          if (progress.firstTokenAt === 0) progress.firstTokenAt = performance.now();
           const room = options.maxTokens - tokens.length;
           const taken = batch.length > room ? batch.slice(0, room) : batch;
           tokens.push(...taken);
           const match = stops.push(detok.push(taken));
           if (match.emit || taken.length > 0) {
-            text += match.emit;
+            progress.text += match.emit;
             yield { text: match.emit, tokens: taken };
           }
           if (match.stop !== undefined) {
-            finish = "stop";
-            stopSequence = match.stop;
+            progress.finish = "stop";
+            progress.stopSequence = match.stop;
             break;
           }
           if (tokens.length >= options.maxTokens) {
-            finish = "length";
+            progress.finish = "length";
             break;
           }
         }
@@ -307,35 +346,55 @@ export abstract class BaseBackend implements InferenceBackend {
         throw error;
       }
       if (myGeneration !== this.generation) throw new UnloadedError();
-      finish ??= signal?.aborted ? "abort" : run.finish ?? "length";
-      if (stopSequence === undefined) {
+      progress.finish ??= signal?.aborted ? "abort" : run.finish ?? "length";
+      if (progress.stopSequence === undefined) {
         const tail = stops.push(detok.flush()).emit + stops.flush();
         if (tail) {
-          text += tail;
+          progress.text += tail;
           yield { text: tail, tokens: [] };
         }
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
       run.cancel();
-      await run.completion?.catch(() => undefined);
+      await run.completion;
       this.running.delete(run);
       release();
     }
+    return progress.result(progress.finish);
+  }
+}
+
+/** What a generation has produced so far; the result of a stream that ends, or is left, now. */
+class Progress {
+  /** When the request started (its first read), for timings. */
+  start = performance.now();
+  readonly tokens: number[] = [];
+  text = "";
+  firstTokenAt = 0;
+  finish: FinishReason | undefined;
+  stopSequence: string | undefined;
+  run: TokenRun | undefined;
+
+  constructor(private readonly promptTokens: number) {}
+
+  /** The result as of now; `finish` unless the generation already decided how it ended. */
+  result(finish: FinishReason): GenerateResult {
+    const { tokens, start, promptTokens } = this;
     const end = performance.now();
-    const ttft = (firstTokenAt || end) - start;
-    const evaluated = run.evaluatedPromptTokens;
-    const decodeMs = end - (firstTokenAt || end);
+    const ttft = (this.firstTokenAt || end) - start;
+    const evaluated = this.run?.evaluatedPromptTokens ?? 0;
+    const decodeMs = end - (this.firstTokenAt || end);
     return {
-      text,
-      tokens,
-      finishReason: finish,
-      ...(stopSequence !== undefined ? { stopSequence } : {}),
+      text: this.text,
+      tokens: [...tokens],
+      finishReason: this.finish ?? finish,
+      ...(this.stopSequence !== undefined ? { stopSequence: this.stopSequence } : {}),
       usage: {
-        promptTokens: ids.length,
+        promptTokens,
         evaluatedPromptTokens: evaluated,
         completionTokens: tokens.length,
-        totalTokens: ids.length + tokens.length,
+        totalTokens: promptTokens + tokens.length,
       },
       timings: {
         timeToFirstTokenMs: ttft,
@@ -347,13 +406,25 @@ export abstract class BaseBackend implements InferenceBackend {
   }
 }
 
-function emptyResult(promptTokens: number, start: number): GenerateResult {
-  const totalMs = performance.now() - start;
-  return {
-    text: "",
-    tokens: [],
-    finishReason: "abort",
-    usage: { promptTokens, evaluatedPromptTokens: 0, completionTokens: 0, totalTokens: promptTokens },
-    timings: { timeToFirstTokenMs: totalMs, promptTokensPerSecond: 0, generatedTokensPerSecond: 0, totalMs },
-  };
+/**
+ * The constraint of tool calls (lib/tools.ts), checked against the other options: forced calls
+ * rule out jsonSchema and stop strings and need room for their shortest form; "auto" keeps a
+ * jsonSchema the caller gave (the answer is then that document, not a call).
+ */
+function callConstraint(tools: ToolSetup, format: ToolCallFormat, resolved: ResolvedGenerateOptions): CompiledJsonSchema | undefined {
+  if (tools.choice === "auto") return resolved.jsonSchema ?? (resolved.stop.length > 0 ? undefined : toolCallConstraint(tools, format));
+  if (resolved.jsonSchema) throw new InvalidOptionError("jsonSchema", "unset when toolChoice forces a tool call", "a schema");
+  if (resolved.stop.length > 0) throw new InvalidOptionError("stop", "no stop strings when toolChoice forces a tool call", resolved.stop);
+  const constraint = toolCallConstraint(tools, format) as CompiledJsonSchema;
+  if (resolved.maxTokens < constraint.minTokens) {
+    throw new InvalidOptionError("maxTokens", `at least ${constraint.minTokens} when toolChoice forces a call (its shortest form)`, resolved.maxTokens);
+  }
+  return constraint;
+}
+
+/** A chat answer: tool calls when the text holds them (and tools were offered), else content. */
+function chatResult(result: GenerateResult, tools: ToolSetup | undefined, format: ToolCallFormat | undefined): ChatResult {
+  const parsed = tools && format && result.finishReason !== "abort" ? parseToolCalls(result.text, format, tools.tools) : undefined;
+  if (!parsed) return { ...result, message: { role: "assistant", content: result.text } };
+  return { ...result, finishReason: "toolCalls", message: { role: "assistant", content: parsed.content || null, toolCalls: parsed.calls } };
 }

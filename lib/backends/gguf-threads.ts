@@ -21,7 +21,6 @@
  *   no count here ever exceeds the cores this process may use.
  */
 import { availableParallelism } from "node:os";
-import type { LlamaContext } from "node-llama-cpp";
 
 /** Models smaller than this always decode on one thread (no measurement: the gap is 10-100×). */
 export const TINY_MODEL_BYTES = 16 * 1024 * 1024;
@@ -97,7 +96,9 @@ function usableCores(physicalCores: number, availableCores: number): number {
  * queued and drops soon after. Both internals are set here. Returns false, changing nothing, when
  * they are absent (another node-llama-cpp version): the context then keeps one count.
  */
-export function setContextThreads(context: LlamaContext, threads: number): boolean {
+// `object`, not node-llama-cpp's LlamaContext: the published declarations must not import the
+// optional dependency (an app without it, or with skipLibCheck off, would fail to type-check).
+export function setContextThreads(context: object, threads: number): boolean {
   const internals = context as unknown as { _idealThreads?: unknown; _threadSplitterConsumer?: { _wantedThreads?: unknown } };
   if (typeof internals._idealThreads !== "number") return false;
   const consumer = internals._threadSplitterConsumer;

@@ -4,7 +4,7 @@
  * node-llama-cpp is an optional dependency and is imported lazily on the first load, so the
  * package works without it as long as this backend is not used.
  */
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import type {
@@ -16,6 +16,9 @@ import {
   AdapterError, BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
   UnsupportedArchitectureError,
 } from "../errors.js";
+import { GgufLoadRefused, probeEnabled, probeGguf } from "../gguf/probe.js";
+import { readGgufHeader } from "../gguf/read.js";
+import { validateGguf } from "../gguf/validate.js";
 import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
@@ -255,7 +258,8 @@ export class GgufBackend extends BaseBackend {
       throw new ModelNotFoundError(path, errorMessage(error));
     });
     if (info.isDirectory()) throw new ModelNotFoundError(path, "expected a .gguf file, found a directory");
-    await checkMagic(file, path);
+    // llama.cpp trusts the file: check it statically, then (first load only) in a child process.
+    await validateGguf(file, path);
     // llama.cpp applies a LoRA at context creation, unfused; it has no merge at load.
     if (options.fuse) throw new InvalidOptionError("fuse", "false with the gguf backend (llama.cpp applies adapters unfused)", true);
     const adapter = options.adapter !== undefined ? await ggufAdapterFile(options.adapter) : undefined;
@@ -266,10 +270,12 @@ export class GgufBackend extends BaseBackend {
     const errorMark = nativeErrorSeq;
     let model: LlamaModel;
     try {
+      if (probeEnabled()) await probeGguf(file, info, path, { signal });
       model = await llama.loadModel({ modelPath: file, gpuLayers: 0, ...(signal ? { loadSignal: signal } : {}) });
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      const messages = [...nativeErrorsSince(errorMark), errorMessage(error)];
+      if (error instanceof ModelFormatError) throw error; // the probe saw llama.cpp crash or hang
+      const messages = error instanceof GgufLoadRefused ? error.messages : [...nativeErrorsSince(errorMark), errorMessage(error)];
       const architecture = messages.join("\n").match(/unknown model architecture: '([^']*)'/)?.[1];
       if (architecture !== undefined) {
         throw new UnsupportedArchitectureError(
@@ -550,8 +556,8 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
       run.finish = "length";
       return;
     }
-    // jsonSchema: llama.cpp's grammar masks; the driver follows to end on time (see gguf-constraint.ts).
-    const json = options.jsonSchema ? await ggufJsonRun(model.llama, model, options.jsonSchema, maxNew) : undefined;
+    // jsonSchema: the token constraint bans what its mask leaves out (see gguf-constraint.ts).
+    const json = options.jsonSchema ? await ggufJsonRun(model, options.jsonSchema, maxNew) : undefined;
     if (json) Object.assign(evaluateOptions, json.evaluateOptions);
     if (run.cancelled) return;
     const tokens = sequence.evaluate(pending, evaluateOptions);
@@ -645,30 +651,22 @@ function decodeThreads(loaded: Loaded): number {
   return loaded.tuner?.next() ?? loaded.threads.decode;
 }
 
-async function checkMagic(file: string, shownPath: string, what: "model" | "adapter" = "model"): Promise<void> {
-  const handle = await open(file, "r");
-  try {
-    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
-    const magic = buffer.subarray(0, bytesRead).toString("latin1");
-    if (magic !== "GGUF") {
-      const got = bytesRead === 0 ? "an empty file" : `a file starting with ${JSON.stringify(magic)}`;
-      const message = `Cannot load GGUF ${what} ${shownPath}: not a GGUF file (expected the magic "GGUF", got ${got})`;
-      throw what === "model" ? new ModelFormatError(message) : new AdapterError(message);
-    }
-  } finally {
-    await handle.close();
-  }
-}
-
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** The absolute path of a GGUF adapter file, checked to exist and to be GGUF. */
+/** The absolute path of a GGUF adapter file, checked to exist and to parse as GGUF with general.type "adapter". */
 async function ggufAdapterFile(path: string): Promise<string> {
   const file = resolve(path);
   const info = await stat(file).catch(() => undefined);
   if (!info?.isFile()) throw new AdapterError(`GGUF adapter not found: ${path} (the gguf backend takes a llama.cpp LoRA .gguf file)`);
-  await checkMagic(file, path, "adapter");
+  // llama.cpp trusts the file: the header is parsed here first.
+  const header = await readGgufHeader(file).catch((error: unknown) => {
+    throw new AdapterError(`Cannot load GGUF adapter ${path}: not a valid GGUF file (${errorMessage(error)})`);
+  });
+  const type = header.metadata.get("general.type")?.value;
+  if (type?.type !== "string" || type.value !== "adapter") {
+    throw new AdapterError(`Cannot load GGUF adapter ${path}: general.type is not "adapter" (a model file, not a LoRA adapter?)`);
+  }
   return file;
 }

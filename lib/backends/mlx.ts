@@ -266,10 +266,18 @@ export class MlxBackend extends BaseBackend {
       },
       (tokens, done) => {
         if (tokens) {
+          let forced: number[] | undefined;
           if (json && !failed) {
             try {
               for (const t of tokens) json.push(t);
-              if (json.step < json.budget) handle.provideMask(json.step, json.mask());
+              // Out of slack: the rest of the document is forced. It is appended without decoding
+              // (as on GGUF) and the engine, waiting for the next mask, is told to end.
+              const engineStep = json.step;
+              forced = json.forcedCompletion();
+              if (forced) {
+                for (const t of forced) json.push(t);
+                handle.provideMask(engineStep, null);
+              } else if (json.step < json.budget) handle.provideMask(json.step, json.mask());
             } catch (error) {
               failed = true;
               handle.cancel();
@@ -277,6 +285,7 @@ export class MlxBackend extends BaseBackend {
             }
           }
           channel.push(Array.from(tokens));
+          if (forced?.length) channel.push(forced);
           return;
         }
         settle();

@@ -5,6 +5,7 @@
 import { stat } from "node:fs/promises";
 import type { BackendName, InferenceBackend, LoadOptions } from "../backend.js";
 import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError } from "../errors.js";
+import { resolveModel, type PullOptions } from "../hub/pull.js";
 import { checkModelPath } from "../options.js";
 import type { BackendOptions } from "./base.js";
 import { GgufBackend } from "./gguf.js";
@@ -20,6 +21,10 @@ export interface BackendSelection {
 export interface LoadModelOptions extends LoadOptions, BackendOptions {
   /** `auto` picks from the path (see {@link chooseBackend}); `mlx` or `gguf` force one. Defaults to `auto`. */
   backend?: "auto" | BackendName;
+  /** Download progress when the model is a hub name that is not cached yet (see `pullModel`). */
+  onProgress?: PullOptions["onProgress"];
+  /** Cache, endpoint, token and offline settings for hub names. Default to Hugging Face's environment variables. */
+  hub?: Omit<PullOptions, "onProgress" | "signal">;
 }
 
 /** A loaded model: the backend that runs it, plus why that backend was chosen. */
@@ -57,7 +62,11 @@ export async function chooseBackend(modelPath: string, backend: "auto" | Backend
 }
 
 /**
- * Loads a model with the right backend.
+ * Loads a model with the right backend. `model` is a local path (a `.gguf` file or a model
+ * directory; an existing path always wins) or a Hugging Face name: `owner/name` (an MLX/HF
+ * repository), `hf:owner/name/file.gguf`, `hf:owner/name:Q4_K_M`, each with an optional
+ * `@revision` after the repository. A name is fetched into the shared Hugging Face cache first
+ * (see `pullModel`), or taken from it when already there.
  *
  * @example
  * ```ts
@@ -67,10 +76,12 @@ export async function chooseBackend(modelPath: string, backend: "auto" | Backend
  * const { text } = await model.generate("Once upon a time", { maxTokens: 32 });
  * await model.unload();
  * ```
- * @throws ModelNotFoundError, BackendUnavailableError, InvalidOptionError, ModelFormatError, UnsupportedArchitectureError
+ * @throws ModelNotFoundError, BackendUnavailableError, InvalidOptionError, ModelFormatError, UnsupportedArchitectureError,
+ *   and for names HubAccessError, DownloadError
  */
-export async function loadModel(modelPath: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
-  const { backend = "auto", maxQueuedRequests, ...loadOptions } = options;
+export async function loadModel(model: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+  const { backend = "auto", maxQueuedRequests, onProgress, hub, ...loadOptions } = options;
+  const { path: modelPath } = await resolveModel(checkModelPath(model), { ...hub, onProgress, signal: loadOptions.signal });
   const selection = await chooseBackend(modelPath, backend);
   const instance = selection.backend === "mlx" ? new MlxBackend({ maxQueuedRequests }) : new GgufBackend({ maxQueuedRequests });
   await instance.load(modelPath, loadOptions);

@@ -7,9 +7,11 @@
  */
 import { parseArgs } from "node:util";
 import { loadModel } from "../backends/select.js";
+import { progressReporter } from "./hub.js";
 import { loadFixtures, FixtureError } from "../eval/fixtures.js";
 import { formatMarkdown, writeReport } from "../eval/report.js";
 import { runEval } from "../eval/run.js";
+import { EXIT } from "./exit-codes.js";
 
 /** Default `--threshold`: every case must pass, since a fixtures file states what must hold. */
 export const DEFAULT_THRESHOLD = 1;
@@ -54,7 +56,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
     if (error instanceof FixtureError) return usageError(error.message);
     throw error;
   }
-  const model = await loadModel(values.model, { backend: backend as "auto" | "mlx" | "gguf", contextSize, threads });
+  const model = await loadModel(values.model, { backend: backend as "auto" | "mlx" | "gguf", contextSize, threads, onProgress: progressReporter() });
   try {
     process.stderr.write(`[eval] ${fixtures.cases.length} cases from ${fixtures.path} on ${model.name} (${model.selection.reason})\n`);
     const report = await runEval(model, fixtures, {
@@ -79,7 +81,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
         `latency p50 ${report.latencyMs.p50.toFixed(1)} ms, p95 ${report.latencyMs.p95.toFixed(1)} ms, ` +
         `${report.tokensPerSecond.decodeMedian.toFixed(1)} tok/s\n`,
     );
-    return report.ok ? 0 : 1;
+    return report.ok ? EXIT.ok : EXIT.failure;
   } finally {
     await model.unload();
   }
@@ -87,7 +89,7 @@ export async function runEvalCommand(args: string[]): Promise<number> {
 
 function usageError(message: string): number {
   process.stderr.write(`mlx-node eval: ${message}\nRun "mlx-node help" for usage.\n`);
-  return 2;
+  return EXIT.usage;
 }
 
 /** The flag's value as a positive integer, undefined when absent, or an error message. */

@@ -1,5 +1,13 @@
-/** Numeric command-line flags: undefined when absent, an InvalidOptionError naming the flag when malformed. */
+/** Command-line flag values: undefined when absent, an InvalidOptionError naming the flag when malformed. */
+import { readFile } from "node:fs/promises";
 import { InvalidOptionError } from "../errors.js";
+
+/** The text of the file a flag names (`--json-schema`, `--chat-template`). */
+export async function fileFlag(flag: string, file: string): Promise<string> {
+  return readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw new InvalidOptionError(flag, "a readable file", `${file} (${error.code ?? error.message})`);
+  });
+}
 
 /** A finite number. */
 export function numberFlag(flag: string, value: string | undefined): number | undefined {

@@ -1,10 +1,11 @@
 /** `mlx-node generate`: streams a completion to stdout, speed and backend to stderr. Ctrl-C stops it cleanly. */
 import { parseArgs } from "node:util";
 import { InvalidOptionError } from "../errors.js";
-import { readFile } from "node:fs/promises";
 import type { GenerateOptions, JsonSchema } from "../backend.js";
 import { loadModel } from "../backends/select.js";
-import { numberFlag } from "./flags.js";
+import { progressReporter } from "./hub.js";
+import { EXIT } from "./exit-codes.js";
+import { fileFlag, numberFlag } from "./flags.js";
 
 export async function runGenerate(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -35,6 +36,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   const jsonSchema = values["json-schema"] === undefined ? undefined : await readSchema(values["json-schema"]);
   const backend = (values.backend ?? "auto") as "auto" | "mlx" | "gguf";
   const model = await loadModel(values.model, {
+    onProgress: progressReporter(),
     backend,
     contextSize: numberFlag("--context-size", values["context-size"]),
     threads: numberFlag("--threads", values.threads),
@@ -68,7 +70,7 @@ export async function runGenerate(args: string[]): Promise<number> {
         `${t.generatedTokensPerSecond.toFixed(1)} tok/s, prompt ${t.promptTokensPerSecond.toFixed(1)} tok/s, ` +
         `first token ${t.timeToFirstTokenMs.toFixed(0)} ms, finish: ${result.finishReason}\n`,
     );
-    return 0;
+    return EXIT.ok;
   } finally {
     process.off("SIGINT", onSigint);
     await model.unload();
@@ -76,9 +78,7 @@ export async function runGenerate(args: string[]): Promise<number> {
 }
 
 async function readSchema(file: string): Promise<JsonSchema> {
-  const text = await readFile(file, "utf8").catch((error: NodeJS.ErrnoException) => {
-    throw new InvalidOptionError("--json-schema", "a readable JSON schema file", `${file} (${error.code ?? error.message})`);
-  });
+  const text = await fileFlag("--json-schema", file);
   try {
     return JSON.parse(text) as JsonSchema;
   } catch (error) {

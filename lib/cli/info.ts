@@ -1,11 +1,12 @@
 /** `mlx-node info`: platform, available backends, and why the others are not. */
 import { info } from "../platform.js";
+import { EXIT } from "./exit-codes.js";
 
 export async function runInfo(json: boolean): Promise<number> {
   const i = await info();
   if (json) {
     process.stdout.write(JSON.stringify(i, null, 2) + "\n");
-    return 0;
+    return EXIT.ok;
   }
   const gib = (i.totalMemoryBytes / 2 ** 30).toFixed(1);
   const lines = [
@@ -17,5 +18,5 @@ export async function runInfo(json: boolean): Promise<number> {
     lines.push(status.available ? `${name}: available${details}` : `${name}: unavailable: ${status.reason}`);
   }
   process.stdout.write(lines.join("\n") + "\n");
-  return 0;
+  return EXIT.ok;
 }

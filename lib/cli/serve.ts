@@ -3,14 +3,16 @@
  * Logs one line per request to stderr; SIGINT/SIGTERM close it cleanly (running requests are
  * aborted, the model is unloaded).
  */
-import { readFile } from "node:fs/promises";
-import type { AddressInfo } from "node:net";
+import { isIP, type AddressInfo } from "node:net";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { loadModel } from "../backends/select.js";
+import { progressReporter } from "./hub.js";
 import { InvalidOptionError } from "../errors.js";
+import { accessPolicy } from "../server/access.js";
 import { createServer } from "../server/server.js";
-import { integerFlag } from "./flags.js";
+import { EXIT } from "./exit-codes.js";
+import { fileFlag, integerFlag } from "./flags.js";
 
 export async function runServe(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -27,6 +29,7 @@ export async function runServe(args: string[]): Promise<number> {
       threads: { type: "string" },
       "max-queued": { type: "string" },
       cors: { type: "string" },
+      "allow-host": { type: "string", multiple: true },
       quiet: { type: "boolean", short: "q" },
     },
   });
@@ -34,9 +37,13 @@ export async function runServe(args: string[]): Promise<number> {
   const port = integerFlag("--port", values.port) ?? 8080;
   if (port < 0 || port > 65535) throw new InvalidOptionError("--port", "0..65535", port);
   const host = values.host ?? "127.0.0.1";
-  const chatTemplate = values["chat-template"] ? await readFile(values["chat-template"], "utf8") : undefined;
+  // The name served on (--host mybox.lan) is one clients will use; IP addresses need no allowing.
+  const allowedHosts = [...(values["allow-host"] ?? []), ...(isIP(host) === 0 ? [host] : [])];
+  accessPolicy(values.cors, allowedHosts, { cors: "--cors", hosts: "--allow-host" }); // checked before the model loads
+  const chatTemplate = values["chat-template"] ? await fileFlag("--chat-template", values["chat-template"]) : undefined;
 
   const model = await loadModel(values.model, {
+    onProgress: progressReporter(),
     backend: (values.backend ?? "auto") as "auto" | "mlx" | "gguf",
     contextSize: integerFlag("--context-size", values["context-size"]),
     threads: integerFlag("--threads", values.threads),
@@ -55,6 +62,7 @@ export async function runServe(args: string[]): Promise<number> {
     modelId,
     ...(chatTemplate !== undefined ? { chatTemplate } : {}),
     ...(values.cors !== undefined ? { corsOrigin: values.cors } : {}),
+    allowedHosts,
     onRequestEnd: values.quiet
       ? undefined
       : (e) =>
@@ -88,5 +96,5 @@ export async function runServe(args: string[]): Promise<number> {
   });
   await model.unload();
   process.stderr.write("mlx-node: server stopped\n");
-  return 0;
+  return EXIT.ok;
 }

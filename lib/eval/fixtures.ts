@@ -32,7 +32,7 @@ export interface EvalCase {
   expect?: Pattern[];
   /** No pattern may match the output (the file's `forbid` applies too). */
   forbid?: Pattern[];
-  /** The output, trimmed, must parse as JSON and validate against this schema (see json-validate.ts). */
+  /** The output, trimmed, must parse as JSON and validate against this schema (ajv; see json-validate.ts). */
   jsonSchema?: JsonSchema;
   /** Runs of the case; every run must pass. Defaults to 1. */
   repeat?: number;
@@ -155,7 +155,7 @@ export function parseFixtures(data: unknown, path: string): LoadedFixtures {
     else if (top.chatTemplate !== undefined && own.chatTemplate === undefined) options.chatTemplate = top.chatTemplate;
     if (c.jsonSchema !== undefined) {
       const problems = checkSchema(c.jsonSchema);
-      if (problems.length > 0) failCase(`"jsonSchema" is not supported: ${problems.join("; ")}`);
+      if (problems.length > 0) failCase(`"jsonSchema" is not a valid JSON Schema: ${problems.join("; ")}`);
     }
     if (c.repeat !== undefined && (!Number.isInteger(c.repeat) || c.repeat < 1 || c.repeat > 100)) {
       failCase("\"repeat\" must be an integer from 1 to 100");

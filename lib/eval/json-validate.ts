@@ -1,114 +1,71 @@
 /**
- * A small, dependency-free JSON Schema validator for the subset mlx-node supports: `type` (object,
- * array, string, number, integer, boolean), `enum`, `properties`, `required`, `additionalProperties`
- * (boolean) and `items`, nested to any depth. Annotations (`title`, `description`, `$schema`, `$id`,
- * `default`, `examples`) are ignored.
- *
- * The subset is deliberately closed: {@link checkSchema} rejects any other keyword instead of ignoring
- * it, so a schema never looks enforced when it is not. Guaranteed-JSON decoding shares this module,
- * and it must be able to turn every accepted schema into a grammar.
+ * JSON Schema validation through ajv (draft 2020-12, or draft-07 when the schema says so) with
+ * ajv-formats: what eval scores outputs with, and what the tests check constrained output against.
  */
+import { createRequire } from "node:module";
+import type { AnySchema, ErrorObject, ValidateFunction } from "ajv";
 
-/** The JSON types a schema's `type` may name. */
-export type JsonSchemaType = "object" | "array" | "string" | "number" | "integer" | "boolean";
+/** A JSON Schema: an object (or `true`/`false`); mlx-node's enforceable subset is in lib/json-schema/schema.ts. */
+export type JsonSchema = { [keyword: string]: unknown } | boolean;
 
-/** A JSON value allowed in `enum`. Only primitives: they compare by value. */
-export type JsonPrimitive = string | number | boolean | null;
-
-/** A schema in the supported subset. */
-export interface JsonSchema {
-  type?: JsonSchemaType;
-  /** The value must equal one of these. */
-  enum?: JsonPrimitive[];
-  /** Objects: schemas of named properties. */
-  properties?: Record<string, JsonSchema>;
-  /** Objects: property names that must be present. */
-  required?: string[];
-  /** Objects: `false` rejects properties not listed in `properties`. Defaults to true. */
-  additionalProperties?: boolean;
-  /** Arrays: the schema of every element. */
-  items?: JsonSchema;
-  title?: string;
-  description?: string;
-}
-
-/** One way a value breaks a schema. `path` is a JSONPath-like location such as `$.files[2].name`. */
+/** One way a value breaks a schema. `path` is a JSON pointer into the value (`/files/2/name`, "" for the root). */
 export interface JsonValidationIssue {
   path: string;
   message: string;
 }
 
-const TYPES: readonly string[] = ["object", "array", "string", "number", "integer", "boolean"];
-const KEYWORDS = new Set(["type", "enum", "properties", "required", "additionalProperties", "items"]);
-const ANNOTATIONS = new Set(["title", "description", "$schema", "$id", "default", "examples"]);
+// ajv and ajv-formats are CommonJS; createRequire keeps their default exports typed simply.
+const require = createRequire(import.meta.url);
+type AjvClass = new (options: object) => { compile(schema: AnySchema): ValidateFunction; validateSchema(schema: AnySchema): boolean | Promise<unknown>; errors?: ErrorObject[] | null };
+const Ajv2020 = (require("ajv/dist/2020") as { default: AjvClass }).default;
+const AjvDraft7 = (require("ajv") as { default: AjvClass }).default;
+const addFormats = (require("ajv-formats") as { default: (ajv: object) => void }).default;
 
-/**
- * Checks that `schema` is inside the supported subset.
- * @returns the problems found, each naming where (`#/properties/name`); empty when the schema is usable.
- */
-export function checkSchema(schema: unknown, at = "#"): string[] {
-  if (!isPlainObject(schema)) return [`${at}: a schema must be an object`];
-  const problems: string[] = [];
-  for (const key of Object.keys(schema)) {
-    if (!KEYWORDS.has(key) && !ANNOTATIONS.has(key)) {
-      problems.push(`${at}: unsupported keyword "${key}" (supported: ${[...KEYWORDS].join(", ")})`);
-    }
+const instances = new Map<string, InstanceType<AjvClass>>();
+const compiled = new WeakMap<object, ValidateFunction>();
+
+function ajvFor(schema: JsonSchema): InstanceType<AjvClass> {
+  const draft7 = typeof schema === "object" && /draft-0[4-7]/.test(String(schema.$schema ?? ""));
+  const key = draft7 ? "07" : "2020";
+  let ajv = instances.get(key);
+  if (!ajv) {
+    // strict: false accepts OpenAPI's `discriminator` and other annotations real schemas carry
+    // (ajv knows OpenAPI's `nullable`, which openai's zodResponseFormat writes).
+    const Class = draft7 ? AjvDraft7 : Ajv2020;
+    ajv = new Class({ strict: false, allErrors: true, validateFormats: true });
+    addFormats(ajv);
+    instances.set(key, ajv);
   }
-  const { type, enum: values, properties, required, additionalProperties, items } = schema;
-  if (type !== undefined && (typeof type !== "string" || !TYPES.includes(type))) {
-    problems.push(`${at}/type: must be one of ${TYPES.join(", ")} (got ${JSON.stringify(type)})`);
-  }
-  if (values !== undefined) {
-    if (!Array.isArray(values) || values.length === 0) problems.push(`${at}/enum: must be a non-empty array`);
-    else if (values.some((v) => v !== null && !["string", "number", "boolean"].includes(typeof v))) {
-      problems.push(`${at}/enum: only strings, numbers, booleans and null are supported`);
-    }
-  }
-  if (properties !== undefined) {
-    if (!isPlainObject(properties)) problems.push(`${at}/properties: must be an object of schemas`);
-    else for (const [name, sub] of Object.entries(properties)) problems.push(...checkSchema(sub, `${at}/properties/${name}`));
-  }
-  if (required !== undefined && (!Array.isArray(required) || required.some((r) => typeof r !== "string"))) {
-    problems.push(`${at}/required: must be an array of property names`);
-  }
-  if (additionalProperties !== undefined && typeof additionalProperties !== "boolean") {
-    problems.push(`${at}/additionalProperties: only true or false is supported`);
-  }
-  if (items !== undefined) problems.push(...checkSchema(items, `${at}/items`));
-  const objectOnly = properties !== undefined || required !== undefined || additionalProperties !== undefined;
-  if (type !== undefined && type !== "object" && objectOnly) problems.push(`${at}: object keywords on a schema of type "${String(type)}"`);
-  if (type !== undefined && type !== "array" && items !== undefined) problems.push(`${at}: "items" on a schema of type "${String(type)}"`);
-  return problems;
+  return ajv;
 }
 
-/**
- * Validates a parsed JSON value against a schema of the supported subset (check it first with
- * {@link checkSchema}; unsupported keywords are not enforced here).
- * @returns every issue found, outermost first; empty when the value is valid.
- */
-export function validateJson(value: unknown, schema: JsonSchema, path = "$"): JsonValidationIssue[] {
-  const issues: JsonValidationIssue[] = [];
-  const typeOk = schema.type === undefined || matchesType(value, schema.type);
-  if (!typeOk) issues.push({ path, message: `expected ${schema.type}, got ${describeType(value)}` });
-  if (schema.enum !== undefined && !schema.enum.some((v) => v === value)) {
-    issues.push({ path, message: `expected one of ${schema.enum.map((v) => JSON.stringify(v)).join(", ")}, got ${preview(value)}` });
+/** The compiled validator of a schema (cached per schema object). @throws Error when ajv rejects the schema. */
+export function validatorFor(schema: JsonSchema): ValidateFunction {
+  if (typeof schema === "boolean") return ajvFor(schema).compile(schema);
+  let v = compiled.get(schema);
+  if (!v) {
+    v = ajvFor(schema).compile(schema);
+    compiled.set(schema, v);
   }
-  // Children are checked only when the container is the right kind, so a wrong type gives one issue, not dozens.
-  if (typeOk && isPlainObject(value)) {
-    for (const name of schema.required ?? []) {
-      if (!Object.hasOwn(value, name)) issues.push({ path, message: `missing required property "${name}"` });
-    }
-    const properties = schema.properties ?? {};
-    for (const [name, child] of Object.entries(value)) {
-      const sub = Object.hasOwn(properties, name) ? properties[name] : undefined;
-      if (sub) issues.push(...validateJson(child, sub, childPath(path, name)));
-      else if (schema.additionalProperties === false) issues.push({ path, message: `unexpected property "${name}"` });
-    }
+  return v;
+}
+
+/** Problems ajv finds in the schema itself (empty when it is a valid JSON Schema). */
+export function checkSchema(schema: unknown): string[] {
+  if (typeof schema !== "boolean" && (typeof schema !== "object" || schema === null || Array.isArray(schema))) return ["#: a schema must be an object"];
+  try {
+    validatorFor(schema as JsonSchema);
+    return [];
+  } catch (error) {
+    return [(error as Error).message];
   }
-  if (typeOk && Array.isArray(value) && schema.items) {
-    value.forEach((item, i) => issues.push(...validateJson(item, schema.items!, `${path}[${i}]`)));
-  }
-  return issues;
+}
+
+/** Validates a parsed JSON value. @returns every issue ajv reports; empty when the value is valid. */
+export function validateJson(value: unknown, schema: JsonSchema): JsonValidationIssue[] {
+  const validate = validatorFor(schema);
+  if (validate(value)) return [];
+  return (validate.errors ?? []).map((e) => ({ path: e.instancePath, message: `${e.message ?? "invalid"}${e.params && "allowedValues" in e.params ? ` (${JSON.stringify(e.params.allowedValues)})` : ""}` }));
 }
 
 /** The outcome of {@link parseAndValidate}. */
@@ -118,52 +75,15 @@ export type JsonCheck =
 
 /**
  * Parses `text` (surrounding whitespace allowed, nothing else) as JSON and validates it.
- * A parse failure is reported as one issue at `$`.
+ * A parse failure is reported as one issue at the root.
  */
 export function parseAndValidate(text: string, schema: JsonSchema): JsonCheck {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
-    return { ok: false, issues: [{ path: "$", message: `not valid JSON: ${(error as Error).message}` }] };
+    return { ok: false, issues: [{ path: "", message: `not valid JSON: ${(error as Error).message}` }] };
   }
   const issues = validateJson(value, schema);
   return issues.length === 0 ? { ok: true, value } : { ok: false, value, issues };
-}
-
-function matchesType(value: unknown, type: JsonSchemaType): boolean {
-  switch (type) {
-    case "object":
-      return isPlainObject(value);
-    case "array":
-      return Array.isArray(value);
-    case "string":
-      return typeof value === "string";
-    case "number":
-      return typeof value === "number" && Number.isFinite(value);
-    case "integer":
-      return typeof value === "number" && Number.isInteger(value);
-    case "boolean":
-      return typeof value === "boolean";
-  }
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function describeType(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  if (typeof value === "number" && Number.isFinite(value) && !Number.isInteger(value)) return `number ${value}`;
-  return typeof value === "number" ? `integer ${value}` : typeof value;
-}
-
-function preview(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
-}
-
-function childPath(path: string, name: string): string {
-  return /^[A-Za-z_$][\w$]*$/.test(name) ? `${path}.${name}` : `${path}[${JSON.stringify(name)}]`;
 }

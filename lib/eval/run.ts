@@ -184,7 +184,7 @@ export function score(output: string, c: Pick<ResolvedCase, "expect" | "forbid" 
   }
   if (c.jsonSchema) {
     const check = parseAndValidate(output.trim(), c.jsonSchema);
-    if (!check.ok) for (const issue of check.issues) reasons.push(`JSON ${issue.path}: ${issue.message}`);
+    if (!check.ok) for (const issue of check.issues) reasons.push(`JSON ${issue.path || "/"}: ${issue.message}`);
   }
   return reasons;
 }

@@ -1,30 +1,24 @@
 /**
- * The byte-level pushdown automaton of a compiled schema: which bytes may extend a prefix of the
- * output, and how many bytes the shortest completion of each prefix needs.
+ * The byte-level automaton of a compiled schema: which bytes may extend a prefix of the output,
+ * and how many bytes the shortest completion of each prefix needs.
  *
- * Schemas are not recursive, so the stack depth is bounded and the set of reachable states is
- * finite (string content, digit counts and key prefixes collapse into a few states each). States
- * are therefore interned as small integers with a lazily filled 256-way transition table per
- * state: after warm-up a step is one array read, which is what the token-level walk over the
- * vocabulary (token-constraint.ts) needs.
+ * A state is a set of parse stacks (frames.ts): one stack while the text can be read only one
+ * way, several while alternatives of a union (anyOf, type arrays) are still possible. Recursion
+ * is unrolled to a bounded depth when compiling (schema.ts), so stacks are bounded and the
+ * reachable states finite (string content, digit counts and key prefixes collapse into a few
+ * states each). States are interned as small integers with a lazily filled 256-way transition
+ * table per state: after warm-up a step is one array read, which is what the token-level walk
+ * over the vocabulary (token-constraint.ts) needs.
  */
-import type { CompiledJsonSchema } from "./schema.js";
-import { frameKey, stackCost, step, type Frame, type Utf8Mode } from "./frames.js";
+import { MlxNodeError } from "../errors.js";
+import type { CompiledJsonSchema } from "./nodes.js";
+import { frameKey, stackCost, step, type Frame } from "./frames.js";
 
 /** A state id; -1 means "rejected". */
 export type StateId = number;
 export const REJECT = -1;
-
-/** Options of {@link JsonAutomaton}. */
-export interface AutomatonOptions {
-  /**
-   * Strings must be well-formed UTF-8 (no overlong forms, surrogates or code points past
-   * U+10FFFF), so the text never decodes to U+FFFD. Defaults to true. `false` accepts what
-   * llama.cpp's grammar decoder accepts (the length of a sequence from its lead byte's high
-   * bits, then continuation bytes), which the GGUF backend needs to follow llama.cpp's choices.
-   */
-  strictUtf8?: boolean;
-}
+/** Most stacks a state may hold (alternatives of unions read the same way so far). */
+const MAX_STACKS = 256;
 
 /**
  * The automaton of one schema. Its only mutable state is the memo tables, filled lazily with
@@ -34,15 +28,18 @@ export class JsonAutomaton {
   readonly schema: CompiledJsonSchema;
   /** The state before any output. */
   readonly initial: StateId;
-  private readonly stacks: Frame[][] = [];
+  private readonly stacks: Frame[][][] = [];
   private readonly costs: number[] = [];
   private readonly ids = new Map<string, StateId>();
   private readonly transitions: Int32Array[] = [];
 
-  constructor(schema: CompiledJsonSchema, options: AutomatonOptions = {}) {
+  constructor(schema: CompiledJsonSchema) {
     this.schema = schema;
-    const utf8: Utf8Mode = options.strictUtf8 === false ? "lax" : "strict";
-    this.initial = this.intern([{ t: "value", node: schema.root, space: true, utf8 }]);
+    const stack: Frame[] = [];
+    if (schema.suffix?.length) stack.push({ t: "text", bytes: schema.suffix, i: 0, which: "s" });
+    stack.push({ t: "value", node: schema.root, space: !schema.prefix?.length });
+    if (schema.prefix?.length) stack.push({ t: "text", bytes: schema.prefix, i: 0, which: "p" });
+    this.initial = this.intern([stack]);
   }
 
   /** The state after `byte`, or REJECT. */
@@ -50,13 +47,13 @@ export class JsonAutomaton {
     const row = this.transitions[state];
     let target = row[byte];
     if (target === -2) {
-      const stack = step(this.stacks[state], byte);
-      target = stack ? this.intern(stack) : REJECT;
+      const out: Frame[][] = [];
+      for (const stack of this.stacks[state]) step(stack, byte, out);
+      target = this.intern(out);
       row[byte] = target;
     }
     return target;
   }
-
   /** The state after `bytes`, or REJECT. */
   advance(state: StateId, bytes: Iterable<number>): StateId {
     for (const b of bytes) {
@@ -73,7 +70,8 @@ export class JsonAutomaton {
 
   /** True when the document is complete and nothing may follow (not even more digits). */
   finished(state: StateId): boolean {
-    return this.stacks[state].length === 0;
+    const stacks = this.stacks[state];
+    return stacks.length === 1 && stacks[0].length === 0;
   }
 
   /** Whether the bytes form a complete document (for tests). */
@@ -101,14 +99,25 @@ export class JsonAutomaton {
     return Uint8Array.from(out);
   }
 
-  private intern(stack: Frame[]): StateId {
-    const key = stack.map(frameKey).join("|");
+  /** The id of a set of stacks, without those that cannot be completed; REJECT when none is left. */
+  private intern(candidates: Frame[][]): StateId {
+    const byKey = new Map<string, { stack: Frame[]; cost: number }>();
+    for (const stack of candidates) {
+      const cost = stackCost(stack);
+      if (cost < Infinity) byKey.set(stack.map(frameKey).join("|"), { stack, cost });
+    }
+    if (byKey.size === 0) return REJECT;
+    if (byKey.size > MAX_STACKS) {
+      throw new MlxNodeError("INVALID_OPTION", `jsonSchema: more than ${MAX_STACKS} readings of the output are possible at once (anyOf alternatives too alike)`);
+    }
+    const keys = [...byKey.keys()].sort();
+    const key = keys.join("\n");
     let id = this.ids.get(key);
     if (id === undefined) {
       id = this.stacks.length;
       this.ids.set(key, id);
-      this.stacks.push(stack);
-      this.costs.push(stackCost(stack));
+      this.stacks.push(keys.map((k) => byKey.get(k)!.stack));
+      this.costs.push(Math.min(...[...byKey.values()].map((v) => v.cost)));
       this.transitions.push(new Int32Array(256).fill(-2));
     }
     return id;

@@ -1,6 +1,11 @@
 /**
  * Follows one constrained generation token by token: the automaton state, the budget, and the
  * mask (or ban list) for the next token. Backends feed it the tokens their engine produced.
+ *
+ * A constraint with a `trigger` (a tool call in "auto" mode) is lazy: generation is free until
+ * the output ends with the trigger text, then the automaton takes over until its document is
+ * complete, then generation is free again (another call may follow). A call that starts with too
+ * little budget left to finish is not constrained (the answer then comes back as text).
  */
 import { MlxNodeError } from "../errors.js";
 import { REJECT, type StateId } from "./automaton.js";
@@ -11,7 +16,7 @@ export class JsonGenerationDriver {
   readonly constraint: TokenConstraint;
   /** Tokens this request may generate in all (maxTokens, or less when the context is nearly full). */
   readonly budget: number;
-  private state: StateId;
+  private current: StateId;
   private generated = 0;
   /** Milliseconds spent computing masks (for benchmarks). */
   maskMs = 0;
@@ -20,14 +25,24 @@ export class JsonGenerationDriver {
    * the document was closed by the budget rather than by the model (finish reason "length").
    */
   forced = false;
+  /** True when the last mask left out valid tokens for lack of budget (it is then not the state's full mask). */
+  tight = false;
+
+  /** Lazy constraints: the trigger text, and the free output's last bytes (to find it). */
+  private readonly trigger: Uint8Array | undefined;
+  private tail: number[] = [];
+  /** Whether the automaton constrains now (lazy constraints: between trigger and end of document). */
+  private on: boolean;
 
   constructor(constraint: TokenConstraint, budget: number) {
-    if (budget < constraint.minTokens) {
+    this.trigger = constraint.automaton.schema.trigger;
+    if (!this.trigger && budget < constraint.minTokens) {
       throw new MlxNodeError("INVALID_OPTION", `jsonSchema needs ${constraint.minTokens} tokens but only ${budget} fit`);
     }
     this.constraint = constraint;
     this.budget = budget;
-    this.state = constraint.initial;
+    this.current = constraint.initial;
+    this.on = !this.trigger;
   }
 
   /** Index of the next token to generate (= tokens seen so far). */
@@ -35,9 +50,19 @@ export class JsonGenerationDriver {
     return this.generated;
   }
 
-  /** True when the document is complete and nothing may follow. */
+  /** False while a lazy constraint waits for its trigger (every token is allowed). */
+  get constraining(): boolean {
+    return this.on;
+  }
+
+  /** The automaton state after the tokens pushed so far. */
+  get state(): StateId {
+    return this.current;
+  }
+
+  /** True when the document is complete and nothing may follow (never for lazy constraints). */
   get finished(): boolean {
-    return this.constraint.finished(this.state);
+    return this.on && !this.trigger && this.constraint.finished(this.current);
   }
 
   /**
@@ -45,21 +70,57 @@ export class JsonGenerationDriver {
    * @throws MlxNodeError when the token was not allowed (the engine ignored its mask: a bug).
    */
   push(token: number): void {
-    const next = this.constraint.advance(this.state, token);
+    if (!this.on) {
+      this.generated++;
+      this.watch(token);
+      return;
+    }
+    const next = this.constraint.advance(this.current, token);
     if (next === REJECT) {
       throw new MlxNodeError("MLX_ERROR", `jsonSchema: the engine produced token ${token}, which the constraint did not allow at step ${this.generated}`);
     }
-    this.state = next;
+    this.current = next;
     this.generated++;
+    // A lazy constraint whose document is complete lets generation go free again.
+    if (this.trigger && this.constraint.finished(next)) {
+      this.on = false;
+      this.tail = [];
+    }
+  }
+
+  /** Free output of a lazy constraint: activates the automaton once the output ends with the trigger. */
+  private watch(token: number): void {
+    const trigger = this.trigger as Uint8Array;
+    const bytes = this.constraint.vocab.bytes[token] ?? new Uint8Array(0);
+    for (let i = 0; i < bytes.length; i++) {
+      this.tail.push(bytes[i]);
+      if (this.tail.length > trigger.length) this.tail.shift();
+      if (this.tail.length < trigger.length || !this.tail.every((b, k) => b === trigger[k])) continue;
+      this.tail = [];
+      // Only a call that can still be finished within the budget is constrained; the rest of a
+      // token that ends past the marker must already fit the call, or the call stays free text.
+      const automaton = this.constraint.automaton;
+      const state = automaton.advance(this.constraint.initial, bytes.subarray(i + 1));
+      if (state !== REJECT && automaton.cost(state) <= this.budget - this.generated) {
+        this.on = true;
+        this.current = state;
+      }
+      return;
+    }
   }
 
   /** Bitmask of the tokens allowed for the next step, or null when generation must end now. */
   mask(): Uint32Array | null {
     if (this.finished) return null;
+    if (!this.on) {
+      this.tight = false;
+      return this.constraint.freeMask();
+    }
     const start = performance.now();
     const remaining = this.budget - this.generated - 1;
-    if (this.constraint.automaton.cost(this.state) > remaining) this.forced = true;
-    const mask = this.constraint.mask(this.state, remaining);
+    if (this.constraint.automaton.cost(this.current) > remaining) this.forced = true;
+    const mask = this.constraint.mask(this.current, remaining);
+    this.tight = !this.constraint.fits(this.current, remaining);
     this.maskMs += performance.now() - start;
     return mask;
   }
@@ -70,17 +131,10 @@ export class JsonGenerationDriver {
    * Undefined while the model still has a choice.
    */
   forcedCompletion(): number[] | undefined {
-    const cost = this.constraint.automaton.cost(this.state);
+    if (!this.on) return undefined;
+    const cost = this.constraint.automaton.cost(this.current);
     if (cost === 0 || cost < this.budget - this.generated) return undefined;
     this.forced = true;
-    return this.constraint.completionTokens(this.state);
-  }
-
-  /** Tokens valid next that would leave too little room to finish (empty while the budget is not tight). */
-  overBudget(): number[] {
-    const start = performance.now();
-    const out = this.finished ? [] : this.constraint.overBudget(this.state, this.budget - this.generated - 1);
-    this.maskMs += performance.now() - start;
-    return out;
+    return this.constraint.completionTokens(this.current);
   }
 }

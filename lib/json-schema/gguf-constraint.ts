@@ -1,13 +1,12 @@
 /**
- * `jsonSchema` on the GGUF backend. llama.cpp's native grammar sampler does the masking, with a
- * GBNF grammar generated from the schema (gbnf.ts: the automaton's language). Our automaton
- * follows the same tokens to know when the document is complete (generation then stops at once)
- * and how much room finishing it needs: once the budget gets tight, the tokens the grammar would
- * still allow but that leave too little room are banned with a token bias.
+ * `jsonSchema` on the GGUF backend, with the same token constraint as MLX: before each sample,
+ * node-llama-cpp asks for a token bias, and every token the mask does not allow gets "never"
+ * (llama.cpp then samples among the allowed ones with the usual samplers). The ban list of a
+ * state is built once and kept while the budget is not tight.
  */
-import type { Llama, LlamaGrammar, LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
+import type { LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
+import { MlxNodeError } from "../errors.js";
 import { JsonGenerationDriver } from "./driver.js";
-import { jsonSchemaToGbnf } from "./gbnf.js";
 import type { CompiledJsonSchema } from "./schema.js";
 import { tokenConstraint } from "./token-constraint.js";
 import { vocabularyFromGguf, type TokenVocabulary } from "./vocab.js";
@@ -17,56 +16,51 @@ export interface GgufJsonRun {
   /** Follows the tokens; push every generated token, stop when `finished`. */
   driver: JsonGenerationDriver;
   /** Options to merge into `sequence.evaluate`. */
-  evaluateOptions: Pick<SequenceEvaluateOptions, "grammarEvaluationState" | "tokenBias">;
+  evaluateOptions: Pick<SequenceEvaluateOptions, "tokenBias">;
 }
 
-const grammars = new WeakMap<Llama, Map<string, Promise<LlamaGrammar>>>();
-/** Per model: its vocabulary, and the ids with no text (control tokens) that are always banned. */
-const vocabularies = new WeakMap<LlamaModel, { vocab: TokenVocabulary; noText: Token[] }>();
+/** Per model: its vocabulary. */
+const vocabularies = new WeakMap<LlamaModel, TokenVocabulary>();
+/** Per constraint: the bias of each state when the budget is not tight. */
+const stateBiases = new WeakMap<object, Map<number, TokenBias>>();
 
 /**
  * Sets up one constrained generation of at most `budget` tokens.
  * @throws MlxNodeError `GGUF_ERROR` for a tokenizer that is neither SentencePiece nor byte-level BPE.
  */
-export async function ggufJsonRun(llama: Llama, model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
+export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
   const lib = await import("node-llama-cpp");
-  let known = vocabularies.get(model);
-  if (!known) {
+  let vocab = vocabularies.get(model);
+  if (!vocab) {
     const tokens = model.tokens;
     const eos = [tokens.eos, tokens.eot].filter((t): t is Token => t !== null);
-    const vocab = vocabularyFromGguf(model.fileInfo.metadata?.tokenizer?.ggml ?? {}, eos);
-    // llama.cpp's grammar reads control tokens (BOS, <unk>, chat markers) as their text, which a
-    // string would accept: they are banned always (end-of-generation tokens are the grammar's business).
-    const noText: Token[] = [];
-    for (let id = 0; id < vocab.size; id++) if (!vocab.bytes[id]?.length && !eos.includes(id as Token)) noText.push(id as Token);
-    known = { vocab, noText };
-    vocabularies.set(model, known);
+    vocab = vocabularyFromGguf(model.fileInfo.metadata?.tokenizer?.ggml ?? {}, eos);
+    vocabularies.set(model, vocab);
   }
-  const { vocab, noText } = known;
-  // Lax UTF-8: the automaton must accept every byte sequence llama.cpp's grammar lets through.
-  const driver = new JsonGenerationDriver(tokenConstraint(schema, vocab, { strictUtf8: false }), budget);
-  const grammar = await grammarFor(llama, schema);
-  const baseBias = new lib.TokenBias(model.tokenizer).set(noText, "never");
+  const driver = new JsonGenerationDriver(tokenConstraint(schema, vocab), budget);
+  let cache = stateBiases.get(driver.constraint);
+  if (!cache) stateBiases.set(driver.constraint, (cache = new Map()));
+  const size = vocab.size;
+  const biasOf = (mask: Uint32Array): TokenBias => {
+    const bias = new lib.TokenBias(model.tokenizer);
+    // TokenBias.set skips end-of-generation tokens, which must be banned too while the document
+    // is open: the bias map (read by node-llama-cpp as token → logit bias) is filled directly.
+    const biases = (bias as unknown as { _biases?: Map<number, number> })._biases;
+    if (!(biases instanceof Map)) throw new MlxNodeError("GGUF_ERROR", "jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
+    for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) biases.set(id, -Infinity);
+    return bias;
+  };
+  const free = new lib.TokenBias(model.tokenizer);
   const tokenBias = (): TokenBias => {
-    const banned = driver.overBudget();
-    return banned.length === 0 ? baseBias : new lib.TokenBias(model.tokenizer).set([...noText, ...banned] as Token[], "never");
+    const mask = driver.mask();
+    if (!driver.constraining) return free;
+    if (!mask) return biasOf(new Uint32Array(Math.ceil(size / 32)));
+    if (!driver.tight) {
+      let bias = cache.get(driver.state);
+      if (!bias) cache.set(driver.state, (bias = biasOf(mask)));
+      return bias;
+    }
+    return biasOf(mask);
   };
-  return {
-    driver,
-    evaluateOptions: { grammarEvaluationState: new lib.LlamaGrammarEvaluationState({ model, grammar }), tokenBias },
-  };
-}
-
-function grammarFor(llama: Llama, schema: CompiledJsonSchema): Promise<LlamaGrammar> {
-  let byKey = grammars.get(llama);
-  if (!byKey) grammars.set(llama, (byKey = new Map()));
-  let grammar = byKey.get(schema.key);
-  if (!grammar) {
-    grammar = llama.createGrammar({ grammar: jsonSchemaToGbnf(schema) });
-    grammar.catch(() => byKey.delete(schema.key));
-    // Grammars are small; keep the most recent few dozen.
-    if (byKey.size >= 32) byKey.delete(byKey.keys().next().value as string);
-    byKey.set(schema.key, grammar);
-  }
-  return grammar;
+  return { driver, evaluateOptions: { tokenBias } };
 }

@@ -15,8 +15,8 @@
  * complete when the budget ends.
  */
 import { MlxNodeError } from "../errors.js";
-import { JsonAutomaton, REJECT, type AutomatonOptions, type StateId } from "./automaton.js";
-import { literalBytes, type CompiledJsonSchema } from "./schema.js";
+import { JsonAutomaton, REJECT, type StateId } from "./automaton.js";
+import { literalBytes, type CompiledJsonSchema } from "./nodes.js";
 import type { TokenVocabulary } from "./vocab.js";
 
 /** A trie of the vocabulary's token bytes, in flat arrays (built once per vocabulary). */
@@ -103,9 +103,10 @@ export class TokenConstraint {
   private readonly trie: VocabularyTrie;
   private readonly masks = new Map<StateId, StateMasks>();
   private readonly words: number;
+  private free: Uint32Array | undefined;
 
-  constructor(schema: CompiledJsonSchema, vocab: TokenVocabulary, options: AutomatonOptions = {}) {
-    this.automaton = new JsonAutomaton(schema, options);
+  constructor(schema: CompiledJsonSchema, vocab: TokenVocabulary) {
+    this.automaton = new JsonAutomaton(schema);
     this.vocab = vocab;
     this.trie = vocabularyTrie(vocab);
     this.words = Math.ceil(vocab.size / 32);
@@ -148,15 +149,16 @@ export class TokenConstraint {
     return out;
   }
 
-  /**
-   * Tokens that are valid in `state` but would leave too little room to finish (GGUF bans these
-   * on top of its grammar). Empty while the budget is not tight.
-   */
-  overBudget(state: StateId, remaining: number): number[] {
+  /** Every token allowed (the free stretches of a lazy constraint); shared, do not modify. */
+  freeMask(): Uint32Array {
+    this.free ??= new Uint32Array(this.words).fill(0xffffffff);
+    return this.free;
+  }
+
+  /** Whether every valid token of `state` leaves room to finish within `remaining` tokens. */
+  fits(state: StateId, remaining: number): boolean {
     const m = this.stateMasks(state);
-    const out: number[] = [];
-    for (let i = m.tokens.length - 1; i >= 0 && m.costs[i] > remaining; i--) out.push(m.tokens[i]);
-    return out;
+    return m.tokens.length === 0 || m.costs[m.tokens.length - 1] <= remaining;
   }
 
   /**
@@ -237,11 +239,14 @@ export class TokenConstraint {
 
   /**
    * The budget rule needs a one-byte token for every byte a shortest completion may use:
-   * structural characters, digits, literals and keys of the schema, and UTF-8 continuation bytes.
+   * printable ASCII (structure, digits, string and pattern characters), the literals and keys of
+   * the schema, and UTF-8 continuation bytes.
    */
   private checkByteCoverage(): void {
-    const needed = literalBytes(this.automaton.schema.root);
-    for (const c of '{}[]:,"0123456789') needed.add(c.charCodeAt(0));
+    const schema = this.automaton.schema;
+    const needed = literalBytes(schema.root);
+    for (const b of [...(schema.prefix ?? []), ...(schema.suffix ?? [])]) needed.add(b);
+    for (let b = 0x20; b < 0x7f; b++) needed.add(b);
     for (let b = 0x80; b < 0xc0; b++) needed.add(b);
     const missing = [...needed].filter((b) => this.trie.singleByte[b] < 0);
     if (missing.length > 0) {
@@ -255,18 +260,18 @@ const MAX_CACHED_SCHEMAS = 16;
 const constraints = new WeakMap<TokenVocabulary, Map<string, TokenConstraint>>();
 
 /**
- * The cached constraint of (schema, vocabulary, options): built once, then shared. Keeps the 16
- * most recently used schemas per vocabulary.
+ * The cached constraint of (schema, vocabulary): built once, then shared. Keeps the 16 most
+ * recently used schemas per vocabulary.
  */
-export function tokenConstraint(schema: CompiledJsonSchema, vocab: TokenVocabulary, options: AutomatonOptions = {}): TokenConstraint {
+export function tokenConstraint(schema: CompiledJsonSchema, vocab: TokenVocabulary): TokenConstraint {
   let bySchema = constraints.get(vocab);
   if (!bySchema) constraints.set(vocab, (bySchema = new Map()));
-  const key = `${options.strictUtf8 === false ? "lax" : "strict"}:${schema.key}`;
+  const key = schema.key;
   let c = bySchema.get(key);
   if (c) {
     bySchema.delete(key); // re-insert: Map order is the LRU order
   } else {
-    c = new TokenConstraint(schema, vocab, options);
+    c = new TokenConstraint(schema, vocab);
     if (bySchema.size >= MAX_CACHED_SCHEMAS) bySchema.delete(bySchema.keys().next().value as string);
   }
   bySchema.set(key, c);

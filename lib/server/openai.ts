@@ -4,7 +4,8 @@
  * stream-chunk objects. Pure functions; the HTTP side is in server.ts.
  */
 import type { FinishReason, GenerateOptions, GenerateResult, JsonSchema } from "../backend.js";
-import type { ChatMessage } from "../chat.js";
+import type { ChatMessage, ChatOptions, ChatResult } from "../chat.js";
+import type { ToolCall } from "../tools.js";
 import { InvalidOptionError } from "../errors.js";
 
 /** A request the server rejects before any work, with the OpenAI parameter it is about. */
@@ -33,6 +34,7 @@ export interface ParsedCompletionRequest extends ParsedRequest {
 
 export interface ParsedChatRequest extends ParsedRequest {
   messages: ChatMessage[];
+  options: ChatOptions;
 }
 
 /** OpenAI parameter names of our options, so an InvalidOptionError from a backend names the right one. */
@@ -49,6 +51,10 @@ const PARAM_OF_OPTION: Record<string, string> = {
   jsonSchema: "response_format",
   prompt: "prompt",
   messages: "messages",
+  tools: "tools",
+  toolChoice: "tool_choice",
+  parallelToolCalls: "parallel_tool_calls",
+  toolCallFormat: "tool_call_format",
 };
 
 /** The OpenAI parameter an InvalidOptionError is about. */
@@ -68,8 +74,6 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   best_of: (v) => v === 1,
   echo: (v) => v === false,
   suffix: (v) => v === "",
-  tools: (v) => Array.isArray(v) && v.length === 0,
-  tool_choice: (v) => v === "none",
   functions: (v) => Array.isArray(v) && v.length === 0,
 };
 
@@ -111,7 +115,7 @@ function parseCommon(body: Record<string, unknown>): ParsedRequest {
   return { options, stream, includeUsage };
 }
 
-function copy(body: Record<string, unknown>, from: string, to: GenerateOptions, key: keyof GenerateOptions): void {
+function copy(body: Record<string, unknown>, from: string, to: ChatOptions, key: keyof ChatOptions): void {
   const value = body[from];
   if (value !== undefined && value !== null) (to as Record<string, unknown>)[key] = value;
 }
@@ -128,19 +132,16 @@ function responseFormatSchema(format: unknown): JsonSchema | undefined {
     }
     return schema as JsonSchema;
   }
-  if (type === "json_object") {
-    throw new RequestError(
-      400,
-      `"response_format" {"type":"json_object"} is not supported: pass {"type":"json_schema","json_schema":{"schema":…}}, whose output is guaranteed to validate`,
-      "response_format",
-      "unsupported_parameter",
-    );
-  }
-  throw new RequestError(400, `"response_format.type" must be "text" or "json_schema"`, "response_format");
+  // JSON mode: any JSON object, enforced like a schema.
+  if (type === "json_object") return { type: "object" };
+  throw new RequestError(400, `"response_format.type" must be "text", "json_object" or "json_schema"`, "response_format");
 }
 
 /** `POST /v1/completions` body. */
 export function parseCompletionRequest(body: Record<string, unknown>): ParsedCompletionRequest {
+  for (const name of ["tools", "tool_choice"]) {
+    if (body[name] !== undefined && body[name] !== null) throw new RequestError(400, `"${name}" is only supported by /v1/chat/completions`, name, "unsupported_parameter");
+  }
   const common = parseCommon(body);
   let prompt = body.prompt;
   // A batch of one is a single prompt; larger batches would need n choices per response.
@@ -159,15 +160,28 @@ export function parseChatRequest(body: Record<string, unknown>): ParsedChatReque
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new RequestError(400, `"messages" must be a non-empty array`, "messages");
   }
-  return { ...common, messages: messages.map((m, i) => chatMessage(m, i)) };
+  const options: ChatOptions = common.options;
+  // Tools keep OpenAI's shape (lib/tools.ts checks them); the rest is renamed to camelCase.
+  copy(body, "tools", options, "tools");
+  copy(body, "tool_choice", options, "toolChoice");
+  copy(body, "parallel_tool_calls", options, "parallelToolCalls");
+  copy(body, "tool_call_format", options, "toolCallFormat"); // extension: override the detected call syntax
+  return { ...common, options, messages: messages.map((m, i) => chatMessage(m, i)) };
 }
 
 /** One message; content parts of type text are joined, as a text-only model sees them. */
 function chatMessage(message: unknown, index: number): ChatMessage {
   const param = `messages[${index}]`;
   if (typeof message !== "object" || message === null) throw new RequestError(400, `${param} must be an object`, param);
-  const { role, content } = message as { role?: unknown; content?: unknown };
+  const { role, content, tool_calls: calls, tool_call_id: callId, name } = message as { role?: unknown; content?: unknown; tool_calls?: unknown; tool_call_id?: unknown; name?: unknown };
   if (typeof role !== "string") throw new RequestError(400, `${param}.role must be a string`, `${param}.role`);
+  const extra: Partial<ChatMessage> = {};
+  if (calls !== undefined && calls !== null) {
+    if (!Array.isArray(calls)) throw new RequestError(400, `${param}.tool_calls must be an array`, `${param}.tool_calls`);
+    extra.toolCalls = calls as ToolCall[]; // same shape in both APIs; checked with the other messages
+  }
+  if (typeof callId === "string") extra.toolCallId = callId;
+  if (typeof name === "string") extra.name = name;
   let text: string;
   if (typeof content === "string") text = content;
   else if (content === null || content === undefined) text = "";
@@ -183,15 +197,15 @@ function chatMessage(message: unknown, index: number): ChatMessage {
       .join("");
   } else throw new RequestError(400, `${param}.content must be a string or an array of text parts`, `${param}.content`);
   // "developer" is OpenAI's newer name for the system role; chat templates know "system".
-  return { role: role === "developer" ? "system" : role, content: text };
+  return { role: role === "developer" ? "system" : role, content: extra.toolCalls && (content === null || content === undefined) ? null : text, ...extra };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Responses
 
 /** OpenAI's `finish_reason`; an aborted request has no response to carry one. */
-export function finishReasonOf(reason: FinishReason): "stop" | "length" | null {
-  return reason === "abort" ? null : reason;
+export function finishReasonOf(reason: FinishReason): "stop" | "length" | "tool_calls" | null {
+  return reason === "abort" ? null : reason === "toolCalls" ? "tool_calls" : reason;
 }
 
 /** OpenAI's `usage`; `cached_tokens` counts the prompt tokens the KV cache already held. */
@@ -232,17 +246,24 @@ export function completionChunk(who: ResponseIdentity, text: string, finish: Fin
   };
 }
 
-export function chatResponse(who: ResponseIdentity, result: GenerateResult) {
+export function chatResponse(who: ResponseIdentity, result: ChatResult) {
+  const { content, toolCalls } = result.message;
+  const message = toolCalls ? { role: "assistant", content, tool_calls: toolCalls } : { role: "assistant", content };
   return {
     ...envelope(who, "chat.completion"),
-    choices: [
-      { index: 0, message: { role: "assistant", content: result.text }, logprobs: null, finish_reason: finishReasonOf(result.finishReason) },
-    ],
+    choices: [{ index: 0, message, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
 }
 
-export function chatChunk(who: ResponseIdentity, delta: { role?: "assistant"; content?: string }, finish: FinishReason | null) {
+/** A stream delta: content, or tool calls (each with its index among the answer's calls). */
+export interface ChatDelta {
+  role?: "assistant";
+  content?: string;
+  tool_calls?: { index: number; id?: string; type?: "function"; function: { name?: string; arguments: string } }[];
+}
+
+export function chatChunk(who: ResponseIdentity, delta: ChatDelta, finish: FinishReason | null) {
   return {
     ...envelope(who, "chat.completion.chunk"),
     choices: [{ index: 0, delta, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],

@@ -7,16 +7,19 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatMessage, ChatOptions } from "../chat.js";
+import type { ChatChunk, ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import type { ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError } from "../errors.js";
+import { accessPolicy, checkAccess } from "./access.js";
+import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
-  RequestError, usageChunk, type ResponseIdentity,
+  RequestError, usageChunk, type ChatDelta, type ResponseIdentity,
 } from "./openai.js";
 
 /** A loaded model the server can run: the contract plus chat (every backend of this package). */
 export interface ServableModel extends InferenceBackend {
-  chatStream(messages: ChatMessage[], options?: ChatOptions): GenerationStream;
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
 }
 
 /** Options of {@link createServer}. */
@@ -27,10 +30,18 @@ export interface ServerOptions {
   chatTemplate?: string;
   /**
    * Lets web pages from this origin (`"*"`: any) call the server, answering CORS preflights.
-   * Defaults to none: browsers then refuse cross-origin calls, so a page you visit cannot use
-   * your local model behind your back.
+   * Defaults to none: a request that carries another origin (browsers send `Origin` on every
+   * cross-origin request, also on "simple" ones without a preflight) is refused with 403, so a
+   * page you visit cannot use your local model behind your back.
    */
   corsOrigin?: string;
+  /**
+   * Host names (the `Host` header) accepted besides IP addresses, `localhost` and `*.localhost`,
+   * e.g. the name of this machine when serving a network: `"mybox.lan"`, `".lan"` for it and
+   * its subdomains, `"*"` for any. Other names get 403, which stops DNS-rebinding attacks (a page
+   * whose own name was pointed at this machine). Defaults to none.
+   */
+  allowedHosts?: string[];
   /** Largest request body accepted, in bytes. Defaults to 8 MiB. */
   maxBodyBytes?: number;
   /** Called when a generation request ends (also when the client went away: `finishReason: "abort"`). */
@@ -62,10 +73,18 @@ const DEFAULT_MAX_BODY = 8 * 2 ** 20;
  * // then: new OpenAI({ baseURL: "http://127.0.0.1:8080/v1", apiKey: "unused" })
  * ```
  */
+/** A streamed piece in OpenAI's delta shape. */
+function wireDelta(delta: ToolStreamDelta): ChatDelta {
+  if ("content" in delta) return { content: delta.content };
+  if (!delta.id) return { tool_calls: [{ index: delta.index, function: { arguments: delta.arguments } }] };
+  return { tool_calls: [{ index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: delta.arguments } }] };
+}
+
 export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const created = Math.floor(Date.now() / 1000);
+  const access = accessPolicy(options.corsOrigin, options.allowedHosts);
   return createHttpServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
       // Only reached when writing itself failed (the socket is gone): nothing left to tell.
@@ -78,26 +97,28 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
     const path = (req.url ?? "/").split("?")[0]!;
     const end = (event: Omit<RequestEndEvent, "method" | "path" | "ms">) =>
       options.onRequestEnd?.({ method: req.method ?? "", path, ms: performance.now() - start, ...event });
-    const cors = options.corsOrigin;
-    if (cors) {
-      res.setHeader("access-control-allow-origin", cors);
-      if (cors !== "*") res.setHeader("vary", "origin");
-      if (req.method === "OPTIONS") {
-        res.writeHead(204, {
-          "access-control-allow-methods": "GET, POST, OPTIONS",
-          "access-control-allow-headers": "authorization, content-type",
-          "access-control-max-age": "600",
-        });
-        return void res.end();
-      }
-    }
     try {
+      // Before anything else, also before preflights: a refused page learns nothing and runs nothing.
+      checkAccess(access, req.headers.host, req.headers.origin);
+      const cors = access.corsOrigin;
+      if (cors) {
+        res.setHeader("access-control-allow-origin", cors);
+        if (cors !== "*") res.setHeader("vary", "origin");
+        if (req.method === "OPTIONS") {
+          res.writeHead(204, {
+            "access-control-allow-methods": "GET, POST, OPTIONS",
+            "access-control-allow-headers": "authorization, content-type",
+            "access-control-max-age": "600",
+          });
+          return void res.end();
+        }
+      }
       if (path === "/health" || path === "/v1/models" || path.startsWith("/v1/models/")) {
         allow(req, "GET");
         if (path === "/health") return sendJson(res, 200, { status: model.isLoaded ? "ok" : "unloaded", backend: model.name });
         const cards = [modelId, ...model.adapterNames.map((a) => `${modelId}:${a}`)].map((id) => ({ id, object: "model", created, owned_by: "mlx-node" }));
         if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: cards });
-        const card = cards.find((c) => c.id === decodeURIComponent(path.slice("/v1/models/".length)));
+        const card = cards.find((c) => c.id === decodePathPart(path.slice("/v1/models/".length)));
         if (!card) throw new RequestError(404, `The model "${path.slice(11)}" does not exist: this server runs "${modelId}"`, "model", "model_not_found");
         return sendJson(res, 200, card);
       }
@@ -122,10 +143,12 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "completion") {
         const parsed = parseCompletionRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         stream = model.generateStream(parsed.prompt, { ...parsed.options, signal: controller.signal, ...(adapter ? { adapter } : {}) });
       } else {
         const parsed = parseChatRequest(body);
         ({ stream: streaming, includeUsage } = parsed);
+        await prepareJsonSchema(parsed.options.jsonSchema);
         const chatOptions: ChatOptions = { ...parsed.options, signal: controller.signal, ...(adapter ? { adapter } : {}) };
         if (options.chatTemplate !== undefined) chatOptions.chatTemplate = options.chatTemplate;
         stream = model.chatStream(parsed.messages, chatOptions);
@@ -134,7 +157,7 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
 
       if (!streaming) {
         const result = await settle(stream);
-        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result) : completionResponse(who, result));
+        if (result.finishReason !== "abort") sendJson(res, 200, kind === "chat" ? chatResponse(who, result as ChatResult) : completionResponse(who, result));
         // 499: nginx's "client closed the request", for logs; nothing is sent to a gone client.
         return end({ status: result.finishReason === "abort" ? 499 : 200, stream: false, finishReason: result.finishReason, completionTokens: result.usage.completionTokens });
       }
@@ -148,7 +171,11 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
-          if (step.value.text) send(kind === "chat" ? chatChunk(who, { content: step.value.text }, null) : completionChunk(who, step.value.text, null));
+          const chunk: ChatChunk = step.value;
+          if (!chunk.text) continue;
+          if (kind !== "chat") send(completionChunk(who, chunk.text, null));
+          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null));
+          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
@@ -177,6 +204,15 @@ async function settle(stream: GenerationStream): Promise<GenerateResult> {
     // Accumulated into the result by the stream itself.
   }
   return stream.result;
+}
+
+/** A percent-encoded path segment, decoded; a malformed one (`%E0%A4%A`) is the client's error. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new RequestError(400, `The URL path is not validly percent-encoded: ${JSON.stringify(part)}`, null, "invalid_url");
+  }
 }
 
 function allow(req: IncomingMessage, method: string): void {

@@ -65,9 +65,20 @@ AttentionArgs DecoderArgs::attention() const {
 }
 
 void DecoderArgs::validate(const ModelConfig& c) const {
-  if (hidden_size <= 0 || num_attention_heads <= 0 || num_key_value_heads <= 0 || head_dim <= 0 ||
-      num_hidden_layers <= 0 || intermediate_size <= 0 || vocab_size <= 0)
-    c.fail("sizes and head counts must be positive");
+  // Bounds far above any real checkpoint, so sizes and their products stay exact in 32-bit shapes
+  // and nothing is allocated for an absurd config (a 2^30 head_dim once built a 4 GB RoPE table).
+  c.check_range("hidden_size", hidden_size, 1, 1 << 17);
+  c.check_range("num_hidden_layers", num_hidden_layers, 1, 1024);
+  c.check_range("intermediate_size", intermediate_size, 1, 1 << 20);
+  c.check_range("num_attention_heads", num_attention_heads, 1, 1024);
+  c.check_range("num_key_value_heads", num_key_value_heads, 1, num_attention_heads);
+  c.check_range("head_dim", head_dim, 2, 1024);
+  c.check_range("vocab_size", vocab_size, 1, 1 << 22);
+  c.check_range("max_position_embeddings", max_position_embeddings, 1, 1 << 27);
+  c.check_range("num_attention_heads x head_dim", static_cast<int64_t>(num_attention_heads) * head_dim, 1, 1 << 20);
+  if (sliding_window != 0) c.check_range("sliding_window", sliding_window, 1, 1 << 27);
+  if (!(rms_norm_eps > 0.0f && rms_norm_eps < 1.0f))
+    c.fail("'rms_norm_eps' = " + std::to_string(rms_norm_eps) + " is outside (0, 1)");
   if (num_attention_heads % num_key_value_heads != 0)
     c.fail("num_attention_heads (" + std::to_string(num_attention_heads) +
            ") is not a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) + ")");

@@ -55,7 +55,7 @@ struct DecoderArgs {
   // false when the key is absent or null.
   bool read_layer_types(const ModelConfig& c);
   AttentionArgs attention() const;
-  // Positive sizes, heads divisible by KV heads, even head_dim: BAD_WEIGHTS naming config.json.
+  // Sizes within sane bounds (64-bit checked), heads divisible by KV heads, even head_dim: BAD_CONFIG naming the key.
   void validate(const ModelConfig& c) const;
 };
 

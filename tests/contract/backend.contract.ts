@@ -11,6 +11,9 @@
  * streaming, tokenizer round trips, validation, errors, usage/timings, a free event loop and
  * KV-cache reuse.
  */
+import { getEventListeners } from "node:events";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -165,6 +168,46 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         await backend.unload();
       });
 
+      it("unload() during load() waits for the load and then unloads; load() right after unload() works", async () => {
+        const backend = makeBackend();
+        const loading = backend.load(model.path, model.loadOptions);
+        const unloading = backend.unload();
+        expect(backend.isLoaded).toBe(false);
+        await unloading;
+        await loading; // the load itself completed
+        expect(backend.isLoaded).toBe(false);
+        expect(backend.contextSize).toBe(0);
+        expect(() => backend.generateStream(prompt)).toThrow(NotLoadedError);
+        // A load started while the unload runs waits for it, then loads.
+        await load(backend);
+        const unloadingAgain = backend.unload();
+        await backend.load(model.path, model.loadOptions);
+        await unloadingAgain;
+        expect(backend.isLoaded).toBe(true);
+        expect((await backend.generate(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+        await backend.unload();
+        // A load that fails while an unload waits for it: the unload settles, nothing is loaded.
+        const failing = backend.load(join(tmp, "no-such-dir", basename(model.path)), model.loadOptions);
+        await backend.unload();
+        await expect(failing).rejects.toBeInstanceOf(ModelNotFoundError);
+        expect(backend.isLoaded).toBe(false);
+      });
+
+      it("unload() does not wait for a reader that stopped reading; the next load is not blocked by it", async () => {
+        const backend = await load(makeBackend());
+        const stream = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+        const paused = stream[Symbol.asyncIterator]();
+        await paused.next(); // then never read again, never returned
+        const created = backend.generateStream(prompt, { maxTokens: 5 }); // made under this load, first read after it
+        await backend.unload();
+        expect(backend.isLoaded).toBe(false);
+        await load(backend);
+        expect((await backend.generate(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+        await expect(created.result).rejects.toBeInstanceOf(UnloadedError);
+        await expect(stream.result).rejects.toBeInstanceOf(UnloadedError);
+        await backend.unload();
+      });
+
       it("rejects invalid load options with InvalidOptionError naming the option", async () => {
         const backend = makeBackend();
         const cases: Array<[LoadOptions, string]> = [
@@ -300,6 +343,91 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         const result = await gen(prompt, { maxTokens: 500, signal: AbortSignal.abort() });
         expect(result.finishReason).toBe("abort");
         expect(result.tokens.length).toBeLessThanOrEqual(1);
+      });
+
+      it("stream.result settles with the partial result and finishReason abort when the caller breaks out", async () => {
+        const longLived = new AbortController().signal; // e.g. an app's shutdown signal, passed to every request
+        const stream = backend.generateStream(prompt, { maxTokens: 1000, temperature: 0, signal: longLived });
+        const seen: number[] = [];
+        let text = "";
+        for await (const chunk of stream) {
+          seen.push(...chunk.tokens);
+          text += chunk.text;
+          if (seen.length >= 3) break;
+        }
+        const result = await stream.result;
+        expect(result.finishReason).toBe("abort");
+        expect(result.tokens).toEqual(seen);
+        expect(result.tokens).toEqual(expectedIds.slice(0, seen.length));
+        expect(result.text).toBe(text);
+        expect(result.usage.completionTokens).toBe(seen.length);
+        // The model was handed back: the next request runs at once.
+        expect((await gen(prompt, { maxTokens: 3, signal: longLived })).tokens).toEqual(expectedIds.slice(0, 3));
+        // Nothing stays attached to the caller's signal once a request has ended.
+        expect(getEventListeners(longLived, "abort")).toHaveLength(0);
+      });
+
+      it("stream.result settles with finishReason abort when return() is called before iterating, even while queued", async () => {
+        const untouched = backend.generateStream(prompt, { maxTokens: 50 });
+        await untouched[Symbol.asyncIterator]().return!();
+        expect(await untouched.result).toMatchObject({ finishReason: "abort", tokens: [], text: "" });
+
+        // A request waiting behind a running one leaves the queue at once on return().
+        const running = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+        const runningIterator = running[Symbol.asyncIterator]();
+        await runningIterator.next();
+        const queued = backend.generateStream(prompt, { maxTokens: 5 });
+        const queuedIterator = queued[Symbol.asyncIterator]();
+        const pending = queuedIterator.next();
+        await new Promise((r) => setTimeout(r, 20));
+        const left = performance.now();
+        await queuedIterator.return!();
+        expect(await pending).toMatchObject({ done: true });
+        expect(await queued.result).toMatchObject({ finishReason: "abort", tokens: [] });
+        expect(performance.now() - left).toBeLessThan(500);
+        await runningIterator.return!();
+        expect((await running.result).finishReason).toBe("abort");
+        expect((await gen(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
+      });
+
+      it("a reader dropped mid-iteration (no break, no return()) gives the model back once it is garbage", async () => {
+        setFlagsFromString("--expose-gc");
+        const gc = runInNewContext("gc") as () => void;
+        // Only the result is kept; the stream and its reader are unreachable once this returns.
+        const { result } = await (async () => {
+          const stream = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
+          await stream[Symbol.asyncIterator]().next();
+          return { result: stream.result }; // wrapped: returning the promise itself would await it
+        })();
+        const next = backend.generate(prompt, { maxTokens: 2 });
+        let finished = false;
+        void next.then(() => (finished = true), () => (finished = true));
+        const until = performance.now() + 5000;
+        while (!finished && performance.now() < until) {
+          gc();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(finished).toBe(true);
+        expect((await next).tokens).toEqual(expectedIds.slice(0, 2));
+        expect((await result).finishReason).toBe("abort");
+      });
+
+      it("stream.result awaited without iterating runs the generation to its end; a later iteration still gets every chunk", async () => {
+        const n = Math.min(expectedIds.length, 16);
+        const result = await backend.generateStream(prompt, { maxTokens: n }).result;
+        expect(result.finishReason).toBe("length");
+        expect(result.tokens).toEqual(expectedIds.slice(0, n));
+
+        const stream = backend.generateStream(prompt, { maxTokens: n });
+        const whole = await stream.result;
+        const streamed: number[] = [];
+        let text = "";
+        for await (const chunk of stream) {
+          streamed.push(...chunk.tokens);
+          text += chunk.text;
+        }
+        expect(streamed).toEqual(whole.tokens);
+        expect(text).toBe(whole.text);
       });
 
       it("streamed chunks concatenate to the same text and tokens as generate", async () => {

@@ -5,7 +5,7 @@
  * against it mention the tool in their name ("(mlx-lm)", "(transformers)") so the summary counts them.
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,8 +13,9 @@ import { fileURLToPath } from "node:url";
 /** The interpreter: `MLX_NODE_PYTHON`, else `python3` on PATH. */
 export const python = process.env.MLX_NODE_PYTHON ?? "python3";
 
-/** This folder's Python scripts (tests/python). */
-export const pythonScripts = join(dirname(fileURLToPath(import.meta.url)), "..", "python");
+/** This folder's Python scripts (tests/python), also when this file runs compiled from dist/tests/support (bench). */
+const here = dirname(fileURLToPath(import.meta.url));
+export const pythonScripts = existsSync(join(here, "..", "python")) ? join(here, "..", "python") : join(here, "..", "..", "..", "tests", "python");
 
 /**
  * Where generated references and converted real models are cached, outside the repository:
