@@ -307,8 +307,9 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
   if (args.qk_norm) {
-    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
-    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
+    const bool across = args.qk_norm_across_heads;
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", across ? q_out : args.head_dim, args.norm_eps, args.norm_plus_one);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", across ? kv_out : args.head_dim, args.norm_eps, args.norm_plus_one);
   }
   return a;
 }
@@ -317,8 +318,9 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   const int B = x.dim(0), T = x.dim(1), D = args.head_dim;
   // [B, T, heads*D] -> [B, T, heads, D] (-> per-head norm) -> [B, heads, T, D]
   auto heads = [&](const Array& y, int n, const std::optional<RMSNorm>& norm) {
-    Array r = mx::reshape(y, {B, T, n, D});
-    if (norm) r = (*norm)(r);
+    const bool across = norm && args.qk_norm_across_heads;
+    Array r = mx::reshape(across ? (*norm)(y) : y, {B, T, n, D});
+    if (norm && !across) r = (*norm)(r);
     return mx::transpose(r, {0, 2, 1, 3});
   };
   Array q = heads(q_proj(x), args.num_heads, q_norm);

@@ -88,6 +88,7 @@ struct AttentionArgs {
   float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
   int sliding_window = 0;    // gemma3 local layers: a query sees only the last `sliding_window` keys
   bool norm_plus_one = false;  // gemma3: q_norm/k_norm scale by 1 + weight
+  bool qk_norm_across_heads = false;  // olmoe: q_norm/k_norm over all heads' features at once
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).

@@ -321,6 +321,33 @@ Array cumsum(const Array& a, int axis, bool reverse, bool inclusive) {
              [&](mlx_array* r, mlx_stream s) { return mlx_cumsum(r, a.raw(), axis, reverse, inclusive, s); });
 }
 
+Array sum(const Array& a, int axis, bool keepdims) {
+  return run("mlx_sum", [&](mlx_array* r, mlx_stream s) { return mlx_sum_axis(r, a.raw(), axis, keepdims, s); });
+}
+
+Array floor_divide(const Array& a, const Array& b) {
+  return run("mlx_floor_divide", [&](mlx_array* r, mlx_stream s) { return mlx_floor_divide(r, a.raw(), b.raw(), s); });
+}
+
+Array stack(const std::vector<Array>& arrays, int axis) {
+  VectorArray v(arrays);
+  return run("mlx_stack", [&](mlx_array* r, mlx_stream s) { return mlx_stack_axis(r, v.raw(), axis, s); });
+}
+
+Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted) {
+  return run("mlx_gather_mm", [&](mlx_array* r, mlx_stream s) {
+    return mlx_gather_mm(r, a.raw(), b.raw(), mlx_array{nullptr}, rhs_indices.raw(), sorted, s);
+  });
+}
+
+Array gather_qmm(const Array& x, const Array& w, const Array& scales, const Array& biases, const Array& rhs_indices,
+                 int group_size, int bits, bool sorted) {
+  return run("mlx_gather_qmm", [&](mlx_array* r, mlx_stream s) {
+    return mlx_gather_qmm(r, x.raw(), w.raw(), scales.raw(), biases.raw(), mlx_array{nullptr}, rhs_indices.raw(), true,
+                          mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine", sorted, s);
+  });
+}
+
 Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
                        bool transpose, int group_size, int bits) {
   return run("mlx_quantized_matmul", [&](mlx_array* r, mlx_stream s) {

@@ -88,6 +88,47 @@ void DecoderArgs::validate(const ModelConfig& c) const {
            ") must be even and at most head_dim (" + std::to_string(head_dim) + ")");
 }
 
+DecoderEnds DecoderEnds::load(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
+  DecoderEnds e;
+  e.embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  e.norm = RMSNorm::load(w, "model.norm.weight", args.hidden_size, args.rms_norm_eps, args.norm_plus_one);
+  if (args.scale_embeddings) {
+    e.embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
+    if (args.bf16_embed_scale) e.embed_scale = round_to_bfloat16(e.embed_scale);
+  }
+  e.final_softcap = args.final_logit_softcap;
+  const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
+  if (tied) {
+    w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
+  } else {
+    e.lm_head = Linear::load(w, "lm_head", args.hidden_size, args.vocab_size, false);
+  }
+  return e;
+}
+
+Array DecoderEnds::embed(const Array& tokens) const {
+  Array h = embed_tokens(tokens);
+  return embed_scale > 0 ? mx::multiply(h, Array::scalar(embed_scale, h.dtype())) : h;
+}
+
+Array DecoderEnds::logits(Array h, bool last_only) const {
+  // The head is the largest matmul; for decode only the last position's logits are needed.
+  if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
+  h = norm(h);
+  Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
+  return final_softcap > 0 ? mx::softcap(logits, final_softcap) : logits;
+}
+
+void DecoderEnds::describe(Model& model, const ModelConfig& c, const Weights& w, const DecoderArgs& args) const {
+  model.info.model_type = c.get_string("model_type");
+  model.info.dtype = dtype_name(norm.weight.dtype());
+  model.info.quantization_bits = w.global_bits();
+  model.info.vocab_size = args.vocab_size;
+  model.info.num_layers = args.num_hidden_layers;
+  model.info.hidden_size = args.hidden_size;
+  model.max_position_embeddings = args.max_position_embeddings;
+}
+
 DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
   // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
   args.validate(c);
@@ -99,7 +140,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
     c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
 
-  embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  ends = DecoderEnds::load(c, w, args);
   const bool plus_one = args.norm_plus_one;
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, args.hidden_size, args.rms_norm_eps, plus_one); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
@@ -121,26 +162,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     layers.push_back(std::move(block));
     w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
   }
-  norm = norm_at("model.norm.weight");
-  if (args.scale_embeddings) {
-    embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
-    if (args.bf16_embed_scale) embed_scale = round_to_bfloat16(embed_scale);
-  }
-  final_softcap = args.final_logit_softcap;
-  const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
-  if (tied) {
-    w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
-  } else {
-    lm_head = Linear::load(w, "lm_head", args.hidden_size, args.vocab_size, false);
-  }
-
-  info.model_type = c.get_string("model_type");
-  info.dtype = dtype_name(norm.weight.dtype());
-  info.quantization_bits = w.global_bits();
-  info.vocab_size = args.vocab_size;
-  info.num_layers = args.num_hidden_layers;
-  info.hidden_size = args.hidden_size;
-  max_position_embeddings = args.max_position_embeddings;
+  ends.describe(*this, c, w, args);
 }
 
 void DecoderModel::fit_context(int context_size) {
@@ -148,14 +170,9 @@ void DecoderModel::fit_context(int context_size) {
 }
 
 Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
-  Array h = embed_tokens(tokens);
-  if (embed_scale > 0) h = mx::multiply(h, Array::scalar(embed_scale, h.dtype()));
+  Array h = ends.embed(tokens);
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
-  // The head is the largest matmul; for decode only the last position's logits are needed.
-  if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
-  h = norm(h);
-  Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
-  return final_softcap > 0 ? mx::softcap(logits, final_softcap) : logits;
+  return ends.logits(h, last_only);
 }
 
 }  // namespace mlxnode

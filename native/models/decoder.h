@@ -59,8 +59,25 @@ struct DecoderArgs {
   void validate(const ModelConfig& c) const;
 };
 
-// embed_tokens -> layers (TransformerBlock) -> norm -> lm_head, or the embedding as the head when
-// tied. Weight names are HF's ("model.layers.N.self_attn.q_proj"), as mlx-lm's sanitize leaves them.
+// What every decoder has around its blocks: the token embedding (scaled, for the Gemmas), the final
+// norm and the head, or the embedding as the head when tied. Shared by DecoderModel and by the
+// families with their own block type (moe.h). Weight names are HF's, as mlx-lm's sanitize leaves them.
+struct DecoderEnds {
+  Embedding embed_tokens;
+  RMSNorm norm;
+  std::optional<Linear> lm_head;  // nullopt when tied to embed_tokens
+  float embed_scale = 0;          // gemma2: sqrt(hidden_size); 0: none
+  float final_softcap = 0;        // gemma2: logits = cap * tanh(logits / cap); 0: none
+
+  static DecoderEnds load(const ModelConfig& c, Weights& w, const DecoderArgs& args);
+  Array embed(const Array& tokens) const;
+  // Final norm and head; with `last_only`, for the last position only.
+  Array logits(Array h, bool last_only) const;
+  // The model's info and max_position_embeddings.
+  void describe(Model& model, const ModelConfig& c, const Weights& w, const DecoderArgs& args) const;
+};
+
+// embed_tokens -> layers (TransformerBlock) -> norm -> lm_head.
 class DecoderModel : public Model {
  public:
   // Checks the args, then takes (and shape-checks) every tensor from `w`.
@@ -69,12 +86,8 @@ class DecoderModel : public Model {
   void fit_context(int context_size) override;
 
  private:
-  Embedding embed_tokens;
   std::vector<TransformerBlock> layers;
-  RMSNorm norm;
-  std::optional<Linear> lm_head;  // nullopt when tied to embed_tokens
-  float embed_scale = 0;          // gemma2: sqrt(hidden_size); 0: none
-  float final_softcap = 0;        // gemma2: logits = cap * tanh(logits / cap); 0: none
+  DecoderEnds ends;
 };
 
 }  // namespace mlxnode

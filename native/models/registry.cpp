@@ -15,6 +15,9 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
     {"gemma3", make_gemma3},  // multimodal checkpoint, run as its text model
+    {"mixtral", make_mixtral},
+    {"qwen3_moe", make_qwen3_moe},
+    {"olmoe", make_olmoe},
 };
 
 }  // namespace

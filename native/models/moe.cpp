@@ -1,0 +1,164 @@
+#include "moe.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace mlxnode {
+
+namespace {
+
+// mlx-lm's SwitchGLU sorts (token, expert) pairs by expert from this many pairs on (prefill); a
+// decode step's few pairs are gathered in place.
+constexpr int kSortMinPairs = 64;
+
+}  // namespace
+
+// ---- SwitchLinear -------------------------------------------------------------------------------
+
+SwitchLinear SwitchLinear::load(Weights& w, const std::string& stacked, const std::string& per_expert,
+                                const std::string& name, int in, int out, int experts, bool has_bias) {
+  const bool split = !w.has(stacked + ".weight") && w.has(per_expert + ".experts.0." + name + ".weight");
+  auto expert = [&](int e) { return per_expert + ".experts." + std::to_string(e) + "." + name; };
+  // The [E, ...shape] tensor `suffix`: as saved, or stacked from the per-expert ones.
+  auto take = [&](const std::string& suffix, std::vector<int> shape, bool packed) {
+    auto one = [&](const std::string& n, const std::vector<int>& s) { return packed ? w.take_packed(n, s) : w.take_float(n, s); };
+    if (!split) {
+      shape.insert(shape.begin(), experts);
+      return one(stacked + suffix, shape);
+    }
+    std::vector<Array> parts;
+    for (int e = 0; e < experts; ++e) parts.push_back(one(expert(e) + suffix, shape));
+    return mx::stack(parts, 0);
+  };
+  SwitchLinear l;
+  l.quant = w.quantization(split ? expert(0) : stacked);
+  if (l.quant) {
+    const int gs = l.quant->group_size, bits = l.quant->bits;
+    if (in % gs != 0 || (in * bits) % 32 != 0)
+      w.fail((split ? expert(0) : stacked) + ".scales", "exists, but input size " + std::to_string(in) +
+                                                            " is not a multiple of group_size " + std::to_string(gs));
+    l.weight = take(".weight", {out, in * bits / 32}, true);
+    l.scales = take(".scales", {out, in / gs}, false);
+    l.biases = take(".biases", {out, in / gs}, false);
+  } else {
+    // gather_mm takes [E, in, out]; the transposed view is made once (no copy), as Linear's.
+    l.weight_t = mx::transpose(take(".weight", {out, in}, false), {0, 2, 1});
+  }
+  if (has_bias) l.bias = take(".bias", {out}, false);
+  return l;
+}
+
+Array SwitchLinear::operator()(const Array& x, const Array& idx, bool sorted) const {
+  const Array y = quant ? mx::gather_qmm(x, weight, scales, biases, idx, quant->group_size, quant->bits, sorted)
+                        : mx::gather_mm(x, weight_t, idx, sorted);
+  if (bias.empty()) return y;
+  // Each row's expert bias, shaped as the product's rows [..., 1, out].
+  std::vector<int> shape = idx.shape();
+  shape.push_back(1);
+  shape.push_back(bias.dim(1));
+  return mx::add(y, mx::reshape(mx::take(bias, idx, 0), shape));
+}
+
+// ---- SwitchGLU ----------------------------------------------------------------------------------
+
+Array SwitchGLU::operator()(const Array& x, const Array& idx) const {
+  const int N = x.dim(0), D = x.dim(1), k = idx.dim(1);
+  auto glu = [&](const Array& rows, const Array& experts, bool sorted) {
+    const Array hidden = mx::multiply(mx::silu(gate_proj(rows, experts, sorted)), up_proj(rows, experts, sorted));
+    return down_proj(hidden, experts, sorted);
+  };
+  if (N * k < kSortMinPairs) {
+    // [N, 1, 1, D] rows broadcast against [N, k] experts: [N, k, 1, D].
+    return mx::reshape(glu(mx::reshape(x, {N, 1, 1, D}), idx, false), {N, k, D});
+  }
+  // Pairs in expert order (pair p is token p / k), run, then put back in token order.
+  const Array flat = mx::reshape(idx, {N * k});
+  const Array order = mx::argsort(flat, 0);
+  const Array token = mx::floor_divide(order, Array::scalar(static_cast<float>(k), MLX_UINT32));
+  const Array y = glu(mx::take(mx::reshape(x, {N, 1, D}), token, 0), mx::take(flat, order, 0), true);  // [N*k, 1, D]
+  return mx::reshape(mx::take(y, mx::argsort(order, 0), 0), {N, k, D});
+}
+
+// ---- SparseMoe ----------------------------------------------------------------------------------
+
+Array SparseMoe::operator()(const Array& x) const {
+  const int B = x.dim(0), T = x.dim(1), D = x.dim(2), N = B * T, E = args.num_experts, k = args.top_k;
+  const Array flat = mx::reshape(x, {N, D});
+  const Array logits = gate(flat);  // [N, E]
+  // The k experts of each token, chosen as the family's mlx-lm code does (argpartition, which leaves
+  // them unordered: the order only changes the summation order below).
+  auto top_k = [&](const Array& p) {
+    return args.kth_from_top ? mx::slice_axis(mx::argpartition(p, E - k, 1), 1, E - k, E)
+                             : mx::slice_axis(mx::argpartition(mx::negative(p), k - 1, 1), 1, 0, k);
+  };
+  Array inds, scores;
+  if (args.router == Router::TopKThenSoftmax) {
+    inds = top_k(logits);
+    scores = mx::softmax(mx::take_along_axis(logits, inds, 1), 1);
+  } else {
+    const Array probs = mx::softmax(logits, 1);
+    inds = top_k(probs);
+    scores = mx::take_along_axis(probs, inds, 1);
+    if (args.norm_topk_prob) scores = mx::divide(scores, mx::sum(scores, 1, true));
+  }
+  const Array y = experts(flat, inds);  // [N, k, D]
+  return mx::reshape(mx::sum(mx::multiply(y, mx::reshape(scores, {N, k, 1})), 1, false), {B, T, D});
+}
+
+// ---- MoeBlock / MoeModel ------------------------------------------------------------------------
+
+Array MoeBlock::operator()(const Array& x, LayerKVCache& cache) const {
+  const Array h = mx::add(x, self_attn(input_layernorm(x), cache));
+  const Array n = post_attention_layernorm(h);
+  return mx::add(h, moe ? (*moe)(n) : (*mlp)(n));
+}
+
+MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, const MoeArgs& moe) {
+  args.validate(c);
+  const bool any_sparse = moe.sparse_layers.empty() ||
+                          std::find(moe.sparse_layers.begin(), moe.sparse_layers.end(), true) != moe.sparse_layers.end();
+  if (any_sparse) {
+    c.check_range("the number of experts", moe.num_experts, 1, 1 << 14);
+    c.check_range("num_experts_per_tok", moe.top_k, 1, moe.num_experts);
+    c.check_range("the experts' intermediate size", moe.expert_intermediate_size, 1, 1 << 20);
+  }
+  const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
+  AttentionArgs attention = args.attention();
+  attention.qk_norm_across_heads = moe.qk_norm_across_heads;
+  ends = DecoderEnds::load(c, w, args);
+  // (not I: complex.h, through mlx-c, defines it)
+  const int hidden = args.hidden_size, inter = moe.expert_intermediate_size, experts = moe.num_experts;
+  auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, hidden, args.rms_norm_eps); };
+  for (int i = 0; i < args.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i), f = p + "." + moe.block;
+    MoeBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
+                   Attention::load(w, p + ".self_attn", attention, rope), std::nullopt, std::nullopt};
+    if (moe.sparse_layers.empty() || moe.sparse_layers[i]) {
+      auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
+        return SwitchLinear::load(w, f + ".switch_mlp." + name, f, split_name, in, out, experts, moe.expert_bias);
+      };
+      block.moe = SparseMoe{Linear::load(w, f + ".gate", hidden, experts, false),
+                            SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter),
+                                      expert("up_proj", moe.per_expert_names[1], hidden, inter),
+                                      expert("down_proj", moe.per_expert_names[2], inter, hidden)},
+                            moe};
+    } else {
+      block.mlp = MLP::load(w, p + ".mlp", hidden, args.intermediate_size, args.mlp_bias);
+    }
+    layers.push_back(std::move(block));
+    w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
+  }
+  ends.describe(*this, c, w, args);
+}
+
+void MoeModel::fit_context(int context_size) {
+  for (MoeBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
+}
+
+Array MoeModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
+  Array h = ends.embed(tokens);
+  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+  return ends.logits(h, last_only);
+}
+
+}  // namespace mlxnode

@@ -1,0 +1,49 @@
+/**
+ * Mixture-of-experts families against mlx-lm (see tests/mlx-conformance.test.ts for the method and
+ * the bounds): tiny random checkpoints (hidden 64, 3 layers, 4-8 experts) that mlx-lm builds, saves
+ * and runs with its own classes. A 64-token prompt with 2 experts per token is 128 (token, expert)
+ * pairs, so prefill takes the sorted-by-expert path and decode the gathered one.
+ */
+import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
+
+const { F32 } = BOUNDS;
+const q4 = { bits: 4, group_size: 64 };
+
+// Config keys mlx-lm's ModelArgs require beyond conformance.py's COMMON ones.
+const MIXTRAL = { architectures: ["MixtralForCausalLM"], num_local_experts: 4, num_experts_per_tok: 2 };
+const QWEN3_MOE = {
+  architectures: ["Qwen3MoeForCausalLM"], head_dim: 32, num_experts: 8, num_experts_per_tok: 2, decoder_sparse_step: 1,
+  mlp_only_layers: [], moe_intermediate_size: 64, norm_topk_prob: true, rope_theta: 1e6, tie_word_embeddings: false,
+};
+const OLMOE = { architectures: ["OlmoeForCausalLM"], num_experts: 8, num_experts_per_tok: 2, norm_topk_prob: false };
+
+const CASES: ConformanceCase[] = [
+  { name: "mixtral f32, 4 experts, top-2 (softmax over the top logits)", spec: { family: "mixtral", seed: 101, config: MIXTRAL }, bound: F32 },
+  { name: "mixtral 4-bit g64 (quantized experts and router)", spec: { family: "mixtral", seed: 102, config: MIXTRAL, quantization: q4 }, bound: F32 },
+  {
+    name: "qwen3_moe f32, 8 experts, top-2 renormalized, layer 1 dense (mlp_only_layers)",
+    spec: { family: "qwen3_moe", seed: 103, config: { ...QWEN3_MOE, mlp_only_layers: [1] } },
+    bound: F32,
+  },
+  {
+    name: "qwen3_moe 4-bit g64, 8-bit router (as mlx-lm's qwen3_moe quant_predicate), top-3 not renormalized",
+    spec: {
+      family: "qwen3_moe", seed: 104, config: { ...QWEN3_MOE, num_experts_per_tok: 3, norm_topk_prob: false },
+      quantization: { ...q4, overrides: Object.fromEntries([0, 1, 2].map((l) => [`model.layers.${l}.mlp.gate`, { bits: 8, group_size: 64 }])) },
+    },
+    bound: F32,
+  },
+  // (No float16/bfloat16 case: MLX's CPU gather_mm computes float32 only, so mlx-lm cannot run one here.)
+  { name: "qwen3_moe 8-bit g32, tied", spec: { family: "qwen3_moe", seed: 105, config: { ...QWEN3_MOE, tie_word_embeddings: true }, quantization: { bits: 8, group_size: 32 } }, bound: F32 },
+  { name: "olmoe f32 tied, q/k norms across heads, top-2 of 8", spec: { family: "olmoe", seed: 106, config: OLMOE }, bound: F32 },
+  {
+    name: "olmoe 4-bit g64 untied, expert and attention biases, top-3 renormalized",
+    spec: {
+      family: "olmoe", seed: 107, quantization: q4,
+      config: { ...OLMOE, tie_word_embeddings: false, mlp_bias: true, attention_bias: true, num_experts_per_tok: 3, norm_topk_prob: true },
+    },
+    bound: F32,
+  },
+];
+
+defineConformanceSuite("MLX engine MoE conformance (mlx-lm)", CASES);
