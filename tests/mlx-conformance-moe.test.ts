@@ -17,6 +17,8 @@ const QWEN3_MOE = {
 };
 const OLMOE = { architectures: ["OlmoeForCausalLM"], num_experts: 8, num_experts_per_tok: 2, norm_topk_prob: false };
 
+const SAME_NAMES = { gate_proj: "gate_proj", up_proj: "up_proj", down_proj: "down_proj" };
+
 const CASES: ConformanceCase[] = [
   { name: "mixtral f32, 4 experts, top-2 (softmax over the top logits)", spec: { family: "mixtral", seed: 101, config: MIXTRAL }, bound: F32 },
   { name: "mixtral 4-bit g64 (quantized experts and router)", spec: { family: "mixtral", seed: 102, config: MIXTRAL, quantization: q4 }, bound: F32 },
@@ -44,6 +46,14 @@ const CASES: ConformanceCase[] = [
     },
     bound: F32,
   },
+  // HF's per-expert tensors, which the loader stacks as mlx-lm's sanitize does.
+  {
+    name: "mixtral f32, HF per-expert layout (experts.N.w1/w2/w3)",
+    spec: { family: "mixtral", seed: 108, config: MIXTRAL, split_experts: { gate_proj: "w1", down_proj: "w2", up_proj: "w3" } },
+    bound: F32,
+  },
+  { name: "qwen3_moe f32, HF per-expert layout", spec: { family: "qwen3_moe", seed: 109, config: QWEN3_MOE, split_experts: SAME_NAMES }, bound: F32 },
+  { name: "olmoe 4-bit g64, per-expert layout (scales and biases too)", spec: { family: "olmoe", seed: 110, config: OLMOE, quantization: q4, split_experts: SAME_NAMES }, bound: F32 },
 ];
 
 defineConformanceSuite("MLX engine MoE conformance (mlx-lm)", CASES);

@@ -27,6 +27,8 @@ Case spec (every field but "family" optional):
   patches       list  names of DELIBERATE divergences (PATCHES below) applied to mlx-lm's loaded model to get
                       the reference the engine must match; the plain mlx-lm result is recorded beside it
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
+  split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
+                      tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
   engine        dict  not read here: the engine's load options for this case (the test's business)
@@ -142,6 +144,32 @@ def cast(model, dtype):
                                     model.parameters()))
 
 
+def rewrite_weights(out, edit):
+    """Rewrites a saved single-file checkpoint with edit(weights) and its index to match."""
+    weights = mx.load(str(out / "model.safetensors"))
+    weights = edit(weights)
+    mx.eval(weights)  # read the whole file before it is rewritten
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {name: "model.safetensors" for name in sorted(weights)}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
+
+
+def split_experts(weights, names):
+    """The inverse of mlx-lm's MoE sanitize: stacked <p>.switch_mlp.<proj>.<k> [E, ...] saved as HF's
+    per-expert <p>.experts.<e>.<names[proj]>.<k>, which mlx-lm's sanitize stacks back on load."""
+    out = {}
+    for name, value in weights.items():
+        if ".switch_mlp." not in name:
+            out[name] = value
+            continue
+        prefix, rest = name.split(".switch_mlp.")
+        proj, kind = rest.split(".")
+        for e in range(value.shape[0]):
+            out[f"{prefix}.experts.{e}.{names[proj]}.{kind}"] = value[e]
+    return out
+
+
 def build_checkpoint(case, out, tokenizer_dir):
     if "checkpoint" in case:
         out.mkdir(parents=True)
@@ -171,14 +199,11 @@ def build_checkpoint(case, out, tokenizer_dir):
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.
     extra = case.get("extra_tensors")
     if extra:
-        weights = mx.load(str(out / "model.safetensors"))
-        for name, shape in extra.items():
-            weights[name] = mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
-        mx.eval(weights)  # read the whole file before it is rewritten
-        mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-        index = json.loads((out / "model.safetensors.index.json").read_text())
-        index["weight_map"].update({name: "model.safetensors" for name in extra})
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
+        rewrite_weights(out, lambda w: {**w, **{name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
+                                               for name, shape in extra.items()}})
+    split = case.get("split_experts")
+    if split:
+        rewrite_weights(out, lambda w: split_experts(w, split))
     for f in TOKENIZER_FILES:
         shutil.copy(tokenizer_dir / f, out / f)
 

@@ -32,6 +32,8 @@ export interface ConformanceSpec {
   extra_tensors?: Record<string, number[]>;
   /** Deliberate divergences applied to mlx-lm's model (conformance.py PATCHES); the plain result is kept too. */
   patches?: string[];
+  /** Save the stacked experts per expert, as HF checkpoints (switch_mlp projection -> per-expert name). */
+  split_experts?: Record<string, string>;
   /** A model directory to run as it is instead of building one (its files are part of the cache key). */
   checkpoint?: string;
 }
