@@ -19,8 +19,8 @@ Linear Linear::load(Weights& w, const std::string& prefix, int in, int out, bool
       w.fail(prefix + ".scales", "exists, but input size " + std::to_string(in) + " is not a multiple of group_size " +
                                      std::to_string(gs));
     l.weight = w.take_packed(prefix + ".weight", {out, in * bits / 32});
-    l.scales = w.take_float(prefix + ".scales", {out, in / gs});
-    l.biases = w.take_float(prefix + ".biases", {out, in / gs});
+    l.scales = w.take_scales(prefix + ".scales", {out, in / gs}, *l.quant);
+    if (l.quant->affine()) l.biases = w.take_float(prefix + ".biases", {out, in / gs});
   } else {
     // mlx-lm computes x @ W.T each call; transposing once here saves an op per layer per token
     // (a transpose is a strided view, so no data is copied).
@@ -43,7 +43,7 @@ std::vector<Linear> Linear::load_split(Weights& w, const std::string& prefix, in
     if (fused.quant) {
       part.weight = mx::slice_axis(fused.weight, 0, begin, begin + o);
       part.scales = mx::slice_axis(fused.scales, 0, begin, begin + o);
-      part.biases = mx::slice_axis(fused.biases, 0, begin, begin + o);
+      if (!fused.biases.empty()) part.biases = mx::slice_axis(fused.biases, 0, begin, begin + o);
     } else {
       part.weight_t = mx::slice_axis(fused.weight_t, 1, begin, begin + o);
     }
@@ -72,8 +72,8 @@ Array quantized_product(const Array& x, const Array& w, const Array& scales, con
   int rows = 1;
   for (int d = 0; d + 1 < x.ndim(); ++d) rows *= x.dim(d);
   if (rows >= kCpuDequantizeMinRows && x.dtype() == MLX_FLOAT32 && on_cpu())
-    return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits), {1, 0}));
-  return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
+    return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits, q.mode.c_str()), {1, 0}));
+  return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits, q.mode.c_str());
 }
 
 }  // namespace
@@ -99,8 +99,8 @@ Embedding Embedding::load(Weights& w, const std::string& prefix, int vocab, int 
       w.fail(prefix + ".scales", "exists, but embedding size " + std::to_string(dims) +
                                      " is not a multiple of group_size " + std::to_string(gs));
     e.weight = w.take_packed(prefix + ".weight", {vocab, dims * bits / 32});
-    e.scales = w.take_float(prefix + ".scales", {vocab, dims / gs});
-    e.biases = w.take_float(prefix + ".biases", {vocab, dims / gs});
+    e.scales = w.take_scales(prefix + ".scales", {vocab, dims / gs}, *e.quant);
+    if (e.quant->affine()) e.biases = w.take_float(prefix + ".biases", {vocab, dims / gs});
   } else {
     e.weight = w.take_float(prefix + ".weight", {vocab, dims});
     e.weight_t = mx::transpose(e.weight, {1, 0});
@@ -112,8 +112,9 @@ Array Embedding::operator()(const Array& ids) const {
   if (!quant) return mx::take(weight, ids, 0);
   // mlx.nn.QuantizedEmbedding: gather the packed rows and their scales/biases, then dequantize
   // only those rows.
-  return mx::dequantize(mx::take(weight, ids, 0), mx::take(scales, ids, 0), mx::take(biases, ids, 0),
-                        quant->group_size, quant->bits);
+  return mx::dequantize(mx::take(weight, ids, 0), mx::take(scales, ids, 0),
+                        biases.empty() ? biases : mx::take(biases, ids, 0), quant->group_size, quant->bits,
+                        quant->mode.c_str());
 }
 
 Array Embedding::as_linear(const Array& x) const {

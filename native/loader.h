@@ -45,6 +45,10 @@ class ModelConfig {
 struct QuantParams {
   int group_size = 64;
   int bits = 4;
+  // "affine" (float scales and biases), or the microscaling float formats "mxfp4", "mxfp8",
+  // "nvfp4" (uint8 scales, no biases), as mlx_lm.convert --q-mode writes them.
+  std::string mode = "affine";
+  bool affine() const { return mode == "affine"; }
 };
 
 // Reads `<dir>/config.json`. Throws MODEL_NOT_FOUND naming the missing path.
@@ -68,6 +72,8 @@ class Weights {
   Array take_float(const std::string& name, const std::vector<int>& shape);
   // As take, for quantized weights packed into uint32 words (U32).
   Array take_packed(const std::string& name, const std::vector<int>& shape);
+  // A quantized module's scales: float for affine, U8 for the microscaling modes.
+  Array take_scales(const std::string& name, const std::vector<int>& shape, const QuantParams& q);
   // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq).
   void ignore(const std::string& name);
   // Marks every tensor under `prefix` as dropped (a multimodal checkpoint's vision tower).

@@ -341,25 +341,25 @@ Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool s
 }
 
 Array gather_qmm(const Array& x, const Array& w, const Array& scales, const Array& biases, const Array& rhs_indices,
-                 int group_size, int bits, bool sorted) {
+                 int group_size, int bits, bool sorted, const char* mode) {
   return run("mlx_gather_qmm", [&](mlx_array* r, mlx_stream s) {
     return mlx_gather_qmm(r, x.raw(), w.raw(), scales.raw(), biases.raw(), mlx_array{nullptr}, rhs_indices.raw(), true,
-                          mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine", sorted, s);
+                          mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, mode, sorted, s);
   });
 }
 
 Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
-                       bool transpose, int group_size, int bits) {
+                       bool transpose, int group_size, int bits, const char* mode) {
   return run("mlx_quantized_matmul", [&](mlx_array* r, mlx_stream s) {
     return mlx_quantized_matmul(r, x.raw(), w.raw(), scales.raw(), biases.raw(), transpose,
-                                mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine", s);
+                                mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, mode, s);
   });
 }
 
-Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits) {
+Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits, const char* mode) {
   return run("mlx_dequantize", [&](mlx_array* r, mlx_stream s) {
     return mlx_dequantize(r, w.raw(), scales.raw(), biases.raw(), mlx_optional_int{group_size, true},
-                          mlx_optional_int{bits, true}, "affine", mlx_array{nullptr},
+                          mlx_optional_int{bits, true}, mode, mlx_array{nullptr},
                           mlx_optional_dtype{MLX_FLOAT32, false}, s);
   });
 }

@@ -165,15 +165,17 @@ Array sum(const Array& a, int axis, bool keepdims);
 Array floor_divide(const Array& a, const Array& b);
 Array stack(const std::vector<Array>& arrays, int axis);
 
-// Quantization (mode "affine", the only one mlx-lm checkpoints of these families use).
+// Quantization. mode: "affine" (scales and biases per group), or "mxfp4", "mxfp8", "nvfp4" (uint8
+// scales, no biases: `biases` empty).
 Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
-                       bool transpose, int group_size, int bits);
-Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits);
+                       bool transpose, int group_size, int bits, const char* mode = "affine");
+Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits,
+                 const char* mode = "affine");
 // Mixture-of-experts products: row r of `a` times expert rhs_indices[r] of the stacked `b` [E, K, N]
 // (gather_qmm: of the stacked quantized [E, N, K*bits/32] with transpose). `sorted`: the indices ascend.
 Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted);
 Array gather_qmm(const Array& x, const Array& w, const Array& scales, const Array& biases, const Array& rhs_indices,
-                 int group_size, int bits, bool sorted);
+                 int group_size, int bits, bool sorted, const char* mode = "affine");
 
 // mlx.core.fast
 Array rms_norm(const Array& x, const Array& weight, float eps);

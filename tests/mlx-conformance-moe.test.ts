@@ -1,9 +1,16 @@
 /**
- * Mixture-of-experts families against mlx-lm (see tests/mlx-conformance.test.ts for the method and
- * the bounds): tiny random checkpoints (hidden 64, 3 layers, 4-8 experts) that mlx-lm builds, saves
- * and runs with its own classes. A 64-token prompt with 2 experts per token is 128 (token, expert)
- * pairs, so prefill takes the sorted-by-expert path and decode the gathered one.
+ * Mixture-of-experts families and MLX's quantization modes against mlx-lm (see
+ * tests/mlx-conformance.test.ts for the method and the bounds): tiny random checkpoints (hidden 64,
+ * 3 layers, 4-8 experts) that mlx-lm builds, saves and runs with its own classes. A 64-token prompt
+ * with 2 experts per token is 128 (token, expert) pairs, so prefill takes the sorted-by-expert path
+ * and decode the gathered one.
  */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { MlxBackend } from "../lib/backends/mlx.js";
+import { UnsupportedArchitectureError } from "../lib/errors.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 
 const { F32 } = BOUNDS;
@@ -54,6 +61,38 @@ const CASES: ConformanceCase[] = [
   },
   { name: "qwen3_moe f32, HF per-expert layout", spec: { family: "qwen3_moe", seed: 109, config: QWEN3_MOE, split_experts: SAME_NAMES }, bound: F32 },
   { name: "olmoe 4-bit g64, per-expert layout (scales and biases too)", spec: { family: "olmoe", seed: 110, config: OLMOE, quantization: q4, split_experts: SAME_NAMES }, bound: F32 },
+  // Quantization modes as mlx_lm.convert --q-mode writes them (uint8 scales, no biases), dense and experts.
+  { name: "llama mxfp4 (g32)", spec: { family: "llama", seed: 111, quantization: { bits: 4, group_size: 32, mode: "mxfp4" } }, bound: F32 },
+  { name: "llama mxfp8 (g32), tied", spec: { family: "llama", seed: 112, config: { tie_word_embeddings: true }, quantization: { bits: 8, group_size: 32, mode: "mxfp8" } }, bound: F32 },
+  { name: "llama nvfp4 (g16)", spec: { family: "llama", seed: 113, quantization: { bits: 4, group_size: 16, mode: "nvfp4" } }, bound: F32 },
+  {
+    name: "llama mixed modes: mxfp4, affine 8-bit lm_head and 5-bit down_proj override",
+    spec: {
+      family: "llama", seed: 114,
+      quantization: {
+        bits: 4, group_size: 32, mode: "mxfp4",
+        overrides: { lm_head: { bits: 8, group_size: 64, mode: "affine" }, "model.layers.1.mlp.down_proj": { bits: 5, group_size: 32, mode: "affine" } },
+      },
+    },
+    bound: F32,
+  },
+  { name: "qwen3_moe mxfp4 experts (gather_qmm)", spec: { family: "qwen3_moe", seed: 115, config: QWEN3_MOE, quantization: { bits: 4, group_size: 32, mode: "mxfp4" } }, bound: F32 },
 ];
 
-defineConformanceSuite("MLX engine MoE conformance (mlx-lm)", CASES);
+defineConformanceSuite("MLX engine conformance (mlx-lm): experts and quantization modes", CASES, (references) => {
+  it("refuses a quantization mode it does not know, by name", async () => {
+    const i = CASES.findIndex((c) => c.spec.quantization?.mode === "mxfp4");
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-mode-"));
+    try {
+      cpSync(references()[i].modelDir, dir, { recursive: true });
+      const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      config.quantization.mode = "fp3";
+      writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+      const mlx = new MlxBackend();
+      await expect(mlx.load(dir)).rejects.toThrow(UnsupportedArchitectureError);
+      await expect(mlx.load(dir)).rejects.toThrow(/quantization mode "fp3" is not supported \(supported: affine, mxfp4, mxfp8, nvfp4\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

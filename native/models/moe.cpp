@@ -20,8 +20,13 @@ SwitchLinear SwitchLinear::load(Weights& w, const std::string& stacked, const st
   const bool split = !w.has(stacked + ".weight") && w.has(per_expert + ".experts.0." + name + ".weight");
   auto expert = [&](int e) { return per_expert + ".experts." + std::to_string(e) + "." + name; };
   // The [E, ...shape] tensor `suffix`: as saved, or stacked from the per-expert ones.
-  auto take = [&](const std::string& suffix, std::vector<int> shape, bool packed) {
-    auto one = [&](const std::string& n, const std::vector<int>& s) { return packed ? w.take_packed(n, s) : w.take_float(n, s); };
+  enum Kind { kFloat, kPacked, kScales };
+  SwitchLinear l;
+  l.quant = w.quantization(split ? expert(0) : stacked);
+  auto take = [&](const std::string& suffix, std::vector<int> shape, Kind kind) {
+    auto one = [&](const std::string& n, const std::vector<int>& s) {
+      return kind == kPacked ? w.take_packed(n, s) : kind == kScales ? w.take_scales(n, s, *l.quant) : w.take_float(n, s);
+    };
     if (!split) {
       shape.insert(shape.begin(), experts);
       return one(stacked + suffix, shape);
@@ -30,26 +35,24 @@ SwitchLinear SwitchLinear::load(Weights& w, const std::string& stacked, const st
     for (int e = 0; e < experts; ++e) parts.push_back(one(expert(e) + suffix, shape));
     return mx::stack(parts, 0);
   };
-  SwitchLinear l;
-  l.quant = w.quantization(split ? expert(0) : stacked);
   if (l.quant) {
     const int gs = l.quant->group_size, bits = l.quant->bits;
     if (in % gs != 0 || (in * bits) % 32 != 0)
       w.fail((split ? expert(0) : stacked) + ".scales", "exists, but input size " + std::to_string(in) +
                                                             " is not a multiple of group_size " + std::to_string(gs));
-    l.weight = take(".weight", {out, in * bits / 32}, true);
-    l.scales = take(".scales", {out, in / gs}, false);
-    l.biases = take(".biases", {out, in / gs}, false);
+    l.weight = take(".weight", {out, in * bits / 32}, kPacked);
+    l.scales = take(".scales", {out, in / gs}, kScales);
+    if (l.quant->affine()) l.biases = take(".biases", {out, in / gs}, kFloat);
   } else {
     // gather_mm takes [E, in, out]; the transposed view is made once (no copy), as Linear's.
-    l.weight_t = mx::transpose(take(".weight", {out, in}, false), {0, 2, 1});
+    l.weight_t = mx::transpose(take(".weight", {out, in}, kFloat), {0, 2, 1});
   }
-  if (has_bias) l.bias = take(".bias", {out}, false);
+  if (has_bias) l.bias = take(".bias", {out}, kFloat);
   return l;
 }
 
 Array SwitchLinear::operator()(const Array& x, const Array& idx, bool sorted) const {
-  const Array y = quant ? mx::gather_qmm(x, weight, scales, biases, idx, quant->group_size, quant->bits, sorted)
+  const Array y = quant ? mx::gather_qmm(x, weight, scales, biases, idx, quant->group_size, quant->bits, sorted, quant->mode.c_str())
                         : mx::gather_mm(x, weight_t, idx, sorted);
   if (bias.empty()) return y;
   // Each row's expert bias, shaped as the product's rows [..., 1, out].

@@ -15,7 +15,7 @@ Case spec (every field but "family" optional):
   config        dict  config.json keys laid over the family's tiny base config (BASE below); for
                       gemma3 they go into text_config
   dtype         str   float32 | float16 | bfloat16: the checkpoint's float dtype, cast as mlx_lm.convert does
-  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "overrides": {path: {"bits", "group_size"} | false},
+  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "mode": "affine"|"mxfp4"|"mxfp8"|"nvfp4", "overrides": {path: {"bits", "group_size"} | false},
                        "recipe": "mixed_3_6" | ...}
                       quantized through mlx_lm.utils.quantize_model; an override is returned by the quant
                       predicate for the module at exactly that path (mlx-lm then records it per layer in
@@ -193,7 +193,8 @@ def build_checkpoint(case, out, tokenizer_dir):
                 return overrides[path]
             return recipe(path, module) if recipe else True
 
-        model, config = quantize_model(model, config, q["group_size"], q["bits"], quant_predicate=predicate)
+        model, config = quantize_model(model, config, q["group_size"], q["bits"], mode=q.get("mode", "affine"),
+                                       quant_predicate=predicate)
     save_model(out, model)
     save_config(config, out / "config.json")
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.

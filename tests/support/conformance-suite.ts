@@ -23,7 +23,12 @@ export interface ConformanceCase {
 /** Max |logit diff| bounds; tests/mlx-conformance.test.ts explains each. */
 export const BOUNDS = { F32: 1e-4, F16: 1.6e-2, BF16: 1.25e-1 } as const;
 
-export function defineConformanceSuite(title: string, cases: readonly ConformanceCase[]): void {
+/**
+ * One test per case; `more`, when given, adds tests in the same suite that may use the references
+ * (in case order) once they are made.
+ */
+export function defineConformanceSuite(title: string, cases: readonly ConformanceCase[],
+  more?: (references: () => ConformanceReference[]) => void): void {
   const python = conformanceAvailability();
   const tokenizerPresent = existsSync(join(TOKENIZER_SOURCE, "tokenizer.json"));
   const skipReason = !mlxAvailable ? mlxSkipReason : !python.available ? python.reason
@@ -67,5 +72,6 @@ export function defineConformanceSuite(title: string, cases: readonly Conformanc
         }
       });
     });
+    more?.(() => references);
   });
 }

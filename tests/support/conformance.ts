@@ -12,6 +12,9 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { pythonModules, pythonScripts, runPython, testCacheDir } from "./python.js";
 
+/** mlx.core.quantize's modes (mlx_lm.convert --q-mode). */
+export type QuantMode = "affine" | "mxfp4" | "mxfp8" | "nvfp4";
+
 /** One checkpoint for mlx-lm to build and run (the fields of conformance.py's case spec). */
 export interface ConformanceSpec {
   /** model_type, e.g. "llama", "gemma3". */
@@ -23,7 +26,10 @@ export interface ConformanceSpec {
    * Through mlx_lm.utils.quantize_model; `overrides` maps a module path to its own params, or false (left
    * float); `recipe` is one of mlx_lm.convert's mixed predicates ("mixed_3_6", ...).
    */
-  quantization?: { bits: number; group_size: number; overrides?: Record<string, { bits: number; group_size: number } | false>; recipe?: string };
+  quantization?: {
+    bits: number; group_size: number; mode?: QuantMode;
+    overrides?: Record<string, { bits: number; group_size: number; mode?: QuantMode } | false>; recipe?: string;
+  };
   /** The prompt's length (default 64) and the greedy tokens generated (default 32). */
   prompt_length?: number;
   generate?: number;
