@@ -265,6 +265,7 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
 }
 
 Array RoPE::operator()(const Array& x, int offset) const {
+  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
   if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
   // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
   // with partial rotary, the features RoPE leaves alone keep their scale.
@@ -331,6 +332,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   const int offset = cache.offset();
   q = rope(q, offset);
   k = rope(k, offset);
+  if (args.position_query_beta != 0) {
+    // Computed in float32 over positions offset..offset+T-1 ([T, 1] against [B, heads, T, D]), then cast.
+    const Array pos = mx::arange(offset, offset + T, 1, MLX_FLOAT32);
+    const Array periods = mx::floor(mx::divide(pos, Array::scalar(static_cast<float>(args.position_query_period), MLX_FLOAT32)));
+    const Array gain = mx::add(Array::scalar(1.0f, MLX_FLOAT32),
+                               mx::multiply(Array::scalar(args.position_query_beta, MLX_FLOAT32),
+                                            mx::log(mx::add(Array::scalar(1.0f, MLX_FLOAT32), periods))));
+    q = mx::multiply(q, mx::astype(mx::reshape(gain, {T, 1}), q.dtype()));
+  }
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 

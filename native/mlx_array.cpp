@@ -325,6 +325,10 @@ Array sum(const Array& a, int axis, bool keepdims) {
   return run("mlx_sum", [&](mlx_array* r, mlx_stream s) { return mlx_sum_axis(r, a.raw(), axis, keepdims, s); });
 }
 
+Array floor(const Array& a) {
+  return run("mlx_floor", [&](mlx_array* r, mlx_stream s) { return mlx_floor(r, a.raw(), s); });
+}
+
 Array floor_divide(const Array& a, const Array& b) {
   return run("mlx_floor_divide", [&](mlx_array* r, mlx_stream s) { return mlx_floor_divide(r, a.raw(), b.raw(), s); });
 }

@@ -131,6 +131,7 @@ Array minimum(const Array& a, const Array& b);
 Array logical_and(const Array& a, const Array& b);
 Array where(const Array& cond, const Array& a, const Array& b);
 Array exp(const Array& a);
+Array floor(const Array& a);
 Array log(const Array& a);
 Array sigmoid(const Array& a);
 Array silu(const Array& a);  // a * sigmoid(a), as mlx.nn.silu

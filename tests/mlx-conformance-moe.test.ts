@@ -77,9 +77,38 @@ const CASES: ConformanceCase[] = [
     bound: F32,
   },
   { name: "qwen3_moe mxfp4 experts (gather_qmm)", spec: { family: "qwen3_moe", seed: 115, config: QWEN3_MOE, quantization: { bits: 4, group_size: 32, mode: "mxfp4" } }, bound: F32 },
+  // Dense families new with this suite.
+  { name: "smollm3 f32, no_rope_layer_interval 2 (layer 1 without RoPE)", spec: { family: "smollm3", seed: 116, config: { no_rope_layer_interval: 2 } }, bound: F32 },
+  {
+    name: "smollm3 4-bit g64 tied, no_rope_layers [0, 1, 0]",
+    spec: { family: "smollm3", seed: 117, config: { no_rope_layers: [0, 1, 0], tie_word_embeddings: true }, quantization: q4 },
+    bound: F32,
+  },
+  {
+    name: "ministral3 f32, Llama 4 query scaling (beta 0.5, period 16), layer 0 sliding window 16",
+    spec: {
+      family: "ministral3", seed: 118,
+      config: {
+        rope_parameters: { rope_type: "default", rope_theta: 1e6, llama_4_scaling_beta: 0.5, original_max_position_embeddings: 16 },
+        layer_types: ["sliding_attention", "full_attention", "full_attention"], sliding_window: 16,
+      },
+    },
+    bound: F32,
+  },
+  {
+    name: "ministral3 4-bit g64 tied, yarn 4 (original 32) under rope_parameters",
+    spec: {
+      family: "ministral3", seed: 119, quantization: q4,
+      config: {
+        tie_word_embeddings: true,
+        rope_parameters: { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 32, beta_fast: 32, beta_slow: 1, rope_theta: 1e6, llama_4_scaling_beta: 0.1 },
+      },
+    },
+    bound: F32,
+  },
 ];
 
-defineConformanceSuite("MLX engine conformance (mlx-lm): experts and quantization modes", CASES, (references) => {
+defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization modes, smollm3, ministral3", CASES, (references) => {
   it("refuses a quantization mode it does not know, by name", async () => {
     const i = CASES.findIndex((c) => c.spec.quantization?.mode === "mxfp4");
     const dir = mkdtempSync(join(tmpdir(), "mlx-node-mode-"));

@@ -61,6 +61,8 @@ AttentionArgs DecoderArgs::attention() const {
   r.query_scale = query_scale;
   r.logit_softcap = attn_logit_softcap;
   r.norm_plus_one = norm_plus_one;
+  r.position_query_beta = position_query_beta;
+  r.position_query_period = position_query_period;
   return r;
 }
 
@@ -139,6 +141,8 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   local_rope.base = args.local_rope_theta;
   if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
     c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
+  if (!args.no_rope_layers.empty() && args.no_rope_layers.size() != static_cast<size_t>(args.num_hidden_layers))
+    c.fail("no_rope_layers must list " + std::to_string(args.num_hidden_layers) + " layers");
 
   ends = DecoderEnds::load(c, w, args);
   const bool plus_one = args.norm_plus_one;
@@ -150,8 +154,9 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     if (sliding) attention.sliding_window = args.sliding_window;
     // local_rope_theta 0: sliding layers keep the model's RoPE (phi3's window on every layer).
     const bool own_rope = sliding && args.local_rope_theta > 0;
+    const bool no_rope = !args.no_rope_layers.empty() && args.no_rope_layers[i];
     TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                           Attention::load(w, p + ".self_attn", attention, own_rope ? local_rope : rope),
+                           Attention::load(w, p + ".self_attn", attention, no_rope ? RoPE{} : own_rope ? local_rope : rope),
                            MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
     block.mlp.gelu = args.gelu_mlp;
     block.clip_residual = args.clip_residual;

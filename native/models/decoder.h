@@ -50,6 +50,12 @@ struct DecoderArgs {
   bool bf16_embed_scale = false;        // sqrt(hidden_size) rounded to bfloat16 first (as Gemma 3)
   bool clip_residual = false;           // float16 residuals summed in float32 and clipped
 
+  // smollm3: layers whose attention has no RoPE (NoPE); empty: none
+  std::vector<bool> no_rope_layers;
+  // ministral3: queries scaled by position (AttentionArgs::position_query_beta); 0: none
+  float position_query_beta = 0;
+  int position_query_period = 0;
+
   static DecoderArgs read_common(const ModelConfig& c);
   // config.json's layer_types ("sliding_attention" / "full_attention" per layer) into sliding_layers;
   // false when the key is absent or null.
@@ -76,6 +82,9 @@ struct DecoderEnds {
   // The model's info and max_position_embeddings.
   void describe(Model& model, const ModelConfig& c, const Weights& w, const DecoderArgs& args) const;
 };
+
+// Llama's config reading (llama.cpp), which smollm3 and ministral3 extend.
+DecoderArgs llama_model_args(const ModelConfig& c);
 
 // embed_tokens -> layers (TransformerBlock) -> norm -> lm_head.
 class DecoderModel : public Model {
