@@ -308,6 +308,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
     a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
   }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
+  if (args.sinks) a.sinks = w.take_float(prefix + ".sinks", {args.num_heads});
   if (args.qk_norm) {
     const bool across = args.qk_norm_across_heads;
     a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", across ? q_out : args.head_dim, args.norm_eps, args.norm_plus_one);
@@ -352,15 +353,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     out = softcapped_attention(q, keys, values, offset);
   } else if (W > 0 && S > W && T == 1) {
     // A local layer's single query sees the last W positions.
-    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "");
+    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "", sinks);
   } else if (W > 0 && S > W) {
     // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
     const Array distance = query_key_distance(offset, T, S);
     Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
                                  mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
-    out = mx::sdpa_masked(q, keys, values, scale, mask);
+    out = mx::sdpa_masked(q, keys, values, scale, mask, sinks);
   } else {
-    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
   }
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(out);

@@ -94,12 +94,14 @@ struct AttentionArgs {
   // 1 + beta * log(1 + floor(p / period)); beta 0: none
   float position_query_beta = 0;
   int position_query_period = 0;
+  bool sinks = false;  // gpt_oss: a learned logit per query head (<prefix>.sinks) in every softmax
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
   std::optional<RMSNorm> q_norm, k_norm;
+  Array sinks;  // [num_heads], empty when none
   RoPE rope;
   AttentionArgs args;
   float scale = 1.0f;

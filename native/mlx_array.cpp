@@ -382,17 +382,17 @@ Array rope(const Array& x, int dims, bool traditional, float base, float scale, 
   });
 }
 
-Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode) {
+Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode, const Array& sinks) {
   return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, mask_mode,
-                                                 mlx_array{nullptr}, mlx_array{nullptr}, s);
+                                                 mlx_array{nullptr}, sinks.raw(), s);
   });
 }
 
-Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask) {
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask, const Array& sinks) {
   return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, "array", mask.raw(),
-                                                 mlx_array{nullptr}, s);
+                                                 sinks.raw(), s);
   });
 }
 

@@ -183,10 +183,11 @@ Array rms_norm(const Array& x, const Array& weight, float eps);
 // freqs: empty for the default base**(2i/dims) schedule, else per-pair periods (base ignored).
 Array rope(const Array& x, int dims, bool traditional, float base, float scale, int offset,
            const Array& freqs);
-// mask_mode: "causal" or "" (no mask).
-Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode);
+// mask_mode: "causal" or "" (no mask). sinks: empty, or a logit per query head that joins every
+// softmax (gpt-oss's attention sinks).
+Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode, const Array& sinks = Array());
 // mask: bool, true where a query may attend a key (broadcast to [B, heads, T, S]).
-Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask);
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask, const Array& sinks = Array());
 
 // mlx.core.random
 Array random_key(uint64_t seed);

@@ -24,6 +24,10 @@ const QWEN3_MOE = {
 };
 const OLMOE = { architectures: ["OlmoeForCausalLM"], num_experts: 8, num_experts_per_tok: 2, norm_topk_prob: false };
 
+const GPT_OSS = {
+  architectures: ["GptOssForCausalLM"], head_dim: 16, num_local_experts: 4, num_experts_per_tok: 2, sliding_window: 16,
+  layer_types: ["sliding_attention", "full_attention", "sliding_attention"], rope_theta: 150000,
+};
 const SAME_NAMES = { gate_proj: "gate_proj", up_proj: "up_proj", down_proj: "down_proj" };
 
 const CASES: ConformanceCase[] = [
@@ -77,6 +81,20 @@ const CASES: ConformanceCase[] = [
     bound: F32,
   },
   { name: "qwen3_moe mxfp4 experts (gather_qmm)", spec: { family: "qwen3_moe", seed: 115, config: QWEN3_MOE, quantization: { bits: 4, group_size: 32, mode: "mxfp4" } }, bound: F32 },
+  // gpt-oss: sinks, biased router and experts, clamped SwiGLU, sliding/full layers (window 16 < prompt).
+  { name: "gpt_oss f32, 4 experts top-2, sinks, layer_types window 16", spec: { family: "gpt_oss", seed: 120, config: GPT_OSS }, bound: F32 },
+  {
+    name: "gpt_oss mxfp4 experts, affine 8-bit router and attention (as mlx-community conversions)",
+    spec: {
+      family: "gpt_oss", seed: 121, config: GPT_OSS,
+      quantization: {
+        bits: 4, group_size: 32, mode: "mxfp4",
+        overrides: Object.fromEntries([0, 1, 2].flatMap((l) => ["mlp.router", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
+          .map((m) => [`model.layers.${l}.${m}`, { bits: 8, group_size: 64, mode: "affine" as const }]))),
+      },
+    },
+    bound: F32,
+  },
   // Dense families new with this suite.
   { name: "smollm3 f32, no_rope_layer_interval 2 (layer 1 without RoPE)", spec: { family: "smollm3", seed: 116, config: { no_rope_layer_interval: 2 } }, bound: F32 },
   {

@@ -64,11 +64,21 @@ Array SwitchLinear::operator()(const Array& x, const Array& idx, bool sorted) co
 
 // ---- SwitchGLU ----------------------------------------------------------------------------------
 
+Array SwitchGLU::activate(const Array& gate, const Array& up) const {
+  if (activation == ExpertActivation::SwiGLU) return mx::multiply(mx::silu(gate), up);
+  // gpt-oss: the gate clamped above at 7 and the linear part to [-7, 7], sigmoid(1.702 g) and a +1.
+  const mlx_dtype t = gate.dtype();
+  const Array limit = Array::scalar(7.0f, t);
+  const Array g = mx::minimum(gate, limit);
+  const Array u = mx::maximum(mx::minimum(up, limit), mx::negative(limit));
+  const Array glu = mx::multiply(g, mx::sigmoid(mx::multiply(Array::scalar(1.702f, t), g)));
+  return mx::multiply(glu, mx::add(u, Array::scalar(1.0f, t)));
+}
+
 Array SwitchGLU::operator()(const Array& x, const Array& idx) const {
   const int N = x.dim(0), D = x.dim(1), k = idx.dim(1);
   auto glu = [&](const Array& rows, const Array& experts, bool sorted) {
-    const Array hidden = mx::multiply(mx::silu(gate_proj(rows, experts, sorted)), up_proj(rows, experts, sorted));
-    return down_proj(hidden, experts, sorted);
+    return down_proj(activate(gate_proj(rows, experts, sorted), up_proj(rows, experts, sorted)), experts, sorted);
   };
   if (N * k < kSortMinPairs) {
     // [N, 1, 1, D] rows broadcast against [N, k] experts: [N, k, 1, D].
@@ -128,22 +138,27 @@ MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, co
   const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
   AttentionArgs attention = args.attention();
   attention.qk_norm_across_heads = moe.qk_norm_across_heads;
+  attention.sinks = moe.attention_sinks;
+  if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
+    c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
   ends = DecoderEnds::load(c, w, args);
   // (not I: complex.h, through mlx-c, defines it)
   const int hidden = args.hidden_size, inter = moe.expert_intermediate_size, experts = moe.num_experts;
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, hidden, args.rms_norm_eps); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i), f = p + "." + moe.block;
+    AttentionArgs layer_attention = attention;
+    if (!args.sliding_layers.empty() && args.sliding_layers[i]) layer_attention.sliding_window = args.sliding_window;
     MoeBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                   Attention::load(w, p + ".self_attn", attention, rope), std::nullopt, std::nullopt};
+                   Attention::load(w, p + ".self_attn", layer_attention, rope), std::nullopt, std::nullopt};
     if (moe.sparse_layers.empty() || moe.sparse_layers[i]) {
       auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
-        return SwitchLinear::load(w, f + ".switch_mlp." + name, f, split_name, in, out, experts, moe.expert_bias);
+        return SwitchLinear::load(w, f + "." + moe.stacked + "." + name, f, split_name, in, out, experts, moe.expert_bias);
       };
-      block.moe = SparseMoe{Linear::load(w, f + ".gate", hidden, experts, false),
+      block.moe = SparseMoe{Linear::load(w, f + "." + moe.router_name, hidden, experts, moe.router_bias),
                             SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter),
                                       expert("up_proj", moe.per_expert_names[1], hidden, inter),
-                                      expert("down_proj", moe.per_expert_names[2], inter, hidden)},
+                                      expert("down_proj", moe.per_expert_names[2], inter, hidden), moe.activation},
                             moe};
     } else {
       block.mlp = MLP::load(w, p + ".mlp", hidden, args.intermediate_size, args.mlp_bias);

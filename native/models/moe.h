@@ -27,13 +27,22 @@ struct SwitchLinear {
   Array operator()(const Array& x, const Array& idx, bool sorted) const;
 };
 
-// The experts' gated MLPs: down(silu(gate(x)) * up(x)) with each token's own experts.
+enum class ExpertActivation {
+  SwiGLU,       // silu(gate) * up
+  ClampedSwiGLU,  // gpt_oss: g * sigmoid(1.702 g) * (u + 1), g = min(gate, 7), u = clip(up, -7, 7)
+};
+
+// The experts' gated MLPs: down(act(gate(x), up(x))) with each token's own experts.
 struct SwitchGLU {
   SwitchLinear gate_proj, up_proj, down_proj;
+  ExpertActivation activation = ExpertActivation::SwiGLU;
 
   // x: [N, D], idx: [N, k] -> [N, k, D]. With many (token, expert) pairs, rows are sorted by expert
   // first so each expert's weights are read once (mlx-lm sorts at 64 pairs or more).
   Array operator()(const Array& x, const Array& idx) const;
+
+ private:
+  Array activate(const Array& gate, const Array& up) const;
 };
 
 enum class Router {
@@ -50,9 +59,14 @@ struct MoeArgs {
   bool expert_bias = false;            // olmoe mlp_bias: biases on every expert projection
   bool kth_from_top = false;           // qwen3_moe picks argpartition(p)[-k:], the others argpartition(-p)[:k]
   std::string block = "mlp";           // the layer's module name: mixtral's is "block_sparse_moe"
+  std::string router_name = "gate";    // the router's name in the block: gpt_oss's is "router" (with a bias)
+  bool router_bias = false;
+  std::string stacked = "switch_mlp";  // the stacked experts' name in the block: gpt_oss's is "experts"
+  ExpertActivation activation = ExpertActivation::SwiGLU;
   std::vector<std::string> per_expert_names{"gate_proj", "up_proj", "down_proj"};  // mixtral: w1, w3, w2
   std::vector<bool> sparse_layers;     // which layers have experts (the rest a dense MLP); empty: all
   bool qk_norm_across_heads = false;   // olmoe: its attention's q/k norms span all heads
+  bool attention_sinks = false;        // gpt_oss: a sink logit per head (AttentionArgs::sinks)
 };
 
 // Router + experts: y = sum over the token's k experts of score * expert(x).

@@ -20,6 +20,7 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"mixtral", make_mixtral},
     {"qwen3_moe", make_qwen3_moe},
     {"olmoe", make_olmoe},
+    {"gpt_oss", make_gpt_oss},
 };
 
 }  // namespace

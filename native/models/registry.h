@@ -47,5 +47,6 @@ std::unique_ptr<Model> make_ministral3(const ModelConfig& config, Weights& weigh
 std::unique_ptr<Model> make_mixtral(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_qwen3_moe(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_olmoe(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gpt_oss(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode
