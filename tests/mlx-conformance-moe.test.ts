@@ -5,7 +5,7 @@
  * with 2 experts per token is 128 (token, expert) pairs, so prefill takes the sorted-by-expert path
  * and decode the gathered one.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
@@ -46,6 +46,7 @@ const CASES: ConformanceCase[] = [
     },
     bound: F32,
   },
+  { name: "qwen3_moe f32 in 256 KB shards", spec: { family: "qwen3_moe", seed: 124, config: QWEN3_MOE, shard_bytes: 256 * 1024 }, bound: F32 },
   // Half precision only quantized: MLX's CPU gather_mm (dense experts) computes float32 only, so
   // mlx-lm cannot run a dense float16/bfloat16 MoE here; gather_qmm takes any float dtype.
   // mlx-lm's greedy is the argmax of bfloat16 log-probabilities, where logits 1/64 apart can round to
@@ -138,6 +139,27 @@ const CASES: ConformanceCase[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization modes, smollm3, ministral3", CASES, (references) => {
+  it("loads an expert model shard by shard: peak memory within the weights plus one shard", async () => {
+    const i = CASES.findIndex((c) => c.spec.shard_bytes);
+    const dir = references()[i].modelDir;
+    const shards = readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).map((f) => statSync(join(dir, f)).size);
+    expect(shards.length).toBeGreaterThan(3);
+    await MlxBackend.setMemoryLimits({ resetPeak: true });
+    const before = await MlxBackend.memory();
+    const mlx = new MlxBackend();
+    await mlx.load(dir);
+    try {
+      const peak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+      const weights = mlx.info!.weightBytes, largest = Math.max(...shards);
+      console.log(`[lazy load] ${shards.length} shards (largest ${largest} B), weights ${weights} B, load peak ${peak} B`);
+      expect(peak).toBeLessThanOrEqual(weights + largest);
+      // 3 layers x keys and values x 2 KV heads x head_dim 32 x 4 bytes (float32)
+      expect(mlx.info!.kvBytesPerToken).toBe(3 * 2 * 2 * 32 * 4);
+    } finally {
+      await mlx.unload();
+    }
+  });
+
   it("refuses a quantization mode it does not know, by name", async () => {
     const i = CASES.findIndex((c) => c.spec.quantization?.mode === "mxfp4");
     const dir = mkdtempSync(join(tmpdir(), "mlx-node-mode-"));

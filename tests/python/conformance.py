@@ -29,6 +29,7 @@ Case spec (every field but "family" optional):
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
   split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
+  shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
   engine        dict  not read here: the engine's load options for this case (the test's business)
@@ -144,6 +145,32 @@ def cast(model, dtype):
                                     model.parameters()))
 
 
+@contextmanager
+def shard_limit(limit):
+    """save_model with shards of at most `limit` bytes (mlx-lm's make_shards takes whole GB)."""
+    import mlx_lm.utils as utils
+    if not limit:
+        yield
+        return
+    original = utils.make_shards
+
+    def make_shards(weights, max_file_size_gb=5):
+        shards, current, size = [], {}, 0
+        for name, value in weights.items():
+            if current and size + value.nbytes > limit:
+                shards.append(current)
+                current, size = {}, 0
+            current[name] = value
+            size += value.nbytes
+        return shards + [current] if current else shards
+
+    utils.make_shards = make_shards
+    try:
+        yield
+    finally:
+        utils.make_shards = original
+
+
 def rewrite_weights(out, edit):
     """Rewrites a saved single-file checkpoint with edit(weights) and its index to match."""
     weights = mx.load(str(out / "model.safetensors"))
@@ -195,7 +222,8 @@ def build_checkpoint(case, out, tokenizer_dir):
 
         model, config = quantize_model(model, config, q["group_size"], q["bits"], mode=q.get("mode", "affine"),
                                        quant_predicate=predicate)
-    save_model(out, model)
+    with shard_limit(case.get("shard_bytes")):
+        save_model(out, model)
     save_config(config, out / "config.json")
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.
     extra = case.get("extra_tensors")
