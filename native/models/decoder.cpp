@@ -173,14 +173,4 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   ends.describe(*this, c, w, args);
 }
 
-void DecoderModel::fit_context(int context_size) {
-  for (TransformerBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
-}
-
-Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
-  Array h = ends.embed(tokens);
-  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
-  return ends.logits(h, last_only);
-}
-
 }  // namespace mlxnode

@@ -86,17 +86,30 @@ struct DecoderEnds {
 // Llama's config reading (llama.cpp), which smollm3 and ministral3 extend.
 DecoderArgs llama_model_args(const ModelConfig& c);
 
-// embed_tokens -> layers (TransformerBlock) -> norm -> lm_head.
-class DecoderModel : public Model {
+// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache) with a self_attn) ->
+// norm -> head. A family's own block type (moe.h) reuses everything but the block.
+template <typename Block>
+class BlockDecoder : public Model {
+ public:
+  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override {
+    Array h = ends.embed(tokens);
+    for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+    return ends.logits(h, last_only);
+  }
+  void fit_context(int context_size) override {
+    for (Block& layer : layers) layer.self_attn.rope.fit_context(context_size);
+  }
+
+ protected:
+  std::vector<Block> layers;
+  DecoderEnds ends;
+};
+
+// The dense decoder: TransformerBlock layers.
+class DecoderModel : public BlockDecoder<TransformerBlock> {
  public:
   // Checks the args, then takes (and shape-checks) every tensor from `w`.
   DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
-  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
-  void fit_context(int context_size) override;
-
- private:
-  std::vector<TransformerBlock> layers;
-  DecoderEnds ends;
 };
 
 }  // namespace mlxnode

@@ -169,14 +169,4 @@ MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, co
   ends.describe(*this, c, w, args);
 }
 
-void MoeModel::fit_context(int context_size) {
-  for (MoeBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
-}
-
-Array MoeModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
-  Array h = ends.embed(tokens);
-  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
-  return ends.logits(h, last_only);
-}
-
 }  // namespace mlxnode

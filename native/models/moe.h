@@ -88,15 +88,9 @@ struct MoeBlock {
   Array operator()(const Array& x, LayerKVCache& cache) const;
 };
 
-class MoeModel : public Model {
+class MoeModel : public BlockDecoder<MoeBlock> {
  public:
   MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, const MoeArgs& moe);
-  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
-  void fit_context(int context_size) override;
-
- private:
-  std::vector<MoeBlock> layers;
-  DecoderEnds ends;
 };
 
 }  // namespace mlxnode
