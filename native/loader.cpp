@@ -363,6 +363,12 @@ Array Weights::take_scales(const std::string& name, const std::vector<int>& shap
   return a;
 }
 
+void Weights::release(const std::string& name) {
+  Entry& e = tensors_.at(name);
+  released_bytes_ += static_cast<int64_t>(e.array.nbytes());
+  e.array = Array();
+}
+
 void Weights::ignore(const std::string& name) {
   auto it = tensors_.find(name);
   if (it != tensors_.end()) it->second.used = true;
@@ -419,7 +425,7 @@ void Weights::materialize() const {
     const std::string path = (fs::path(dir_) / file).string();
     std::vector<Array> arrays;
     for (const auto& [name, e] : tensors_)
-      if (e.used && e.file == path) arrays.push_back(e.array);
+      if (e.used && e.file == path && !e.array.empty()) arrays.push_back(e.array);
     try {
       eval(arrays);
     } catch (const EngineError& e) {
@@ -429,9 +435,9 @@ void Weights::materialize() const {
 }
 
 int64_t Weights::used_bytes() const {
-  int64_t n = 0;
+  int64_t n = released_bytes_;
   for (const auto& [name, e] : tensors_)
-    if (e.used) n += static_cast<int64_t>(e.array.nbytes());
+    if (e.used && !e.array.empty()) n += static_cast<int64_t>(e.array.nbytes());
   return n;
 }
 

@@ -47,6 +47,7 @@ const CASES: ConformanceCase[] = [
     bound: F32,
   },
   { name: "qwen3_moe f32 in 256 KB shards", spec: { family: "qwen3_moe", seed: 124, config: QWEN3_MOE, shard_bytes: 256 * 1024 }, bound: F32 },
+  { name: "qwen3_moe f32 in 256 KB shards, per-expert layout", spec: { family: "qwen3_moe", seed: 124, config: QWEN3_MOE, shard_bytes: 256 * 1024, split_experts: SAME_NAMES }, bound: F32 },
   // Half precision only quantized: MLX's CPU gather_mm (dense experts) computes float32 only, so
   // mlx-lm cannot run a dense float16/bfloat16 MoE here; gather_qmm takes any float dtype.
   // mlx-lm's greedy is the argmax of bfloat16 log-probabilities, where logits 1/64 apart can round to
@@ -139,25 +140,35 @@ const CASES: ConformanceCase[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization modes, smollm3, ministral3", CASES, (references) => {
-  it("loads an expert model shard by shard: peak memory within the weights plus one shard", async () => {
-    const i = CASES.findIndex((c) => c.spec.shard_bytes);
-    const dir = references()[i].modelDir;
-    const shards = readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).map((f) => statSync(join(dir, f)).size);
-    expect(shards.length).toBeGreaterThan(3);
-    await MlxBackend.setMemoryLimits({ resetPeak: true });
-    const before = await MlxBackend.memory();
-    const mlx = new MlxBackend();
-    await mlx.load(dir);
-    try {
-      const peak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-      const weights = mlx.info!.weightBytes, largest = Math.max(...shards);
-      console.log(`[lazy load] ${shards.length} shards (largest ${largest} B), weights ${weights} B, load peak ${peak} B`);
-      expect(peak).toBeLessThanOrEqual(weights + largest);
-      // 3 layers x keys and values x 2 KV heads x head_dim 32 x 4 bytes (float32)
-      expect(mlx.info!.kvBytesPerToken).toBe(3 * 2 * 2 * 32 * 4);
-    } finally {
-      await mlx.unload();
+  it("loads an expert model shard by shard: peak memory within the weights plus one shard; HF's per-expert layout costs no more", async () => {
+    // The same checkpoint (seed 124) saved in mlx-lm's stacked layout and in HF's per-expert one.
+    const peaks: Record<string, number> = {};
+    let largest = 0;
+    for (const layout of ["stacked", "per-expert"]) {
+      const i = CASES.findIndex((c) => c.spec.shard_bytes && Boolean(c.spec.split_experts) === (layout === "per-expert"));
+      const dir = references()[i].modelDir;
+      const shards = readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).map((f) => statSync(join(dir, f)).size);
+      expect(shards.length).toBeGreaterThan(3);
+      largest = Math.max(largest, ...shards);
+      await MlxBackend.setMemoryLimits({ resetPeak: true });
+      const before = await MlxBackend.memory();
+      const mlx = new MlxBackend();
+      await mlx.load(dir);
+      try {
+        const loadPeak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+        const weights = mlx.info!.weightBytes;
+        expect(loadPeak).toBeLessThanOrEqual(weights + Math.max(...shards));
+        // The first forward too: a lazily stacked per-expert layout would hold the pieces and the stack there.
+        await mlx.generate([1, 5, 9, 13], { maxTokens: 1, temperature: 0, ignoreEos: true });
+        peaks[layout] = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+        console.log(`[lazy load, ${layout}] ${shards.length} shards (largest ${Math.max(...shards)} B), weights ${weights} B, peak ${loadPeak} B after load, ${peaks[layout]} B after a first token`);
+        // 3 layers x keys and values x 2 KV heads x head_dim 32 x 4 bytes (float32)
+        expect(mlx.info!.kvBytesPerToken).toBe(3 * 2 * 2 * 32 * 4);
+      } finally {
+        await mlx.unload();
+      }
     }
+    expect(peaks["per-expert"]).toBeLessThanOrEqual(peaks.stacked + largest);
   });
 
   it("refuses a quantization mode it does not know, by name", async () => {

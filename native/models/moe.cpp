@@ -33,7 +33,12 @@ SwitchLinear SwitchLinear::load(Weights& w, const std::string& stacked, const st
     }
     std::vector<Array> parts;
     for (int e = 0; e < experts; ++e) parts.push_back(one(expert(e) + suffix, shape));
-    return mx::stack(parts, 0);
+    // Stacked now, one projection at a time, and the pieces let go: load peaks at the weights plus
+    // one projection's pieces, not twice the experts (a lazy stack would hold both until its first use).
+    Array stacked = mx::stack(parts, 0);
+    eval({stacked});
+    for (int e = 0; e < experts; ++e) w.release(expert(e) + suffix);
+    return stacked;
   };
   if (l.quant) {
     const int gs = l.quant->group_size, bits = l.quant->bits;

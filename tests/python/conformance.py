@@ -172,13 +172,16 @@ def shard_limit(limit):
 
 
 def rewrite_weights(out, edit):
-    """Rewrites a saved single-file checkpoint with edit(weights) and its index to match."""
-    weights = mx.load(str(out / "model.safetensors"))
-    weights = edit(weights)
-    mx.eval(weights)  # read the whole file before it is rewritten
-    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    """Rewrites each saved shard with edit(weights, first_shard) and the index to match."""
     index = json.loads((out / "model.safetensors.index.json").read_text())
-    index["weight_map"] = {name: "model.safetensors" for name in sorted(weights)}
+    files = sorted(set(index["weight_map"].values()))
+    weight_map = {}
+    for file in files:
+        weights = edit(mx.load(str(out / file)), file == files[0])
+        mx.eval(weights)  # read the whole file before it is rewritten
+        mx.save_safetensors(str(out / file), weights, metadata={"format": "mlx"})
+        weight_map.update({name: file for name in weights})
+    index["weight_map"] = dict(sorted(weight_map.items()))
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
 
 
@@ -228,11 +231,11 @@ def build_checkpoint(case, out, tokenizer_dir):
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.
     extra = case.get("extra_tensors")
     if extra:
-        rewrite_weights(out, lambda w: {**w, **{name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
-                                               for name, shape in extra.items()}})
+        rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
+                                                        for name, shape in extra.items()} if first else {})})
     split = case.get("split_experts")
     if split:
-        rewrite_weights(out, lambda w: split_experts(w, split))
+        rewrite_weights(out, lambda w, _: split_experts(w, split))
     for f in TOKENIZER_FILES:
         shutil.copy(tokenizer_dir / f, out / f)
 
