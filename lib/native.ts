@@ -18,6 +18,8 @@ export interface NativeModelInfo {
   numLayers: number;
   hiddenSize: number;
   weightBytes: number;
+  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
+  kvBytesPerToken: number;
 }
 
 /** Per-request numbers from the native generation loop. */

@@ -21,8 +21,8 @@ Linear Linear::load(Weights& w, const std::string& prefix, int in, int out, bool
       w.fail(prefix + ".scales", "exists, but input size " + std::to_string(in) + " is not a multiple of group_size " +
                                      std::to_string(gs));
     l.weight = w.take_packed(prefix + ".weight", {out, in * bits / 32});
-    l.scales = w.take_float(prefix + ".scales", {out, in / gs});
-    l.biases = w.take_float(prefix + ".biases", {out, in / gs});
+    l.scales = w.take_scales(prefix + ".scales", {out, in / gs}, *l.quant);
+    if (l.quant->affine()) l.biases = w.take_float(prefix + ".biases", {out, in / gs});
   } else {
     // mlx-lm computes x @ W.T each call; transposing once here saves an op per layer per token
     // (a transpose is a strided view, so no data is copied).
@@ -47,7 +47,7 @@ std::vector<Linear> Linear::load_split(Weights& w, const std::string& prefix, in
     if (fused.quant) {
       part.weight = mx::slice_axis(fused.weight, 0, begin, begin + o);
       part.scales = mx::slice_axis(fused.scales, 0, begin, begin + o);
-      part.biases = mx::slice_axis(fused.biases, 0, begin, begin + o);
+      if (!fused.biases.empty()) part.biases = mx::slice_axis(fused.biases, 0, begin, begin + o);
     } else {
       part.weight_t = mx::slice_axis(fused.weight_t, 1, begin, begin + o);
     }
@@ -76,8 +76,8 @@ Array quantized_product(const Array& x, const Array& w, const Array& scales, con
   int rows = 1;
   for (int d = 0; d + 1 < x.ndim(); ++d) rows *= x.dim(d);
   if (rows >= kCpuDequantizeMinRows && x.dtype() == MLX_FLOAT32 && on_cpu())
-    return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits), {1, 0}));
-  return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits);
+    return mx::matmul(x, mx::transpose(mx::dequantize(w, scales, biases, q.group_size, q.bits, q.mode.c_str()), {1, 0}));
+  return mx::quantized_matmul(x, w, scales, biases, true, q.group_size, q.bits, q.mode.c_str());
 }
 
 }  // namespace
@@ -112,7 +112,7 @@ Array Linear::operator()(const Array& x) const {
 
 Array Linear::dense_weight() const {
   if (!quant) return mx::transpose(weight_t, {1, 0});
-  return mx::dequantize(weight, scales, biases, quant->group_size, quant->bits);  // in the scales' dtype
+  return mx::dequantize(weight, scales, biases, quant->group_size, quant->bits, quant->mode.c_str());  // in the scales' dtype
 }
 
 void Linear::set_weight(const Array& w) {
@@ -120,7 +120,7 @@ void Linear::set_weight(const Array& w) {
     weight_t = mx::transpose(w, {1, 0});
     return;
   }
-  mx::quantize(w, quant->group_size, quant->bits, weight, scales, biases);
+  mx::quantize(w, quant->group_size, quant->bits, weight, scales, biases, quant->mode.c_str());
 }
 
 // ---- Embedding --------------------------------------------------------------------------------
@@ -134,8 +134,8 @@ Embedding Embedding::load(Weights& w, const std::string& prefix, int vocab, int 
       w.fail(prefix + ".scales", "exists, but embedding size " + std::to_string(dims) +
                                      " is not a multiple of group_size " + std::to_string(gs));
     e.weight = w.take_packed(prefix + ".weight", {vocab, dims * bits / 32});
-    e.scales = w.take_float(prefix + ".scales", {vocab, dims / gs});
-    e.biases = w.take_float(prefix + ".biases", {vocab, dims / gs});
+    e.scales = w.take_scales(prefix + ".scales", {vocab, dims / gs}, *e.quant);
+    if (e.quant->affine()) e.biases = w.take_float(prefix + ".biases", {vocab, dims / gs});
   } else {
     e.weight = w.take_float(prefix + ".weight", {vocab, dims});
     e.weight_t = mx::transpose(e.weight, {1, 0});
@@ -147,8 +147,9 @@ Array Embedding::operator()(const Array& ids) const {
   if (!quant) return mx::take(weight, ids, 0);
   // mlx.nn.QuantizedEmbedding: gather the packed rows and their scales/biases, then dequantize
   // only those rows.
-  return mx::dequantize(mx::take(weight, ids, 0), mx::take(scales, ids, 0), mx::take(biases, ids, 0),
-                        quant->group_size, quant->bits);
+  return mx::dequantize(mx::take(weight, ids, 0), mx::take(scales, ids, 0),
+                        biases.empty() ? biases : mx::take(biases, ids, 0), quant->group_size, quant->bits,
+                        quant->mode.c_str());
 }
 
 Array Embedding::as_linear(const Array& x) const {
@@ -299,6 +300,7 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
 }
 
 Array RoPE::operator()(const Array& x, int offset) const {
+  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
   if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
   // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
   // with partial rotary, the features RoPE leaves alone keep their scale.
@@ -341,9 +343,11 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
     a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
   }
   a.o_proj = Linear::load(w, prefix + ".o_proj", q_out, args.hidden_size, args.o_bias);
+  if (args.sinks) a.sinks = w.take_float(prefix + ".sinks", {args.num_heads});
   if (args.qk_norm) {
-    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
-    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", args.head_dim, args.norm_eps, args.norm_plus_one);
+    const bool across = args.qk_norm_across_heads;
+    a.q_norm = RMSNorm::load(w, prefix + ".q_norm.weight", across ? q_out : args.head_dim, args.norm_eps, args.norm_plus_one);
+    a.k_norm = RMSNorm::load(w, prefix + ".k_norm.weight", across ? kv_out : args.head_dim, args.norm_eps, args.norm_plus_one);
   }
   return a;
 }
@@ -352,8 +356,9 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   const int B = x.dim(0), T = x.dim(1), D = args.head_dim;
   // [B, T, heads*D] -> [B, T, heads, D] (-> per-head norm) -> [B, heads, T, D]
   auto heads = [&](const Array& y, int n, const std::optional<RMSNorm>& norm) {
-    Array r = mx::reshape(y, {B, T, n, D});
-    if (norm) r = (*norm)(r);
+    const bool across = norm && args.qk_norm_across_heads;
+    Array r = mx::reshape(across ? (*norm)(y) : y, {B, T, n, D});
+    if (norm && !across) r = (*norm)(r);
     return mx::transpose(r, {0, 2, 1, 3});
   };
   Array q = heads(q_proj(x), args.num_heads, q_norm);
@@ -363,6 +368,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   const int offset = cache.offset();
   q = rope(q, offset);
   k = rope(k, offset);
+  if (args.position_query_beta != 0) {
+    // Computed in float32 over positions offset..offset+T-1 ([T, 1] against [B, heads, T, D]), then cast.
+    const Array pos = mx::arange(offset, offset + T, 1, MLX_FLOAT32);
+    const Array periods = mx::floor(mx::divide(pos, Array::scalar(static_cast<float>(args.position_query_period), MLX_FLOAT32)));
+    const Array gain = mx::add(Array::scalar(1.0f, MLX_FLOAT32),
+                               mx::multiply(Array::scalar(args.position_query_beta, MLX_FLOAT32),
+                                            mx::log(mx::add(Array::scalar(1.0f, MLX_FLOAT32), periods))));
+    q = mx::multiply(q, mx::astype(mx::reshape(gain, {T, 1}), q.dtype()));
+  }
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 
@@ -374,15 +388,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     out = softcapped_attention(q, keys, values, offset);
   } else if (W > 0 && S > W && T == 1) {
     // A local layer's single query sees the last W positions.
-    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "");
+    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "", sinks);
   } else if (W > 0 && S > W) {
     // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
     const Array distance = query_key_distance(offset, T, S);
     Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
                                  mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
-    out = mx::sdpa_masked(q, keys, values, scale, mask);
+    out = mx::sdpa_masked(q, keys, values, scale, mask, sinks);
   } else {
-    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "");
+    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
   }
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(out);

@@ -83,6 +83,7 @@ struct RoPE {
   // longrope: the long factors when the KV cache can hold more than the original context (as
   // llama.cpp decides by context size), else the short ones. No-op for other schedules.
   void fit_context(int context_size);
+  // dims 0 (a default RoPE): the identity.
   Array operator()(const Array& x, int offset) const;
 };
 
@@ -100,12 +101,19 @@ struct AttentionArgs {
   float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
   int sliding_window = 0;    // gemma3 local layers: a query sees only the last `sliding_window` keys
   bool norm_plus_one = false;  // gemma3: q_norm/k_norm scale by 1 + weight
+  bool qk_norm_across_heads = false;  // olmoe: q_norm/k_norm over all heads' features at once
+  // ministral3 (Llama 4's long-context scaling): queries at position p times
+  // 1 + beta * log(1 + floor(p / period)); beta 0: none
+  float position_query_beta = 0;
+  int position_query_period = 0;
+  bool sinks = false;  // gpt_oss: a learned logit per query head (<prefix>.sinks) in every softmax
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;
   std::optional<RMSNorm> q_norm, k_norm;
+  Array sinks;  // [num_heads], empty when none
   RoPE rope;
   AttentionArgs args;
   float scale = 1.0f;

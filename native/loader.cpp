@@ -186,17 +186,37 @@ std::vector<std::string> find_shards(const fs::path& dir, json* weight_map) {
 [[noreturn]] void bad_config(const std::string& msg) { throw EngineError(kBadConfig, msg); }
 
 QuantParams parse_quant(const json& q, const std::string& where) {
-  if (!q.is_object() || !q.contains("group_size") || !q.contains("bits") || !q["group_size"].is_number_integer() ||
-      !q["bits"].is_number_integer())
-    bad_config(where + ": quantization needs integer group_size and bits");
-  if (q.contains("mode") && q["mode"] != "affine")
-    bad_config(where + ": quantization mode " + q["mode"].dump() + " is not supported (only affine)");
-  if (!q["group_size"].is_number_unsigned() || q["group_size"].get<uint64_t>() > (1u << 20))
-    bad_config(where + ": quantization group_size " + q["group_size"].dump() + " is out of range");
-  QuantParams p{q["group_size"].get<int>(), q["bits"].is_number_unsigned() && q["bits"].get<uint64_t>() <= 64 ? q["bits"].get<int>() : -1};
-  if (p.group_size <= 0 || (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 5 && p.bits != 6 && p.bits != 8))
+  if (!q.is_object()) bad_config(where + ": quantization should be an object");
+  QuantParams p;
+  if (q.contains("mode") && !q["mode"].is_null()) {
+    if (!q["mode"].is_string()) bad_config(where + ": quantization mode should be a string, got " + q["mode"].dump());
+    p.mode = q["mode"].get<std::string>();
+  }
+  // The modes MLX implements, with the group size and bits each fixes (mlx.core.quantize); affine's
+  // are free (checked below). mlx-lm writes group_size and bits for every mode.
+  struct Mode { const char* name; int group_size, bits; };
+  static const Mode kModes[] = {{"affine", 0, 0}, {"mxfp4", 32, 4}, {"mxfp8", 32, 8}, {"nvfp4", 16, 4}};
+  const Mode* mode = nullptr;
+  for (const Mode& m : kModes)
+    if (p.mode == m.name) mode = &m;
+  if (!mode)
+    throw EngineError(kUnsupportedArchitecture, where + ": quantization mode \"" + p.mode +
+                                                    "\" is not supported (supported: affine, mxfp4, mxfp8, nvfp4)");
+  auto read = [&](const char* key, int fallback) {
+    if (!q.contains(key) || q[key].is_null()) {
+      if (fallback > 0) return fallback;
+      bad_config(where + ": quantization needs integer group_size and bits");
+    }
+    if (!q[key].is_number_unsigned() || q[key].get<uint64_t>() > (1u << 20))
+      bad_config(where + ": quantization " + key + " " + q[key].dump() + " is out of range");
+    return q[key].get<int>();
+  };
+  p.group_size = read("group_size", mode->group_size);
+  p.bits = read("bits", mode->bits);
+  if (mode->bits > 0 ? p.group_size != mode->group_size || p.bits != mode->bits
+                     : p.group_size <= 0 || (p.bits != 2 && p.bits != 3 && p.bits != 4 && p.bits != 5 && p.bits != 6 && p.bits != 8))
     bad_config(where + ": unsupported quantization group_size " + std::to_string(p.group_size) + " / bits " +
-                std::to_string(p.bits));
+               std::to_string(p.bits) + " for mode " + p.mode);
   return p;
 }
 
@@ -345,6 +365,20 @@ Array Weights::take_packed(const std::string& name, const std::vector<int>& shap
   return a;
 }
 
+Array Weights::take_scales(const std::string& name, const std::vector<int>& shape, const QuantParams& q) {
+  if (q.affine()) return take_float(name, shape);
+  Array a = take(name, shape);
+  const std::string& dt = tensors_.at(name).dtype;
+  if (dt != "U8") fail(name, "has dtype " + dt + ", expected U8 (" + q.mode + " scales)");
+  return a;
+}
+
+void Weights::release(const std::string& name) {
+  Entry& e = tensors_.at(name);
+  released_bytes_ += static_cast<int64_t>(e.array.nbytes());
+  e.array = Array();
+}
+
 void Weights::ignore(const std::string& name) {
   auto it = tensors_.find(name);
   if (it != tensors_.end()) it->second.used = true;
@@ -401,7 +435,7 @@ void Weights::materialize() const {
     const std::string path = (fs::path(dir_) / file).string();
     std::vector<Array> arrays;
     for (const auto& [name, e] : tensors_)
-      if (e.used && e.file == path) arrays.push_back(e.array);
+      if (e.used && e.file == path && !e.array.empty()) arrays.push_back(e.array);
     try {
       eval(arrays);
     } catch (const EngineError& e) {
@@ -411,9 +445,9 @@ void Weights::materialize() const {
 }
 
 int64_t Weights::used_bytes() const {
-  int64_t n = 0;
+  int64_t n = released_bytes_;
   for (const auto& [name, e] : tensors_)
-    if (e.used) n += static_cast<int64_t>(e.array.nbytes());
+    if (e.used && !e.array.empty()) n += static_cast<int64_t>(e.array.nbytes());
   return n;
 }
 

@@ -45,6 +45,10 @@ class ModelConfig {
 struct QuantParams {
   int group_size = 64;
   int bits = 4;
+  // "affine" (float scales and biases), or the microscaling float formats "mxfp4", "mxfp8",
+  // "nvfp4" (uint8 scales, no biases), as mlx_lm.convert --q-mode writes them.
+  std::string mode = "affine";
+  bool affine() const { return mode == "affine"; }
 };
 
 // Reads `<dir>/config.json`. Throws MODEL_NOT_FOUND naming the missing path.
@@ -70,6 +74,11 @@ class Weights {
   Array take_float(const std::string& name, const std::vector<int>& shape);
   // As take, for quantized weights packed into uint32 words (U32).
   Array take_packed(const std::string& name, const std::vector<int>& shape);
+  // A quantized module's scales: float for affine, U8 for the microscaling modes.
+  Array take_scales(const std::string& name, const std::vector<int>& shape, const QuantParams& q);
+  // Drops the loaded array of a used tensor the model has copied into one of its own (HF's per-expert
+  // tensors, stacked): its memory is freed now, and it still counts in used_bytes.
+  void release(const std::string& name);
   // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq).
   void ignore(const std::string& name);
   // Marks every tensor under `prefix` as dropped (a multimodal checkpoint's vision tower).
@@ -106,6 +115,7 @@ class Weights {
   std::optional<QuantParams> quant_;
   nlohmann::json quant_json_;
   std::optional<mlx_dtype> float_dtype_;
+  int64_t released_bytes_ = 0;
 };
 
 }  // namespace mlxnode

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "mlx_array.h"
 
 #include <mlx/c/fast.h>
@@ -322,29 +323,63 @@ Array cumsum(const Array& a, int axis, bool reverse, bool inclusive) {
              [&](mlx_array* r, mlx_stream s) { return mlx_cumsum(r, a.raw(), axis, reverse, inclusive, s); });
 }
 
-Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
-                       bool transpose, int group_size, int bits) {
-  return run("mlx_quantized_matmul", [&](mlx_array* r, mlx_stream s) {
-    return mlx_quantized_matmul(r, x.raw(), w.raw(), scales.raw(), biases.raw(), transpose,
-                                mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine", s);
+Array sum(const Array& a, int axis, bool keepdims) {
+  return run("mlx_sum", [&](mlx_array* r, mlx_stream s) { return mlx_sum_axis(r, a.raw(), axis, keepdims, s); });
+}
+
+Array floor(const Array& a) {
+  return run("mlx_floor", [&](mlx_array* r, mlx_stream s) { return mlx_floor(r, a.raw(), s); });
+}
+
+Array floor_divide(const Array& a, const Array& b) {
+  return run("mlx_floor_divide", [&](mlx_array* r, mlx_stream s) { return mlx_floor_divide(r, a.raw(), b.raw(), s); });
+}
+
+Array stack(const std::vector<Array>& arrays, int axis) {
+  VectorArray v(arrays);
+  return run("mlx_stack", [&](mlx_array* r, mlx_stream s) { return mlx_stack_axis(r, v.raw(), axis, s); });
+}
+
+Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted) {
+  return run("mlx_gather_mm", [&](mlx_array* r, mlx_stream s) {
+    return mlx_gather_mm(r, a.raw(), b.raw(), mlx_array{nullptr}, rhs_indices.raw(), sorted, s);
   });
 }
 
-Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits) {
+Array gather_qmm(const Array& x, const Array& w, const Array& scales, const Array& biases, const Array& rhs_indices,
+                 int group_size, int bits, bool sorted, const char* mode) {
+  return run("mlx_gather_qmm", [&](mlx_array* r, mlx_stream s) {
+    return mlx_gather_qmm(r, x.raw(), w.raw(), scales.raw(), biases.raw(), mlx_array{nullptr}, rhs_indices.raw(), true,
+                          mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, mode, sorted, s);
+  });
+}
+
+Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
+                       bool transpose, int group_size, int bits, const char* mode) {
+  return run("mlx_quantized_matmul", [&](mlx_array* r, mlx_stream s) {
+    return mlx_quantized_matmul(r, x.raw(), w.raw(), scales.raw(), biases.raw(), transpose,
+                                mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, mode, s);
+  });
+}
+
+Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits, const char* mode) {
   return run("mlx_dequantize", [&](mlx_array* r, mlx_stream s) {
     return mlx_dequantize(r, w.raw(), scales.raw(), biases.raw(), mlx_optional_int{group_size, true},
-                          mlx_optional_int{bits, true}, "affine", mlx_array{nullptr},
+                          mlx_optional_int{bits, true}, mode, mlx_array{nullptr},
                           mlx_optional_dtype{MLX_FLOAT32, false}, s);
   });
 }
 
-void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases) {
+void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases, const char* mode) {
   VectorArray parts;
-  check(mlx_quantize(parts.out(), w.raw(), mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, "affine",
+  check(mlx_quantize(parts.out(), w.raw(), mlx_optional_int{group_size, true}, mlx_optional_int{bits, true}, mode,
                      mlx_array{nullptr}, compute_stream()),
         "mlx_quantize");
+  // affine: packed, scales, biases; the microscaling modes have no biases.
   Array* outs[3] = {&packed, &scales, &biases};
-  for (size_t i = 0; i < 3; ++i) check(mlx_vector_array_get(outs[i]->out(), parts.raw(), i), "mlx_vector_array_get");
+  const size_t n = std::min<size_t>(3, mlx_vector_array_size(parts.raw()));
+  if (n < 3) biases = Array();
+  for (size_t i = 0; i < n; ++i) check(mlx_vector_array_get(outs[i]->out(), parts.raw(), i), "mlx_vector_array_get");
   ++g_op_count;
 }
 
@@ -367,17 +402,17 @@ Array rope(const Array& x, int dims, bool traditional, float base, float scale, 
   });
 }
 
-Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode) {
+Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode, const Array& sinks) {
   return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, mask_mode,
-                                                 mlx_array{nullptr}, mlx_array{nullptr}, s);
+                                                 mlx_array{nullptr}, sinks.raw(), s);
   });
 }
 
-Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask) {
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask, const Array& sinks) {
   return run("mlx_fast_scaled_dot_product_attention", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_scaled_dot_product_attention(r, q.raw(), k.raw(), v.raw(), scale, "array", mask.raw(),
-                                                 mlx_array{nullptr}, s);
+                                                 sinks.raw(), s);
   });
 }
 

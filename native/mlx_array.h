@@ -132,6 +132,7 @@ Array minimum(const Array& a, const Array& b);
 Array logical_and(const Array& a, const Array& b);
 Array where(const Array& cond, const Array& a, const Array& b);
 Array exp(const Array& a);
+Array floor(const Array& a);
 Array log(const Array& a);
 Array sigmoid(const Array& a);
 Array silu(const Array& a);  // a * sigmoid(a), as mlx.nn.silu
@@ -162,13 +163,25 @@ Array argsort(const Array& a, int axis);
 Array argpartition(const Array& a, int kth, int axis);
 Array cumsum(const Array& a, int axis, bool reverse, bool inclusive);
 Array negative(const Array& a);
+Array sum(const Array& a, int axis, bool keepdims);
+Array floor_divide(const Array& a, const Array& b);
+Array stack(const std::vector<Array>& arrays, int axis);
 
-// Quantization (mode "affine", the only one mlx-lm checkpoints of these families use).
+// Quantization. mode: "affine" (scales and biases per group), or "mxfp4", "mxfp8", "nvfp4" (uint8
+// scales, no biases: `biases` empty).
 Array quantized_matmul(const Array& x, const Array& w, const Array& scales, const Array& biases,
-                       bool transpose, int group_size, int bits);
-Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits);
-// w [out, in] -> packed weight, scales and biases, as mlx.core.quantize.
-void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases);
+                       bool transpose, int group_size, int bits, const char* mode = "affine");
+Array dequantize(const Array& w, const Array& scales, const Array& biases, int group_size, int bits,
+                 const char* mode = "affine");
+// Mixture-of-experts products: row r of `a` times expert rhs_indices[r] of the stacked `b` [E, K, N]
+// (gather_qmm: of the stacked quantized [E, N, K*bits/32] with transpose). `sorted`: the indices ascend.
+Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted);
+Array gather_qmm(const Array& x, const Array& w, const Array& scales, const Array& biases, const Array& rhs_indices,
+                 int group_size, int bits, bool sorted, const char* mode = "affine");
+// w [out, in] -> packed weight, scales and biases, as mlx.core.quantize (`biases` left empty in the
+// microscaling modes, which have none).
+void quantize(const Array& w, int group_size, int bits, Array& packed, Array& scales, Array& biases,
+              const char* mode = "affine");
 
 // mlx.core.linalg.norm(a, axis=axis): the L2 norm along one axis.
 Array norm_l2(const Array& a, int axis);
@@ -178,10 +191,11 @@ Array rms_norm(const Array& x, const Array& weight, float eps);
 // freqs: empty for the default base**(2i/dims) schedule, else per-pair periods (base ignored).
 Array rope(const Array& x, int dims, bool traditional, float base, float scale, int offset,
            const Array& freqs);
-// mask_mode: "causal" or "" (no mask).
-Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode);
+// mask_mode: "causal" or "" (no mask). sinks: empty, or a logit per query head that joins every
+// softmax (gpt-oss's attention sinks).
+Array sdpa(const Array& q, const Array& k, const Array& v, float scale, const char* mask_mode, const Array& sinks = Array());
 // mask: bool, true where a query may attend a key (broadcast to [B, heads, T, S]).
-Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask);
+Array sdpa_masked(const Array& q, const Array& k, const Array& v, float scale, const Array& mask, const Array& sinks = Array());
 
 // mlx.core.random
 Array random_key(uint64_t seed);

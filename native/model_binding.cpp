@@ -71,6 +71,7 @@ Napi::Object info_to_js(Napi::Env env, const ModelInfo& info) {
   o.Set("numLayers", info.num_layers);
   o.Set("hiddenSize", info.hidden_size);
   o.Set("weightBytes", static_cast<double>(info.weight_bytes));
+  o.Set("kvBytesPerToken", static_cast<double>(info.kv_bytes_per_token));
   return o;
 }
 

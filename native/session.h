@@ -48,6 +48,7 @@ struct ModelInfo {
   int num_layers = 0;
   int hidden_size = 0;
   int64_t weight_bytes = 0;
+  int64_t kv_bytes_per_token = 0;  // what one position adds to the KV cache (every layer's keys and values)
 };
 
 struct GenerationStats {

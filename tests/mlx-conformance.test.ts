@@ -7,22 +7,10 @@
  * Missing references are made on the first run (about 30 s); to remake them all:
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
-import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import type { MlxLoadOptions } from "../lib/backends/mlx.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
-import { conformanceAvailability, conformanceReferences, maxAbsDiff, type ConformanceReference, type ConformanceSpec } from "./support/conformance.js";
-import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
-
-interface Case {
-  name: string;
-  spec: ConformanceSpec;
-  /** Engine load options; a 16-bit checkpoint is computed in its own dtype, as mlx-lm computes it. */
-  engine?: MlxLoadOptions;
-  /** Max |logit diff| allowed (see BOUNDS). */
-  bound: number;
-}
+import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
 // Bounds, max |logit diff| over all prompt + 31 positions (logits here spread over about ±5):
 // - float32 (dense or quantized with float32 scales, the engine's auto dtype on the CPU): 1e-4. The
@@ -32,9 +20,7 @@ interface Case {
 //   weights' dtype): one rounding of a logit of magnitude ~5 is 2^-11 * 4 ≈ 2e-3 in float16 and
 //   2^-8 * 4 ≈ 1.6e-2 in bfloat16; differently ordered sums over 3 layers compound a few of these,
 //   so the bounds are 8 such units: float16 1.6e-2, bfloat16 1.25e-1 (measured values are printed).
-const F32 = 1e-4;
-const F16 = 1.6e-2;
-const BF16 = 1.25e-1;
+const { F32, F16, BF16 } = BOUNDS;
 
 const q4 = { bits: 4, group_size: 64 };
 const longrope = (pairs: number, originalMax: number) => ({
@@ -194,47 +180,4 @@ const CASES: Case[] = [
   { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
 ];
 
-const python = conformanceAvailability();
-const tokenizerPresent = existsSync(join(TOKENIZER_SOURCE, "tokenizer.json"));
-const skipReason = !mlxAvailable ? mlxSkipReason : !python.available ? python.reason
-  : !tokenizerPresent ? `the tiny models' tokenizer is missing (${TOKENIZER_SOURCE})` : "";
-if (skipReason) console.warn(`[mlx-node] MLX engine conformance (mlx-lm) skipped: ${skipReason}`);
-
-describe.skipIf(skipReason !== "")("MLX engine conformance (mlx-lm)", () => {
-  let references: ConformanceReference[] = [];
-  beforeAll(async () => {
-    const { device } = await MlxBackend.runtimeInfo();
-    const result = conformanceReferences(CASES.map((c) => c.spec), TOKENIZER_SOURCE, python.mlxLm, device);
-    references = result.references;
-    if (result.made) console.log(`[conformance] mlx-lm ${python.mlxLm} made ${result.made} references in ${(result.ms / 1000).toFixed(1)} s`);
-  }, 600_000);
-
-  CASES.forEach((c, i) => {
-    it(c.name, async () => {
-      const ref = references[i];
-      const mlx = new MlxBackend();
-      await mlx.load(ref.modelDir, c.engine);
-      try {
-        // One uncached forward over prompt + greedy[:-1]: rows 0..63 against mlx-lm's prefill, the
-        // rest against the logits of its cached decode steps.
-        const logits = await mlx.logits([...ref.prompt, ...ref.greedy.slice(0, -1)]);
-        const diff = maxAbsDiff(logits, ref.logits);
-        const generated = await mlx.generate(ref.prompt, { maxTokens: ref.greedy.length, temperature: 0, ignoreEos: true });
-        const agree = generated.tokens.filter((t, k) => t === ref.greedy[k]).length;
-        let note = "";
-        if (ref.plain) {
-          // A deliberate divergence: the engine matches the patched mlx-lm; plain mlx-lm must be
-          // clearly farther, or the case no longer exercises what it claims to.
-          const plainDiff = maxAbsDiff(logits, ref.plain.logits, ref.prompt.map((_, r) => r));
-          note = `, vs plain mlx-lm ${plainDiff.toExponential(2)}`;
-          expect(plainDiff, "the case should show the divergence from plain mlx-lm").toBeGreaterThan(Math.max(10 * diff, F32));
-        }
-        console.log(`[${c.name}] max |logit diff| ${diff.toExponential(2)} (bound ${c.bound}), greedy ${agree}/${ref.greedy.length}${note}`);
-        expect(diff).toBeLessThanOrEqual(c.bound);
-        expect(generated.tokens).toEqual(ref.greedy);
-      } finally {
-        await mlx.unload();
-      }
-    });
-  });
-});
+defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES);

@@ -61,6 +61,8 @@ AttentionArgs DecoderArgs::attention() const {
   r.query_scale = query_scale;
   r.logit_softcap = attn_logit_softcap;
   r.norm_plus_one = norm_plus_one;
+  r.position_query_beta = position_query_beta;
+  r.position_query_period = position_query_period;
   return r;
 }
 
@@ -88,6 +90,50 @@ void DecoderArgs::validate(const ModelConfig& c) const {
            ") must be even and at most head_dim (" + std::to_string(head_dim) + ")");
 }
 
+DecoderEnds DecoderEnds::load(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
+  DecoderEnds e;
+  e.embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  e.norm = RMSNorm::load(w, "model.norm.weight", args.hidden_size, args.rms_norm_eps, args.norm_plus_one);
+  if (args.scale_embeddings) {
+    e.embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
+    if (args.bf16_embed_scale) e.embed_scale = round_to_bfloat16(e.embed_scale);
+  }
+  e.final_softcap = args.final_logit_softcap;
+  const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
+  if (tied) {
+    w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
+  } else {
+    e.lm_head = Linear::load(w, "lm_head", args.hidden_size, args.vocab_size, false);
+  }
+  return e;
+}
+
+Array DecoderEnds::embed(const Array& tokens) const {
+  Array h = embed_tokens(tokens);
+  return embed_scale > 0 ? mx::multiply(h, Array::scalar(embed_scale, h.dtype())) : h;
+}
+
+Array DecoderEnds::logits(Array h, bool last_only) const {
+  // The head is the largest matmul; for decode only the last position's logits are needed.
+  if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
+  h = norm(h);
+  Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
+  return final_softcap > 0 ? mx::softcap(logits, final_softcap) : logits;
+}
+
+void DecoderEnds::describe(Model& model, const ModelConfig& c, const Weights& w, const DecoderArgs& args) const {
+  model.info.model_type = c.get_string("model_type");
+  model.info.dtype = dtype_name(norm.weight.dtype());
+  model.info.quantization_bits = w.global_bits();
+  model.info.vocab_size = args.vocab_size;
+  model.info.num_layers = args.num_hidden_layers;
+  model.info.hidden_size = args.hidden_size;
+  // Every layer keeps every position (sliding-window layers included: the cache does not rotate).
+  const int64_t element = norm.weight.dtype() == MLX_FLOAT32 ? 4 : 2;
+  model.info.kv_bytes_per_token = static_cast<int64_t>(args.num_hidden_layers) * 2 * args.num_key_value_heads * args.head_dim * element;
+  model.max_position_embeddings = args.max_position_embeddings;
+}
+
 DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args) {
   // Before RoPE::from_config: the llama3 schedule sizes its table from head_dim.
   args.validate(c);
@@ -98,8 +144,10 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   local_rope.base = args.local_rope_theta;
   if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
     c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
+  if (!args.no_rope_layers.empty() && args.no_rope_layers.size() != static_cast<size_t>(args.num_hidden_layers))
+    c.fail("no_rope_layers must list " + std::to_string(args.num_hidden_layers) + " layers");
 
-  embed_tokens = Embedding::load(w, "model.embed_tokens", args.vocab_size, args.hidden_size);
+  ends = DecoderEnds::load(c, w, args);
   const bool plus_one = args.norm_plus_one;
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, args.hidden_size, args.rms_norm_eps, plus_one); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
@@ -109,8 +157,9 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     if (sliding) attention.sliding_window = args.sliding_window;
     // local_rope_theta 0: sliding layers keep the model's RoPE (phi3's window on every layer).
     const bool own_rope = sliding && args.local_rope_theta > 0;
+    const bool no_rope = !args.no_rope_layers.empty() && args.no_rope_layers[i];
     TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                           Attention::load(w, p + ".self_attn", attention, own_rope ? local_rope : rope),
+                           Attention::load(w, p + ".self_attn", attention, no_rope ? RoPE{} : own_rope ? local_rope : rope),
                            MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
     block.mlp.gelu = args.gelu_mlp;
     block.clip_residual = args.clip_residual;
@@ -121,30 +170,7 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
     layers.push_back(std::move(block));
     w.ignore(p + ".self_attn.rotary_emb.inv_freq");  // HF buffer, recomputed by RoPE
   }
-  norm = norm_at("model.norm.weight");
-  if (args.scale_embeddings) {
-    embed_scale = std::sqrt(static_cast<float>(args.hidden_size));
-    if (args.bf16_embed_scale) embed_scale = round_to_bfloat16(embed_scale);
-  }
-  final_softcap = args.final_logit_softcap;
-  const bool tied = args.tie_word_embeddings.value_or(!w.has("lm_head.weight"));
-  if (tied) {
-    w.ignore("lm_head.weight");  // mlx-lm's sanitize drops it for tied models
-  } else {
-    lm_head = Linear::load(w, "lm_head", args.hidden_size, args.vocab_size, false);
-  }
-
-  info.model_type = c.get_string("model_type");
-  info.dtype = dtype_name(norm.weight.dtype());
-  info.quantization_bits = w.global_bits();
-  info.vocab_size = args.vocab_size;
-  info.num_layers = args.num_hidden_layers;
-  info.hidden_size = args.hidden_size;
-  max_position_embeddings = args.max_position_embeddings;
-}
-
-void DecoderModel::fit_context(int context_size) {
-  for (TransformerBlock& layer : layers) layer.self_attn.rope.fit_context(context_size);
+  ends.describe(*this, c, w, args);
 }
 
 std::vector<AdapterTarget> DecoderModel::adapter_targets() {
@@ -172,19 +198,8 @@ std::vector<AdapterTarget> DecoderModel::adapter_targets() {
     }
     add("mlp.down_proj", {&b.mlp.down_proj});
   }
-  if (lm_head) targets.push_back(AdapterTarget{"lm_head", "", -1, {&*lm_head}});
+  if (ends.lm_head) targets.push_back(AdapterTarget{"lm_head", "", -1, {&*ends.lm_head}});
   return targets;
-}
-
-Array DecoderModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
-  Array h = embed_tokens(tokens);
-  if (embed_scale > 0) h = mx::multiply(h, Array::scalar(embed_scale, h.dtype()));
-  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
-  // The head is the largest matmul; for decode only the last position's logits are needed.
-  if (last_only && h.dim(1) > 1) h = mx::slice_axis(h, 1, h.dim(1) - 1, h.dim(1));
-  h = norm(h);
-  Array logits = lm_head ? (*lm_head)(h) : embed_tokens.as_linear(h);
-  return final_softcap > 0 ? mx::softcap(logits, final_softcap) : logits;
 }
 
 }  // namespace mlxnode

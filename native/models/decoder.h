@@ -50,6 +50,12 @@ struct DecoderArgs {
   bool bf16_embed_scale = false;        // sqrt(hidden_size) rounded to bfloat16 first (as Gemma 3)
   bool clip_residual = false;           // float16 residuals summed in float32 and clipped
 
+  // smollm3: layers whose attention has no RoPE (NoPE); empty: none
+  std::vector<bool> no_rope_layers;
+  // ministral3: queries scaled by position (AttentionArgs::position_query_beta); 0: none
+  float position_query_beta = 0;
+  int position_query_period = 0;
+
   static DecoderArgs read_common(const ModelConfig& c);
   // config.json's layer_types ("sliding_attention" / "full_attention" per layer) into sliding_layers;
   // false when the key is absent or null.
@@ -59,23 +65,52 @@ struct DecoderArgs {
   void validate(const ModelConfig& c) const;
 };
 
-// embed_tokens -> layers (TransformerBlock) -> norm -> lm_head, or the embedding as the head when
-// tied. Weight names are HF's ("model.layers.N.self_attn.q_proj"), as mlx-lm's sanitize leaves them.
-class DecoderModel : public Model {
- public:
-  // Checks the args, then takes (and shape-checks) every tensor from `w`.
-  DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
-  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
-  void fit_context(int context_size) override;
-  std::vector<AdapterTarget> adapter_targets() override;
-
- private:
+// What every decoder has around its blocks: the token embedding (scaled, for the Gemmas), the final
+// norm and the head, or the embedding as the head when tied. Shared by DecoderModel and by the
+// families with their own block type (moe.h). Weight names are HF's, as mlx-lm's sanitize leaves them.
+struct DecoderEnds {
   Embedding embed_tokens;
-  std::vector<TransformerBlock> layers;
   RMSNorm norm;
   std::optional<Linear> lm_head;  // nullopt when tied to embed_tokens
   float embed_scale = 0;          // gemma2: sqrt(hidden_size); 0: none
   float final_softcap = 0;        // gemma2: logits = cap * tanh(logits / cap); 0: none
+
+  static DecoderEnds load(const ModelConfig& c, Weights& w, const DecoderArgs& args);
+  Array embed(const Array& tokens) const;
+  // Final norm and head; with `last_only`, for the last position only.
+  Array logits(Array h, bool last_only) const;
+  // The model's info and max_position_embeddings.
+  void describe(Model& model, const ModelConfig& c, const Weights& w, const DecoderArgs& args) const;
+};
+
+// Llama's config reading (llama.cpp), which smollm3 and ministral3 extend.
+DecoderArgs llama_model_args(const ModelConfig& c);
+
+// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache) with a self_attn) ->
+// norm -> head. A family's own block type (moe.h) reuses everything but the block.
+template <typename Block>
+class BlockDecoder : public Model {
+ public:
+  Array forward(const Array& tokens, KVCache& cache, bool last_only) const override {
+    Array h = ends.embed(tokens);
+    for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+    return ends.logits(h, last_only);
+  }
+  void fit_context(int context_size) override {
+    for (Block& layer : layers) layer.self_attn.rope.fit_context(context_size);
+  }
+
+ protected:
+  std::vector<Block> layers;
+  DecoderEnds ends;
+};
+
+// The dense decoder: TransformerBlock layers.
+class DecoderModel : public BlockDecoder<TransformerBlock> {
+ public:
+  // Checks the args, then takes (and shape-checks) every tensor from `w`.
+  DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& args);
+  std::vector<AdapterTarget> adapter_targets() override;
 };
 
 }  // namespace mlxnode

@@ -5,10 +5,9 @@
 #include "registry.h"
 
 namespace mlxnode {
-namespace {
 
 // config.json as mlx-lm's llama.ModelArgs reads it; the defaults are HF LlamaConfig's / mlx-lm's.
-DecoderArgs parse_model_args(const ModelConfig& c) {
+DecoderArgs llama_model_args(const ModelConfig& c) {
   DecoderArgs a = DecoderArgs::read_common(c);
   // default: hidden_size / num_attention_heads
   a.head_dim = c.get_int("head_dim", a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0);
@@ -29,10 +28,8 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   return a;
 }
 
-}  // namespace
-
 std::unique_ptr<Model> make_llama(const ModelConfig& config, Weights& weights) {
-  return std::make_unique<DecoderModel>(config, weights, parse_model_args(config));
+  return std::make_unique<DecoderModel>(config, weights, llama_model_args(config));
 }
 
 }  // namespace mlxnode

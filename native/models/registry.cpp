@@ -15,6 +15,12 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
     {"gemma3", make_gemma3},  // multimodal checkpoint, run as its text model
+    {"smollm3", make_smollm3},
+    {"ministral3", make_ministral3},
+    {"mixtral", make_mixtral},
+    {"qwen3_moe", make_qwen3_moe},
+    {"olmoe", make_olmoe},
+    {"gpt_oss", make_gpt_oss},
 };
 
 }  // namespace

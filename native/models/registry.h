@@ -45,5 +45,12 @@ std::unique_ptr<Model> make_gemma(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3_text(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_smollm3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_ministral3(const ModelConfig& config, Weights& weights);
+// Mixture-of-experts families (moe.h).
+std::unique_ptr<Model> make_mixtral(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_qwen3_moe(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_olmoe(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gpt_oss(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode

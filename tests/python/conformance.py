@@ -15,7 +15,7 @@ Case spec (every field but "family" optional):
   config        dict  config.json keys laid over the family's tiny base config (BASE below); for
                       gemma3 they go into text_config
   dtype         str   float32 | float16 | bfloat16: the checkpoint's float dtype, cast as mlx_lm.convert does
-  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "overrides": {path: {"bits", "group_size"} | false},
+  quantization  dict  {"bits": 4|8|..., "group_size": 32|64|128, "mode": "affine"|"mxfp4"|"mxfp8"|"nvfp4", "overrides": {path: {"bits", "group_size"} | false},
                        "recipe": "mixed_3_6" | ...}
                       quantized through mlx_lm.utils.quantize_model; an override is returned by the quant
                       predicate for the module at exactly that path (mlx-lm then records it per layer in
@@ -27,6 +27,9 @@ Case spec (every field but "family" optional):
   patches       list  names of DELIBERATE divergences (PATCHES below) applied to mlx-lm's loaded model to get
                       the reference the engine must match; the plain mlx-lm result is recorded beside it
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
+  split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
+                      tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
+  shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
   engine        dict  not read here: the engine's load options for this case (the test's business)
@@ -142,6 +145,61 @@ def cast(model, dtype):
                                     model.parameters()))
 
 
+@contextmanager
+def shard_limit(limit):
+    """save_model with shards of at most `limit` bytes (mlx-lm's make_shards takes whole GB)."""
+    import mlx_lm.utils as utils
+    if not limit:
+        yield
+        return
+    original = utils.make_shards
+
+    def make_shards(weights, max_file_size_gb=5):
+        shards, current, size = [], {}, 0
+        for name, value in weights.items():
+            if current and size + value.nbytes > limit:
+                shards.append(current)
+                current, size = {}, 0
+            current[name] = value
+            size += value.nbytes
+        return shards + [current] if current else shards
+
+    utils.make_shards = make_shards
+    try:
+        yield
+    finally:
+        utils.make_shards = original
+
+
+def rewrite_weights(out, edit):
+    """Rewrites each saved shard with edit(weights, first_shard) and the index to match."""
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    weight_map = {}
+    for file in files:
+        weights = edit(mx.load(str(out / file)), file == files[0])
+        mx.eval(weights)  # read the whole file before it is rewritten
+        mx.save_safetensors(str(out / file), weights, metadata={"format": "mlx"})
+        weight_map.update({name: file for name in weights})
+    index["weight_map"] = dict(sorted(weight_map.items()))
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
+
+
+def split_experts(weights, names):
+    """The inverse of mlx-lm's MoE sanitize: stacked <p>.switch_mlp.<proj>.<k> [E, ...] saved as HF's
+    per-expert <p>.experts.<e>.<names[proj]>.<k>, which mlx-lm's sanitize stacks back on load."""
+    out = {}
+    for name, value in weights.items():
+        if ".switch_mlp." not in name:
+            out[name] = value
+            continue
+        prefix, rest = name.split(".switch_mlp.")
+        proj, kind = rest.split(".")
+        for e in range(value.shape[0]):
+            out[f"{prefix}.experts.{e}.{names[proj]}.{kind}"] = value[e]
+    return out
+
+
 def build_checkpoint(case, out, tokenizer_dir):
     if "checkpoint" in case:
         out.mkdir(parents=True)
@@ -165,20 +223,19 @@ def build_checkpoint(case, out, tokenizer_dir):
                 return overrides[path]
             return recipe(path, module) if recipe else True
 
-        model, config = quantize_model(model, config, q["group_size"], q["bits"], quant_predicate=predicate)
-    save_model(out, model)
+        model, config = quantize_model(model, config, q["group_size"], q["bits"], mode=q.get("mode", "affine"),
+                                       quant_predicate=predicate)
+    with shard_limit(case.get("shard_bytes")):
+        save_model(out, model)
     save_config(config, out / "config.json")
     # save_model writes an index even for one file; our loader and mlx-lm both read model*.safetensors.
     extra = case.get("extra_tensors")
     if extra:
-        weights = mx.load(str(out / "model.safetensors"))
-        for name, shape in extra.items():
-            weights[name] = mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
-        mx.eval(weights)  # read the whole file before it is rewritten
-        mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-        index = json.loads((out / "model.safetensors.index.json").read_text())
-        index["weight_map"].update({name: "model.safetensors" for name in extra})
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
+        rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
+                                                        for name, shape in extra.items()} if first else {})})
+    split = case.get("split_experts")
+    if split:
+        rewrite_weights(out, lambda w, _: split_experts(w, split))
     for f in TOKENIZER_FILES:
         shutil.copy(tokenizer_dir / f, out / f)
 

@@ -12,6 +12,9 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { pythonModules, pythonScripts, runPython, testCacheDir } from "./python.js";
 
+/** mlx.core.quantize's modes (mlx_lm.convert --q-mode). */
+export type QuantMode = "affine" | "mxfp4" | "mxfp8" | "nvfp4";
+
 /** One checkpoint for mlx-lm to build and run (the fields of conformance.py's case spec). */
 export interface ConformanceSpec {
   /** model_type, e.g. "llama", "gemma3". */
@@ -23,7 +26,10 @@ export interface ConformanceSpec {
    * Through mlx_lm.utils.quantize_model; `overrides` maps a module path to its own params, or false (left
    * float); `recipe` is one of mlx_lm.convert's mixed predicates ("mixed_3_6", ...).
    */
-  quantization?: { bits: number; group_size: number; overrides?: Record<string, { bits: number; group_size: number } | false>; recipe?: string };
+  quantization?: {
+    bits: number; group_size: number; mode?: QuantMode;
+    overrides?: Record<string, { bits: number; group_size: number; mode?: QuantMode } | false>; recipe?: string;
+  };
   /** The prompt's length (default 64) and the greedy tokens generated (default 32). */
   prompt_length?: number;
   generate?: number;
@@ -32,6 +38,10 @@ export interface ConformanceSpec {
   extra_tensors?: Record<string, number[]>;
   /** Deliberate divergences applied to mlx-lm's model (conformance.py PATCHES); the plain result is kept too. */
   patches?: string[];
+  /** Save the stacked experts per expert, as HF checkpoints (switch_mlp projection -> per-expert name). */
+  split_experts?: Record<string, string>;
+  /** save_model's shards hold at most this many bytes each. */
+  shard_bytes?: number;
   /** A model directory to run as it is instead of building one (its files are part of the cache key). */
   checkpoint?: string;
 }
