@@ -98,7 +98,7 @@ export interface NativeMemory {
 export interface NativeMlx {
   mlx: true;
   /** `computeDtype`: "auto" | "float32" | "float16" | "bfloat16" (see MlxLoadOptions). */
-  loadModel(dir: string, contextSize: number, computeDtype?: string): Promise<NativeModel>;
+  loadModel(dir: string, contextSize: number, computeDtype?: string, promptCacheBytes?: number): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<NativeMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;

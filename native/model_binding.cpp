@@ -242,7 +242,7 @@ struct Loaded {
   ModelInfo info;
 };
 
-// loadModel(dir: string, contextSize: number, computeDtype?: string) -> Promise<NativeModel>
+// loadModel(dir: string, contextSize: number, computeDtype?: string, promptCacheBytes?: number) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
@@ -250,6 +250,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   config.model_dir = info[0].As<Napi::String>().Utf8Value();
   if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
   if (info[2].IsString()) config.compute_dtype = info[2].As<Napi::String>().Utf8Value();
+  if (info[3].IsNumber()) config.prompt_cache_bytes = info[3].As<Napi::Number>().Int64Value();
   return run_on_engine<Loaded>(
       env, "mlx-node:load",
       [config]() {

@@ -16,8 +16,8 @@ constexpr int kDefaultContextCap = 4096;
 
 class Session : public ModelSession {
  public:
-  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes)
-      : model_(std::move(model)), cache_(model_->info.num_layers), info_(model_->info) {
+  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes)
+      : model_(std::move(model)), prompt_cache_(model_->info.num_layers, prompt_cache_bytes), info_(model_->info) {
     info_.context_size = context_size;
     info_.weight_bytes = weight_bytes;
   }
@@ -27,19 +27,22 @@ class Session : public ModelSession {
   GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                            const std::atomic<bool>& cancel,
                            const std::function<void(int32_t token)>& emit, TokenMaskMailbox* masks) override {
-    return mlxnode::generate(context(), prompt, params, cancel, emit, masks);
+    PromptCache::Entry entry = prompt_cache_.take(prompt);
+    GenerationStats stats = mlxnode::generate(GenerationContext{*model_, entry.cache, entry.tokens, info_.context_size},
+                                              prompt, params, cancel, emit, masks);
+    prompt_cache_.put(std::move(entry));  // not reached on an exception: that entry is lost
+    return stats;
   }
 
   std::vector<float> logits(const std::vector<int32_t>& tokens) override {
-    return all_logits(context(), tokens);
+    KVCache scratch(info_.num_layers);
+    std::vector<int32_t> none;
+    return all_logits(GenerationContext{*model_, scratch, none, info_.context_size}, tokens);
   }
 
  private:
-  GenerationContext context() { return GenerationContext{*model_, cache_, cached_tokens_, info_.context_size}; }
-
   std::unique_ptr<Model> model_;
-  KVCache cache_;
-  std::vector<int32_t> cached_tokens_;  // what cache_ holds, for prefix reuse
+  PromptCache prompt_cache_;
   ModelInfo info_;
 };
 
@@ -77,7 +80,9 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
   const int context_size = config.context_size > 0 ? config.context_size
                                                    : std::min(model->max_position_embeddings, kDefaultContextCap);
   model->fit_context(context_size);
-  return std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
+  if (config.prompt_cache_bytes < 0)
+    throw EngineError(kInvalidOption, "prompt_cache_bytes must be >= 0, got " + std::to_string(config.prompt_cache_bytes));
+  return std::make_unique<Session>(std::move(model), context_size, weights.used_bytes(), config.prompt_cache_bytes);
 }
 
 }  // namespace mlxnode

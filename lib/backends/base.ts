@@ -36,7 +36,7 @@ export interface TokenRun extends AsyncIterable<number[]> {
 
 /** Options of the backend object itself (not of one load). */
 export interface BackendOptions {
-  /** Requests allowed to wait while one runs; more are rejected with `BusyError`. Defaults to 64. */
+  /** Requests allowed to wait while the model is busy; more are rejected with `BusyError`. Defaults to 64. */
   maxQueuedRequests?: number;
 }
 
@@ -74,10 +74,15 @@ export abstract class BaseBackend implements InferenceBackend {
   protected abstract loadModel(path: string, options: ResolvedLoadOptions, raw: LoadOptions): Promise<void>;
   /** Frees the model; no run is active when this is called. */
   protected abstract unloadModel(): Promise<void>;
-  /** Starts generating from `prompt` with exclusive use of the model. */
+  /** Starts generating from `prompt`; at most `concurrentRequests` runs are active at once. */
   protected abstract runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun;
   /** Size of the vocabulary, for checking token-id prompts. */
   protected abstract get vocabSize(): number;
+  /** Requests the loaded model runs at once; the rest wait in the queue. */
+  protected get concurrentRequests(): number {
+    return 1;
+  }
+
   /** Option names a backend accepts beyond the shared ones. */
   protected extraGenerateOptionKeys(): readonly string[] {
     return [];
@@ -103,6 +108,7 @@ export abstract class BaseBackend implements InferenceBackend {
     const loading = (async () => {
       try {
         await this.loadModel(path, resolved, options ?? {});
+        this.queue.setSlots(this.concurrentRequests);
         this.loadedPath = path;
       } finally {
         this.loadingPath = undefined;

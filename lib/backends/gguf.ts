@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import type {
   Llama, LlamaContext, LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token,
 } from "node-llama-cpp";
-import type { BackendName, TokenizeOptions } from "../backend.js";
+import type { BackendName, LoadOptions, TokenizeOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
 import {
   BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
@@ -127,10 +127,38 @@ const measuredDecodeThreads = new Map<string, number>();
 /** Options of a {@link GgufBackend} instance. */
 export type GgufBackendOptions = BackendOptions;
 
+/** Load options of the GGUF backend. */
+export interface GgufLoadOptions extends LoadOptions {
+  /**
+   * Requests generated at the same time, each on its own llama.cpp sequence; llama.cpp evaluates
+   * the sequences' tokens together in one batch. More wait in the queue. Defaults to 4.
+   */
+  maxBatch?: number;
+}
+
+/** Default `maxBatch`. */
+export const DEFAULT_GGUF_MAX_BATCH = 4;
+/** Most sequences kept only as prompt cache (llama.cpp allocates every sequence's KV cells up front). */
+const MAX_CACHE_SEQUENCES = 16;
+
+/** One llama.cpp sequence: a running request's, or, idle, a prompt-cache entry. */
+interface Slot {
+  sequence: LlamaContextSequence;
+  busy: boolean;
+  /** Settles when the last run on this sequence has stopped touching it; never rejects. */
+  lastRun: Promise<void>;
+  /** When a run last took this sequence, for least-recently-used choice. */
+  usedAt: number;
+}
+
 interface Loaded {
   model: LlamaModel;
   context: LlamaContext;
-  sequence: LlamaContextSequence;
+  slots: Slot[];
+  /** Whether idle sequences' KV state is reused by later requests (`promptCacheBytes` > 0). */
+  reuse: boolean;
+  /** KV bytes of one sequence (llama.cpp's estimate), for the prompt-cache budget and reports. */
+  sequenceBytes: number;
   vocabSize: number;
   /** Prefill's count, and decode's before measurement. */
   threads: GgufThreadCounts;
@@ -149,9 +177,11 @@ interface Loaded {
 /**
  * Runs GGUF models with llama.cpp (through node-llama-cpp) on the CPU.
  *
- * One model, one context and one sequence per instance. The sequence's KV cache is kept between
- * requests: a new prompt only evaluates the tokens after its longest common prefix with what the
- * cache already holds (reported as `usage.evaluatedPromptTokens`).
+ * One model and one context per instance, with `maxBatch` llama.cpp sequences for concurrent
+ * requests (llama.cpp evaluates their tokens in one batch) plus sequences kept as prompt cache
+ * (`promptCacheBytes`). An idle sequence keeps its KV state: a new prompt runs on the sequence
+ * sharing its longest prefix and evaluates only the tokens after it (reported as
+ * `usage.evaluatedPromptTokens`).
  *
  * @example
  * ```ts
@@ -165,8 +195,8 @@ export class GgufBackend extends BaseBackend {
   /** Always `"gguf"`. */
   readonly name: BackendName = "gguf";
   private loaded: Loaded | undefined;
-  /** Settles when the last run has fully stopped touching the sequence; never rejects. */
-  private lastRun: Promise<void> = Promise.resolve();
+  private maxBatch = DEFAULT_GGUF_MAX_BATCH;
+  private useCounter = 0;
 
   /** @param options queue limits shared by every backend. */
   constructor(options: GgufBackendOptions = {}) {
@@ -175,7 +205,21 @@ export class GgufBackend extends BaseBackend {
 
   /** Context size in tokens of the loaded model; llama.cpp rounds requests up to a multiple of 256. 0 when none is loaded. */
   get contextSize(): number {
-    return this.loaded?.sequence.contextSize ?? 0;
+    return this.loaded?.context.contextSize ?? 0;
+  }
+
+  /** Concurrent requests (`maxBatch`). */
+  protected override get concurrentRequests(): number {
+    return this.maxBatch;
+  }
+
+  /**
+   * llama.cpp sequences of the loaded model: `maxBatch` for running requests plus those kept as
+   * prompt cache, and the KV bytes each one holds (allocated at load). Zeros when none is loaded.
+   */
+  get sequenceInfo(): { sequences: number; kvBytesPerSequence: number } {
+    const loaded = this.loaded;
+    return loaded ? { sequences: loaded.slots.length, kvBytesPerSequence: loaded.sequenceBytes } : { sequences: 0, kvBytesPerSequence: 0 };
   }
 
   /**
@@ -249,8 +293,21 @@ export class GgufBackend extends BaseBackend {
     return model.detokenize(tokens as readonly Token[], true);
   }
 
-  /** Loads the GGUF file at `path` and creates its context and sequence. */
-  protected async loadModel(path: string, options: ResolvedLoadOptions): Promise<void> {
+  /** Loads a GGUF file; see {@link GgufLoadOptions}. */
+  override load(modelPath: string, options?: GgufLoadOptions): Promise<void> {
+    return super.load(modelPath, options);
+  }
+
+  protected override extraLoadOptionKeys(): readonly string[] {
+    return ["maxBatch"];
+  }
+
+  /** Loads the GGUF file at `path` and creates its context and sequences. */
+  protected async loadModel(path: string, options: ResolvedLoadOptions, raw: GgufLoadOptions): Promise<void> {
+    const maxBatch = raw.maxBatch ?? DEFAULT_GGUF_MAX_BATCH;
+    if (typeof maxBatch !== "number" || !Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 64) {
+      throw new InvalidOptionError("maxBatch", "an integer in [1, 64]", maxBatch);
+    }
     const file = resolve(path);
     const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new ModelNotFoundError(path);
@@ -289,12 +346,16 @@ export class GgufBackend extends BaseBackend {
       const threads = options.threads !== undefined
         ? { prefill: Math.min(options.threads, availableParallelism()), decode: Math.min(options.threads, availableParallelism()) }
         : { ...defaultGgufThreads(info.size, llama.cpuMathCores), ...(measured !== undefined ? { decode: measured } : {}) };
+      // Sequences kept as prompt cache: as many whole sequences as the budget holds, beyond those
+      // that run requests (an idle running sequence is a cache entry too).
+      const sequenceBytes = await kvBytesPerSequence(model, contextSize);
+      const cacheSequences = Math.min(MAX_CACHE_SEQUENCES, Math.floor(options.promptCacheBytes / sequenceBytes));
       let context: LlamaContext;
       try {
         context = await model.createContext({
           contextSize,
           threads: threads.decode,
-          sequences: 1,
+          sequences: maxBatch + cacheSequences,
           failedCreationRemedy: false,
           ...(signal ? { createSignal: signal } : {}),
         });
@@ -302,14 +363,17 @@ export class GgufBackend extends BaseBackend {
         if (signal?.aborted) throw signal.reason;
         throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
       }
-      const sequence = context.getSequence();
+      const slots: Slot[] = [];
+      while (context.sequencesLeft > 0) slots.push({ sequence: context.getSequence(), busy: false, lastRun: Promise.resolve(), usedAt: 0 });
       const tokens = model.tokens;
       const canSwitchThreads = setContextThreads(context, context.currentThreads);
       const candidates = decodeThreadCandidates(info.size, llama.cpuMathCores);
       this.loaded = {
         model,
         context,
-        sequence,
+        slots,
+        reuse: options.promptCacheBytes > 0,
+        sequenceBytes,
         vocabSize: model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 0,
         threads: { prefill: threads.prefill, decode: context.currentThreads },
         canSwitchThreads,
@@ -321,6 +385,7 @@ export class GgufBackend extends BaseBackend {
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
       };
+      this.maxBatch = maxBatch;
     } catch (error) {
       await model.dispose();
       throw error;
@@ -346,7 +411,7 @@ export class GgufBackend extends BaseBackend {
   protected async unloadModel(): Promise<void> {
     const loaded = this.loaded;
     if (!loaded) return;
-    await this.lastRun;
+    await Promise.all(loaded.slots.map((slot) => slot.lastRun));
     this.loaded = undefined;
     try {
       await loaded.context.dispose();
@@ -355,13 +420,20 @@ export class GgufBackend extends BaseBackend {
     }
   }
 
-  /** Streams tokens for `prompt`, reusing the cached prefix of the sequence. */
+  /**
+   * Streams tokens for `prompt` on an idle sequence: the one whose KV state shares the longest
+   * prefix with the prompt, else the least recently used.
+   */
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const loaded = this.loaded;
     if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
-    const previous = this.lastRun;
-    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, prompt, options)));
-    this.lastRun = run.done.then(() => {
+    const slot = pickSlot(loaded, prompt);
+    slot.busy = true;
+    slot.usedAt = ++this.useCounter;
+    const previous = slot.lastRun;
+    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, slot.sequence, prompt, options)));
+    slot.lastRun = run.done.then(() => {
+      slot.busy = false;
       this.lastRequestThreads = { ...run.threadsUsed };
     });
     return run;
@@ -477,8 +549,10 @@ class GgufRun implements TokenRun {
 }
 
 /** The engine side of a run: align the KV cache with the prompt, prefill, then sample. */
-async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: ResolvedGenerateOptions): Promise<void> {
-  const { model, context, sequence } = loaded;
+async function produce(
+  run: GgufRun, loaded: Loaded, sequence: LlamaContextSequence, prompt: number[], options: ResolvedGenerateOptions,
+): Promise<void> {
+  const { model, context } = loaded;
   if (run.cancelled || sequence.disposed) return;
   const meter = sequence.tokenMeter;
   const meterStart = meter.usedInputTokens + meter.usedOutputTokens;
@@ -487,7 +561,7 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     // KV-cache reuse: keep the longest common prefix of the cached tokens and the prompt (but
     // always evaluate at least the last prompt token: its logits pick the first new token), and
     // erase everything after it.
-    const cached = sequence.contextTokens;
+    const cached = loaded.reuse ? sequence.contextTokens : [];
     let keep = 0;
     const limit = Math.min(cached.length, prompt.length - 1);
     while (keep < limit && cached[keep] === prompt[keep]) keep++;
@@ -627,6 +701,50 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     if (run.evaluatedPromptTokens === 0) run.evaluatedPromptTokens = evaluatedSoFar();
     if (loaded.canSwitchThreads) setContextThreads(context, decodeThreads(loaded)); // a run that ended in prefill
   }
+}
+
+/**
+ * The idle sequence to run `prompt` on. Its KV state is cut back to the prefix it shares with the
+ * prompt, so the choice keeps other conversations' states where it can: a sequence the prompt
+ * extends (the longest), else a never-used one, else the one sharing the longest prefix, else the
+ * least recently used.
+ */
+function pickSlot(loaded: Loaded, prompt: readonly number[]): Slot {
+  let extended: Slot | undefined;
+  let partial: Slot | undefined;
+  let empty: Slot | undefined;
+  let oldest: Slot | undefined;
+  let extendedBy = 0;
+  let partialBy = 0;
+  for (const slot of loaded.slots) {
+    if (slot.busy) continue;
+    if (!oldest || slot.usedAt < oldest.usedAt) oldest = slot;
+    const held = slot.sequence.contextTokens;
+    if (held.length === 0) {
+      empty ??= slot;
+      continue;
+    }
+    if (!loaded.reuse) continue;
+    const shared = sharedPrefix(held, prompt);
+    if (shared === held.length && shared > extendedBy) [extended, extendedBy] = [slot, shared];
+    else if (shared > partialBy || (shared === partialBy && shared > 0 && partial && slot.usedAt < partial.usedAt)) [partial, partialBy] = [slot, shared];
+  }
+  // The queue lets at most maxBatch requests run, and there are at least that many sequences.
+  if (!oldest) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
+  return extended ?? empty ?? partial ?? oldest;
+}
+
+function sharedPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/** KV bytes one more sequence of `contextSize` tokens costs, by llama.cpp's own estimate. */
+async function kvBytesPerSequence(model: LlamaModel, contextSize: number): Promise<number> {
+  const estimate = (sequences: number) => model.fileInsights.estimateContextResourceRequirementsV2({ contextSize, modelGpuLayers: 0, sequences });
+  const [one, two] = await Promise.all([estimate(1), estimate(2)]);
+  return Math.max(1, two.cpuRam - one.cpuRam);
 }
 
 /** The decode thread count of a loaded model: measured (or being measured), else the default. */

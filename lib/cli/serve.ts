@@ -27,6 +27,7 @@ export async function runServe(args: string[]): Promise<number> {
       "context-size": { type: "string" },
       threads: { type: "string" },
       "max-queued": { type: "string" },
+      parallel: { type: "string" },
       cors: { type: "string" },
       "allow-host": { type: "string", multiple: true },
       quiet: { type: "boolean", short: "q" },
@@ -47,6 +48,7 @@ export async function runServe(args: string[]): Promise<number> {
     contextSize: integerFlag("--context-size", values["context-size"]),
     threads: integerFlag("--threads", values.threads),
     maxQueuedRequests: integerFlag("--max-queued", values["max-queued"]),
+    maxBatch: integerFlag("--parallel", values.parallel),
   });
   const modelId = values["model-id"] ?? basename(values.model.replace(/[/\\]+$/, ""));
   const server = createServer(model, {
