@@ -30,7 +30,9 @@ for (const target of TARGETS) {
       await fresh.load(target.path, { ...target.load, promptCacheBytes: 0 });
       try {
         const bos = cached.tokenize("", { addSpecialTokens: true });
-        const conversations = ["Once upon a time", "Tom and his dog"].map((start) => [...bos, ...cached.tokenize(start)]);
+        // The two share their first sentence, as conversations share a system prompt.
+        const opening = [...bos, ...cached.tokenize("Once upon a time, there was a little girl named Lily.")];
+        const conversations = [" She had a cat.", " Tom and his dog"].map((start) => [...opening, ...cached.tokenize(start)]);
         const options: GenerateOptions = { maxTokens: 6, ignoreEos: true };
         const userTokens = [0, 0];
         for (let turn = 0; turn < 10; turn++) {
@@ -41,6 +43,8 @@ for (const target of TARGETS) {
             // promptCacheBytes: 0 keeps nothing: every prompt is evaluated whole.
             expect(reference.usage.evaluatedPromptTokens).toBe(history.length);
             const user = cached.tokenize(USER_TURNS[(turn + c) % USER_TURNS.length]);
+            // Turn 1 of the second conversation starts from the first one's shared opening.
+            if (turn === 0 && c === 1) expect(answer.usage.evaluatedPromptTokens).toBeLessThanOrEqual(history.length - opening.length + 1);
             if (turn > 0) {
               // New: the user's tokens, plus the last answer token, which was sampled but never fed back.
               expect(answer.usage.evaluatedPromptTokens, `conversation ${c} turn ${turn + 1}`).toBeLessThanOrEqual(userTokens[c] + 1);

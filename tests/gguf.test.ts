@@ -8,7 +8,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { defaultGgufThreads, GgufBackend, prefillThreadsFor, SMALL_MODEL_BYTES, TINY_MODEL_MIN_PARALLEL_BATCH } from "../lib/backends/gguf.js";
+import { DEFAULT_GGUF_MAX_BATCH, defaultGgufThreads, GgufBackend, prefillThreadsFor, SMALL_MODEL_BYTES, TINY_MODEL_MIN_PARALLEL_BATCH } from "../lib/backends/gguf.js";
 import { BackendUnavailableError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { backendContractSuite } from "./contract/backend.contract.js";
 
@@ -29,6 +29,7 @@ const reference = JSON.parse(readFileSync(join(MODELS, "stories260K/expected/gre
 backendContractSuite("gguf", () => new GgufBackend(), {
   path: STORIES,
   loadOptions: { threads: 1 },
+  parallel: DEFAULT_GGUF_MAX_BATCH,
   greedy: {
     prompt: reference.prompt,
     promptIds: reference.prompt_ids,

@@ -149,7 +149,18 @@ interface Slot {
   lastRun: Promise<void>;
   /** When a run last took this sequence, for least-recently-used choice. */
   usedAt: number;
+  /** Runs copying this sequence's state into theirs right now: it must not change meanwhile. */
+  readers: number;
 }
+
+/**
+ * node-llama-cpp's sequence-to-sequence KV copy (llama.cpp's `llama_memory_seq_cp`): present in
+ * the pinned 3.22.1 but not in its public types. Without it a request sharing only part of an idle
+ * sequence's tokens evaluates its prompt in full rather than cutting that sequence's state.
+ */
+type CopyableSequence = LlamaContextSequence & {
+  _copyStateFromOtherSequence?(other: LlamaContextSequence, upToTokenIndex: number): Promise<boolean>;
+};
 
 interface Loaded {
   model: LlamaModel;
@@ -364,7 +375,7 @@ export class GgufBackend extends BaseBackend {
         throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
       }
       const slots: Slot[] = [];
-      while (context.sequencesLeft > 0) slots.push({ sequence: context.getSequence(), busy: false, lastRun: Promise.resolve(), usedAt: 0 });
+      while (context.sequencesLeft > 0) slots.push({ sequence: context.getSequence(), busy: false, lastRun: Promise.resolve(), usedAt: 0, readers: 0 });
       const tokens = model.tokens;
       const canSwitchThreads = setContextThreads(context, context.currentThreads);
       const candidates = decodeThreadCandidates(info.size, llama.cpuMathCores);
@@ -427,13 +438,20 @@ export class GgufBackend extends BaseBackend {
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const loaded = this.loaded;
     if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
-    const slot = pickSlot(loaded, prompt);
+    const { slot, source } = pickSlot(loaded, prompt);
     slot.busy = true;
     slot.usedAt = ++this.useCounter;
+    let reading = source;
+    if (reading) reading.readers++;
+    const copied = () => {
+      if (reading) reading.readers--;
+      reading = undefined;
+    };
     const previous = slot.lastRun;
-    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, slot.sequence, prompt, options)));
+    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, slot.sequence, prompt, options, source, copied)));
     slot.lastRun = run.done.then(() => {
       slot.busy = false;
+      copied();
       this.lastRequestThreads = { ...run.threadsUsed };
     });
     return run;
@@ -551,6 +569,7 @@ class GgufRun implements TokenRun {
 /** The engine side of a run: align the KV cache with the prompt, prefill, then sample. */
 async function produce(
   run: GgufRun, loaded: Loaded, sequence: LlamaContextSequence, prompt: number[], options: ResolvedGenerateOptions,
+  source: Slot | undefined, copied: () => void,
 ): Promise<void> {
   const { model, context } = loaded;
   if (run.cancelled || sequence.disposed) return;
@@ -558,6 +577,14 @@ async function produce(
   const meterStart = meter.usedInputTokens + meter.usedOutputTokens;
   const evaluatedSoFar = () => meter.usedInputTokens + meter.usedOutputTokens - meterStart;
   try {
+    if (source) {
+      // Start from the idle sequence sharing the longest prefix (copied: that sequence keeps its state).
+      const shared = sharedPrefix(source.sequence.contextTokens, prompt);
+      if (shared > sharedPrefix(sequence.contextTokens, prompt)) {
+        await (sequence as CopyableSequence)._copyStateFromOtherSequence?.(source.sequence, shared);
+      }
+      copied();
+    }
     // KV-cache reuse: keep the longest common prefix of the cached tokens and the prompt (but
     // always evaluate at least the last prompt token: its logits pick the first new token), and
     // erase everything after it.
@@ -704,12 +731,13 @@ async function produce(
 }
 
 /**
- * The idle sequence to run `prompt` on. Its KV state is cut back to the prefix it shares with the
- * prompt, so the choice keeps other conversations' states where it can: a sequence the prompt
- * extends (the longest), else a never-used one, else the one sharing the longest prefix, else the
- * least recently used.
+ * The idle sequence to run `prompt` on, and maybe one to copy a shared prefix from. A run cuts
+ * its sequence's state back to the prefix shared with the prompt, so other conversations' states
+ * are kept where possible: a sequence the prompt extends (the longest) is used as it is; else a
+ * never-used sequence, else the least recently used, starting from a copy of the idle sequence
+ * sharing the longest prefix (when node-llama-cpp can copy; else that sequence itself).
  */
-function pickSlot(loaded: Loaded, prompt: readonly number[]): Slot {
+function pickSlot(loaded: Loaded, prompt: readonly number[]): { slot: Slot; source?: Slot } {
   let extended: Slot | undefined;
   let partial: Slot | undefined;
   let empty: Slot | undefined;
@@ -718,20 +746,25 @@ function pickSlot(loaded: Loaded, prompt: readonly number[]): Slot {
   let partialBy = 0;
   for (const slot of loaded.slots) {
     if (slot.busy) continue;
-    if (!oldest || slot.usedAt < oldest.usedAt) oldest = slot;
     const held = slot.sequence.contextTokens;
     if (held.length === 0) {
-      empty ??= slot;
+      if (slot.readers === 0) empty ??= slot;
       continue;
     }
+    if (slot.readers === 0 && (!oldest || slot.usedAt < oldest.usedAt)) oldest = slot;
     if (!loaded.reuse) continue;
     const shared = sharedPrefix(held, prompt);
-    if (shared === held.length && shared > extendedBy) [extended, extendedBy] = [slot, shared];
-    else if (shared > partialBy || (shared === partialBy && shared > 0 && partial && slot.usedAt < partial.usedAt)) [partial, partialBy] = [slot, shared];
+    if (shared === held.length && slot.readers === 0) {
+      if (shared > extendedBy) [extended, extendedBy] = [slot, shared];
+    } else if (shared > partialBy) [partial, partialBy] = [slot, shared];
   }
+  if (extended) return { slot: extended };
+  const target = empty ?? oldest;
   // The queue lets at most maxBatch requests run, and there are at least that many sequences.
-  if (!oldest) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
-  return extended ?? empty ?? partial ?? oldest;
+  if (!target) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
+  if (!partial || partial === target) return { slot: target };
+  if (typeof (target.sequence as CopyableSequence)._copyStateFromOtherSequence !== "function") return { slot: partial.readers === 0 ? partial : target };
+  return { slot: target, source: partial };
 }
 
 function sharedPrefix(a: readonly number[], b: readonly number[]): number {
