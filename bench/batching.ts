@@ -10,7 +10,9 @@
  * ignoreEos, `tokens` each); tokens after each request's first ÷ time from the last request's
  * first token to the last request's end, so prefill is left out. GGUF loads with maxBatch 16
  * (requests beyond maxBatch queue); the MLX engine serves one request at a time (its rows show
- * what queueing gives).
+ * what queueing gives). The newcomer lands on a sequence an earlier request used: node-llama-cpp
+ * 3.22.1 erases its state under the context lock, which its batch loop holds while any sequence
+ * has decodes queued, so the newcomer waits for the 7 (256 tokens each) to end.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -32,7 +34,7 @@ export interface BatchingBenchCase {
   tokensPerSecond: Record<number, number>;
   /** tokensPerSecond[n] ÷ tokensPerSecond[1]. */
   ratio: Record<number, number>;
-  /** TTFT of a 64-token request while 7 others decode, and alone (ms, medians). */
+  /** TTFT of a 64-token request while 7 others decode (NaN on MLX, which runs one request at a time), and alone (ms, medians). */
   ttftBesideSevenMs: number;
   ttftAloneMs: number;
   /** KV bytes one concurrent row holds (GGUF: one llama.cpp sequence of the context), when known. */
@@ -74,7 +76,7 @@ function maxRows(model: Backend): number {
 async function newcomerTtft(model: Backend, besides: number): Promise<number> {
   const controller = new AbortController();
   const long = Array.from({ length: besides }, (_, i) => {
-    const stream = model.generateStream(PROMPTS[i % PROMPTS.length], { maxTokens: 100_000, ignoreEos: true, signal: controller.signal });
+    const stream = model.generateStream(PROMPTS[i % PROMPTS.length], { maxTokens: 256, ignoreEos: true, signal: controller.signal });
     const iterator = stream[Symbol.asyncIterator]();
     return { first: iterator.next(), rest: (async () => { await iterator.next(); for (;;) if ((await iterator.next()).done) break; })() };
   });
@@ -101,7 +103,8 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
     const alone: number[] = [];
     for (let r = 0; r < repeats; r++) {
       for (const n of LEVELS) (samples[n] ??= []).push(await aggregate(model, n, tokens));
-      besides.push(await newcomerTtft(model, 7));
+      // The MLX engine runs one request at a time: a newcomer would wait for the others to end.
+      if (backend === "gguf") besides.push(await newcomerTtft(model, 7));
       alone.push(await newcomerTtft(model, 0));
     }
     const tokensPerSecond: Record<number, number> = {};
@@ -109,7 +112,7 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
     for (const n of LEVELS) tokensPerSecond[n] = median(samples[n]);
     for (const n of LEVELS) ratio[n] = tokensPerSecond[n] / tokensPerSecond[1];
     return {
-      backend, model: name, tokensPerSecond, ratio, ttftBesideSevenMs: median(besides), ttftAloneMs: median(alone),
+      backend, model: name, tokensPerSecond, ratio, ttftBesideSevenMs: besides.length ? median(besides) : NaN, ttftAloneMs: median(alone),
       ...(model instanceof GgufBackend ? { kvBytesPerRow: model.sequenceInfo.kvBytesPerSequence } : {}),
     };
   } finally {

@@ -138,6 +138,8 @@ export interface GgufLoadOptions extends LoadOptions {
 
 /** Default `maxBatch`. */
 export const DEFAULT_GGUF_MAX_BATCH = 4;
+/** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
+const MIN_COPIED_PREFIX = 8;
 /** Most sequences kept only as prompt cache (llama.cpp allocates every sequence's KV cells up front). */
 const MAX_CACHE_SEQUENCES = 16;
 
@@ -453,6 +455,9 @@ export class GgufBackend extends BaseBackend {
       slot.busy = false;
       copied();
       this.lastRequestThreads = { ...run.threadsUsed };
+      // Without a prompt cache the state is cleared now, in the background, so that a request
+      // arriving while others decode finds an empty sequence (see pickSlot).
+      if (!loaded.reuse && !slot.sequence.disposed) return slot.sequence.clearHistory().catch(() => undefined);
     });
     return run;
   }
@@ -602,8 +607,10 @@ async function produce(
     // threads, every batch up to the first generated token runs on prefill's threads (but a
     // tiny model's short batch, such as a chat follow-up, stays on decode's: see prefillThreadsFor).
     const chunk = Math.max(1, context.batchSize);
+    // Threads are the context's, shared by every sequence: while other requests decode in the same
+    // batches, the prefill count (often too many for a decode) is not used.
     const prefillThreads = (batch: number) => {
-      if (loaded.canSwitchThreads) setContextThreads(context, prefillThreadsFor(batch, loaded.fileBytes, loaded.threads));
+      if (loaded.canSwitchThreads && runningAlone(loaded)) setContextThreads(context, prefillThreadsFor(batch, loaded.fileBytes, loaded.threads));
     };
     while (pending.length > chunk) {
       prefillThreads(chunk);
@@ -648,7 +655,8 @@ async function produce(
     let produced = 0;
     // Requests the next generated token on decode's threads, timing it while they are measured.
     const requestNext = (): Promise<IteratorResult<Token, void>> => {
-      const tuner = loaded.tuner?.measuring ? loaded.tuner : undefined;
+      // Timed only alone: a batch step of several requests is not one token's cost.
+      const tuner = loaded.tuner?.measuring && runningAlone(loaded) ? loaded.tuner : undefined;
       const threads = decodeThreads(loaded);
       setContextThreads(context, threads);
       const start = performance.now();
@@ -759,10 +767,17 @@ function pickSlot(loaded: Loaded, prompt: readonly number[]): { slot: Slot; sour
     } else if (shared > partialBy) [partial, partialBy] = [slot, shared];
   }
   if (extended) return { slot: extended };
+  // Erasing or copying a sequence's state takes node-llama-cpp's context lock, which its batch loop
+  // holds for as long as any sequence has decodes queued: while others run, a request that needs
+  // either would wait for the whole batch to end. An empty sequence joins the next batch at once.
+  if (empty && loaded.slots.some((slot) => slot.busy)) return { slot: empty };
   const target = empty ?? oldest;
   // The queue lets at most maxBatch requests run, and there are at least that many sequences.
   if (!target) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
-  if (!partial || partial === target) return { slot: target };
+  // A copy is cut to the shared prefix after it is made, in a second turn of the lock, which a batch
+  // started meanwhile (a request arriving in the same tick) holds until it ends: only a prefix
+  // worth that (MIN_COPIED_PREFIX tokens) is copied.
+  if (!partial || partial === target || partialBy < MIN_COPIED_PREFIX) return { slot: target };
   if (typeof (target.sequence as CopyableSequence)._copyStateFromOtherSequence !== "function") return { slot: partial.readers === 0 ? partial : target };
   return { slot: target, source: partial };
 }
@@ -780,9 +795,16 @@ async function kvBytesPerSequence(model: LlamaModel, contextSize: number): Promi
   return Math.max(1, two.cpuRam - one.cpuRam);
 }
 
+/** True when one request runs (the caller's). */
+function runningAlone(loaded: Loaded): boolean {
+  return loaded.slots.filter((slot) => slot.busy).length <= 1;
+}
+
 /** The decode thread count of a loaded model: measured (or being measured), else the default. */
 function decodeThreads(loaded: Loaded): number {
-  return loaded.tuner?.next() ?? loaded.threads.decode;
+  // The tuner times single requests: while several run, its trial counts would slow them all.
+  const tuner = loaded.tuner?.measuring && !runningAlone(loaded) ? undefined : loaded.tuner;
+  return tuner?.next() ?? loaded.threads.decode;
 }
 
 function errorMessage(error: unknown): string {
