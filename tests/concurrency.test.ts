@@ -24,14 +24,14 @@ interface Target {
   enabled: boolean;
   make: (options?: { maxQueuedRequests?: number }) => BaseBackend;
   path: string;
-  load: { threads?: number };
+  load: { threads?: number; maxBatch?: number };
   /** Requests the backend runs at once by default (GGUF's maxBatch). */
   parallel: number;
 }
 
 const TARGETS: Target[] = [
   { name: "mlx", enabled: mlxAvailable, make: (o) => new MlxBackend(o), path: shared("stories260K/hf-f32"), load: {}, parallel: 1 },
-  { name: "gguf", enabled: true, make: (o) => new GgufBackend(o), path: shared("stories260K/stories260K.gguf"), load: { threads: 1 }, parallel: 4 },
+  { name: "gguf", enabled: true, make: (o) => new GgufBackend(o), path: shared("stories260K/stories260K.gguf"), load: { threads: 1, maxBatch: 4 }, parallel: 4 },
 ];
 
 for (const target of TARGETS) {

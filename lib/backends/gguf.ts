@@ -131,13 +131,15 @@ export type GgufBackendOptions = BackendOptions;
 export interface GgufLoadOptions extends LoadOptions {
   /**
    * Requests generated at the same time, each on its own llama.cpp sequence; llama.cpp evaluates
-   * the sequences' tokens together in one batch. More wait in the queue. Defaults to 4.
+   * the sequences' tokens together in one batch. More wait in the queue. Defaults to 1: batching is
+   * opt-in until measured more widely (RSS noise over load/unload cycles grows with the sequences
+   * allocated; see tests/gguf.test.ts's leak check).
    */
   maxBatch?: number;
 }
 
 /** Default `maxBatch`. */
-export const DEFAULT_GGUF_MAX_BATCH = 4;
+export const DEFAULT_GGUF_MAX_BATCH = 1;
 /** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
 const MIN_COPIED_PREFIX = 8;
 /** Most sequences kept only as prompt cache (llama.cpp allocates every sequence's KV cells up front). */
@@ -777,6 +779,8 @@ function pickSlot(loaded: Loaded, prompt: readonly number[]): { slot: Slot; sour
   // A copy is cut to the shared prefix after it is made, in a second turn of the lock, which a batch
   // started meanwhile (a request arriving in the same tick) holds until it ends: only a prefix
   // worth that (MIN_COPIED_PREFIX tokens) is copied.
+  // A prompt the partial sequence holds whole (asked again, or regenerated) runs there: its tail goes.
+  if (partial && partial.readers === 0 && partialBy >= prompt.length - 1) return { slot: partial };
   if (!partial || partial === target || partialBy < MIN_COPIED_PREFIX) return { slot: target };
   if (typeof (target.sequence as CopyableSequence)._copyStateFromOtherSequence !== "function") return { slot: partial.readers === 0 ? partial : target };
   return { slot: target, source: partial };

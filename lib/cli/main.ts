@@ -61,7 +61,7 @@ serve options:
   --model-id <name>         name in /v1/models and responses (default: the model's file or directory name)
   --chat-template <file>    Jinja chat template for models without one
   --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
-  --parallel <n>            requests generated at once, batched (GGUF; default 4; MLX: 1)
+  --parallel <n>            requests generated at once, batched (GGUF; default 1; MLX: 1)
   --cors <origin>           let web pages from <origin> ("*": any) call the server (default: none)
   --allow-host <name>       accept this Host name besides IP addresses and localhost (repeatable;
                             ".lan": a domain and its subdomains; "*": any) (default: the --host name)
