@@ -97,7 +97,9 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
   if (model instanceof GgufBackend) await model.load(path, { maxBatch: 16, promptCacheBytes: 0 });
   else await model.load(path, { promptCacheBytes: 0 });
   try {
-    await aggregate(model, 2, 8); // warm-up
+    // Warm-up; alone first, so that GGUF's decode-thread measurement (about 40 single-stream tokens) is over.
+    await aggregate(model, 1, 48);
+    await aggregate(model, 2, 8);
     const samples: Record<number, number[]> = {};
     const besides: number[] = [];
     const alone: number[] = [];
