@@ -4,8 +4,8 @@
  *
  *   node dist/bench/run.js [--quick] [--models a,b] [--repeats N] [--out DIR] [--budget SECONDS] [--make-models]
  *
- * After the timed groups (outside the budget, not with --quick or --models): bench/json-schema.ts
- * and bench/chat.ts.
+ * After the timed groups (outside the budget, not with --quick or --models): bench/json-schema.ts,
+ * bench/chat.ts and bench/batching.ts.
  *
  * Models: the real ones in shared/models (stories260K as hf-f32, hf-bf16, mlx-4bit on MLX and
  * stories260K.gguf on GGUF) and every synthetic model in bench/.models/ (bench/synthetic/), in
@@ -456,6 +456,11 @@ async function main(): Promise<void> {
         const { benchChat, formatChatBench } = await import("./chat.js");
         const result = await benchChat({ repeats, modelsDir: realRoot, syntheticDir: synthDir });
         return { text: formatChatBench(result), result };
+      }],
+      ["Concurrent requests: aggregate decode tok/s at 2-16 ÷ 1, TTFT beside 7 (bench/batching.ts)", async () => {
+        const { benchBatching, formatBatchingBench } = await import("./batching.js");
+        const result = await benchBatching({ repeats, modelsDir: realRoot, syntheticDir: synthDir });
+        return { text: formatBatchingBench(result), result };
       }],
     ];
     for (const [name, run] of sections) {

@@ -31,6 +31,13 @@ export interface LoadOptions {
    * `mlx_lm.fuse` does), which adds their rounding error to the update. Defaults to false.
    */
   fuse?: boolean;
+  /**
+   * Bytes of KV state kept for recent sequences, so that a request starts from the one sharing its
+   * longest prefix (interleaved conversations each evaluate only their new tokens; see
+   * `usage.evaluatedPromptTokens`). Least recently used sequences are dropped first; `0` keeps none.
+   * Defaults to a sixteenth of the machine's memory, at most 1 GiB.
+   */
+  promptCacheBytes?: number;
   /** Aborts a load in progress. */
   signal?: AbortSignal;
 }

@@ -10,7 +10,7 @@ export { minimumMaxTokens, SCHEMA_LIMITS, MAX_NESTING } from "./json-schema/sche
 export { prepareJsonSchema } from "./json-schema/compile-async.js";
 export type { BackendOptions } from "./backends/base.js";
 export { MlxBackend, mlxAvailability, type MlxLoadOptions, type MlxRuntimeInfo } from "./backends/mlx.js";
-export { GgufBackend, type GgufThreadCounts } from "./backends/gguf.js";
+export { GgufBackend, type GgufLoadOptions, type GgufThreadCounts } from "./backends/gguf.js";
 export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";
 export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";

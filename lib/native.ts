@@ -105,8 +105,11 @@ export interface NativeMemory {
 export interface NativeMlx {
   mlx: true;
   /** `computeDtype`: "auto" | "float32" | "float16" | "bfloat16" (see MlxLoadOptions). */
-  /** `adapter`: an mlx_lm.lora adapter directory applied at load, merged into the weights with `fuse`. */
-  loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }): Promise<NativeModel>;
+  /**
+   * `adapter`: an mlx_lm.lora adapter directory applied at load, merged into the weights with `fuse`;
+   * `promptCacheBytes`: KV bytes kept for recent sequences (0: none).
+   */
+  loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<NativeMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;

@@ -1,6 +1,7 @@
 /**
- * A fair (FIFO) queue that gives one request at a time exclusive use of a loaded model.
- * A model has one KV cache, so requests take turns; the queue bounds how many may wait.
+ * A fair (FIFO) queue in front of a loaded model: up to `slots` requests run at once (1 for an
+ * engine that serves one request at a time, more where the backend batches them); the others
+ * wait in order, and the queue bounds how many may wait.
  */
 import { BusyError } from "./errors.js";
 
@@ -10,13 +11,23 @@ interface Waiter {
 }
 
 export class RequestQueue {
-  private busy = false;
+  private running = 0;
+  private slots = 1;
   private readonly waiting: Waiter[] = [];
 
-  /** @param maxQueued requests allowed to wait behind the running one before `BusyError`. */
+  /** @param maxQueued requests allowed to wait behind the running ones before `BusyError`. */
   constructor(private readonly maxQueued: number) {}
 
-  /** Number of requests waiting (not counting the running one). */
+  /** Sets how many requests may run at once (at load, before any request). */
+  setSlots(slots: number): void {
+    this.slots = slots;
+    while (this.running < this.slots && this.waiting.length > 0) {
+      this.running++;
+      this.waiting.shift()!.grant(this.releaser());
+    }
+  }
+
+  /** Number of requests waiting (not counting the running ones). */
   get queued(): number {
     return this.waiting.length;
   }
@@ -26,8 +37,8 @@ export class RequestQueue {
    * `BusyError` when the queue is full, or with the signal's reason when aborted while waiting.
    */
   acquire(signal?: AbortSignal): Promise<() => void> {
-    if (!this.busy) {
-      this.busy = true;
+    if (this.running < this.slots) {
+      this.running++;
       return Promise.resolve(this.releaser());
     }
     if (this.waiting.length >= this.maxQueued) return Promise.reject(new BusyError(this.maxQueued));
@@ -52,7 +63,7 @@ export class RequestQueue {
     });
   }
 
-  /** Fails every waiting request with `error` (used by unload). The running one is not touched. */
+  /** Fails every waiting request with `error` (used by unload). The running ones are not touched. */
   rejectWaiting(error: unknown): void {
     for (const waiter of this.waiting.splice(0)) waiter.fail(error);
   }
@@ -64,7 +75,7 @@ export class RequestQueue {
       released = true;
       const next = this.waiting.shift();
       if (next) next.grant(this.releaser());
-      else this.busy = false;
+      else this.running--;
     };
   }
 }

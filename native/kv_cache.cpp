@@ -51,6 +51,16 @@ void LayerKVCache::state(std::vector<Array>& out) const {
   out.push_back(values_);
 }
 
+int64_t LayerKVCache::nbytes() const {
+  return keys_.empty() ? 0 : static_cast<int64_t>(keys_.nbytes() + values_.nbytes());
+}
+
+int64_t KVCache::nbytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_) total += l.nbytes();
+  return total;
+}
+
 void KVCache::trim(int n) {
   for (auto& l : layers_) l.trim(n);
 }
@@ -63,6 +73,44 @@ std::vector<Array> KVCache::state() const {
   std::vector<Array> out;
   for (const auto& l : layers_) l.state(out);
   return out;
+}
+
+static size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+PromptCache::Entry PromptCache::take(const std::vector<int32_t>& prompt) {
+  auto best = entries_.end();
+  size_t best_len = 0;
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    const size_t n = shared_prefix(it->tokens, prompt);
+    if (n > best_len) best = it, best_len = n;  // strict: the most recent wins a tie
+  }
+  if (best == entries_.end()) return Entry{KVCache(num_layers_), {}};
+  // A prompt equal to the entry re-evaluates its last token, which trims the entry: copy then too.
+  if (best_len < best->tokens.size() || best_len == prompt.size()) return *best;
+  Entry taken = std::move(*best);
+  entries_.erase(best);
+  return taken;
+}
+
+void PromptCache::put(Entry entry) {
+  if (entry.tokens.empty()) return;
+  entries_.remove_if([&](const Entry& e) { return shared_prefix(e.tokens, entry.tokens) == e.tokens.size(); });
+  entries_.push_front(std::move(entry));
+  int64_t total = bytes();
+  while (!entries_.empty() && total > budget_) {
+    total -= entries_.back().cache.nbytes();
+    entries_.pop_back();
+  }
+}
+
+int64_t PromptCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& e : entries_) total += e.cache.nbytes();
+  return total;
 }
 
 }  // namespace mlxnode

@@ -285,8 +285,8 @@ struct Loaded {
   ModelInfo info;
 };
 
-// loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string, fuse?: boolean })
-//   -> Promise<NativeModel>
+// loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string, fuse?: boolean },
+//           promptCacheBytes?: number) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
@@ -299,6 +299,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     config.adapter_dir = string_field(adapter, "path");
     config.fuse_adapter = adapter.Get("fuse").ToBoolean();
   }
+  if (info[4].IsNumber()) config.prompt_cache_bytes = info[4].As<Napi::Number>().Int64Value();
   return run_on_engine<Loaded>(
       env, "mlx-node:load",
       [config]() {

@@ -17,8 +17,8 @@ constexpr int kDefaultContextCap = 4096;
 
 class Session : public ModelSession {
  public:
-  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes)
-      : model_(std::move(model)), cache_(model_->info.num_layers), info_(model_->info) {
+  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes)
+      : model_(std::move(model)), prompt_cache_(model_->info.num_layers, prompt_cache_bytes), info_(model_->info) {
     info_.context_size = context_size;
     info_.weight_bytes = weight_bytes;
   }
@@ -29,12 +29,18 @@ class Session : public ModelSession {
                            const std::atomic<bool>& cancel,
                            const std::function<void(int32_t token)>& emit, TokenMaskMailbox* masks) override {
     AdapterScope scope(select_adapter(params.adapter));
-    return mlxnode::generate(context(), prompt, params, cancel, emit, masks);
+    PromptCache::Entry entry = prompt_cache_.take(prompt);
+    GenerationStats stats = mlxnode::generate(GenerationContext{*model_, entry.cache, entry.tokens, info_.context_size},
+                                              prompt, params, cancel, emit, masks);
+    prompt_cache_.put(std::move(entry));  // not reached on an exception: that entry is lost
+    return stats;
   }
 
   std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) override {
     AdapterScope scope(select_adapter(adapter));
-    return all_logits(context(), tokens);
+    KVCache scratch(info_.num_layers);
+    std::vector<int32_t> none;
+    return all_logits(GenerationContext{*model_, scratch, none, info_.context_size}, tokens);
   }
 
   AdapterSummary load_adapter(const std::string& name, const std::string& dir) override {
@@ -57,10 +63,8 @@ class Session : public ModelSession {
   void set_default_adapter(int id) { default_adapter_ = id; }
 
  private:
-  GenerationContext context() { return GenerationContext{*model_, cache_, cached_tokens_, info_.context_size}; }
-
-  // The adapter id a request runs with. The cached prefix was computed with one adapter's
-  // weights, so a request with another starts from an empty cache.
+  // The adapter id a request runs with. Cached prefixes were computed with one adapter's
+  // weights, so a request with another starts from an empty prompt cache.
   int select_adapter(const std::string& name) {
     int id = default_adapter_;
     if (!name.empty()) {
@@ -73,10 +77,7 @@ class Session : public ModelSession {
     return id;
   }
 
-  void forget_cache() {
-    cache_.reset();
-    cached_tokens_.clear();
-  }
+  void forget_cache() { prompt_cache_.clear(); }
 
   std::string loaded_names() const {
     std::string names;
@@ -85,12 +86,11 @@ class Session : public ModelSession {
   }
 
   std::unique_ptr<Model> model_;
-  KVCache cache_;
-  std::vector<int32_t> cached_tokens_;  // what cache_ holds, for prefix reuse
+  PromptCache prompt_cache_;
   ModelInfo info_;
   std::map<std::string, int> adapters_;  // loaded adapters: name -> id
   int default_adapter_ = 0;
-  int cached_adapter_ = 0;               // the adapter cache_ was computed with
+  int cached_adapter_ = 0;               // the adapter the prompt cache was computed with
 };
 
 }  // namespace
@@ -127,9 +127,11 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
   const int context_size = config.context_size > 0 ? config.context_size
                                                    : std::min(model->max_position_embeddings, kDefaultContextCap);
   model->fit_context(context_size);
+  if (config.prompt_cache_bytes < 0)
+    throw EngineError(kInvalidOption, "prompt_cache_bytes must be >= 0, got " + std::to_string(config.prompt_cache_bytes));
   const int adapter = config.adapter_dir.empty() ? 0 : next_adapter_id();
   if (adapter) apply_adapter(config.adapter_dir, adapter, config.fuse_adapter, model->info.num_layers, model->adapter_targets());
-  auto session = std::make_unique<Session>(std::move(model), context_size, weights.used_bytes());
+  auto session = std::make_unique<Session>(std::move(model), context_size, weights.used_bytes(), config.prompt_cache_bytes);
   if (adapter && !config.fuse_adapter) session->set_default_adapter(adapter);
   return session;
 }

@@ -24,6 +24,8 @@ struct LoadConfig {
   // else kept beside them as the adapter of every request that names none.
   std::string adapter_dir;
   bool fuse_adapter = false;
+  // Bytes of KV state kept for recent sequences (PromptCache, kv_cache.h); 0 keeps none.
+  int64_t prompt_cache_bytes = int64_t{512} << 20;
 };
 
 struct SamplingParams {
@@ -71,7 +73,7 @@ class ModelSession {
 
   virtual const ModelInfo& info() const = 0;
 
-  // Evaluates `prompt` (reusing the longest cached prefix from the previous call), then samples
+  // Evaluates `prompt` (reusing the longest prefix it shares with a recent sequence), then samples
   // up to max_tokens tokens, calling `emit` for each one as soon as it is known. Checks `cancel`
   // before every step. A stop token ends generation and is not emitted. With `masks` (may be
   // null), every token is sampled among the ids its mask allows (constrained decoding).

@@ -24,12 +24,14 @@ interface Target {
   enabled: boolean;
   make: (options?: { maxQueuedRequests?: number }) => BaseBackend;
   path: string;
-  load: { threads?: number };
+  load: { threads?: number; maxBatch?: number };
+  /** Requests the backend runs at once by default (GGUF's maxBatch). */
+  parallel: number;
 }
 
 const TARGETS: Target[] = [
-  { name: "mlx", enabled: mlxAvailable, make: (o) => new MlxBackend(o), path: shared("stories260K/hf-f32"), load: {} },
-  { name: "gguf", enabled: true, make: (o) => new GgufBackend(o), path: shared("stories260K/stories260K.gguf"), load: { threads: 1 } },
+  { name: "mlx", enabled: mlxAvailable, make: (o) => new MlxBackend(o), path: shared("stories260K/hf-f32"), load: {}, parallel: 1 },
+  { name: "gguf", enabled: true, make: (o) => new GgufBackend(o), path: shared("stories260K/stories260K.gguf"), load: { threads: 1, maxBatch: 4 }, parallel: 4 },
 ];
 
 for (const target of TARGETS) {
@@ -118,8 +120,9 @@ for (const target of TARGETS) {
       const model = target.make({ maxQueuedRequests: 2 });
       await model.load(target.path, target.load);
       try {
-        const accepted = [0, 1, 2].map((i) => model.generate(PROMPTS[i], { maxTokens: 8 }));
-        const refused = model.generate(PROMPTS[3], { maxTokens: 8 });
+        // The running ones and two waiting.
+        const accepted = Array.from({ length: target.parallel + 2 }, (_, i) => model.generate(PROMPTS[i], { maxTokens: 8 }));
+        const refused = model.generate(PROMPTS[9], { maxTokens: 8 });
         await expect(refused).rejects.toBeInstanceOf(BusyError);
         await expect(refused).rejects.toThrow(/busy.*maxQueuedRequests/i);
         for (const r of await Promise.all(accepted)) expect(r.tokens).toHaveLength(8);

@@ -343,7 +343,7 @@ describe("server access: Origin and Host (browsers, DNS rebinding) and malformed
 describe("server queue limit", () => {
   it("answers 503 server_busy when the model's queue is full, and serves again once it drains", async () => {
     const model = new GgufBackend({ maxQueuedRequests: 0 });
-    await model.load(join(models, "stories260K", "stories260K.gguf"), { threads: 1 });
+    await model.load(join(models, "stories260K", "stories260K.gguf"), { threads: 1, maxBatch: 1 });
     const server = createServer(model);
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

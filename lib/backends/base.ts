@@ -38,7 +38,7 @@ export interface TokenRun extends AsyncIterable<number[]> {
 
 /** Options of the backend object itself (not of one load). */
 export interface BackendOptions {
-  /** Requests allowed to wait while one runs; more are rejected with `BusyError`. Defaults to 64. */
+  /** Requests allowed to wait while the model is busy; more are rejected with `BusyError`. Defaults to 64. */
   maxQueuedRequests?: number;
 }
 
@@ -78,7 +78,7 @@ export abstract class BaseBackend implements InferenceBackend {
   protected abstract loadModel(path: string, options: ResolvedLoadOptions, raw: LoadOptions): Promise<void>;
   /** Frees the model; no run is active when this is called. */
   protected abstract unloadModel(): Promise<void>;
-  /** Starts generating from `prompt` with exclusive use of the model. */
+  /** Starts generating from `prompt`; at most `concurrentRequests` runs are active at once. */
   protected abstract runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun;
   /** Keeps an adapter under `name` beside the loaded model (name and path already checked). */
   protected abstract attachAdapter(name: string, path: string): Promise<AdapterInfo>;
@@ -86,6 +86,11 @@ export abstract class BaseBackend implements InferenceBackend {
   protected abstract detachAdapter(name: string): Promise<void>;
   /** Size of the vocabulary, for checking token-id prompts. */
   protected abstract get vocabSize(): number;
+  /** Requests the loaded model runs at once; the rest wait in the queue. */
+  protected get concurrentRequests(): number {
+    return 1;
+  }
+
   /** Option names a backend accepts beyond the shared ones. */
   protected extraGenerateOptionKeys(): readonly string[] {
     return [];
@@ -111,6 +116,7 @@ export abstract class BaseBackend implements InferenceBackend {
     const loading = (async () => {
       try {
         await this.loadModel(path, resolved, options ?? {});
+        this.queue.setSlots(this.concurrentRequests);
         this.loadedPath = path;
       } finally {
         this.loadingPath = undefined;

@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import type {
   Llama, LlamaContext, LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token,
 } from "node-llama-cpp";
-import type { AdapterInfo, BackendName, TokenizeOptions } from "../backend.js";
+import type { AdapterInfo, BackendName, LoadOptions, TokenizeOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
 import {
   AdapterError, BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError,
@@ -128,10 +128,53 @@ const measuredDecodeThreads = new Map<string, number>();
 /** Options of a {@link GgufBackend} instance. */
 export type GgufBackendOptions = BackendOptions;
 
+/** Load options of the GGUF backend. */
+export interface GgufLoadOptions extends LoadOptions {
+  /**
+   * Requests generated at the same time, each on its own llama.cpp sequence; llama.cpp evaluates
+   * the sequences' tokens together in one batch. More wait in the queue. Defaults to 1: batching is
+   * opt-in until measured more widely (RSS noise over load/unload cycles grows with the sequences
+   * allocated; see tests/gguf.test.ts's leak check).
+   */
+  maxBatch?: number;
+}
+
+/** Default `maxBatch`. */
+export const DEFAULT_GGUF_MAX_BATCH = 1;
+/** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
+const MIN_COPIED_PREFIX = 8;
+/** Most sequences kept only as prompt cache (llama.cpp allocates every sequence's KV cells up front). */
+const MAX_CACHE_SEQUENCES = 16;
+
+/** One llama.cpp sequence: a running request's, or, idle, a prompt-cache entry. */
+interface Slot {
+  sequence: LlamaContextSequence;
+  busy: boolean;
+  /** Settles when the last run on this sequence has stopped touching it; never rejects. */
+  lastRun: Promise<void>;
+  /** When a run last took this sequence, for least-recently-used choice. */
+  usedAt: number;
+  /** Runs copying this sequence's state into theirs right now: it must not change meanwhile. */
+  readers: number;
+}
+
+/**
+ * node-llama-cpp's sequence-to-sequence KV copy (llama.cpp's `llama_memory_seq_cp`): present in
+ * the pinned 3.22.1 but not in its public types. Without it a request sharing only part of an idle
+ * sequence's tokens evaluates its prompt in full rather than cutting that sequence's state.
+ */
+type CopyableSequence = LlamaContextSequence & {
+  _copyStateFromOtherSequence?(other: LlamaContextSequence, upToTokenIndex: number): Promise<boolean>;
+};
+
 interface Loaded {
   model: LlamaModel;
   context: LlamaContext;
-  sequence: LlamaContextSequence;
+  slots: Slot[];
+  /** Whether idle sequences' KV state is reused by later requests (`promptCacheBytes` > 0). */
+  reuse: boolean;
+  /** KV bytes of one sequence (llama.cpp's estimate), for the prompt-cache budget and reports. */
+  sequenceBytes: number;
   vocabSize: number;
   /** Prefill's count, and decode's before measurement. */
   threads: GgufThreadCounts;
@@ -150,9 +193,11 @@ interface Loaded {
 /**
  * Runs GGUF models with llama.cpp (through node-llama-cpp) on the CPU.
  *
- * One model, one context and one sequence per instance. The sequence's KV cache is kept between
- * requests: a new prompt only evaluates the tokens after its longest common prefix with what the
- * cache already holds (reported as `usage.evaluatedPromptTokens`).
+ * One model and one context per instance, with `maxBatch` llama.cpp sequences for concurrent
+ * requests (llama.cpp evaluates their tokens in one batch) plus sequences kept as prompt cache
+ * (`promptCacheBytes`). An idle sequence keeps its KV state: a new prompt runs on the sequence
+ * sharing its longest prefix and evaluates only the tokens after it (reported as
+ * `usage.evaluatedPromptTokens`).
  *
  * @example
  * ```ts
@@ -166,8 +211,8 @@ export class GgufBackend extends BaseBackend {
   /** Always `"gguf"`. */
   readonly name: BackendName = "gguf";
   private loaded: Loaded | undefined;
-  /** Settles when the last run has fully stopped touching the sequence; never rejects. */
-  private lastRun: Promise<void> = Promise.resolve();
+  private maxBatch = DEFAULT_GGUF_MAX_BATCH;
+  private useCounter = 0;
 
   /** @param options queue limits shared by every backend. */
   constructor(options: GgufBackendOptions = {}) {
@@ -176,7 +221,21 @@ export class GgufBackend extends BaseBackend {
 
   /** Context size in tokens of the loaded model; llama.cpp rounds requests up to a multiple of 256. 0 when none is loaded. */
   get contextSize(): number {
-    return this.loaded?.sequence.contextSize ?? 0;
+    return this.loaded?.context.contextSize ?? 0;
+  }
+
+  /** Concurrent requests (`maxBatch`). */
+  protected override get concurrentRequests(): number {
+    return this.maxBatch;
+  }
+
+  /**
+   * llama.cpp sequences of the loaded model: `maxBatch` for running requests plus those kept as
+   * prompt cache, and the KV bytes each one holds (allocated at load). Zeros when none is loaded.
+   */
+  get sequenceInfo(): { sequences: number; kvBytesPerSequence: number } {
+    const loaded = this.loaded;
+    return loaded ? { sequences: loaded.slots.length, kvBytesPerSequence: loaded.sequenceBytes } : { sequences: 0, kvBytesPerSequence: 0 };
   }
 
   /**
@@ -250,8 +309,21 @@ export class GgufBackend extends BaseBackend {
     return model.detokenize(tokens as readonly Token[], true);
   }
 
-  /** Loads the GGUF file at `path` and creates its context and sequence. */
-  protected async loadModel(path: string, options: ResolvedLoadOptions): Promise<void> {
+  /** Loads a GGUF file; see {@link GgufLoadOptions}. */
+  override load(modelPath: string, options?: GgufLoadOptions): Promise<void> {
+    return super.load(modelPath, options);
+  }
+
+  protected override extraLoadOptionKeys(): readonly string[] {
+    return ["maxBatch"];
+  }
+
+  /** Loads the GGUF file at `path` and creates its context and sequences. */
+  protected async loadModel(path: string, options: ResolvedLoadOptions, raw: GgufLoadOptions): Promise<void> {
+    const maxBatch = raw.maxBatch ?? DEFAULT_GGUF_MAX_BATCH;
+    if (typeof maxBatch !== "number" || !Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 64) {
+      throw new InvalidOptionError("maxBatch", "an integer in [1, 64]", maxBatch);
+    }
     const file = resolve(path);
     const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new ModelNotFoundError(path);
@@ -293,12 +365,16 @@ export class GgufBackend extends BaseBackend {
       const threads = options.threads !== undefined
         ? { prefill: Math.min(options.threads, availableParallelism()), decode: Math.min(options.threads, availableParallelism()) }
         : { ...defaultGgufThreads(info.size, llama.cpuMathCores), ...(measured !== undefined ? { decode: measured } : {}) };
+      // Sequences kept as prompt cache: as many whole sequences as the budget holds, beyond those
+      // that run requests (an idle running sequence is a cache entry too).
+      const sequenceBytes = await kvBytesPerSequence(model, contextSize);
+      const cacheSequences = Math.min(MAX_CACHE_SEQUENCES, Math.floor(options.promptCacheBytes / sequenceBytes));
       let context: LlamaContext;
       try {
         context = await model.createContext({
           contextSize,
           threads: threads.decode,
-          sequences: 1,
+          sequences: maxBatch + cacheSequences,
           failedCreationRemedy: false,
           ...(signal ? { createSignal: signal } : {}),
           ...(adapter !== undefined ? { lora: { adapters: [{ filePath: adapter }] } } : {}),
@@ -308,14 +384,17 @@ export class GgufBackend extends BaseBackend {
         if (adapter !== undefined) throw new AdapterError(`Cannot apply the GGUF LoRA adapter ${adapter} to ${path}: ${errorMessage(error)}`);
         throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
       }
-      const sequence = context.getSequence();
+      const slots: Slot[] = [];
+      while (context.sequencesLeft > 0) slots.push({ sequence: context.getSequence(), busy: false, lastRun: Promise.resolve(), usedAt: 0, readers: 0 });
       const tokens = model.tokens;
       const canSwitchThreads = setContextThreads(context, context.currentThreads);
       const candidates = decodeThreadCandidates(info.size, llama.cpuMathCores);
       this.loaded = {
         model,
         context,
-        sequence,
+        slots,
+        reuse: options.promptCacheBytes > 0,
+        sequenceBytes,
         vocabSize: model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length ?? 0,
         threads: { prefill: threads.prefill, decode: context.currentThreads },
         canSwitchThreads,
@@ -327,6 +406,7 @@ export class GgufBackend extends BaseBackend {
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
       };
+      this.maxBatch = maxBatch;
     } catch (error) {
       await model.dispose();
       throw error;
@@ -363,7 +443,7 @@ export class GgufBackend extends BaseBackend {
   protected async unloadModel(): Promise<void> {
     const loaded = this.loaded;
     if (!loaded) return;
-    await this.lastRun;
+    await Promise.all(loaded.slots.map((slot) => slot.lastRun));
     this.loaded = undefined;
     try {
       await loaded.context.dispose();
@@ -372,14 +452,31 @@ export class GgufBackend extends BaseBackend {
     }
   }
 
-  /** Streams tokens for `prompt`, reusing the cached prefix of the sequence. */
+  /**
+   * Streams tokens for `prompt` on an idle sequence: the one whose KV state shares the longest
+   * prefix with the prompt, else the least recently used.
+   */
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const loaded = this.loaded;
     if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
-    const previous = this.lastRun;
-    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, prompt, options)));
-    this.lastRun = run.done.then(() => {
+    const { slot, source } = pickSlot(loaded, prompt);
+    slot.busy = true;
+    slot.usedAt = ++this.useCounter;
+    let reading = source;
+    if (reading) reading.readers++;
+    const copied = () => {
+      if (reading) reading.readers--;
+      reading = undefined;
+    };
+    const previous = slot.lastRun;
+    const run = new GgufRun((r) => previous.then(() => produce(r, loaded, slot.sequence, prompt, options, source, copied)));
+    slot.lastRun = run.done.then(() => {
+      slot.busy = false;
+      copied();
       this.lastRequestThreads = { ...run.threadsUsed };
+      // Without a prompt cache the state is cleared now, in the background, so that a request
+      // arriving while others decode finds an empty sequence (see pickSlot).
+      if (!loaded.reuse && !slot.sequence.disposed) return slot.sequence.clearHistory().catch(() => undefined);
     });
     return run;
   }
@@ -494,17 +591,28 @@ class GgufRun implements TokenRun {
 }
 
 /** The engine side of a run: align the KV cache with the prompt, prefill, then sample. */
-async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: ResolvedGenerateOptions): Promise<void> {
-  const { model, context, sequence } = loaded;
+async function produce(
+  run: GgufRun, loaded: Loaded, sequence: LlamaContextSequence, prompt: number[], options: ResolvedGenerateOptions,
+  source: Slot | undefined, copied: () => void,
+): Promise<void> {
+  const { model, context } = loaded;
   if (run.cancelled || sequence.disposed) return;
   const meter = sequence.tokenMeter;
   const meterStart = meter.usedInputTokens + meter.usedOutputTokens;
   const evaluatedSoFar = () => meter.usedInputTokens + meter.usedOutputTokens - meterStart;
   try {
+    if (source) {
+      // Start from the idle sequence sharing the longest prefix (copied: that sequence keeps its state).
+      const shared = sharedPrefix(source.sequence.contextTokens, prompt);
+      if (shared > sharedPrefix(sequence.contextTokens, prompt)) {
+        await (sequence as CopyableSequence)._copyStateFromOtherSequence?.(source.sequence, shared);
+      }
+      copied();
+    }
     // KV-cache reuse: keep the longest common prefix of the cached tokens and the prompt (but
     // always evaluate at least the last prompt token: its logits pick the first new token), and
     // erase everything after it.
-    const cached = sequence.contextTokens;
+    const cached = loaded.reuse ? sequence.contextTokens : [];
     let keep = 0;
     const limit = Math.min(cached.length, prompt.length - 1);
     while (keep < limit && cached[keep] === prompt[keep]) keep++;
@@ -518,8 +626,10 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     // threads, every batch up to the first generated token runs on prefill's threads (but a
     // tiny model's short batch, such as a chat follow-up, stays on decode's: see prefillThreadsFor).
     const chunk = Math.max(1, context.batchSize);
+    // Threads are the context's, shared by every sequence: while other requests decode in the same
+    // batches, the prefill count (often too many for a decode) is not used.
     const prefillThreads = (batch: number) => {
-      if (loaded.canSwitchThreads) setContextThreads(context, prefillThreadsFor(batch, loaded.fileBytes, loaded.threads));
+      if (loaded.canSwitchThreads && runningAlone(loaded)) setContextThreads(context, prefillThreadsFor(batch, loaded.fileBytes, loaded.threads));
     };
     while (pending.length > chunk) {
       prefillThreads(chunk);
@@ -564,7 +674,8 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
     let produced = 0;
     // Requests the next generated token on decode's threads, timing it while they are measured.
     const requestNext = (): Promise<IteratorResult<Token, void>> => {
-      const tuner = loaded.tuner?.measuring ? loaded.tuner : undefined;
+      // Timed only alone: a batch step of several requests is not one token's cost.
+      const tuner = loaded.tuner?.measuring && runningAlone(loaded) ? loaded.tuner : undefined;
       const threads = decodeThreads(loaded);
       setContextThreads(context, threads);
       const start = performance.now();
@@ -646,9 +757,75 @@ async function produce(run: GgufRun, loaded: Loaded, prompt: number[], options: 
   }
 }
 
+/**
+ * The idle sequence to run `prompt` on, and maybe one to copy a shared prefix from. A run cuts
+ * its sequence's state back to the prefix shared with the prompt, so other conversations' states
+ * are kept where possible: a sequence the prompt extends (the longest) is used as it is; else a
+ * never-used sequence, else the least recently used, starting from a copy of the idle sequence
+ * sharing the longest prefix (when node-llama-cpp can copy; else that sequence itself).
+ */
+function pickSlot(loaded: Loaded, prompt: readonly number[]): { slot: Slot; source?: Slot } {
+  let extended: Slot | undefined;
+  let partial: Slot | undefined;
+  let empty: Slot | undefined;
+  let oldest: Slot | undefined;
+  let extendedBy = 0;
+  let partialBy = 0;
+  for (const slot of loaded.slots) {
+    if (slot.busy) continue;
+    const held = slot.sequence.contextTokens;
+    if (held.length === 0) {
+      if (slot.readers === 0) empty ??= slot;
+      continue;
+    }
+    if (slot.readers === 0 && (!oldest || slot.usedAt < oldest.usedAt)) oldest = slot;
+    if (!loaded.reuse) continue;
+    const shared = sharedPrefix(held, prompt);
+    if (shared === held.length && slot.readers === 0) {
+      if (shared > extendedBy) [extended, extendedBy] = [slot, shared];
+    } else if (shared > partialBy) [partial, partialBy] = [slot, shared];
+  }
+  if (extended) return { slot: extended };
+  // Erasing or copying a sequence's state takes node-llama-cpp's context lock, which its batch loop
+  // holds for as long as any sequence has decodes queued: while others run, a request that needs
+  // either would wait for the whole batch to end. An empty sequence joins the next batch at once.
+  if (empty && loaded.slots.some((slot) => slot.busy)) return { slot: empty };
+  const target = empty ?? oldest;
+  // The queue lets at most maxBatch requests run, and there are at least that many sequences.
+  if (!target) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
+  // A copy is cut to the shared prefix after it is made, in a second turn of the lock, which a batch
+  // started meanwhile (a request arriving in the same tick) holds until it ends: only a prefix
+  // worth that (MIN_COPIED_PREFIX tokens) is copied.
+  // A prompt the partial sequence holds whole (asked again, or regenerated) runs there: its tail goes.
+  if (partial && partial.readers === 0 && partialBy >= prompt.length - 1) return { slot: partial };
+  if (!partial || partial === target || partialBy < MIN_COPIED_PREFIX) return { slot: target };
+  if (typeof (target.sequence as CopyableSequence)._copyStateFromOtherSequence !== "function") return { slot: partial.readers === 0 ? partial : target };
+  return { slot: target, source: partial };
+}
+
+function sharedPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/** KV bytes one more sequence of `contextSize` tokens costs, by llama.cpp's own estimate. */
+async function kvBytesPerSequence(model: LlamaModel, contextSize: number): Promise<number> {
+  const estimate = (sequences: number) => model.fileInsights.estimateContextResourceRequirementsV2({ contextSize, modelGpuLayers: 0, sequences });
+  const [one, two] = await Promise.all([estimate(1), estimate(2)]);
+  return Math.max(1, two.cpuRam - one.cpuRam);
+}
+
+/** True when one request runs (the caller's). */
+function runningAlone(loaded: Loaded): boolean {
+  return loaded.slots.filter((slot) => slot.busy).length <= 1;
+}
+
 /** The decode thread count of a loaded model: measured (or being measured), else the default. */
 function decodeThreads(loaded: Loaded): number {
-  return loaded.tuner?.next() ?? loaded.threads.decode;
+  // The tuner times single requests: while several run, its trial counts would slow them all.
+  const tuner = loaded.tuner?.measuring && !runningAlone(loaded) ? undefined : loaded.tuner;
+  return tuner?.next() ?? loaded.threads.decode;
 }
 
 function errorMessage(error: unknown): string {

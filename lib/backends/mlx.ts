@@ -30,6 +30,8 @@ export interface MlxLoadOptions extends LoadOptions {
    * Defaults to `auto`.
    */
   computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
+  /** Requests run at once: only 1 (the engine serves one request at a time; others queue). */
+  maxBatch?: number;
 }
 
 /** Where MLX runs and how much memory it holds. */
@@ -152,12 +154,15 @@ export class MlxBackend extends BaseBackend {
   }
 
   protected override extraLoadOptionKeys(): readonly string[] {
-    return ["computeDtype"];
+    return ["computeDtype", "maxBatch"];
   }
 
   protected async loadModel(path: string, options: ResolvedLoadOptions, raw: MlxLoadOptions): Promise<void> {
     const addon = requireMlx();
     const computeDtype = raw.computeDtype ?? "auto";
+    if (raw.maxBatch !== undefined && raw.maxBatch !== 1) {
+      throw new InvalidOptionError("maxBatch", "1 (the MLX engine runs one request at a time)", raw.maxBatch);
+    }
     if (!["auto", "float32", "float16", "bfloat16"].includes(computeDtype)) {
       throw new InvalidOptionError("computeDtype", '"auto", "float32", "float16" or "bfloat16"', computeDtype);
     }
@@ -169,7 +174,7 @@ export class MlxBackend extends BaseBackend {
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
     const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter));
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes));
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;

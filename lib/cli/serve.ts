@@ -28,6 +28,7 @@ export async function runServe(args: string[]): Promise<number> {
       "context-size": { type: "string" },
       threads: { type: "string" },
       "max-queued": { type: "string" },
+      parallel: { type: "string" },
       cors: { type: "string" },
       "allow-host": { type: "string", multiple: true },
       quiet: { type: "boolean", short: "q" },
@@ -48,6 +49,7 @@ export async function runServe(args: string[]): Promise<number> {
     contextSize: integerFlag("--context-size", values["context-size"]),
     threads: integerFlag("--threads", values.threads),
     maxQueuedRequests: integerFlag("--max-queued", values["max-queued"]),
+    maxBatch: integerFlag("--parallel", values.parallel),
   });
   for (const spec of values.adapter ?? []) {
     const eq = spec.indexOf("=");

@@ -29,6 +29,8 @@ export interface ContractModel {
   path: string;
   /** Options for every load in the suite (pass `{ threads: 1 }` on small machines). */
   loadOptions?: LoadOptions;
+  /** Requests the backend runs at once with these options (more wait in the queue). Defaults to 1. */
+  parallel?: number;
   /** The reference greedy (temperature 0) continuation of a prompt. */
   greedy: {
     prompt: string;
@@ -372,10 +374,10 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         await untouched[Symbol.asyncIterator]().return!();
         expect(await untouched.result).toMatchObject({ finishReason: "abort", tokens: [], text: "" });
 
-        // A request waiting behind a running one leaves the queue at once on return().
-        const running = backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true });
-        const runningIterator = running[Symbol.asyncIterator]();
-        await runningIterator.next();
+        // A request waiting behind running ones leaves the queue at once on return().
+        const runners = Array.from({ length: model.parallel ?? 1 }, () => backend.generateStream(prompt, { maxTokens: 1000, ignoreEos: true }));
+        const runnerIterators = runners.map((r) => r[Symbol.asyncIterator]());
+        await Promise.all(runnerIterators.map((it) => it.next()));
         const queued = backend.generateStream(prompt, { maxTokens: 5 });
         const queuedIterator = queued[Symbol.asyncIterator]();
         const pending = queuedIterator.next();
@@ -385,8 +387,8 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(await pending).toMatchObject({ done: true });
         expect(await queued.result).toMatchObject({ finishReason: "abort", tokens: [] });
         expect(performance.now() - left).toBeLessThan(500);
-        await runningIterator.return!();
-        expect((await running.result).finishReason).toBe("abort");
+        for (const it of runnerIterators) await it.return!();
+        for (const r of runners) expect((await r.result).finishReason).toBe("abort");
         expect((await gen(prompt, { maxTokens: 2 })).tokens).toEqual(expectedIds.slice(0, 2));
       });
 

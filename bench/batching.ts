@@ -1,0 +1,177 @@
+/**
+ * Concurrent requests on one loaded model: aggregate decode tokens/s at 2, 4, 8 and 16 concurrent
+ * requests ÷ one stream, and the time to first token of a request arriving while 7 others decode
+ * ÷ the same request alone. Every ratio comes from one run (same process, same minute).
+ *
+ * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [model ...]
+ * Or from a bench runner:      const result = await benchBatching();
+ *
+ * Aggregate decode tokens/s: all requests start together on short prompts (4-6 tokens, greedy,
+ * ignoreEos, `tokens` each); tokens after each request's first ÷ time from the last request's
+ * first token to the last request's end, so prefill is left out. GGUF loads with maxBatch 16
+ * (requests beyond maxBatch queue); the MLX engine serves one request at a time (its rows show
+ * what queueing gives). The newcomer lands on a sequence an earlier request used: node-llama-cpp
+ * 3.22.1 erases its state under the context lock, which its batch loop holds while any sequence
+ * has decodes queued, so the newcomer waits for the 7 (256 tokens each) to end.
+ */
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { GenerateOptions } from "../lib/backend.js";
+import { GgufBackend } from "../lib/backends/gguf.js";
+import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
+import { packageRoot } from "../lib/native.js";
+import { median } from "./stats.js";
+
+const PROMPTS = ["Once upon a time", "Tom and his dog", "The sun was", "A little bird", "Sue had a red ball", "Mom said", "Ben liked to", "The cat sat"];
+const LEVELS = [1, 2, 4, 8, 16];
+
+/** One model on one backend. */
+export interface BatchingBenchCase {
+  backend: "mlx" | "gguf";
+  model: string;
+  /** Aggregate decode tokens/s by concurrent requests (median over repeats). */
+  tokensPerSecond: Record<number, number>;
+  /** tokensPerSecond[n] ÷ tokensPerSecond[1]. */
+  ratio: Record<number, number>;
+  /** TTFT of a 64-token request while 7 others decode (NaN on MLX, which runs one request at a time), and alone (ms, medians). */
+  ttftBesideSevenMs: number;
+  ttftAloneMs: number;
+  /** KV bytes one concurrent row holds (GGUF: one llama.cpp sequence of the context), when known. */
+  kvBytesPerRow?: number;
+}
+
+export interface BatchingBenchResult {
+  tokens: number;
+  repeats: number;
+  cases: BatchingBenchCase[];
+  skipped: string[];
+}
+
+type Backend = MlxBackend | GgufBackend;
+
+async function aggregate(model: Backend, n: number, tokens: number): Promise<number> {
+  const options: GenerateOptions = { maxTokens: tokens, ignoreEos: true };
+  const firsts: number[] = [];
+  const ends: number[] = [];
+  let produced = 0;
+  await Promise.all(Array.from({ length: n }, async (_, i) => {
+    let seen = 0;
+    for await (const chunk of model.generateStream(`${PROMPTS[i % PROMPTS.length]}${i >= PROMPTS.length ? "," : ""}`, options)) {
+      if (seen === 0 && chunk.tokens.length > 0) firsts.push(performance.now());
+      seen += chunk.tokens.length;
+    }
+    produced += Math.max(0, seen - 1);
+    ends.push(performance.now());
+  }));
+  // Queued requests (beyond the batch) start late: measure from the first first token instead.
+  const start = n > maxRows(model) ? Math.min(...firsts) : Math.max(...firsts);
+  return (produced * 1000) / (Math.max(...ends) - start);
+}
+
+function maxRows(model: Backend): number {
+  return model instanceof GgufBackend ? model.sequenceInfo.sequences : 1;
+}
+
+async function newcomerTtft(model: Backend, besides: number): Promise<number> {
+  const controller = new AbortController();
+  const long = Array.from({ length: besides }, (_, i) => {
+    const stream = model.generateStream(PROMPTS[i % PROMPTS.length], { maxTokens: 256, ignoreEos: true, signal: controller.signal });
+    const iterator = stream[Symbol.asyncIterator]();
+    return { first: iterator.next(), rest: (async () => { await iterator.next(); for (;;) if ((await iterator.next()).done) break; })() };
+  });
+  await Promise.all(long.map((l) => l.first));
+  await new Promise((r) => setTimeout(r, 20));
+  // A 64-token prompt unlike the others' (no shared prefix beyond BOS).
+  const prompt = Array.from({ length: 16 }, (_, i) => PROMPTS[(i * 3) % PROMPTS.length]).join(" and ");
+  const ids = model.tokenize(prompt, { addSpecialTokens: true }).slice(0, 64);
+  const result = await model.generate(ids, { maxTokens: 2, ignoreEos: true });
+  controller.abort();
+  await Promise.all(long.map((l) => l.rest.catch(() => undefined)));
+  return result.timings.timeToFirstTokenMs;
+}
+
+async function benchCase(backend: "mlx" | "gguf", name: string, path: string, tokens: number, repeats: number): Promise<BatchingBenchCase> {
+  const model: Backend = backend === "mlx" ? new MlxBackend() : new GgufBackend();
+  // The prompt cache would let repeats reuse each other's prompts: off, every request evaluates its prompt.
+  if (model instanceof GgufBackend) await model.load(path, { maxBatch: 16, promptCacheBytes: 0 });
+  else await model.load(path, { promptCacheBytes: 0 });
+  try {
+    // Warm-up; alone first, so that GGUF's decode-thread measurement (about 40 single-stream tokens) is over.
+    await aggregate(model, 1, 48);
+    await aggregate(model, 2, 8);
+    const samples: Record<number, number[]> = {};
+    const besides: number[] = [];
+    const alone: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      for (const n of LEVELS) (samples[n] ??= []).push(await aggregate(model, n, tokens));
+      // The MLX engine runs one request at a time: a newcomer would wait for the others to end.
+      if (backend === "gguf") besides.push(await newcomerTtft(model, 7));
+      alone.push(await newcomerTtft(model, 0));
+    }
+    const tokensPerSecond: Record<number, number> = {};
+    const ratio: Record<number, number> = {};
+    for (const n of LEVELS) tokensPerSecond[n] = median(samples[n]);
+    for (const n of LEVELS) ratio[n] = tokensPerSecond[n] / tokensPerSecond[1];
+    return {
+      backend, model: name, tokensPerSecond, ratio, ttftBesideSevenMs: besides.length ? median(besides) : NaN, ttftAloneMs: median(alone),
+      ...(model instanceof GgufBackend ? { kvBytesPerRow: model.sequenceInfo.kvBytesPerSequence } : {}),
+    };
+  } finally {
+    await model.unload();
+  }
+}
+
+/** Runs on stories260K (both backends) and the synthetic models that exist (bench/synthetic). */
+export async function benchBatching(options: { tokens?: number; repeats?: number; modelsDir?: string; syntheticDir?: string; only?: string[] } = {}): Promise<BatchingBenchResult> {
+  const tokens = options.tokens ?? 64;
+  const repeats = options.repeats ?? 3;
+  const root = packageRoot();
+  const models = options.modelsDir ?? process.env.MLX_NODE_SHARED_MODELS ?? resolve(root, "../shared/models");
+  const synthetic = options.syntheticDir ?? join(root, "bench/.models");
+  const specs: [("mlx" | "gguf"), string, string][] = [
+    ["mlx", "stories260K hf-f32", join(models, "stories260K/hf-f32")],
+    ["gguf", "stories260K.gguf", join(models, "stories260K/stories260K.gguf")],
+    ["mlx", "smollm2-135m float16 weights (synthetic)", join(synthetic, "smollm2-135m-mlx-float16")],
+    ["gguf", "smollm2-135m q4_0 (synthetic)", join(synthetic, "smollm2-135m-q4_0.gguf")],
+    ["gguf", "qwen2.5-0.5b q4_0 (synthetic)", join(synthetic, "qwen2.5-0.5b-q4_0.gguf")],
+  ];
+  const mlx = mlxAvailability();
+  const cases: BatchingBenchCase[] = [];
+  const skipped: string[] = [];
+  for (const [backend, name, path] of specs) {
+    if (options.only && !options.only.some((o) => `${backend} ${name}`.includes(o))) continue;
+    if (!existsSync(path)) skipped.push(`${backend} ${name}: ${path} not found`);
+    else if (backend === "mlx" && !mlx.available) skipped.push(`${backend} ${name}: MLX unavailable (${mlx.reason})`);
+    else {
+      try {
+        cases.push(await benchCase(backend, name, path, tokens, repeats));
+      } catch (error) {
+        skipped.push(`${backend} ${name}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
+  }
+  return { tokens, repeats, cases, skipped };
+}
+
+/** Human-readable summary of a {@link BatchingBenchResult}. */
+export function formatBatchingBench(result: BatchingBenchResult): string {
+  const lines = [
+    `batching bench: ${result.tokens} greedy tokens per request, medians of ${result.repeats}; aggregate decode tok/s (÷ one stream)`,
+    `${"case".padEnd(48)} ${LEVELS.map((n) => `${n}x`.padStart(15)).join(" ")} ${"TTFT +7 / alone".padStart(22)} ${"KV/row".padStart(9)}`,
+    ...result.cases.map((c) =>
+      `${`${c.backend} ${c.model}`.padEnd(48)} ${LEVELS.map((n) => `${c.tokensPerSecond[n].toFixed(0)} (${c.ratio[n].toFixed(2)})`.padStart(15)).join(" ")} ` +
+      `${`${c.ttftBesideSevenMs.toFixed(1)} / ${c.ttftAloneMs.toFixed(1)} ms`.padStart(22)} ` +
+      `${c.kvBytesPerRow !== undefined ? `${(c.kvBytesPerRow / 2 ** 20).toFixed(1)} MiB` : "n/a"}`.padStart(9)),
+    ...result.skipped.map((s) => `skipped: ${s}`),
+  ];
+  return lines.join("\n");
+}
+
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
+if (invokedDirectly) {
+  const [tokens, ...only] = process.argv.slice(2);
+  const result = await benchBatching({ ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}) });
+  console.log(formatBatchingBench(result));
+  console.log(JSON.stringify(result));
+}
