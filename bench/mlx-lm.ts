@@ -1,7 +1,8 @@
 /**
  * mlx-node's MLX engine ÷ mlx-lm (`generate_step`, its own decode loop) on the same directory, the
  * same libmlx, the same prompt ids, greedy: prefill and decode tokens/s, CPU time per decoded token
- * and MLX peak memory. Part of `npm run bench` (`--models mlx-lm` runs it alone).
+ * and MLX peak memory. Part of `npm run bench` (`--models mlx-lm` runs it alone); standalone:
+ *   node dist/bench/mlx-lm.js [--rows a,b] [--rounds N] [--prefill P] [--decode D] [--budget S]
  *
  * Models: the real ones of tests/python/setup_models.py (SmolLM2-135M-Instruct and Gemma 3 270M,
  * `hf` float32 and `mlx-4bit` with float32 scales: both sides compute in float32), and the
@@ -20,6 +21,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { packageRoot } from "../lib/native.js";
 import { median } from "./stats.js";
@@ -295,4 +297,15 @@ export function formatMlxLmBench(r: MlxLmBenchResult): string {
   return [...lines, ...r.notes.map((n) => `- ${n}`)].join("\n");
 }
 
+/** Standalone: node dist/bench/mlx-lm.js [--rows a,b] [--rounds N] [--prefill P] [--decode D] [--budget S] */
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { rows: { type: "string" }, rounds: { type: "string" }, prefill: { type: "string" }, decode: { type: "string" }, budget: { type: "string" } } });
+  const result = await benchMlxLm({
+    rounds: Number(values.rounds ?? 3), prefillTokens: Number(values.prefill ?? 128), decodeTokens: Number(values.decode ?? 64),
+    budgetS: Number(values.budget ?? 900), syntheticDir: join(packageRoot(), "bench", ".models"), ...(values.rows ? { only: values.rows.split(",") } : {}),
+  });
+  console.log(formatMlxLmBench(result));
+}
+
 if (process.argv[2] === "--node-side") await runNodeSide(process.argv[3]);
+else if (process.argv[1] === SCRIPT) await main();
