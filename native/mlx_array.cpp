@@ -181,6 +181,7 @@ namespace mx {
 MLXNODE_BINARY(add)
 MLXNODE_BINARY(subtract)
 MLXNODE_BINARY(multiply)
+MLXNODE_BINARY(power)
 MLXNODE_BINARY(divide)
 MLXNODE_BINARY(maximum)
 MLXNODE_BINARY(less)
@@ -199,9 +200,10 @@ MLXNODE_UNARY(tanh)
 Array silu(const Array& a) { return multiply(a, sigmoid(a)); }
 
 Array gelu_approx(const Array& a) {
-  // 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), in a's dtype.
+  // 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), in a's dtype. a^3 is power(a, 3) as in
+  // mlx.nn.gelu_approx (a*a*a rounds differently: Gemma 3's float32 logits then differ from mlx-lm's).
   const mlx_dtype t = a.dtype();
-  const Array inner = multiply(add(a, multiply(Array::scalar(0.044715f, t), multiply(a, multiply(a, a)))),
+  const Array inner = multiply(add(a, multiply(Array::scalar(0.044715f, t), power(a, Array::scalar(3.0f, t)))),
                                Array::scalar(0.7978845608028654f, t));
   return multiply(multiply(Array::scalar(0.5f, t), a), add(Array::scalar(1.0f, t), tanh(inner)));
 }
