@@ -265,6 +265,7 @@ export async function benchMlxLm(options: {
     console.log(`  ${row.id}`);
     const share = (deadline - performance.now()) / (rows.length - i);
     await measureRow(row, options.rounds, prefillTokens, decodeTokens, performance.now() + share);
+    console.log(`  ${rowLine(row)}`);
   }
   return { prefillTokens, decodeTokens, rounds: options.rounds, rows, notes };
 }
@@ -280,21 +281,20 @@ export function formatMlxLmBench(r: MlxLmBenchResult): string {
     "| model | prefill tok/s ours / mlx-lm | ÷ | decode tok/s ours / mlx-lm | ÷ | CPU ms/token ours / mlx-lm | mlx-lm ÷ ours | MLX peak MB ours / mlx-lm | ours ÷ | ops/token (ours) | same tokens |",
     "|---|---|---|---|---|---|---|---|---|---|---|",
   ];
-  for (const row of r.rows) {
-    if (!row.ratio) {
-      lines.push(`| ${row.id} | ${row.status}: ${row.reason ?? ""} |||||||||| `);
-      continue;
-    }
-    const { ours, theirs, ratio } = row;
-    lines.push(
-      `| ${row.id} | ${fmt(med(ours, "prefillTps"), 0)} / ${fmt(med(theirs, "prefillTps"), 0)} | **${fmt(ratio.prefill)}** | ` +
-        `${fmt(med(ours, "decodeTps"), 1)} / ${fmt(med(theirs, "decodeTps"), 1)} | **${fmt(ratio.decode)}** | ` +
-        `${fmt(med(ours, "decodeCpuMsPerToken"), 1)} / ${fmt(med(theirs, "decodeCpuMsPerToken"), 1)} | ${fmt(ratio.cpuPerToken)} | ` +
-        `${fmt(med(ours, "peakBytes") / 2 ** 20, 0)} / ${fmt(med(theirs, "peakBytes") / 2 ** 20, 0)} | ${fmt(ratio.peakMemory)} | ` +
-        `${fmt(med(ours, "opsPerToken"), 0)} | ${row.sameTokens}/${ours.length} |${row.reason ? ` ${row.reason}` : ""}`,
-    );
-  }
-  return [...lines, ...r.notes.map((n) => `- ${n}`)].join("\n");
+  return [...lines, ...r.rows.map(rowLine), ...r.notes.map((n) => `- ${n}`)].join("\n");
+}
+
+/** One row of the table (also printed as soon as the row is measured). */
+function rowLine(row: MlxLmRow): string {
+  if (!row.ratio) return `| ${row.id} | ${row.status}: ${row.reason ?? ""} |||||||||| `;
+  const { ours, theirs, ratio } = row;
+  return (
+    `| ${row.id} | ${fmt(med(ours, "prefillTps"), 0)} / ${fmt(med(theirs, "prefillTps"), 0)} | **${fmt(ratio.prefill)}** | ` +
+    `${fmt(med(ours, "decodeTps"), 1)} / ${fmt(med(theirs, "decodeTps"), 1)} | **${fmt(ratio.decode)}** | ` +
+    `${fmt(med(ours, "decodeCpuMsPerToken"), 1)} / ${fmt(med(theirs, "decodeCpuMsPerToken"), 1)} | ${fmt(ratio.cpuPerToken)} | ` +
+    `${fmt(med(ours, "peakBytes") / 2 ** 20, 0)} / ${fmt(med(theirs, "peakBytes") / 2 ** 20, 0)} | ${fmt(ratio.peakMemory)} | ` +
+    `${fmt(med(ours, "opsPerToken"), 0)} | ${row.sameTokens}/${ours.length} |${row.reason ? ` ${row.reason}` : ""}`
+  );
 }
 
 /** Standalone: node dist/bench/mlx-lm.js [--rows a,b] [--rounds N] [--prefill P] [--decode D] [--budget S] */
