@@ -4,8 +4,8 @@
  *
  *   node dist/bench/run.js [--quick] [--models a,b] [--repeats N] [--out DIR] [--budget SECONDS] [--make-models]
  *
- * After the timed groups (outside the budget, not with --quick or --models): bench/json-schema.ts,
- * bench/chat.ts and bench/batching.ts.
+ * After the timed groups (outside the budget): bench/mlx-lm.ts (mlx-node ÷ mlx-lm; `--models mlx-lm`
+ * runs it alone), then, not with --quick or --models, bench/json-schema.ts, bench/chat.ts and bench/batching.ts.
  *
  * Models: the real ones in shared/models (stories260K as hf-f32, hf-bf16, mlx-4bit on MLX and
  * stories260K.gguf on GGUF) and every synthetic model in bench/.models/ (bench/synthetic/), in
@@ -445,6 +445,21 @@ async function main(): Promise<void> {
   // between chat turns), imported only here so workers stay light; their time is not part of the
   // budget above.
   const optional: BenchRun["optional"] = {};
+  // bench/mlx-lm.ts: mlx-node ÷ mlx-lm on the same directories (also alone with --models mlx-lm).
+  if (!mlxReason && (!filters || filters.includes("mlx-lm"))) {
+    const name = "mlx-node MLX ÷ mlx-lm (bench/mlx-lm.ts)";
+    const t0 = performance.now();
+    console.log(`\n== ${name}`);
+    try {
+      const { benchMlxLm, formatMlxLmBench } = await import("./mlx-lm.js");
+      const result = await benchMlxLm({ rounds: quick ? 2 : Math.max(3, repeats), budgetS: quick ? 300 : 900, syntheticDir: synthDir });
+      const text = formatMlxLmBench(result);
+      console.log(text);
+      optional[name] = { seconds: (performance.now() - t0) / 1000, text, result };
+    } catch (error) {
+      optional[name] = { seconds: (performance.now() - t0) / 1000, error: errorText(error) };
+    }
+  }
   if (!filters && !quick) {
     const sections: [string, () => Promise<{ text: string; result: unknown }>][] = [
       ["JSON-schema constrained decoding (bench/json-schema.ts)", async () => {

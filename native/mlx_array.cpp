@@ -183,6 +183,7 @@ namespace mx {
 MLXNODE_BINARY(add)
 MLXNODE_BINARY(subtract)
 MLXNODE_BINARY(multiply)
+MLXNODE_BINARY(power)
 MLXNODE_BINARY(divide)
 MLXNODE_BINARY(maximum)
 MLXNODE_BINARY(less)

@@ -124,6 +124,7 @@ namespace mx {
 Array add(const Array& a, const Array& b);
 Array subtract(const Array& a, const Array& b);
 Array multiply(const Array& a, const Array& b);
+Array power(const Array& a, const Array& b);
 Array divide(const Array& a, const Array& b);
 Array maximum(const Array& a, const Array& b);
 Array less(const Array& a, const Array& b);
