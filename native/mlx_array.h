@@ -143,7 +143,6 @@ Array softcap(const Array& a, float cap);  // cap * tanh(a / cap) (Gemma 2's sof
 Array softmax(const Array& a, int axis);  // precise: accumulates in float32
 Array matmul(const Array& a, const Array& b);
 Array addmm(const Array& c, const Array& a, const Array& b);  // c + a @ b, rounded once (as nn.Linear's bias)
-Array power(const Array& a, const Array& b);
 Array astype(const Array& a, mlx_dtype dtype);
 Array reshape(const Array& a, const std::vector<int>& shape);
 Array transpose(const Array& a, const std::vector<int>& axes);
