@@ -105,6 +105,7 @@ export class Tokenizer {
     // The JS library reads a few tokenizer_config keys and expects the special tokens as strings.
     const hfConfig: JsonObject = { ...config, bos_token: bosName, eos_token: eosName, unk_token: this.unkToken, pad_token: this.padToken };
     const hfJson: JsonObject = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, added_tokens: [], ...tokenizerJson };
+    hfJson.pre_tokenizer = digitsAsNumericSplit(hfJson.pre_tokenizer);
     try {
       this.#hf = new HfTokenizer(hfJson, hfConfig) as HfTokenizerApi;
     } catch (error) {
@@ -349,6 +350,22 @@ function matchNormalizedTokensOnlyNormalized(hf: HfTokenizerApi): void {
   for (const token of added) {
     if (token.normalized && normalizer(token.content) !== token.content && map.has(normalizer(token.content))) map.delete(token.content);
   }
+}
+
+/**
+ * The `Digits` pre-tokenizer splits off Unicode numerics (Rust's `char::is_numeric`: `\p{N}`, so "½",
+ * "①" and "Ⅻ" too, as llama.cpp's `\p{N}`); `@huggingface/tokenizers` 0.2.0 matches only ASCII `\d`,
+ * which gave SmolLM2 other ids than transformers and llama.cpp on such text. Rewritten as the
+ * equivalent `Split` (match mode) over `\p{N}`, wherever it sits in a `Sequence`.
+ */
+function digitsAsNumericSplit(preTokenizer: unknown): unknown {
+  if (!isObject(preTokenizer)) return preTokenizer;
+  if (preTokenizer.type === "Sequence" && Array.isArray(preTokenizer.pretokenizers)) {
+    return { ...preTokenizer, pretokenizers: preTokenizer.pretokenizers.map(digitsAsNumericSplit) };
+  }
+  if (preTokenizer.type !== "Digits") return preTokenizer;
+  const digits = preTokenizer.individual_digits === true ? "\\p{N}" : "\\p{N}+";
+  return { type: "Split", pattern: { Regex: `[^\\p{N}]+|${digits}` }, behavior: "Isolated", invert: true };
 }
 
 interface TokenizerFiles {
