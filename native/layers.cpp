@@ -1,6 +1,5 @@
 #include "layers.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "device.h"

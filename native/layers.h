@@ -58,6 +58,8 @@ struct RMSNorm {
   Array operator()(const Array& x) const;
 };
 
+// A layer's attention. Sizes, norm_eps, norm_plus_one and sliding_window come from the model
+// (DecoderArgs::layer_attention); the other fields are flags the family sets.
 struct AttentionArgs {
   int hidden_size = 0;
   int num_heads = 0;
