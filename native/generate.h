@@ -5,11 +5,14 @@
 #include <functional>
 #include <vector>
 
+#include "generation_stats.h"
 #include "kv_cache.h"
 #include "models/registry.h"
-#include "session.h"
+#include "sampling_params.h"
 
 namespace mlxnode {
+
+class TokenMaskMailbox;  // token_mask.h
 
 // A model with its cache and the tokens whose keys/values the cache holds. Invariant between
 // calls: cache.offset() == cached_tokens.size(). Any exception resets both.

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "mlx_array.h"
-#include "session.h"
+#include "sampling_params.h"
 
 namespace mlxnode {
 

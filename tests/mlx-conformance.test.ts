@@ -7,8 +7,11 @@
  * Missing references are made on the first run (about 30 s); to remake them all:
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { MlxLoadOptions } from "../lib/backends/mlx.js";
+import { expect, it } from "vitest";
+import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import { readSafetensorsHeader } from "./reference/safetensors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
@@ -164,7 +167,8 @@ const CASES: Case[] = [
   // gemma3 (multimodal checkpoint, run as its text model)
   {
     name: "gemma3 multimodal f32, vision tower dropped",
-    spec: { family: "gemma3", seed: 38, extra_tensors: { "vision_tower.vision_model.embeddings.patch_embedding.weight": [8, 8], "multi_modal_projector.mm_input_projection_weight": [8, 8] } },
+    // The tower (4 MiB) outweighs the text model (under 1 MiB), so reading it would show in the load's peak.
+    spec: { family: "gemma3", seed: 38, extra_tensors: { "vision_tower.vision_model.embeddings.patch_embedding.weight": [1024, 1024], "multi_modal_projector.mm_input_projection_weight": [8, 8] } },
     bound: F32,
   },
   {
@@ -180,4 +184,31 @@ const CASES: Case[] = [
   { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
 ];
 
-defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES);
+defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) => {
+  it("loads a multimodal gemma3 checkpoint's text model only: its vision tower is neither read nor counted", async () => {
+    const dir = references()[CASES.findIndex((c) => c.name.startsWith("gemma3 multimodal f32"))].modelDir;
+    let text = 0, tower = 0;
+    for (const file of readdirSync(dir).filter((f) => f.endsWith(".safetensors"))) {
+      for (const [name, e] of Object.entries(readSafetensorsHeader(join(dir, file)).entries)) {
+        const bytes = e.data_offsets[1] - e.data_offsets[0];
+        if (/^(vision_tower|multi_modal_projector)\./.test(name)) tower += bytes;
+        else text += bytes;
+      }
+    }
+    expect(tower).toBeGreaterThan(2 * text);
+    await MlxBackend.setMemoryLimits({ resetPeak: true });
+    const before = await MlxBackend.memory();
+    const mlx = new MlxBackend();
+    await mlx.load(dir);
+    try {
+      const peak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+      console.log(`[multimodal load] text model ${text} B, vision tower ${tower} B, weightBytes ${mlx.info!.weightBytes} B, load peak ${peak} B`);
+      // float32 on disk and in compute: the text model's tensors, byte for byte.
+      expect(mlx.info!.weightBytes).toBe(text);
+      // A read tower would be resident at the load's peak, beside the text model.
+      expect(peak).toBeLessThan(text + tower);
+    } finally {
+      await mlx.unload();
+    }
+  });
+});

@@ -28,11 +28,10 @@ struct DecoderArgs {
   int head_dim = 0;
   int max_position_embeddings = 0;
   float default_rope_theta = 10000.0f;  // used when config.json has no rope_theta
-  bool qkv_bias = false;                // biases on q_proj/k_proj/v_proj
-  bool o_bias = false;                  // bias on o_proj
-  bool qk_norm = false;                 // RMSNorm over head_dim on queries and keys before RoPE
+  // The attention's flags (biases, q/k norms, fused qkv, query scale, soft cap, sinks, ...); its
+  // sizes are the fields above, filled in by layer_attention.
+  AttentionArgs attention;
   bool mlp_bias = false;                // biases on gate_proj/up_proj/down_proj
-  bool fused_qkv = false;               // phi3: one qkv_proj, rows [q; k; v]
   bool fused_gate_up = false;           // phi3: one gate_up_proj, rows [gate; up]
   int rope_dims = 0;                    // features RoPE rotates per head; 0: all of head_dim
   // the Gemma families
@@ -40,8 +39,6 @@ struct DecoderArgs {
   bool scale_embeddings = false;        // embeddings times sqrt(hidden_size)
   bool gelu_mlp = false;                // gelu_approx(gate) instead of silu(gate)
   bool sandwich_norms = false;          // post-attention and pre/post-feedforward norms
-  float query_scale = 0;                // 0: 1/sqrt(head_dim)
-  float attn_logit_softcap = 0;         // 0: none
   float final_logit_softcap = 0;        // 0: none
   // gemma3: local (sliding-window) layers with their own RoPE base; the others are global
   std::vector<bool> sliding_layers;     // empty: every layer global
@@ -52,15 +49,13 @@ struct DecoderArgs {
 
   // smollm3: layers whose attention has no RoPE (NoPE); empty: none
   std::vector<bool> no_rope_layers;
-  // ministral3: queries scaled by position (AttentionArgs::position_query_beta); 0: none
-  float position_query_beta = 0;
-  int position_query_period = 0;
 
   static DecoderArgs read_common(const ModelConfig& c);
   // config.json's layer_types ("sliding_attention" / "full_attention" per layer) into sliding_layers;
   // false when the key is absent or null.
   bool read_layer_types(const ModelConfig& c);
-  AttentionArgs attention() const;
+  // Layer `layer`'s attention: `attention` with the model's sizes, and the window on a sliding layer.
+  AttentionArgs layer_attention(int layer) const;
   // Sizes within sane bounds (64-bit checked), heads divisible by KV heads, even head_dim: BAD_CONFIG naming the key.
   void validate(const ModelConfig& c) const;
 };

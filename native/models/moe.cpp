@@ -141,9 +141,6 @@ MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, co
     c.check_range("the experts' intermediate size", moe.expert_intermediate_size, 1, 1 << 20);
   }
   const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
-  AttentionArgs attention = args.attention();
-  attention.qk_norm_across_heads = moe.qk_norm_across_heads;
-  attention.sinks = moe.attention_sinks;
   if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
     c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
   ends = DecoderEnds::load(c, w, args);
@@ -152,10 +149,8 @@ MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, co
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, hidden, args.rms_norm_eps); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i), f = p + "." + moe.block;
-    AttentionArgs layer_attention = attention;
-    if (!args.sliding_layers.empty() && args.sliding_layers[i]) layer_attention.sliding_window = args.sliding_window;
     MoeBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                   Attention::load(w, p + ".self_attn", layer_attention, rope), std::nullopt, std::nullopt};
+                   Attention::load(w, p + ".self_attn", args.layer_attention(i), rope), std::nullopt, std::nullopt};
     if (moe.sparse_layers.empty() || moe.sparse_layers[i]) {
       auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
         return SwitchLinear::load(w, f + "." + moe.stacked + "." + name, f, split_name, in, out, experts, moe.expert_bias);

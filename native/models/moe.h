@@ -65,8 +65,6 @@ struct MoeArgs {
   ExpertActivation activation = ExpertActivation::SwiGLU;
   std::vector<std::string> per_expert_names{"gate_proj", "up_proj", "down_proj"};  // mixtral: w1, w3, w2
   std::vector<bool> sparse_layers;     // which layers have experts (the rest a dense MLP); empty: all
-  bool qk_norm_across_heads = false;   // olmoe: its attention's q/k norms span all heads
-  bool attention_sinks = false;        // gpt_oss: a sink logit per head (AttentionArgs::sinks)
 };
 
 // Router + experts: y = sum over the token's k experts of score * expert(x).

@@ -15,7 +15,7 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   a.head_dim = c.get_int("head_dim");
   a.max_position_embeddings = c.get_int("max_position_embeddings", 32768);
   a.default_rope_theta = 1e6f;
-  a.qk_norm = true;
+  a.attention.qk_norm = true;
   MoeArgs m;
   m.num_experts = c.get_int("num_experts");
   m.top_k = c.get_int("num_experts_per_tok");

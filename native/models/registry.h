@@ -7,7 +7,7 @@
 #include "../adapter.h"
 #include "../kv_cache.h"
 #include "../loader.h"
-#include "../session.h"
+#include "../model_info.h"
 
 namespace mlxnode {
 
