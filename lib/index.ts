@@ -15,10 +15,11 @@ export { GgufBackend, type GgufLoadOptions, type GgufThreadCounts } from "./back
 export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";
 export { info, type BackendStatus, type PlatformInfo } from "./platform.js";
 export { Tokenizer, type DecodeOptions } from "./tokenizer.js";
-export { ChatTemplateError, renderChat, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream } from "./chat.js";
+export { renderChat, type ChatMessage, type ChatOptions, type ChatChunk, type ChatResult, type ChatStream } from "./chat.js";
 export { detectToolCallFormat, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolStreamDelta } from "./tools.js";
 export {
-  AdapterError, BackendUnavailableError, BusyError, DownloadError, HubAccessError, InvalidOptionError, MlxError, MlxNodeError, ModelConfigError, ModelFormatError,
+  AdapterError, AlreadyLoadedError, BackendUnavailableError, BusyError, ChatTemplateError, DownloadError, ERROR_CLASSES, GgufError, HubAccessError,
+  InvalidOptionError, MlxError, MlxNodeError, ModelConfigError, ModelFormatError, TokenizerError,
   ModelNotFoundError, NotLoadedError, UnloadedError, UnsupportedArchitectureError, type MlxNodeErrorCode,
 } from "./errors.js";
 export { pullModel, resolveModel, type PulledModel, type PullOptions, type PullProgress } from "./hub/pull.js";

@@ -60,7 +60,7 @@ export interface NativeGenerateHandle {
    * mask is here, and waits for it after starting that step's forward pass, so a mask computed
    * from token `step - 1` as soon as it arrives overlaps the pass. Masks must come in step
    * order, starting with step 0. `null` ends generation before token `step` (finish "stop").
-   * Throws TypeError/RangeError for a malformed mask.
+   * Throws an INVALID_OPTION error for a malformed mask.
    */
   provideMask(step: number, mask: Uint32Array | null): void;
 }

@@ -7,7 +7,7 @@ import { stat } from "node:fs/promises";
 import type { AdapterInfo, LoadOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
 import {
-  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, errorFromNative, type NativeErrorFields,
+  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, UnloadedError, errorFromNative, type NativeErrorFields,
 } from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
@@ -124,7 +124,7 @@ export class MlxBackend extends BaseBackend {
   async logits(tokens: readonly number[], options: { adapter?: string } = {}): Promise<Float32Array[]> {
     this.ensureLoaded("logits");
     const ids = checkTokenIds("tokens", tokens, this.vocabSize);
-    const flat = await this.native(() => (this.model as NativeModel).logits(Int32Array.from(ids), options.adapter));
+    const flat = await this.native(() => this.loadedModel().logits(Int32Array.from(ids), options.adapter));
     const vocab = this.vocabSize;
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
@@ -177,18 +177,18 @@ export class MlxBackend extends BaseBackend {
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
     const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes));
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes), { path });
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;
   }
 
   protected attachAdapter(name: string, path: string): Promise<AdapterInfo> {
-    return this.native(() => (this.model as NativeModel).loadAdapter(name, path));
+    return this.native(() => this.loadedModel().loadAdapter(name, path));
   }
 
   protected detachAdapter(name: string): Promise<void> {
-    return this.native(() => (this.model as NativeModel).unloadAdapter(name));
+    return this.native(() => this.loadedModel().unloadAdapter(name));
   }
 
   protected async unloadModel(): Promise<void> {
@@ -201,14 +201,14 @@ export class MlxBackend extends BaseBackend {
   }
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
-    const model = this.model as NativeModel;
+    const model = this.loadedModel();
     return new EngineRun(async (run) => {
       // The first request with a schema builds its constraint; later ones find it cached.
       const json = options.jsonSchema
         ? await this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
         : undefined;
       if (!run.cancelled) await this.produce(run, model, prompt, options, json);
-    }, typedError);
+    }, (error) => typedError(error));
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
@@ -285,21 +285,27 @@ export class MlxBackend extends BaseBackend {
     return { template: t.chatTemplate, bosToken: t.bosToken, eosToken: t.eosToken, origin: `${t.directory} (chat_template.jinja, tokenizer_config.json)` };
   }
 
-  /** Runs a native call and maps its `{code, message}` error to a typed error. */
-  private async native<T>(call: () => Promise<T>): Promise<T> {
+  /** The native model; UnloadedError once unload() has let it go (a call that raced the unload). */
+  private loadedModel(): NativeModel {
+    if (!this.model) throw new UnloadedError();
+    return this.model;
+  }
+
+  /** Runs a native call and maps its `{code, message}` error to a typed error; `fields` add what the caller knows (the path). */
+  private async native<T>(call: () => Promise<T>, fields: NativeErrorFields = {}): Promise<T> {
     try {
       return await call();
     } catch (error) {
-      throw typedError(error);
+      throw typedError(error, fields);
     }
   }
 }
 
 /** A native failure (an Error with `code`, and the option's fields for INVALID_OPTION) as its typed error; typed errors pass through. */
-function typedError(error: unknown): MlxNodeError {
+function typedError(error: unknown, fields: NativeErrorFields = {}): MlxNodeError {
   if (error instanceof MlxNodeError) return error;
-  const e = (error instanceof Error ? error : new Error(String(error))) as Error & Partial<NativeErrorFields>;
-  return errorFromNative(e.code ?? "MLX_ERROR", e.message, e);
+  const e = (error instanceof Error ? error : new Error(String(error))) as Error & NativeErrorFields;
+  return errorFromNative(e.code ?? "MLX_ERROR", e.message, { ...e, ...fields });
 }
 
 function requireMlx(): NativeMlx {
