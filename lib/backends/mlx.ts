@@ -13,10 +13,7 @@ import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
 import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vocab.js";
-import {
-  nativeStatus, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
-  type NativeModelInfo,
-} from "../native.js";
+import { nativeStatus, type NativeMlx, type NativeModel } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
 import { samplingValues } from "../sampling.js";
@@ -28,13 +25,59 @@ import { EngineRun } from "./run.js";
 export interface MlxLoadOptions extends LoadOptions {
   /**
    * The dtype the model computes in; floating weights (and quantization scales) are cast to it once
-   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (measured
-   * here: 4-bit SmolLM2-135M decodes 25x faster with float32 scales), and the checkpoint's dtype on a GPU.
+   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (many
+   * times slower, also for the scales of quantized weights), and the checkpoint's dtype on a GPU.
    * Defaults to `auto`.
    */
   computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
   /** Requests run at once: only 1 (the engine serves one request at a time; others queue). */
   maxBatch?: number;
+}
+
+/** Facts about a loaded MLX model, as its loader read them. */
+export interface MlxModelInfo {
+  /** `config.json`'s `model_type`, e.g. `llama`. */
+  modelType: string;
+  /** The dtype the model computes in: `float32`, `float16` or `bfloat16`. */
+  dtype: string;
+  /** 4 or 8 for MLX-quantized weights, 0 when not quantized. */
+  quantizationBits: number;
+  vocabSize: number;
+  /** Tokens the KV cache holds (prompt + generated). */
+  contextSize: number;
+  numLayers: number;
+  hiddenSize: number;
+  /** Bytes of the weights held in memory. */
+  weightBytes: number;
+  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
+  kvBytesPerToken: number;
+}
+
+/** The engine's numbers for one finished request (see {@link MlxBackend.lastGenerationStats}). */
+export interface MlxGenerationStats {
+  /** Prompt tokens run through the model (after a cached prefix was reused). */
+  evaluatedPromptTokens: number;
+  generatedTokens: number;
+  /** How the engine's loop ended: as {@link FinishReason} (`abort`: the request was cancelled). */
+  finish: "stop" | "length" | "abort";
+  prefillMs: number;
+  decodeMs: number;
+  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
+  graphBuildMs: number;
+  /** Other engine-thread time outside MLX evaluation. */
+  hostMs: number;
+  /** MLX operations created per decoded token. */
+  opsPerToken: number;
+  /** Constrained decoding (`jsonSchema`): time the engine waited for token masks. */
+  maskWaitMs: number;
+}
+
+/** MLX memory in bytes (see {@link MlxBackend.memory}). */
+export interface MlxMemory {
+  activeBytes: number;
+  peakBytes: number;
+  cacheBytes: number;
+  memoryLimitBytes: number;
 }
 
 /** Where MLX runs and how much memory it holds. */
@@ -66,8 +109,8 @@ export class MlxBackend extends BaseBackend {
   readonly name = "mlx" as const;
   private model: NativeModel | undefined;
   private tokenizerInstance: Tokenizer | undefined;
-  private modelInfo: NativeModelInfo | undefined;
-  private stats: NativeGenerationStats | undefined;
+  private modelInfo: MlxModelInfo | undefined;
+  private stats: MlxGenerationStats | undefined;
   /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
   private vocabulary: Promise<TokenVocabulary> | undefined;
   /** Milliseconds the last jsonSchema request spent computing token masks on the JS thread. */
@@ -87,7 +130,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Facts about the loaded model (family, dtype, quantization, sizes). */
-  get info(): NativeModelInfo | undefined {
+  get info(): MlxModelInfo | undefined {
     return this.isLoaded ? this.modelInfo : undefined;
   }
 
@@ -98,7 +141,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Engine numbers of the last finished request: graph-build time, ops per token, prefill/decode ms. */
-  get lastGenerationStats(): NativeGenerationStats | undefined {
+  get lastGenerationStats(): MlxGenerationStats | undefined {
     return this.stats;
   }
 
@@ -112,9 +155,10 @@ export class MlxBackend extends BaseBackend {
     return this.tokenizer.encode(text, { addSpecialTokens: options?.addSpecialTokens ?? false });
   }
 
+  /** Token ids to text, special tokens rendered as their text (the contract's rule, see InferenceBackend.detokenize). */
   detokenize(tokens: readonly number[]): string {
     this.ensureLoaded("detokenize");
-    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize));
+    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize), { skipSpecialTokens: false });
   }
 
   /**
@@ -135,7 +179,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** MLX memory in bytes: active, peak, cache, limit. @throws BackendUnavailableError */
-  static async memory(): Promise<NativeMemory> {
+  static async memory(): Promise<MlxMemory> {
     return requireMlx().memory();
   }
 
@@ -268,7 +312,7 @@ export class MlxBackend extends BaseBackend {
           if (done?.error) return reject(done.error);
           const stats = done?.stats;
           if (stats) {
-            this.stats = stats;
+            this.stats = { ...stats, finish: stats.finish === "cancelled" ? "abort" : stats.finish };
             run.evaluatedPromptTokens = stats.evaluatedPromptTokens;
             if (stats.finish !== "cancelled") run.finish = json?.forced ? "length" : stats.finish;
           }

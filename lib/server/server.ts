@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatChunk, ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import type { ChatChunk, ChatOptions, ChatResult } from "../chat.js";
 import type { ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError, type MlxNodeErrorCode } from "../errors.js";
 import { accessPolicy, checkAccess } from "./access.js";
@@ -16,11 +16,6 @@ import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
   RequestError, usageChunk, type ChatDelta, type ResponseIdentity,
 } from "./openai.js";
-
-/** A loaded model the server can run: the contract plus chat (every backend of this package). */
-export interface ServableModel extends InferenceBackend {
-  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
-}
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
@@ -80,7 +75,7 @@ function wireDelta(delta: ToolStreamDelta): ChatDelta {
   return { tool_calls: [{ index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: delta.arguments } }] };
 }
 
-export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
+export function createServer(model: InferenceBackend, options: ServerOptions = {}): Server {
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const created = Math.floor(Date.now() / 1000);

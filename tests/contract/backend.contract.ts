@@ -477,6 +477,21 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(() => backend.detokenize([-1])).toThrow(InvalidOptionError);
       });
 
+      it("detokenize renders special tokens as their text, which tokenizes back to them (InferenceBackend.detokenize)", () => {
+        const withSpecial = backend.tokenize(prompt, { addSpecialTokens: true });
+        const plain = backend.tokenize(prompt, { addSpecialTokens: false });
+        // The tokens addSpecialTokens added around the plain ones (BOS, maybe EOS).
+        const at = withSpecial.findIndex((_, i) => plain.every((id, j) => withSpecial[i + j] === id));
+        const specials = [...withSpecial.slice(0, at), ...withSpecial.slice(at + plain.length)];
+        expect(specials.length, "the contract model adds a special token (BOS)").toBeGreaterThan(0);
+        for (const id of specials) {
+          const text = backend.detokenize([id]);
+          expect(text, `token ${id}`).not.toBe("");
+          expect(backend.tokenize(text), `token ${id} as ${JSON.stringify(text)}`).toEqual([id]);
+          expect(backend.detokenize(withSpecial).startsWith(text)).toBe(true);
+        }
+      });
+
       it("rejects invalid options with InvalidOptionError naming the option, before any work", async () => {
         const cases: Array<[GenerateOptions, string]> = [
           [{ temperature: -1 }, "temperature"],
