@@ -33,6 +33,16 @@ export class MlxNodeError extends Error {
   }
 }
 
+/**
+ * An error whose class fixes its code (the class's static `code`): a message, and optionally the
+ * error that caused it.
+ */
+export abstract class CodedError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super((new.target as unknown as { code: MlxNodeErrorCode }).code, message, options);
+  }
+}
+
 /** An option or argument has the wrong type or is out of range. Thrown before any work starts. */
 export class InvalidOptionError extends MlxNodeError {
   /** Name of the offending option, e.g. `temperature`. */
@@ -78,17 +88,13 @@ export class ModelConfigError extends ModelFormatError {
  * tensors do not fit the base model (the message names the module). The base model is unchanged
  * and stays usable.
  */
-export class AdapterError extends MlxNodeError {
-  constructor(message: string) {
-    super("BAD_ADAPTER", message);
-  }
+export class AdapterError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "BAD_ADAPTER";
 }
 
 /** The model's architecture (`model_type`) is not one this backend implements. */
-export class UnsupportedArchitectureError extends MlxNodeError {
-  constructor(message: string) {
-    super("UNSUPPORTED_ARCHITECTURE", message);
-  }
+export class UnsupportedArchitectureError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "UNSUPPORTED_ARCHITECTURE";
 }
 
 /** The requested backend cannot run on this machine; `reason` says why. */
@@ -131,31 +137,23 @@ export class UnloadedError extends MlxNodeError {
 }
 
 /** An error raised inside MLX (mlx-c) or the native engine. */
-export class MlxError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("MLX_ERROR", message, options);
-  }
+export class MlxError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "MLX_ERROR";
 }
 
 /** An error raised inside llama.cpp (node-llama-cpp): a context that cannot be created, a failed evaluation. */
-export class GgufError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("GGUF_ERROR", message, options);
-  }
+export class GgufError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "GGUF_ERROR";
 }
 
 /** A tokenizer cannot be read or used: a missing or malformed `tokenizer.json`, an unsupported kind, a failed encode or decode. */
-export class TokenizerError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("TOKENIZER_ERROR", message, options);
-  }
+export class TokenizerError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "TOKENIZER_ERROR";
 }
 
 /** The chat template could not be used: missing, or it failed to render. */
-export class ChatTemplateError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("CHAT_TEMPLATE_ERROR", message, options);
-  }
+export class ChatTemplateError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "CHAT_TEMPLATE_ERROR";
 }
 
 /** The Hugging Face Hub refused access to a repository (private or gated): `HF_TOKEN` is missing or lacks access. */
@@ -170,10 +168,8 @@ export class HubAccessError extends MlxNodeError {
 }
 
 /** A model download failed: the network, the server, or a file that does not match the hub's checksum. */
-export class DownloadError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("DOWNLOAD_FAILED", message, options);
-  }
+export class DownloadError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "DOWNLOAD_FAILED";
 }
 
 /** The class of every code: `error instanceof ERROR_CLASSES[error.code]` holds for every error this package throws. */
