@@ -2,7 +2,9 @@
  * The InferenceBackend contract: the one interface that every engine (MLX, GGUF) implements.
  * Options and results are plain objects so they serialise and document well.
  */
-import type { JsonSchema } from "./eval/json-validate.js";
+import type { JsonSchema } from "./json-schema/validate.js";
+import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "./chat.js";
+import type { SamplingOptions } from "./sampling.js";
 
 export type { JsonSchema };
 
@@ -52,24 +54,12 @@ export interface AdapterInfo {
   modules: number;
 }
 
-/** Sampling and stopping options shared by `generate`, `generateStream` and chat. */
-export interface GenerateOptions {
-  /** Maximum number of tokens to generate. Defaults to 256. */
-  maxTokens?: number;
-  /** Sampling temperature, `0` picks the most likely token (greedy). Range 0–2. Defaults to 0. */
-  temperature?: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to `topP`. Range (0, 1]. Defaults to 1 (off). */
-  topP?: number;
-  /** Keep only the `topK` most likely tokens; `0` disables. Defaults to 0. */
-  topK?: number;
-  /** Drop tokens whose probability is below `minP` times the top token's. Range [0, 1). Defaults to 0 (off). */
-  minP?: number;
-  /** Divides logits of recently generated tokens (>1 discourages repeats). Defaults to 1 (off). */
-  repetitionPenalty?: number;
-  /** How many recent tokens the repetition penalty looks at. Defaults to 64. */
-  repetitionContextSize?: number;
-  /** Seed for sampling; the same seed, prompt and options give the same text. Defaults to a random seed. */
-  seed?: number;
+/**
+ * Sampling and stopping options shared by `generate`, `generateStream` and chat. The sampling
+ * parameters (`maxTokens`, `temperature`, `topP`, `topK`, `minP`, `repetitionPenalty`,
+ * `repetitionContextSize`, `seed`) and their ranges and defaults are defined in lib/sampling.ts.
+ */
+export interface GenerateOptions extends SamplingOptions {
   /** Strings that end generation; the stop string itself is not included in the output. Defaults to none. */
   stop?: string | readonly string[];
   /** Keep generating past end-of-generation tokens until `maxTokens` (for benchmarks). Defaults to false. */
@@ -206,8 +196,24 @@ export interface InferenceBackend {
   generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult>;
   /** Streams a completion of `prompt` as it is generated. */
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream;
-  /** Text to token ids, with the model's own tokenizer. */
+  /**
+   * Answers a conversation rendered with the model's chat template (or `options.chatTemplate`).
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason `toolCalls`).
+   * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
+   */
+  chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult>;
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
+  /**
+   * Text to token ids, with the model's own tokenizer. Text that spells a special token (such as
+   * `<|im_start|>`) is that special token, so a rendered chat template tokenizes as the model expects.
+   */
   tokenize(text: string, options?: TokenizeOptions): number[];
-  /** Token ids to text. */
+  /**
+   * Token ids to text. Special tokens (BOS, EOS, chat-turn markers) are rendered as their text,
+   * as node-llama-cpp's `detokenize(tokens, true)` and transformers' `decode(ids)` (without
+   * `skip_special_tokens`) do, so `detokenize(tokenize(text))` gives `text` back also when it spells
+   * special tokens. A generation's streamed text never includes the end-of-generation token that ends it.
+   */
   detokenize(tokens: readonly number[]): string;
 }

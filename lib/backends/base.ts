@@ -11,7 +11,7 @@ import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type Cha
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
-import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
+import { AlreadyLoadedError, InvalidOptionError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
   checkModelPath, checkTokenIds, nonEmptyString, resolveGenerateOptions, resolveLoadOptions,
   type ResolvedGenerateOptions, type ResolvedLoadOptions,
@@ -108,7 +108,7 @@ export abstract class BaseBackend implements InferenceBackend {
     if (this.unloading) await this.unloading.catch(() => undefined);
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
-      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
+      throw new AlreadyLoadedError(current as string);
     }
     resolved.signal?.throwIfAborted();
     // Claimed before the first await, so a second load() started meanwhile is refused.
