@@ -338,7 +338,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
     a.k_proj = std::move(qkv[1]);
     a.v_proj = std::move(qkv[2]);
   } else {
-    a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, q_out, args.qkv_bias);
+    a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, args.output_gate ? 2 * q_out : q_out, args.qkv_bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", args.hidden_size, kv_out, args.qkv_bias);
     a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
   }
@@ -361,7 +361,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     if (norm && !across) r = (*norm)(r);
     return mx::transpose(r, {0, 2, 1, 3});
   };
-  Array q = heads(q_proj(x), args.num_heads, q_norm);
+  Array q = q_proj(x);
+  Array gate;  // output_gate: [B, T, heads*D]
+  if (args.output_gate) {
+    // Per head, the first D features are the query and the next D its output gate.
+    const Array both = mx::reshape(q, {B, T, args.num_heads, 2 * D});
+    gate = mx::reshape(mx::slice_axis(both, 3, D, 2 * D), {B, T, args.num_heads * D});
+    q = mx::slice_axis(both, 3, 0, D);
+  }
+  q = heads(q, args.num_heads, q_norm);
   Array k = heads(k_proj(x), args.num_kv_heads, k_norm);
   Array v = heads(v_proj(x), args.num_kv_heads, std::nullopt);
 
@@ -399,7 +407,7 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
   }
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
-  return o_proj(out);
+  return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }
 
 Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const {

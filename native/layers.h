@@ -107,6 +107,9 @@ struct AttentionArgs {
   float position_query_beta = 0;
   int position_query_period = 0;
   bool sinks = false;  // gpt_oss: a learned logit per query head (<prefix>.sinks) in every softmax
+  // qwen3_next, qwen3_5: q_proj emits [query; gate] per head, and the heads' output is multiplied by
+  // sigmoid(gate) before o_proj
+  bool output_gate = false;
 };
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).

@@ -67,14 +67,29 @@ struct MoeArgs {
   std::vector<bool> sparse_layers;     // which layers have experts (the rest a dense MLP); empty: all
   bool qk_norm_across_heads = false;   // olmoe: its attention's q/k norms span all heads
   bool attention_sinks = false;        // gpt_oss: a sink logit per head (AttentionArgs::sinks)
+  // qwen3_next, qwen3_5_moe: a dense SwiGLU expert of this size that every token takes, weighted by
+  // sigmoid(shared_expert_gate(x)); 0: none
+  int shared_expert_intermediate_size = 0;
+
+  // Sizes in range when any layer has experts: BAD_CONFIG naming the key.
+  void validate(const ModelConfig& c) const;
 };
 
-// Router + experts: y = sum over the token's k experts of score * expert(x).
+// Qwen's choice of expert layers (qwen3_moe, qwen3_next): every decoder_sparse_step-th layer (default 1)
+// not listed in mlp_only_layers, when num_experts > 0.
+std::vector<bool> read_sparse_layers(const ModelConfig& c, int num_layers, int num_experts);
+
+// Router + experts: y = sum over the token's k experts of score * expert(x), plus the gated shared
+// expert where the family has one.
 struct SparseMoe {
   Linear gate;  // hidden -> num_experts router logits
   SwitchGLU experts;
   MoeArgs args;
+  std::optional<MLP> shared_expert;
+  std::optional<Linear> shared_expert_gate;  // hidden -> 1
 
+  // The feed-forward module at `prefix` ("model.layers.3.mlp"; mixtral's "...block_sparse_moe").
+  static SparseMoe load(Weights& w, const std::string& prefix, int hidden, const MoeArgs& args);
   Array operator()(const Array& x) const;  // [B, T, D]
 };
 

@@ -21,6 +21,9 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"qwen3_moe", make_qwen3_moe},
     {"olmoe", make_olmoe},
     {"gpt_oss", make_gpt_oss},
+    {"qwen3_next", make_qwen3_next},
+    {"qwen3_5", make_qwen3_5},
+    {"qwen3_5_moe", make_qwen3_5},  // qwen3_5 with experts; mlx-lm's qwen3_5_moe only adds a sanitize step (SparseMoe::load)
 };
 
 }  // namespace

@@ -52,5 +52,8 @@ std::unique_ptr<Model> make_mixtral(const ModelConfig& config, Weights& weights)
 std::unique_ptr<Model> make_qwen3_moe(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_olmoe(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gpt_oss(const ModelConfig& config, Weights& weights);
+// Hybrid linear-attention families (hybrid.h).
+std::unique_ptr<Model> make_qwen3_next(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_qwen3_5(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode
