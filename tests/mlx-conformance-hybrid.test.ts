@@ -58,6 +58,7 @@ export const CASES: ConformanceCase[] = [
     spec: { family: "qwen3_5_moe", seed: 209, config: QWEN3_5_MOE, quantization: { ...q4, overrides: gates8("language_model.") } },
     bound: F32,
   },
+  { name: "qwen3_5_moe f32, HF fused experts (experts.gate_up_proj, experts.down_proj)", spec: { family: "qwen3_5_moe", seed: 210, config: QWEN3_5_MOE, fuse_experts: true }, bound: F32 },
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention (qwen3_next, qwen3_5, qwen3_5_moe)", CASES, (references) => {

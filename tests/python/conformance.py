@@ -29,6 +29,8 @@ Case spec (every field but "family" optional):
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
   split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
+  fuse_experts  bool  the stacked experts saved as HF's Qwen3.5-MoE checkpoints hold them: one experts.gate_up_proj
+                      [E, 2 x inter, hidden] (gate rows first) and one experts.down_proj per layer (mlx-lm's sanitize splits them)
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
@@ -200,6 +202,22 @@ def split_experts(weights, names):
     return out
 
 
+def fuse_experts(weights):
+    """The inverse of mlx-lm's qwen3_5_moe sanitize: <p>.switch_mlp.{gate,up,down}_proj.weight saved as HF's
+    fused <p>.experts.gate_up_proj (gate rows, then up rows) and <p>.experts.down_proj."""
+    out = {}
+    for name, value in weights.items():
+        if ".switch_mlp." not in name:
+            out[name] = value
+            continue
+        prefix, rest = name.split(".switch_mlp.")
+        if rest == "gate_proj.weight":
+            out[f"{prefix}.experts.gate_up_proj"] = mx.concatenate([value, weights[f"{prefix}.switch_mlp.up_proj.weight"]], axis=1)
+        elif rest == "down_proj.weight":
+            out[f"{prefix}.experts.down_proj"] = value
+    return out
+
+
 def build_checkpoint(case, out, tokenizer_dir):
     if "checkpoint" in case:
         out.mkdir(parents=True)
@@ -233,6 +251,8 @@ def build_checkpoint(case, out, tokenizer_dir):
     if extra:
         rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
                                                         for name, shape in extra.items()} if first else {})})
+    if case.get("fuse_experts"):
+        rewrite_weights(out, lambda w, _: fuse_experts(w))
     split = case.get("split_experts")
     if split:
         rewrite_weights(out, lambda w, _: split_experts(w, split))
