@@ -154,6 +154,9 @@ SparseMoe SparseMoe::load(Weights& w, const std::string& f, int hidden, const Mo
   return m;
 }
 
+namespace {
+
+// Every decoder_sparse_step-th layer (default 1) not listed in mlp_only_layers, when num_experts > 0.
 std::vector<bool> read_sparse_layers(const ModelConfig& c, int num_layers, int num_experts) {
   const int step = c.get_int("decoder_sparse_step", 1);
   if (step < 1) c.fail("decoder_sparse_step must be at least 1");
@@ -170,6 +173,19 @@ std::vector<bool> read_sparse_layers(const ModelConfig& c, int num_layers, int n
   std::vector<bool> sparse;
   for (size_t i = 0; i < dense.size(); ++i) sparse.push_back(!dense[i] && num_experts > 0 && (i + 1) % step == 0);
   return sparse;
+}
+
+}  // namespace
+
+MoeArgs qwen_moe_args(const ModelConfig& c, int num_layers) {
+  MoeArgs m;
+  m.num_experts = c.get_int("num_experts");
+  m.top_k = c.get_int("num_experts_per_tok");
+  m.expert_intermediate_size = c.get_int("moe_intermediate_size");
+  m.norm_topk_prob = c.get_bool("norm_topk_prob", false);
+  m.kth_from_top = true;
+  m.sparse_layers = read_sparse_layers(c, num_layers, m.num_experts);
+  return m;
 }
 
 void MoeArgs::validate(const ModelConfig& c) const {

@@ -75,9 +75,10 @@ struct MoeArgs {
   void validate(const ModelConfig& c) const;
 };
 
-// Qwen's choice of expert layers (qwen3_moe, qwen3_next): every decoder_sparse_step-th layer (default 1)
-// not listed in mlp_only_layers, when num_experts > 0.
-std::vector<bool> read_sparse_layers(const ModelConfig& c, int num_layers, int num_experts);
+// Qwen's expert keys (qwen3_moe, qwen3_next): num_experts, num_experts_per_tok, moe_intermediate_size,
+// norm_topk_prob (default false); experts on every decoder_sparse_step-th layer (default 1) not in
+// mlp_only_layers; the k largest router probabilities.
+MoeArgs qwen_moe_args(const ModelConfig& c, int num_layers);
 
 // Router + experts: y = sum over the token's k experts of score * expert(x), plus the gated shared
 // expert where the family has one.

@@ -16,13 +16,7 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   a.max_position_embeddings = c.get_int("max_position_embeddings", 32768);
   a.default_rope_theta = 1e6f;
   a.qk_norm = true;
-  MoeArgs m;
-  m.num_experts = c.get_int("num_experts");
-  m.top_k = c.get_int("num_experts_per_tok");
-  m.expert_intermediate_size = c.get_int("moe_intermediate_size");
-  m.norm_topk_prob = c.get_bool("norm_topk_prob", false);
-  m.kth_from_top = true;
-  m.sparse_layers = read_sparse_layers(c, a.num_hidden_layers, m.num_experts);
+  MoeArgs m = qwen_moe_args(c, a.num_hidden_layers);
   return {a, m};
 }
 

@@ -23,14 +23,8 @@ HybridArgs parse_model_args(const ModelConfig& c, const Weights& w) {
   h.linear = read_gated_delta_args(c, a.hidden_size, a.rms_norm_eps);
   h.linear.grouped_projections = true;
   h.full_attention_interval = c.get_int("full_attention_interval", 4);
-  MoeArgs& m = h.moe;
-  m.num_experts = c.get_int("num_experts");
-  m.top_k = c.get_int("num_experts_per_tok");
-  m.expert_intermediate_size = c.get_int("moe_intermediate_size");
-  m.shared_expert_intermediate_size = c.get_int("shared_expert_intermediate_size");
-  m.norm_topk_prob = c.get_bool("norm_topk_prob", false);
-  m.kth_from_top = true;
-  m.sparse_layers = read_sparse_layers(c, a.num_hidden_layers, m.num_experts);
+  h.moe = qwen_moe_args(c, a.num_hidden_layers);
+  h.moe.shared_expert_intermediate_size = c.get_int("shared_expert_intermediate_size");
   // mlx-lm's sanitize treats a checkpoint with HF's per-expert tensors as HF's: norms stored as w - 1.
   h.hf_layout = w.has("model.layers.0.mlp.experts.0.up_proj.weight");
   a.norm_plus_one = h.hf_layout;
