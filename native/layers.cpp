@@ -317,11 +317,11 @@ Array RoPE::operator()(const Array& x, int offset) const {
 
 namespace {
 
-// [T, S] int32: the position of query i (offset + i) minus that of key j; the masks of prefill
-// (causal, sliding window) are conditions on it.
-Array query_key_distance(int offset, int T, int S) {
+// [T, S] int32: the position of query i (offset + i) minus that of key j (key_start + j); the
+// masks of prefill (causal, sliding window) are conditions on it.
+Array query_key_distance(int offset, int T, int key_start, int S) {
   return mx::subtract(mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1}),
-                      mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S}));
+                      mx::reshape(mx::arange(key_start, key_start + S, 1, MLX_INT32), {1, S}));
 }
 
 }  // namespace
@@ -352,7 +352,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   return a;
 }
 
-Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
+Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   const int B = x.dim(0), T = x.dim(1), D = args.head_dim;
   // [B, T, heads*D] -> [B, T, heads, D] (-> per-head norm) -> [B, heads, T, D]
   auto heads = [&](const Array& y, int n, const std::optional<RMSNorm>& norm) {
@@ -389,17 +389,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   cache.update_and_fetch(k, v, keys, values);
 
   // A single query needs no mask; several (prefill) attend causally, aligned so the last query
-  // sees every cached key (MLX's "causal" is bottom-right aligned).
+  // sees every cached key (MLX's "causal" is bottom-right aligned). For several queries the keys
+  // are the S most recent positions, in order (a rotating cache keeps only the last ones).
   Array out;
-  const int S = keys.dim(2), W = args.sliding_window;
+  const int S = keys.dim(2), W = args.sliding_window, key_start = offset + T - S;
   if (args.logit_softcap > 0) {
-    out = softcapped_attention(q, keys, values, offset);
-  } else if (W > 0 && S > W && T == 1) {
-    // A local layer's single query sees the last W positions.
-    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "", sinks);
-  } else if (W > 0 && S > W) {
+    out = softcapped_attention(q, keys, values, offset, key_start);
+  } else if (W > 0 && S > W && T > 1) {
     // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
-    const Array distance = query_key_distance(offset, T, S);
+    const Array distance = query_key_distance(offset, T, key_start, S);
     Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
                                  mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
     out = mx::sdpa_masked(q, keys, values, scale, mask, sinks);
@@ -410,7 +408,7 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }
 
-Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const {
+Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const {
   // mlx-lm's gemma2: the fused kernel cannot cap scores, so attention is spelled out, with the
   // query heads of one KV head grouped ([B, kv, repeats, T, D]) instead of repeating K and V.
   const int B = q.dim(0), T = q.dim(2), D = args.head_dim, S = keys.dim(2);
@@ -422,8 +420,8 @@ Array Attention::softcapped_attention(const Array& q, const Array& keys, const A
   Array scores = mx::matmul(qg, mx::transpose(kg, {0, 1, 2, 4, 3}));
   scores = mx::softcap(scores, args.logit_softcap);
   if (T > 1) {
-    // Query i sits at position offset + i and sees keys 0..offset + i: a key ahead of it is masked.
-    const Array ahead = mx::less(query_key_distance(offset, T, S), Array::scalar(0.0f, MLX_INT32));
+    // Query i sits at position offset + i and sees keys up to offset + i: a key ahead of it is masked.
+    const Array ahead = mx::less(query_key_distance(offset, T, key_start, S), Array::scalar(0.0f, MLX_INT32));
     scores = mx::where(ahead, Array::scalar(-INFINITY, scores.dtype()), scores);
   }
   Array out = mx::matmul(mx::softmax(scores, -1), vg);
@@ -461,7 +459,7 @@ Array residual(const Array& x, const Array& y, bool clip) {
 
 }  // namespace
 
-Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
+Array TransformerBlock::operator()(const Array& x, AttentionCache& cache) const {
   if (pre_feedforward_layernorm) {
     Array h = residual(x, post_attention_layernorm(self_attn(input_layernorm(x), cache)), clip_residual);
     return residual(h, (*post_feedforward_layernorm)(mlp((*pre_feedforward_layernorm)(h))), clip_residual);

@@ -8,7 +8,8 @@
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
 import { join } from "node:path";
-import type { MlxLoadOptions } from "../lib/backends/mlx.js";
+import { expect, it } from "vitest";
+import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
@@ -180,4 +181,28 @@ const CASES: Case[] = [
   { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
 ];
 
-defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES);
+defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) => {
+  it("reuses a prompt prefix through rotated sliding-window caches, and re-evaluates where a rotated cache cannot go back", async () => {
+    // gemma3_text, window 8 on local layers: after the 64-token prompt every local cache has rotated.
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma3_text f32 window 8 < prompt"))];
+    const P = ref.prompt, G = ref.greedy;
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      const run = (prompt: number[], maxTokens: number) => mlx.generate(prompt, { maxTokens, temperature: 0, ignoreEos: true });
+      const first = await run(P, 10);  // decodes 9 steps in place through the ring buffers
+      expect(first.tokens).toEqual(G.slice(0, 10));
+      // The cache holds P + G[0..8] exactly: no trim needed, so it is reused, and the 11 new tokens
+      // are appended to the rotated buffers put back in order; the continuation is mlx-lm's.
+      const second = await run([...P, ...G.slice(0, 20)], 12);
+      expect(second.usage.evaluatedPromptTokens).toBe(11);
+      expect(second.tokens).toEqual(G.slice(20));
+      // P alone would need the cache trimmed back past positions its windows dropped: evaluated anew.
+      const third = await run(P, 32);
+      expect(third.usage.evaluatedPromptTokens).toBe(P.length);
+      expect(third.tokens).toEqual(G);
+    } finally {
+      await mlx.unload();
+    }
+  });
+});

@@ -198,7 +198,7 @@ void MoeArgs::validate(const ModelConfig& c) const {
 
 // ---- MoeBlock / MoeModel ------------------------------------------------------------------------
 
-Array MoeBlock::operator()(const Array& x, LayerKVCache& cache) const {
+Array MoeBlock::operator()(const Array& x, AttentionCache& cache) const {
   const Array h = mx::add(x, self_attn(input_layernorm(x), cache));
   const Array n = post_attention_layernorm(h);
   return mx::add(h, moe ? (*moe)(n) : (*mlp)(n));

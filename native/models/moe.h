@@ -101,7 +101,8 @@ struct MoeBlock {
   std::optional<SparseMoe> moe;
   std::optional<MLP> mlp;
 
-  Array operator()(const Array& x, LayerKVCache& cache) const;
+  using Cache = AttentionCache;
+  Array operator()(const Array& x, AttentionCache& cache) const;
 };
 
 class MoeModel : public BlockDecoder<MoeBlock> {

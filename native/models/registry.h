@@ -18,7 +18,10 @@ class Model {
   // tokens: int32 [1, T]. Appends T positions to `cache` and returns logits [1, T, vocab], or
   // only the last position's [1, 1, vocab] when `last_only` (skips the head for the rest).
   virtual Array forward(const Array& tokens, KVCache& cache, bool last_only) const = 0;
-  // Told the context size once, before the first forward (longrope picks its factors by it).
+  // An empty cache for `forward`: one per layer, of the kind each layer needs (mlx-lm's make_cache).
+  virtual KVCache make_cache() const = 0;
+  // Told the context size once, before the first forward and make_cache (longrope picks its
+  // factors by it; a sliding window the context never exceeds needs no rotating cache).
   virtual void fit_context(int /*context_size*/) {}
   // The linear modules an adapter may target, by checkpoint name; the pointers stay valid while
   // the model lives. Adapters change only their Linears, between requests.
