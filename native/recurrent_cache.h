@@ -6,25 +6,29 @@
 // Engine thread only.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
-#include "mlx_array.h"
+#include "layer_cache.h"
 
 namespace mlxnode {
 
-class RecurrentCache {
+class RecurrentCache : public LayerCache {
  public:
   // [B, conv_kernel - 1, conv_dim] in the activations' dtype; empty before the first token.
   const Array& conv() const { return conv_; }
   // [B, value_heads, value_dim, key_dim] float32; empty before the first token.
-  const Array& state() const { return state_; }
+  const Array& recurrent_state() const { return state_; }
   // Stores the layer's new conv window and state after `tokens` more positions.
   void update(Array conv, Array state, int tokens);
 
-  int offset() const { return offset_; }
-  void reset();
-  void state(std::vector<Array>& out) const;
-  int64_t nbytes() const;
+  int offset() const override { return offset_; }
+  bool can_trim(int n) const override { return n == 0; }
+  void trim(int /*n*/) override {}  // only n == 0 (can_trim)
+  void reset() override;
+  void state(std::vector<Array>& out) const override;
+  int64_t nbytes() const override;
+  std::unique_ptr<LayerCache> clone() const override { return std::make_unique<RecurrentCache>(*this); }
 
  private:
   Array conv_, state_;

@@ -125,7 +125,7 @@ Array GatedDeltaNet::operator()(const Array& x, RecurrentCache& cache) const {
   const Array softplus = mx::logaddexp(biased, Array::scalar(0.0f, biased.dtype()));
   const Array g = mx::exp(mx::multiply(mx::negative(mx::exp(mx::astype(A_log, MLX_FLOAT32))), softplus));
 
-  Array state = cache.state().empty() ? mx::zeros({B, nv, dv, dk}, MLX_FLOAT32) : cache.state();
+  Array state = cache.recurrent_state().empty() ? mx::zeros({B, nv, dv, dk}, MLX_FLOAT32) : cache.recurrent_state();
   const Array y = gated_delta_rule(q, k, v, g, beta, state);
   cache.update(std::move(next_window), std::move(state), T);
 
@@ -138,9 +138,10 @@ Array GatedDeltaNet::operator()(const Array& x, RecurrentCache& cache) const {
 
 // ---- HybridBlock / HybridModel ------------------------------------------------------------------
 
-Array HybridBlock::operator()(const Array& x, LayerKVCache* kv, RecurrentCache* recurrent) const {
+Array HybridBlock::operator()(const Array& x, KVCache& cache, int index) const {
   const Array n = input_layernorm(x);
-  const Array h = mx::add(x, linear_attn ? (*linear_attn)(n, *recurrent) : (*self_attn)(n, *kv));
+  const Array h = mx::add(x, linear_attn ? (*linear_attn)(n, cache.layer_as<RecurrentCache>(index))
+                                         : (*self_attn)(n, cache.layer_as<AttentionCache>(index)));
   const Array m = post_attention_layernorm(h);
   return mx::add(h, moe ? (*moe)(m) : (*mlp)(m));
 }
@@ -180,6 +181,22 @@ HybridModel::HybridModel(const ModelConfig& c, Weights& w, const HybridArgs& arg
   info.kv_bytes_per_token = static_cast<int64_t>(full_layers) * 2 * d.num_key_value_heads * d.head_dim * element;
 }
 
+Array HybridModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
+  Array h = ends.embed(tokens);
+  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache, static_cast<int>(i));
+  return ends.logits(h, last_only);
+}
+
+KVCache HybridModel::make_cache() const {
+  // mlx-lm's make_cache: ArraysCache(size=2) for a linear layer, KVCache for a full-attention one.
+  std::vector<std::unique_ptr<LayerCache>> caches;
+  for (const HybridBlock& layer : layers) {
+    if (layer.linear_attn) caches.push_back(std::make_unique<RecurrentCache>());
+    else caches.push_back(make_attention_cache(0, 0));
+  }
+  return KVCache(std::move(caches));
+}
+
 void HybridModel::fit_context(int context_size) {
   for (HybridBlock& layer : layers)
     if (layer.self_attn) layer.self_attn->rope.fit_context(context_size);
@@ -187,17 +204,3 @@ void HybridModel::fit_context(int context_size) {
 
 }  // namespace mlxnode
 
-// TEMP (not committed): recurrent caches keyed by the KV cache until the per-layer cache interface lands.
-#include <map>
-namespace mlxnode {
-static std::map<const KVCache*, std::vector<RecurrentCache>> g_temp_recurrent;
-Array HybridModel::forward(const Array& tokens, KVCache& cache, bool last_only) const {
-  auto& rec = g_temp_recurrent[&cache];
-  size_t full = 0;
-  while (!layers[full].self_attn) ++full;
-  if (cache.layer(full).offset() == 0 || rec.size() != layers.size()) rec.assign(layers.size(), RecurrentCache());
-  Array h = ends.embed(tokens);
-  for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, &cache.layer(static_cast<int>(i)), &rec[i]);
-  return ends.logits(h, last_only);
-}
-}  // namespace mlxnode

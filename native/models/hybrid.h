@@ -69,8 +69,8 @@ struct HybridBlock {
   std::optional<SparseMoe> moe;
   std::optional<MLP> mlp;
 
-  // The layer's cache: `kv` for full attention, `recurrent` for linear attention.
-  Array operator()(const Array& x, LayerKVCache* kv, RecurrentCache* recurrent) const;
+  // Layer `index` of `cache`: a RecurrentCache for a linear layer, an AttentionCache for full attention.
+  Array operator()(const Array& x, KVCache& cache, int index) const;
 };
 
 struct HybridArgs {
@@ -85,6 +85,7 @@ class HybridModel : public Model {
  public:
   HybridModel(const ModelConfig& c, Weights& w, const HybridArgs& args);
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
+  KVCache make_cache() const override;
   void fit_context(int context_size) override;
 
  private:
