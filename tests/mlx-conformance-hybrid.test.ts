@@ -62,6 +62,34 @@ export const CASES: ConformanceCase[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention (qwen3_next, qwen3_5, qwen3_5_moe)", CASES, (references) => {
+  it("reuses a cached conversation only when it is a prefix of the prompt (a recurrent state cannot be cut back)", async () => {
+    const ref = references()[CASES.findIndex((c) => c.spec.family === "qwen3_5" && !c.spec.quantization)];
+    const greedy = { temperature: 0, ignoreEos: true } as const;
+    const fresh = new MlxBackend();
+    await fresh.load(ref.modelDir, { promptCacheBytes: 0 });
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      const prompt = ref.prompt;  // 64 tokens: mlx-lm's greedy continuation is ref.greedy
+      const first = await mlx.generate(prompt, { ...greedy, maxTokens: 8 });
+      expect(first.tokens).toEqual(ref.greedy.slice(0, 8));
+      // A follow-up turn: the cache holds the prompt and 7 of the 8 tokens (the 8th was never fed),
+      // so only the 8th and the new tokens are evaluated, from the carried conv windows and states.
+      const followUp = [...prompt, ...first.tokens, 7, 11, 13];
+      const next = await mlx.generate(followUp, { ...greedy, maxTokens: 8 });
+      expect(next.usage.evaluatedPromptTokens).toBe(4);
+      expect(next.tokens).toEqual((await fresh.generate(followUp, { ...greedy, maxTokens: 8 })).tokens);
+      // The first prompt again: the cached sequence goes past it and cannot be trimmed back, so it is
+      // evaluated in full, and the answer is the first one.
+      const again = await mlx.generate(prompt, { ...greedy, maxTokens: 8 });
+      expect(again.usage.evaluatedPromptTokens).toBe(prompt.length);
+      expect(again.tokens).toEqual(first.tokens);
+    } finally {
+      await mlx.unload();
+      await fresh.unload();
+    }
+  });
+
   it("states the KV bytes per token of the full-attention layers only", async () => {
     const mlx = new MlxBackend();
     await mlx.load(references()[0].modelDir);
