@@ -10,7 +10,7 @@ import { expect, it } from "vitest";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 
-const { F32 } = BOUNDS;
+const { F32, BF16 } = BOUNDS;
 const q4 = { bits: 4, group_size: 64 };
 const eightBit = { bits: 8, group_size: 64 };
 
@@ -51,6 +51,10 @@ export const CASES: ConformanceCase[] = [
     name: "qwen3_5 f32, 600-token prompt (two prefill chunks carry the conv window and state)",
     spec: { family: "qwen3_5", seed: 207, config: QWEN3_5, prompt_length: 600, generate: 8 },
     bound: F32,
+  },
+  {
+    name: "qwen3_5 bfloat16 (A_log kept float32, as mlx-lm's cast_predicate), computed in bfloat16",
+    spec: { family: "qwen3_5", seed: 211, dtype: "bfloat16", config: QWEN3_5 }, engine: { computeDtype: "bfloat16" }, bound: BF16,
   },
   { name: "qwen3_5_moe f32, 8 experts top-2 + shared expert on every layer", spec: { family: "qwen3_5_moe", seed: 208, config: QWEN3_5_MOE }, bound: F32 },
   {

@@ -50,7 +50,12 @@ GatedDeltaNet GatedDeltaNet::load(Weights& w, const std::string& p, const GatedD
   const std::vector<int> stored = w.shape(conv);
   n.conv_weight = stored.size() == 3 && stored[2] != 1 ? mx::transpose(w.take_float(conv, {C, 1, K}), {0, 2, 1})
                                                       : w.take_float(conv, {C, K, 1});
-  n.A_log = w.take_float(p + ".A_log", {nv});
+  // Taken as stored, not in the compute dtype: mlx-lm keeps A_log in float32 (its cast_predicate) and
+  // computes the decay from it in float32 (a bfloat16 A_log moved bfloat16 logits by 0.35).
+  const Array a_log = w.take(p + ".A_log", {nv});
+  if (a_log.dtype() != MLX_FLOAT32 && a_log.dtype() != MLX_FLOAT16 && a_log.dtype() != MLX_BFLOAT16)
+    w.fail(p + ".A_log", std::string("has dtype ") + dtype_name(a_log.dtype()) + ", expected a float dtype");
+  n.A_log = a_log.dtype() == MLX_FLOAT32 ? a_log : mx::astype(a_log, MLX_FLOAT32);
   n.dt_bias = w.take_float(p + ".dt_bias", {nv});
   n.norm = RMSNorm::load(w, p + ".norm.weight", args.head_v_dim, args.norm_eps);
   n.out_proj = Linear::load(w, p + ".out_proj", args.value_dim(), hidden, false);
@@ -119,11 +124,11 @@ Array GatedDeltaNet::operator()(const Array& x, RecurrentCache& cache) const {
     k = mx::repeat(k, nv / nk, 2);
   }
 
-  // beta = sigmoid(b); g = exp(-exp(A_log) softplus(a + dt_bias)) in float32 (mlx-lm's compute_g).
+  // beta = sigmoid(b); g = exp(-exp(A_log) softplus(a + dt_bias)) in float32 (mlx-lm's compute_g; A_log is float32).
   const Array beta = mx::sigmoid(p.b);
   const Array biased = mx::add(p.a, dt_bias);
   const Array softplus = mx::logaddexp(biased, Array::scalar(0.0f, biased.dtype()));
-  const Array g = mx::exp(mx::multiply(mx::negative(mx::exp(mx::astype(A_log, MLX_FLOAT32))), softplus));
+  const Array g = mx::exp(mx::multiply(mx::negative(mx::exp(A_log)), softplus));
 
   Array state = cache.recurrent_state().empty() ? mx::zeros({B, nv, dv, dk}, MLX_FLOAT32) : cache.recurrent_state();
   const Array y = gated_delta_rule(q, k, v, g, beta, state);

@@ -40,7 +40,7 @@ struct GatedDeltaNet {
   Linear in_proj_qkv, in_proj_z, in_proj_b, in_proj_a;  // qwen3_5
   Linear in_proj_qkvz, in_proj_ba;                      // qwen3_next
   Array conv_weight;                                    // [conv_dim, conv_kernel, 1] (mlx.nn.Conv1d's layout)
-  Array A_log, dt_bias;                                 // [num_v_heads]
+  Array A_log, dt_bias;                                 // [num_v_heads]; A_log always float32
   RMSNorm norm;                                         // over head_v_dim, before the silu(z) gate
   Linear out_proj;
 
