@@ -6,8 +6,12 @@
  * prompt is far longer than the conv window (3), and mlx-lm's decode steps carry the conv window and
  * the recurrent state through its ArraysCache; one case's 600-token prompt is prefilled in two chunks.
  */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect, it } from "vitest";
 import { MlxBackend } from "../lib/backends/mlx.js";
+import { ModelConfigError } from "../lib/errors.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 
 const { F32, BF16 } = BOUNDS;
@@ -91,6 +95,20 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention
     } finally {
       await mlx.unload();
       await fresh.unload();
+    }
+  });
+
+  it("refuses linear-attention heads that do not group, naming the keys", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-hybrid-"));
+    try {
+      cpSync(references()[0].modelDir, dir, { recursive: true });
+      const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      config.linear_num_value_heads = 3;
+      writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+      await expect(new MlxBackend().load(dir)).rejects.toThrow(ModelConfigError);
+      await expect(new MlxBackend().load(dir)).rejects.toThrow(/linear_num_value_heads \(3\) is not a multiple of linear_num_key_heads \(2\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
