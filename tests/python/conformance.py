@@ -30,7 +30,7 @@ Case spec (every field but "family" optional):
   split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
   fuse_experts  bool  the stacked experts saved as HF's Qwen3.5-MoE checkpoints hold them: one experts.gate_up_proj
-                      [E, 2 x inter, hidden] (gate rows first) and one experts.down_proj per layer (mlx-lm's sanitize splits them)
+                      [E, 2 x inter, hidden] (gate rows first) and one experts.down_proj per layer (mlx-lm's sanitize splits them); one shard
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
@@ -187,9 +187,9 @@ def rewrite_weights(out, edit):
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
 
 
-def split_experts(weights, names):
-    """The inverse of mlx-lm's MoE sanitize: stacked <p>.switch_mlp.<proj>.<k> [E, ...] saved as HF's
-    per-expert <p>.experts.<e>.<names[proj]>.<k>, which mlx-lm's sanitize stacks back on load."""
+def rewrite_experts(weights, place):
+    """Every tensor but the stacked experts <p>.switch_mlp.<proj>.<kind> [E, ...], which place(out, p, proj, kind, value)
+    writes into `out` in another checkpoint's layout (mlx-lm's sanitize folds each back)."""
     out = {}
     for name, value in weights.items():
         if ".switch_mlp." not in name:
@@ -197,25 +197,26 @@ def split_experts(weights, names):
             continue
         prefix, rest = name.split(".switch_mlp.")
         proj, kind = rest.split(".")
+        place(out, prefix, proj, kind, value)
+    return out
+
+
+def split_experts(weights, names):
+    """HF's per-expert layout: <p>.experts.<e>.<names[proj]>.<kind>."""
+    def place(out, prefix, proj, kind, value):
         for e in range(value.shape[0]):
             out[f"{prefix}.experts.{e}.{names[proj]}.{kind}"] = value[e]
-    return out
+    return rewrite_experts(weights, place)
 
 
 def fuse_experts(weights):
-    """The inverse of mlx-lm's qwen3_5_moe sanitize: <p>.switch_mlp.{gate,up,down}_proj.weight saved as HF's
-    fused <p>.experts.gate_up_proj (gate rows, then up rows) and <p>.experts.down_proj."""
-    out = {}
-    for name, value in weights.items():
-        if ".switch_mlp." not in name:
-            out[name] = value
-            continue
-        prefix, rest = name.split(".switch_mlp.")
-        if rest == "gate_proj.weight":
-            out[f"{prefix}.experts.gate_up_proj"] = mx.concatenate([value, weights[f"{prefix}.switch_mlp.up_proj.weight"]], axis=1)
-        elif rest == "down_proj.weight":
+    """HF's Qwen3.5-MoE layout: <p>.experts.gate_up_proj (gate rows, then up rows) and <p>.experts.down_proj."""
+    def place(out, prefix, proj, kind, value):
+        if proj == "gate_proj":
+            out[f"{prefix}.experts.gate_up_proj"] = mx.concatenate([value, weights[f"{prefix}.switch_mlp.up_proj.{kind}"]], axis=1)
+        elif proj == "down_proj":
             out[f"{prefix}.experts.down_proj"] = value
-    return out
+    return rewrite_experts(weights, place)
 
 
 def build_checkpoint(case, out, tokenizer_dir):
