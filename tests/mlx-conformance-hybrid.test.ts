@@ -18,10 +18,11 @@ const { F32, BF16 } = BOUNDS;
 const q4 = { bits: 4, group_size: 64 };
 const eightBit = { bits: 8, group_size: 64 };
 
-// Linear attention: 2 key heads shared by 4 value heads (head dims 16), conv kernel 4; full attention
-// on every second layer (layer 1 of 3) with head_dim 32, of which a quarter is rotated.
+// Linear attention: 2 key heads shared by 4 value heads (key dim 32: mlx-lm's Metal kernel, which it
+// runs on a GPU, spreads a key over 32 threads; value dim 16), conv kernel 4; full attention on every
+// second layer (layer 1 of 3) with head_dim 32, of which a quarter is rotated.
 const LINEAR = {
-  linear_num_key_heads: 2, linear_num_value_heads: 4, linear_key_head_dim: 16, linear_value_head_dim: 16,
+  linear_num_key_heads: 2, linear_num_value_heads: 4, linear_key_head_dim: 32, linear_value_head_dim: 16,
   linear_conv_kernel_dim: 4, full_attention_interval: 2, head_dim: 32,
 };
 const EXPERTS = { num_experts: 8, num_experts_per_tok: 2, moe_intermediate_size: 64, shared_expert_intermediate_size: 64 };
