@@ -388,24 +388,26 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 
-  // A single query needs no mask; several (prefill) attend causally, aligned so the last query
-  // sees every cached key (MLX's "causal" is bottom-right aligned). For several queries the keys
-  // are the S most recent positions, in order (a rotating cache keeps only the last ones).
-  Array out;
-  const int S = keys.dim(2), W = args.sliding_window, key_start = offset + T - S;
-  if (args.logit_softcap > 0) {
-    out = softcapped_attention(q, keys, values, offset, key_start);
-  } else if (W > 0 && S > W && T > 1) {
-    // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
-    const Array distance = query_key_distance(offset, T, key_start, S);
-    Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
-                                 mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
-    out = mx::sdpa_masked(q, keys, values, scale, mask, sinks);
-  } else {
-    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
-  }
+  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, offset + T - keys.dim(2))
+                                      : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
+}
+
+Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
+                       const Array& sinks) {
+  // A single query needs no mask (its cache holds only what it may see); several (prefill) attend
+  // causally, aligned so the last query sees every cached key (MLX's "causal" is bottom-right
+  // aligned). For several queries the keys are the S most recent positions, in order.
+  const int T = q.dim(2), S = keys.dim(2), key_start = offset + T - S;
+  if (window > 0 && S > window && T > 1) {
+    // Query i (at offset + i) sees keys j with offset + i - window < j <= offset + i.
+    const Array distance = query_key_distance(offset, T, key_start, S);
+    Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
+                                 mx::less(distance, Array::scalar(static_cast<float>(window), MLX_INT32)));
+    return mx::sdpa_masked(q, keys, values, scale, mask, sinks);
+  }
+  return mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
 }
 
 Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const {

@@ -112,6 +112,12 @@ struct AttentionArgs {
   bool output_gate = false;
 };
 
+// Queries [B, heads, T, D] at positions offset.. over keys/values [B, kv_heads, S, D] as an
+// AttentionCache returns them: causal, and within the last `window` positions when window > 0
+// (mlx-lm's attention masks and scaled_dot_product_attention). `sinks` may be empty.
+Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
+                       const Array& sinks);
+
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {
   Linear q_proj, k_proj, v_proj, o_proj;

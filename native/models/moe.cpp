@@ -71,6 +71,7 @@ Array SwitchLinear::operator()(const Array& x, const Array& idx, bool sorted) co
 
 Array SwitchGLU::activate(const Array& gate, const Array& up) const {
   if (activation == ExpertActivation::SwiGLU) return mx::multiply(mx::silu(gate), up);
+  if (activation == ExpertActivation::GeGLU) return mx::multiply(mx::gelu_approx(gate), up);
   // gpt-oss: the gate clamped above at 7 and the linear part to [-7, 7], sigmoid(1.702 g) and a +1.
   const mlx_dtype t = gate.dtype();
   const Array limit = Array::scalar(7.0f, t);

@@ -30,6 +30,7 @@ struct SwitchLinear {
 enum class ExpertActivation {
   SwiGLU,       // silu(gate) * up
   ClampedSwiGLU,  // gpt_oss: g * sigmoid(1.702 g) * (u + 1), g = min(gate, 7), u = clip(up, -7, 7)
+  GeGLU,          // gemma4: gelu_approx(gate) * up
 };
 
 // The experts' gated MLPs: down(act(gate(x), up(x))) with each token's own experts.

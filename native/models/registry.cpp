@@ -15,6 +15,8 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
     {"gemma3", make_gemma3},  // multimodal checkpoint, run as its text model
+    {"gemma4_text", make_gemma4_text},
+    {"gemma4", make_gemma4},  // multimodal checkpoint, run as its text model
     {"smollm3", make_smollm3},
     {"ministral3", make_ministral3},
     {"mixtral", make_mixtral},

@@ -48,6 +48,8 @@ std::unique_ptr<Model> make_gemma(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3_text(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma4_text(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma4(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_smollm3(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_ministral3(const ModelConfig& config, Weights& weights);
 // Mixture-of-experts families (moe.h).

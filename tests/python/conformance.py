@@ -93,7 +93,8 @@ BASE = {
                         hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
 }
 BASE["gemma3"] = BASE["gemma3_text"]
-GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")
+GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")  # norms stored as w - 1 (they scale by 1 + w)
+SCALED_EMBEDDINGS = GEMMA + ("gemma4_text", "gemma4")  # embeddings times sqrt(hidden_size), tied head
 
 
 def build_config(case):
@@ -111,7 +112,7 @@ def build_config(case):
 def randomize(model, family, seed):
     """Random weights at scales that keep a 3-layer model's greedy output varied (not one repeated token)."""
     mx.random.seed(seed)
-    gemma = family in GEMMA
+    gemma, scaled = family in GEMMA, family in SCALED_EMBEDDINGS
     hidden = COMMON["hidden_size"]
 
     def init(path, p):
@@ -120,10 +121,12 @@ def randomize(model, family, seed):
             return 0.1 * mx.random.normal(p.shape)
         if p.ndim == 1:  # norm gains; Gemma's are stored as w - 1 (its norms scale by 1 + w)
             # Gemma's tied head is its small input embedding: a final gain of 4 spreads its logits.
-            gain = 4.0 if gemma and path.endswith("model.norm.weight") else 1.0
+            gain = 4.0 if scaled and path.endswith("model.norm.weight") else 1.0
             return gain - (1.0 if gemma else 0.0) + 0.15 * mx.random.normal(p.shape)
         if "embed_tokens" in path:
-            return (0.3 / math.sqrt(hidden) if gemma else 0.3) * mx.random.normal(p.shape)
+            # Scaled by sqrt(hidden) in the model: drawn that much smaller, so the input token does not
+            # dominate the residual stream (the model would echo its input).
+            return (0.3 / math.sqrt(hidden) if scaled else 0.3) * mx.random.normal(p.shape)
         gain = 1.6 if name in ("o_proj", "down_proj") else 1.2
         return gain / math.sqrt(p.shape[-1]) * mx.random.normal(p.shape)
 
