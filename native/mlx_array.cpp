@@ -356,6 +356,15 @@ Array contiguous(const Array& a) {
   return run("mlx_contiguous", [&](mlx_array* r, mlx_stream s) { return mlx_contiguous(r, a.raw(), false, s); });
 }
 
+std::vector<Array> split(const Array& a, int parts, int axis) {
+  VectorArray pieces;
+  check(mlx_split(pieces.out(), a.raw(), parts, axis, compute_stream()), "mlx_split");
+  ++g_op_count;
+  std::vector<Array> out(mlx_vector_array_size(pieces.raw()));
+  for (size_t i = 0; i < out.size(); ++i) check(mlx_vector_array_get(out[i].out(), pieces.raw(), i), "mlx_vector_array_get");
+  return out;
+}
+
 Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted) {
   return run("mlx_gather_mm", [&](mlx_array* r, mlx_stream s) {
     return mlx_gather_mm(r, a.raw(), b.raw(), mlx_array{nullptr}, rhs_indices.raw(), sorted, s);

@@ -82,22 +82,39 @@ GatedDeltaNet::Projected GatedDeltaNet::project(const Array& x) const {
 
 Array gated_delta_rule(const Array& q, const Array& k, const Array& v, const Array& g, const Array& beta, Array& state) {
   const int B = q.dim(0), T = q.dim(1), H = q.dim(2), Dk = q.dim(3), Dv = v.dim(3);
-  // Position t of a [B, T, H, ...] input as [B, H, shape...].
-  auto at = [&](const Array& a, int t, std::vector<int> shape) {
-    shape.insert(shape.begin(), {B, H});
-    return mx::reshape(T == 1 ? a : mx::slice_axis(a, 1, t, t + 1), shape);
+  // Each input per position, shaped [B, H, tail...] to broadcast against the state: a decode step
+  // reshapes its one position; a prompt chunk puts time first ([T, B, H, tail...]) and splits it, three
+  // ops per input rather than a slice and a reshape per position (the state then has a leading 1).
+  auto positions = [&](const Array& a, const std::vector<int>& tail) -> std::vector<Array> {
+    std::vector<int> shape{B, H};
+    shape.insert(shape.end(), tail.begin(), tail.end());
+    if (T == 1) return {mx::reshape(a, shape)};
+    std::vector<int> axes(a.ndim());
+    for (int i = 0; i < a.ndim(); ++i) axes[i] = i;
+    std::swap(axes[0], axes[1]);
+    shape.insert(shape.begin(), T);
+    return mx::split(mx::reshape(mx::transpose(a, axes), shape), T, 0);
   };
+  const std::vector<Array> qs = positions(q, {1, Dk}), ks = positions(k, {1, Dk}), vs = positions(v, {Dv});
+  const std::vector<Array> gs = positions(g, {1, 1}), betas = positions(beta, {1});
+  Array s = T == 1 ? state : mx::reshape(state, {1, B, H, Dv, Dk});
   std::vector<Array> ys;
   for (int t = 0; t < T; ++t) {
-    const Array kt = at(k, t, {1, Dk});
-    state = mx::multiply(state, at(g, t, {1, 1}));  // decay
-    const Array remembered = mx::sum(mx::multiply(state, kt), -1, false);  // S k: [B, H, Dv]
-    const Array delta = mx::multiply(mx::subtract(at(v, t, {Dv}), remembered), at(beta, t, {1}));
-    state = mx::add(state, mx::multiply(kt, mx::reshape(delta, {B, H, Dv, 1})));
-    Array y = mx::sum(mx::multiply(state, at(q, t, {1, Dk})), -1, false);
+    s = mx::multiply(s, gs[t]);  // decay
+    const Array remembered = mx::sum(mx::multiply(s, ks[t]), -1, false);  // S k: [.., Dv]
+    const Array delta = mx::multiply(mx::subtract(vs[t], remembered), betas[t]);
+    std::vector<int> column = delta.shape();
+    column.push_back(1);
+    s = mx::add(s, mx::multiply(ks[t], mx::reshape(delta, column)));
+    Array y = mx::sum(mx::multiply(s, qs[t]), -1, false);
     ys.push_back(y.dtype() == q.dtype() ? y : mx::astype(y, q.dtype()));
   }
-  return T == 1 ? mx::reshape(ys[0], {B, 1, H, Dv}) : mx::stack(ys, 1);
+  if (T == 1) {
+    state = s;
+    return mx::reshape(ys[0], {B, 1, H, Dv});
+  }
+  state = mx::reshape(s, {B, H, Dv, Dk});
+  return mx::transpose(mx::concatenate(ys, 0), {1, 0, 2, 3});
 }
 
 Array GatedDeltaNet::operator()(const Array& x, RecurrentCache& cache) const {
