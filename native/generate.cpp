@@ -72,11 +72,15 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
 
   std::vector<int32_t>& cached = ctx.cached_tokens;
   try {
-    // Prefix reuse: keep what the cache already holds, but always evaluate >= 1 prompt token.
-    size_t pos = 0;
-    while (pos < cached.size() && pos < prompt.size() && cached[pos] == prompt[pos]) ++pos;
-    if (pos == prompt.size()) --pos;
-    ctx.cache.trim(ctx.cache.offset() - static_cast<int>(pos));
+    // Prefix reuse: keep what the cache already holds, but always evaluate >= 1 prompt token; a
+    // cache that cannot go back to the shared prefix (a rotated window) starts empty.
+    size_t pos = reusable_prefix(ctx.cache, cached, prompt);  // 0 when the trim below is impossible
+    const int drop = ctx.cache.offset() - static_cast<int>(pos);
+    if (pos == 0) {
+      ctx.cache.reset();
+    } else if (drop > 0) {
+      ctx.cache.trim(drop);
+    }
     cached.resize(pos);
     st.evaluated_prompt_tokens = static_cast<int>(prompt.size() - pos);
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "rotating_kv_cache.h"
+
 namespace mlxnode {
 namespace {
 
@@ -55,23 +57,45 @@ int64_t LayerKVCache::nbytes() const {
   return keys_.empty() ? 0 : static_cast<int64_t>(keys_.nbytes() + values_.nbytes());
 }
 
+std::unique_ptr<LayerCache> make_attention_cache(int sliding_window, int context_size) {
+  // A window the context never exceeds keeps every position anyway: the full cache can always be trimmed.
+  if (sliding_window > 0 && sliding_window < context_size) return std::make_unique<RotatingKVCache>(sliding_window);
+  return std::make_unique<LayerKVCache>();
+}
+
+KVCache::KVCache(const KVCache& o) {
+  layers_.reserve(o.layers_.size());
+  for (const auto& l : o.layers_) layers_.push_back(l->clone());
+}
+
+KVCache& KVCache::operator=(const KVCache& o) {
+  if (this != &o) *this = KVCache(o);
+  return *this;
+}
+
 int64_t KVCache::nbytes() const {
   int64_t total = 0;
-  for (const auto& l : layers_) total += l.nbytes();
+  for (const auto& l : layers_) total += l->nbytes();
   return total;
 }
 
+bool KVCache::can_trim(int n) const {
+  for (const auto& l : layers_)
+    if (!l->can_trim(n)) return false;
+  return true;
+}
+
 void KVCache::trim(int n) {
-  for (auto& l : layers_) l.trim(n);
+  for (auto& l : layers_) l->trim(n);
 }
 
 void KVCache::reset() {
-  for (auto& l : layers_) l.reset();
+  for (auto& l : layers_) l->reset();
 }
 
 std::vector<Array> KVCache::state() const {
   std::vector<Array> out;
-  for (const auto& l : layers_) l.state(out);
+  for (const auto& l : layers_) l->state(out);
   return out;
 }
 
@@ -81,16 +105,21 @@ static size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int
   return n;
 }
 
+size_t reusable_prefix(const KVCache& cache, const std::vector<int32_t>& cached, const std::vector<int32_t>& prompt) {
+  size_t n = shared_prefix(cached, prompt);
+  if (n == prompt.size() && n > 0) --n;
+  return n < cached.size() && !cache.can_trim(static_cast<int>(cached.size() - n)) ? 0 : n;
+}
+
 PromptCache::Entry PromptCache::take(const std::vector<int32_t>& prompt) {
   auto best = entries_.end();
   size_t best_len = 0;
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    const size_t n = shared_prefix(it->tokens, prompt);
+    const size_t n = reusable_prefix(it->cache, it->tokens, prompt);
     if (n > best_len) best = it, best_len = n;  // strict: the most recent wins a tie
   }
-  if (best == entries_.end()) return Entry{KVCache(num_layers_), {}};
-  // A prompt equal to the entry re-evaluates its last token, which trims the entry: copy then too.
-  if (best_len < best->tokens.size() || best_len == prompt.size()) return *best;
+  if (best == entries_.end()) return Entry{make_cache_(), {}};
+  if (best_len < best->tokens.size()) return *best;
   Entry taken = std::move(*best);
   entries_.erase(best);
   return taken;

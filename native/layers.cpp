@@ -170,11 +170,11 @@ Array RMSNorm::operator()(const Array& x) const { return mx::rms_norm(x, weight,
 
 namespace {
 
-// [T, S] int32: the position of query i (offset + i) minus that of key j; the masks of prefill
-// (causal, sliding window) are conditions on it.
-Array query_key_distance(int offset, int T, int S) {
+// [T, S] int32: the position of query i (offset + i) minus that of key j (key_start + j); the
+// masks of prefill (causal, sliding window) are conditions on it.
+Array query_key_distance(int offset, int T, int key_start, int S) {
   return mx::subtract(mx::reshape(mx::arange(offset, offset + T, 1, MLX_INT32), {T, 1}),
-                      mx::reshape(mx::arange(0, S, 1, MLX_INT32), {1, S}));
+                      mx::reshape(mx::arange(key_start, key_start + S, 1, MLX_INT32), {1, S}));
 }
 
 }  // namespace
@@ -191,7 +191,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
     a.k_proj = std::move(qkv[1]);
     a.v_proj = std::move(qkv[2]);
   } else {
-    a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, q_out, args.qkv_bias);
+    a.q_proj = Linear::load(w, prefix + ".q_proj", args.hidden_size, args.output_gate ? 2 * q_out : q_out, args.qkv_bias);
     a.k_proj = Linear::load(w, prefix + ".k_proj", args.hidden_size, kv_out, args.qkv_bias);
     a.v_proj = Linear::load(w, prefix + ".v_proj", args.hidden_size, kv_out, args.qkv_bias);
   }
@@ -205,7 +205,7 @@ Attention Attention::load(Weights& w, const std::string& prefix, const Attention
   return a;
 }
 
-Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
+Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   const int B = x.dim(0), T = x.dim(1), D = args.head_dim;
   // [B, T, heads*D] -> [B, T, heads, D] (-> per-head norm) -> [B, heads, T, D]
   auto heads = [&](const Array& y, int n, const std::optional<RMSNorm>& norm) {
@@ -214,7 +214,15 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
     if (norm && !across) r = (*norm)(r);
     return mx::transpose(r, {0, 2, 1, 3});
   };
-  Array q = heads(q_proj(x), args.num_heads, q_norm);
+  Array q = q_proj(x);
+  Array gate;  // output_gate: [B, T, heads*D]
+  if (args.output_gate) {
+    // Per head, the first D features are the query and the next D its output gate.
+    const Array both = mx::reshape(q, {B, T, args.num_heads, 2 * D});
+    gate = mx::reshape(mx::slice_axis(both, 3, D, 2 * D), {B, T, args.num_heads * D});
+    q = mx::slice_axis(both, 3, 0, D);
+  }
+  q = heads(q, args.num_heads, q_norm);
   Array k = heads(k_proj(x), args.num_kv_heads, k_norm);
   Array v = heads(v_proj(x), args.num_kv_heads, std::nullopt);
 
@@ -233,29 +241,29 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 
-  // A single query needs no mask; several (prefill) attend causally, aligned so the last query
-  // sees every cached key (MLX's "causal" is bottom-right aligned).
-  Array out;
-  const int S = keys.dim(2), W = args.sliding_window;
-  if (args.logit_softcap > 0) {
-    out = softcapped_attention(q, keys, values, offset);
-  } else if (W > 0 && S > W && T == 1) {
-    // A local layer's single query sees the last W positions.
-    out = mx::sdpa(q, mx::slice_axis(keys, 2, S - W, S), mx::slice_axis(values, 2, S - W, S), scale, "", sinks);
-  } else if (W > 0 && S > W) {
-    // Query i (at offset + i) sees keys j with offset + i - W < j <= offset + i.
-    const Array distance = query_key_distance(offset, T, S);
-    Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
-                                 mx::less(distance, Array::scalar(static_cast<float>(W), MLX_INT32)));
-    out = mx::sdpa_masked(q, keys, values, scale, mask, sinks);
-  } else {
-    out = mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
-  }
+  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, offset + T - keys.dim(2))
+                                      : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
-  return o_proj(out);
+  return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }
 
-Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const {
+Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
+                       const Array& sinks) {
+  // A single query needs no mask (its cache holds only what it may see); several (prefill) attend
+  // causally, aligned so the last query sees every cached key (MLX's "causal" is bottom-right
+  // aligned). For several queries the keys are the S most recent positions, in order.
+  const int T = q.dim(2), S = keys.dim(2), key_start = offset + T - S;
+  if (window > 0 && S > window && T > 1) {
+    // Query i (at offset + i) sees keys j with offset + i - window < j <= offset + i.
+    const Array distance = query_key_distance(offset, T, key_start, S);
+    Array mask = mx::logical_and(mx::greater(distance, Array::scalar(-1.0f, MLX_INT32)),
+                                 mx::less(distance, Array::scalar(static_cast<float>(window), MLX_INT32)));
+    return mx::sdpa_masked(q, keys, values, scale, mask, sinks);
+  }
+  return mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
+}
+
+Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const {
   // mlx-lm's gemma2: the fused kernel cannot cap scores, so attention is spelled out, with the
   // query heads of one KV head grouped ([B, kv, repeats, T, D]) instead of repeating K and V.
   const int B = q.dim(0), T = q.dim(2), D = args.head_dim, S = keys.dim(2);
@@ -267,8 +275,8 @@ Array Attention::softcapped_attention(const Array& q, const Array& keys, const A
   Array scores = mx::matmul(qg, mx::transpose(kg, {0, 1, 2, 4, 3}));
   scores = mx::softcap(scores, args.logit_softcap);
   if (T > 1) {
-    // Query i sits at position offset + i and sees keys 0..offset + i: a key ahead of it is masked.
-    const Array ahead = mx::less(query_key_distance(offset, T, S), Array::scalar(0.0f, MLX_INT32));
+    // Query i sits at position offset + i and sees keys up to offset + i: a key ahead of it is masked.
+    const Array ahead = mx::less(query_key_distance(offset, T, key_start, S), Array::scalar(0.0f, MLX_INT32));
     scores = mx::where(ahead, Array::scalar(-INFINITY, scores.dtype()), scores);
   }
   Array out = mx::matmul(mx::softmax(scores, -1), vg);
@@ -306,7 +314,7 @@ Array residual(const Array& x, const Array& y, bool clip) {
 
 }  // namespace
 
-Array TransformerBlock::operator()(const Array& x, LayerKVCache& cache) const {
+Array TransformerBlock::operator()(const Array& x, AttentionCache& cache) const {
   if (pre_feedforward_layernorm) {
     Array h = residual(x, post_attention_layernorm(self_attn(input_layernorm(x), cache)), clip_residual);
     return residual(h, (*post_feedforward_layernorm)(mlp((*pre_feedforward_layernorm)(h))), clip_residual);

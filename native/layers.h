@@ -72,7 +72,7 @@ struct AttentionArgs {
   float norm_eps = 1e-6f;
   float query_scale = 0;     // 0: 1/sqrt(head_dim); gemma2: query_pre_attn_scalar^-0.5
   float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
-  int sliding_window = 0;    // gemma3 local layers: a query sees only the last `sliding_window` keys
+  int sliding_window = 0;    // local layers: a query sees only the last `sliding_window` keys (a rotating cache)
   bool norm_plus_one = false;  // gemma3: q_norm/k_norm scale by 1 + weight
   bool qk_norm_across_heads = false;  // olmoe: q_norm/k_norm over all heads' features at once
   // ministral3 (Llama 4's long-context scaling): queries at position p times
@@ -80,7 +80,16 @@ struct AttentionArgs {
   float position_query_beta = 0;
   int position_query_period = 0;
   bool sinks = false;  // gpt_oss: a learned logit per query head (<prefix>.sinks) in every softmax
+  // qwen3_next, qwen3_5: q_proj emits [query; gate] per head, and the heads' output is multiplied by
+  // sigmoid(gate) before o_proj
+  bool output_gate = false;
 };
+
+// Queries [B, heads, T, D] at positions offset.. over keys/values [B, kv_heads, S, D] as an
+// AttentionCache returns them: causal, and within the last `window` positions when window > 0
+// (mlx-lm's attention masks and scaled_dot_product_attention). `sinks` may be empty.
+Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
+                       const Array& sinks);
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {
@@ -92,11 +101,12 @@ struct Attention {
   float scale = 1.0f;
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
-  Array operator()(const Array& x, LayerKVCache& cache) const;  // x: [B, T, hidden]
+  Array operator()(const Array& x, AttentionCache& cache) const;  // x: [B, T, hidden]
 
  private:
-  // [B, heads, T, D] queries over [B, kv_heads, S, D] keys/values, scores soft-capped.
-  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const;
+  // [B, heads, T, D] queries at positions offset.. over [B, kv_heads, S, D] keys/values at
+  // positions key_start.., scores soft-capped.
+  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const;
 };
 
 // down(act(gate(x)) * up(x)), act = silu, or gelu_approx (gemma2)
@@ -120,7 +130,8 @@ struct TransformerBlock {
   std::optional<RMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // gemma2, gemma3
   bool clip_residual = false;  // gemma3: float16 residual sums in float32, clipped to float16's range
 
-  Array operator()(const Array& x, LayerKVCache& cache) const;
+  using Cache = AttentionCache;
+  Array operator()(const Array& x, AttentionCache& cache) const;
 };
 
 }  // namespace mlxnode

@@ -391,6 +391,16 @@ void Weights::ignore(const std::string& name) {
   if (it != tensors_.end()) drop(it->second);
 }
 
+bool Weights::has_prefix(const std::string& prefix) const {
+  auto it = tensors_.lower_bound(prefix);
+  return it != tensors_.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::vector<int> Weights::shape(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? std::vector<int>{} : it->second.shape;
+}
+
 void Weights::ignore_prefix(const std::string& prefix) {
   for (auto& [name, e] : tensors_)
     if (name.compare(0, prefix.size(), prefix) == 0) drop(e);

@@ -67,6 +67,10 @@ class Weights {
   static Weights load_file(const std::string& path);
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  // Whether any tensor's name starts with `prefix`; a tensor's stored shape (empty when absent):
+  // for checkpoints whose layout (HF's or mlx-lm's) decides how they are read.
+  bool has_prefix(const std::string& prefix) const;
+  std::vector<int> shape(const std::string& name) const;
   // The tensor `name` checked against `shape`; marks it taken. BAD_WEIGHTS when missing, ignored or
   // shaped differently, naming the file and both shapes.
   Array take(const std::string& name, const std::vector<int>& shape);

@@ -166,6 +166,13 @@ Array negative(const Array& a);
 Array sum(const Array& a, int axis, bool keepdims);
 Array floor_divide(const Array& a, const Array& b);
 Array stack(const std::vector<Array>& arrays, int axis);
+// Gated DeltaNet (linear attention): softplus as mlx.nn.softplus (logaddexp(a, 0)), head repeat,
+// a depthwise convolution and a compact copy of a view.
+Array logaddexp(const Array& a, const Array& b);
+Array repeat(const Array& a, int repeats, int axis);
+Array conv1d(const Array& input, const Array& weight, int groups);  // [N, L, C] * [C_out, K, C/groups], stride 1, no padding
+Array contiguous(const Array& a);
+std::vector<Array> split(const Array& a, int parts, int axis);  // equal parts, one op
 
 // Quantization. mode: "affine" (scales and biases per group), or "mxfp4", "mxfp8", "nvfp4" (uint8
 // scales, no biases: `biases` empty).

@@ -18,7 +18,7 @@ constexpr int kDefaultContextCap = 4096;
 class Session : public ModelSession {
  public:
   Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes)
-      : model_(std::move(model)), prompt_cache_(model_->info.num_layers, prompt_cache_bytes), info_(model_->info) {
+      : model_(std::move(model)), prompt_cache_([m = model_.get()] { return m->make_cache(); }, prompt_cache_bytes), info_(model_->info) {
     info_.context_size = context_size;
     info_.weight_bytes = weight_bytes;
   }
@@ -38,7 +38,7 @@ class Session : public ModelSession {
 
   std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) override {
     AdapterScope scope(select_adapter(adapter));
-    KVCache scratch(info_.num_layers);
+    KVCache scratch = model_->make_cache();
     std::vector<int32_t> none;
     return all_logits(GenerationContext{*model_, scratch, none, info_.context_size}, tokens);
   }

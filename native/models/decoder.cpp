@@ -121,7 +121,7 @@ void DecoderEnds::describe(Model& model, const ModelConfig& c, const Weights& w,
   model.info.vocab_size = args.vocab_size;
   model.info.num_layers = args.num_hidden_layers;
   model.info.hidden_size = args.hidden_size;
-  // Every layer keeps every position (sliding-window layers included: the cache does not rotate).
+  // Every layer's keys and values of one position (a sliding layer's stop growing at its window).
   const int64_t element = norm.weight.dtype() == MLX_FLOAT32 ? 4 : 2;
   model.info.kv_bytes_per_token = static_cast<int64_t>(args.num_hidden_layers) * 2 * args.num_key_value_heads * args.head_dim * element;
   model.max_position_embeddings = args.max_position_embeddings;

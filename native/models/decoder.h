@@ -3,6 +3,7 @@
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
 #pragma once
+#include <climits>
 #include <optional>
 #include <vector>
 
@@ -81,23 +82,33 @@ struct DecoderEnds {
 // Llama's config reading (llama.cpp), which smollm3 and ministral3 extend.
 DecoderArgs llama_model_args(const ModelConfig& c);
 
-// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache) with a self_attn) ->
-// norm -> head. A family's own block type (moe.h) reuses everything but the block.
+// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache, of kind
+// Block::Cache) with a self_attn) -> norm -> head. A family's own block type (moe.h) reuses
+// everything but the block.
 template <typename Block>
 class BlockDecoder : public Model {
  public:
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override {
     Array h = ends.embed(tokens);
-    for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+    for (size_t i = 0; i < layers.size(); ++i)
+      h = layers[i](h, cache.layer_as<typename Block::Cache>(static_cast<int>(i)));
     return ends.logits(h, last_only);
   }
-  void fit_context(int context_size) override {
-    for (Block& layer : layers) layer.self_attn.rope.fit_context(context_size);
+  // Sliding-window layers get a rotating cache of their window, the others keep every position.
+  KVCache make_cache() const override {
+    std::vector<std::unique_ptr<LayerCache>> caches;
+    for (const Block& layer : layers) caches.push_back(make_attention_cache(layer.self_attn.args.sliding_window, context_size));
+    return KVCache(std::move(caches));
+  }
+  void fit_context(int size) override {
+    context_size = size;
+    for (Block& layer : layers) layer.self_attn.rope.fit_context(size);
   }
 
  protected:
   std::vector<Block> layers;
   DecoderEnds ends;
+  int context_size = INT_MAX;  // until fit_context
 };
 
 // The dense decoder: TransformerBlock layers.

@@ -3,8 +3,8 @@
 // gemma2's norms, gelu and embedding scale (rounded through bfloat16, as Gemma 3 does), plus
 // RMSNorm(1 + w) over head_dim on queries and keys, and two kinds of layers: local ones attend
 // to the last `sliding_window` positions with RoPE base rope_local_base_freq; global ones attend
-// to everything with rope_theta and rope_scaling. The KV cache keeps every position (masked),
-// where mlx-lm rotates a window-sized cache: the same attention, more memory for local layers.
+// to everything with rope_theta and rope_scaling. Local layers keep a rotating cache of their
+// window (as mlx-lm's make_cache), so their memory stops growing at `sliding_window` positions.
 #include "../errors.h"
 #include "gemma.h"
 #include "registry.h"
