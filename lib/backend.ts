@@ -3,8 +3,9 @@
  * Options and results are plain objects so they serialise and document well.
  */
 import type { JsonSchema } from "./eval/json-validate.js";
+import type { GeneratedTokenLogprob } from "./logprobs.js";
 
-export type { JsonSchema };
+export type { JsonSchema, GeneratedTokenLogprob };
 
 /** Options for {@link InferenceBackend.load}. */
 export interface LoadOptions {
@@ -103,6 +104,21 @@ export interface GenerateOptions {
    * An unknown name is an InvalidOptionError. Defaults to the adapter given at load, else none.
    */
   adapter?: string;
+  /**
+   * Report each generated token's log-probability: `logprobs` of the chunks and of the result, one
+   * entry per entry of their `tokens`. They are of the distribution the token was drawn from: the
+   * log-softmax of the model's logits after `repetitionPenalty` and the `jsonSchema`/tool-call mask,
+   * and, when `temperature` > 0, after the `topK`/`topP`/`minP` filters and divided by the
+   * temperature (at temperature 0 no temperature is applied). With the default options that is the
+   * model's own log-softmax, as OpenAI reports. A token the constraint forced has logprob 0.
+   * Defaults to false.
+   */
+  logprobs?: boolean;
+  /**
+   * With `logprobs: true`, also report the `topLogprobs` most likely tokens at each position
+   * (`topLogprobs` of each entry), an integer in [0, 20]. Defaults to 0.
+   */
+  topLogprobs?: number;
 }
 
 /**
@@ -117,6 +133,8 @@ export interface GenerateChunk {
   text: string;
   /** Token ids generated since the previous chunk. */
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
 }
 
 /** Token counts of one request. */
@@ -146,6 +164,8 @@ export interface Timings {
 export interface GenerateResult {
   text: string;
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
   finishReason: FinishReason;
   /** The stop string that ended generation, when `finishReason` is `stop` because of one. */
   stopSequence?: string;

@@ -6,6 +6,7 @@ import { totalmem } from "node:os";
 import type { GenerateOptions, LoadOptions } from "./backend.js";
 import { InvalidOptionError } from "./errors.js";
 import { compileJsonSchema, type CompiledJsonSchema } from "./json-schema/schema.js";
+import { MAX_TOP_LOGPROBS } from "./logprobs.js";
 
 /** Generation options with defaults applied; what the backends consume. */
 export interface ResolvedGenerateOptions {
@@ -23,13 +24,15 @@ export interface ResolvedGenerateOptions {
   /** The `jsonSchema` option, checked and compiled. */
   jsonSchema: CompiledJsonSchema | undefined;
   adapter: string | undefined;
+  /** `logprobs`: undefined when off, else the number of alternatives (`topLogprobs`). */
+  logprobs: number | undefined;
 }
 
 export const DEFAULT_MAX_TOKENS = 256;
 
 const GENERATE_KEYS = new Set([
   "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
-  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema", "adapter",
+  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema", "adapter", "logprobs", "topLogprobs",
 ]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
@@ -52,7 +55,16 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     signal: abortSignal(o.signal),
     jsonSchema: jsonSchemaOption(o, maxTokens),
     adapter: nonEmptyString("adapter", o.adapter),
+    logprobs: logprobsOption(o),
   };
+}
+
+/** `logprobs` and `topLogprobs` as the number of alternatives, or undefined when off. */
+function logprobsOption(o: GenerateOptions): number | undefined {
+  const on = booleanOr("logprobs", o.logprobs, false);
+  const top = integerIn("topLogprobs", o.topLogprobs, 0, 0, MAX_TOP_LOGPROBS);
+  if (!on && o.topLogprobs !== undefined) throw new InvalidOptionError("topLogprobs", "unset unless logprobs is true", o.topLogprobs);
+  return on ? top : undefined;
 }
 
 /**

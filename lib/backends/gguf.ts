@@ -19,7 +19,8 @@ import {
 import { GgufLoadRefused, probeEnabled, probeGguf } from "../gguf/probe.js";
 import { readGgufHeader } from "../gguf/read.js";
 import { validateGguf } from "../gguf/validate.js";
-import { ggufJsonRun } from "../json-schema/gguf-constraint.js";
+import { ggufJsonRun, ggufVocabulary } from "../json-schema/gguf-constraint.js";
+import { TokenPieces, type TokenBatch } from "../logprobs.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
 import {
@@ -188,6 +189,8 @@ interface Loaded {
   tuner: DecodeThreadTuner | undefined;
   bos: number | undefined;
   eos: number | undefined;
+  /** Token texts for `logprobs`, made on first use. */
+  pieces?: TokenPieces;
 }
 
 /**
@@ -275,6 +278,12 @@ export class GgufBackend extends BaseBackend {
   /** Number of tokens in the model's vocabulary (0 when none is loaded). */
   protected get vocabSize(): number {
     return this.loaded?.vocabSize ?? 0;
+  }
+
+  protected async tokenPieces(): Promise<TokenPieces> {
+    const loaded = this.loaded as Loaded;
+    loaded.pieces ??= new TokenPieces(ggufVocabulary(loaded.model), (id) => loaded.model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.[id]);
+    return loaded.pieces;
   }
 
   /**
@@ -551,14 +560,14 @@ class GgufRun implements TokenRun {
     return new Promise((r) => (this.wakeProducer = r));
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<number[]> {
+  async *[Symbol.asyncIterator](): AsyncIterator<TokenBatch> {
     try {
       while (!this.cancelled) {
         if (this.buffer.length > 0) {
-          const batch = this.buffer;
+          const ids = this.buffer;
           this.buffer = [];
           this.takeWake("producer");
-          yield batch;
+          yield { ids };
           continue;
         }
         if (this.failure) throw this.failure.error;

@@ -18,6 +18,7 @@ import {
 } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
+import { forcedLogprob, fromNativeLogprobs, TokenPieces, type TokenBatch } from "../logprobs.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
 
@@ -67,6 +68,7 @@ export class MlxBackend extends BaseBackend {
   private stats: NativeGenerationStats | undefined;
   /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
   private vocabulary: Promise<TokenVocabulary> | undefined;
+  private pieces: Promise<TokenPieces> | undefined;
   /** Milliseconds the last jsonSchema request spent computing token masks on the JS thread. */
   private lastMaskMs = 0;
 
@@ -194,12 +196,13 @@ export class MlxBackend extends BaseBackend {
     this.modelInfo = undefined;
     this.tokenizerInstance = undefined;
     this.vocabulary = undefined;
+    this.pieces = undefined;
     await model?.unload();
   }
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const model = this.model as NativeModel;
-    const channel = new Channel<number[]>();
+    const channel = new Channel<TokenBatch>();
     const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined, cancelled: false };
     let settle!: () => void;
     const completion = new Promise<void>((resolve) => (settle = resolve));
@@ -236,13 +239,27 @@ export class MlxBackend extends BaseBackend {
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
-    const vocabSize = this.vocabSize;
-    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, vocabSize);
+    return new JsonGenerationDriver(tokenConstraint(schema, await this.tokenVocabulary()), budget);
+  }
+
+  /** Token bytes, read from tokenizer.json on first use (a failed read is retried next time). */
+  private tokenVocabulary(): Promise<TokenVocabulary> {
+    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, this.vocabSize);
     const vocabulary = this.vocabulary;
     vocabulary.catch(() => {
       if (this.vocabulary === vocabulary) this.vocabulary = undefined;
     });
-    return new JsonGenerationDriver(tokenConstraint(schema, await vocabulary), budget);
+    return vocabulary;
+  }
+
+  protected async tokenPieces(): Promise<TokenPieces> {
+    const tokenizer = this.tokenizer;
+    this.pieces ??= this.tokenVocabulary().then((v) => new TokenPieces(v, (id) => tokenizer.idToToken(id)));
+    const pieces = this.pieces;
+    pieces.catch(() => {
+      if (this.pieces === pieces) this.pieces = undefined;
+    });
+    return pieces;
   }
 
   /**
@@ -251,7 +268,7 @@ export class MlxBackend extends BaseBackend {
    */
   private startNative(
     model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
-    channel: Channel<number[]>, state: { evaluated: number; finish: "stop" | "length" | undefined }, settle: () => void,
+    channel: Channel<TokenBatch>, state: { evaluated: number; finish: "stop" | "length" | undefined }, settle: () => void,
   ): NativeGenerateHandle {
     let failed = false;
     const handle = model.generate(
@@ -268,8 +285,9 @@ export class MlxBackend extends BaseBackend {
         stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
         constrained: json !== undefined,
         ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
+        ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
       },
-      (tokens, done) => {
+      (tokens, done, values) => {
         if (tokens) {
           let forced: number[] | undefined;
           if (json && !failed) {
@@ -289,8 +307,20 @@ export class MlxBackend extends BaseBackend {
               channel.fail(error);
             }
           }
-          channel.push(Array.from(tokens));
-          if (forced?.length) channel.push(forced);
+          const ids = Array.from(tokens);
+          if (options.logprobs === undefined) {
+            channel.push({ ids });
+            if (forced?.length) channel.push({ ids: forced });
+            return;
+          }
+          try {
+            channel.push({ ids, logprobs: fromNativeLogprobs(values ?? new Float32Array(), ids.length, options.logprobs) });
+          } catch (error) {
+            failed = true;
+            handle.cancel();
+            channel.fail(error);
+          }
+          if (forced?.length) channel.push({ ids: forced, logprobs: forced.map(forcedLogprob) });
           return;
         }
         settle();
