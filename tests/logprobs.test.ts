@@ -1,0 +1,126 @@
+/**
+ * `logprobs` / `topLogprobs`, judged by references that are not the engine being tested:
+ * - MLX against mlx-lm: greedy runs against the log-softmax of mlx-lm's logits from the conformance
+ *   harness (tests/python/conformance.py: stories260K f32 and a tiny 4-bit llama), and a sampled run
+ *   (temperature, topK, repetition penalty) against the distribution mlx-lm's own logits processor,
+ *   top-k filter and temperature scaling give for the same tokens (tests/python/mlx_lm_logprobs.py).
+ * - GGUF (llama.cpp): under greedy the chosen token is the most likely one, alternatives are sorted
+ *   and their probabilities sum to at most 1; stream chunks carry what the result carries.
+ * - GGUF against MLX on stories260K (the same float32 weights in both formats).
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GgufBackend } from "../lib/backends/gguf.js";
+import { MlxBackend } from "../lib/backends/mlx.js";
+import { InvalidOptionError } from "../lib/errors.js";
+import type { GeneratedTokenLogprob } from "../lib/logprobs.js";
+import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
+import { conformanceAvailability, conformanceReferences, type ConformanceReference } from "./support/conformance.js";
+import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
+import { runPython } from "./support/python.js";
+
+const STORIES = join(import.meta.dirname, "..", "..", "shared", "models", "stories260K");
+const STORIES_GGUF = join(STORIES, "stories260K.gguf");
+const STORIES_F32 = join(STORIES, "hf-f32");
+const PROMPT = "Once upon a time";
+
+/**
+ * Max |logprob diff| against mlx-lm: the engine's float32 logits are within 1e-4 of mlx-lm's
+ * (tests/mlx-conformance.test.ts), and a log-softmax subtracts one logsumexp, itself within 1e-4.
+ */
+const MLX_LM_BOUND = 2e-4;
+
+/** log-softmax in float64 of one row of logits. */
+function logSoftmax(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of row) max = Math.max(max, v);
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - lse);
+}
+
+/**
+ * Max |diff| between the engine's report and the reference log-probabilities (one row per token):
+ * the token's own logprob, and the top alternatives, which must be the reference's n largest (by
+ * value, so that ties may come in either order), each reported at its reference value.
+ */
+function diffFromReference(got: GeneratedTokenLogprob[], tokens: number[], rows: ArrayLike<number>[], n: number): number {
+  expect(got.length).toBe(tokens.length);
+  let max = 0;
+  got.forEach((entry, i) => {
+    const row = rows[i];
+    expect(entry.id).toBe(tokens[i]);
+    max = Math.max(max, Math.abs(entry.logprob - row[tokens[i]]));
+    const want = Array.from(row).filter((v) => v > -Infinity).sort((a, b) => b - a).slice(0, n);
+    expect(entry.topLogprobs.length, `position ${i}: alternatives`).toBe(want.length);
+    entry.topLogprobs.forEach((alt, k) => {
+      max = Math.max(max, Math.abs(alt.logprob - want[k]), Math.abs(alt.logprob - row[alt.id]));
+    });
+  });
+  return max;
+}
+
+const python = conformanceAvailability();
+const mlxLmSkip = !mlxAvailable ? mlxSkipReason : !python.available ? python.reason : "";
+if (mlxLmSkip) console.warn(`[mlx-node] logprobs (mlx-lm) skipped: ${mlxLmSkip}`);
+
+describe.skipIf(mlxLmSkip !== "")("logprobs (mlx-lm)", () => {
+  let references: ConformanceReference[] = [];
+  beforeAll(async () => {
+    const { device } = await MlxBackend.runtimeInfo();
+    const specs = [
+      { family: "llama", checkpoint: STORIES_F32 },
+      { family: "llama", seed: 9, quantization: { bits: 4, group_size: 64 } },
+    ];
+    references = conformanceReferences(specs, TOKENIZER_SOURCE, python.mlxLm, device).references;
+  }, 600_000);
+
+  it("greedy: each token's logprob and its top 5 are the log-softmax of mlx-lm's logits (stories260K f32, tiny llama 4-bit)", async () => {
+    for (const ref of references) {
+      const mlx = new MlxBackend();
+      await mlx.load(ref.modelDir);
+      try {
+        const r = await mlx.generate(ref.prompt, { maxTokens: ref.greedy.length, ignoreEos: true, logprobs: true, topLogprobs: 5 });
+        expect(r.tokens).toEqual(ref.greedy);
+        // Row P-1+i of the reference is mlx-lm's logits before greedy token i.
+        const rows = ref.greedy.map((_, i) => logSoftmax(ref.logits[ref.prompt.length - 1 + i]));
+        const diff = diffFromReference(r.logprobs ?? [], r.tokens, rows, 5);
+        console.log(`[logprobs (mlx-lm)] ${ref.modelDir.split("/").slice(-2).join("/")}: greedy ${r.tokens.length} tokens, max |logprob diff| ${diff.toExponential(2)} (bound ${MLX_LM_BOUND})`);
+        expect(diff).toBeLessThanOrEqual(MLX_LM_BOUND);
+      } finally {
+        await mlx.unload();
+      }
+    }
+  });
+
+  it("sampled (temperature 0.7, topK 8, repetitionPenalty 1.3): the penalized, filtered, tempered distribution as mlx-lm's processor, apply_top_k and temperature give it", async () => {
+    const options = { temperature: 0.7, topK: 8, repetitionPenalty: 1.3, repetitionContextSize: 16, seed: 3 };
+    const mlx = new MlxBackend();
+    await mlx.load(STORIES_F32);
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-logprobs-"));
+    try {
+      const prompt = mlx.tokenize(PROMPT, { addSpecialTokens: true });
+      const r = await mlx.generate(prompt, { ...options, maxTokens: 24, ignoreEos: true, logprobs: true, topLogprobs: 10 });
+      writeFileSync(join(dir, "request.json"), JSON.stringify({
+        prompt, tokens: r.tokens, temperature: options.temperature, top_k: options.topK,
+        repetition_penalty: options.repetitionPenalty, repetition_context_size: options.repetitionContextSize,
+      }));
+      runPython("mlx_lm_logprobs.py", [STORIES_F32, join(dir, "request.json"), join(dir, "out.f32")]);
+      const bytes = readFileSync(join(dir, "out.f32"));
+      const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      const vocab = all.length / r.tokens.length;
+      const rows = r.tokens.map((_, i) => all.subarray(i * vocab, (i + 1) * vocab));
+      // topK 8 leaves 8 candidates: asked for 10, each position reports the 8 the draw could pick.
+      const diff = diffFromReference(r.logprobs ?? [], r.tokens, rows, 10);
+      expect((r.logprobs ?? []).every((e) => e.topLogprobs.length === 8)).toBe(true);
+      console.log(`[logprobs (mlx-lm)] stories260K sampled ${r.tokens.length} tokens: max |logprob diff| ${diff.toExponential(2)} (bound ${MLX_LM_BOUND})`);
+      expect(diff).toBeLessThanOrEqual(MLX_LM_BOUND);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await mlx.unload();
+    }
+  });
+});
