@@ -76,7 +76,28 @@ export function completionLogprobs(entries: readonly GeneratedTokenLogprob[] | u
   };
 }
 
-/** Where the next streamed completion chunk's tokens start (the characters of the tokens so far). */
-export function completionTextLength(entries: readonly GeneratedTokenLogprob[]): number {
-  return entries.reduce((n, e) => n + e.token.length, 0);
+/** A stream's entries not sent yet; nothing (undefined) when the request asked for no logprobs. */
+export class PendingLogprobs {
+  private entries: GeneratedTokenLogprob[] | undefined;
+  /** Characters of the tokens already sent, where the next completion chunk's `text_offset` starts. */
+  private sentChars = 0;
+
+  add(entries: readonly GeneratedTokenLogprob[] | undefined): void {
+    if (entries) (this.entries ??= []).push(...entries);
+  }
+
+  /** For a chat chunk. */
+  take(): GeneratedTokenLogprob[] | undefined {
+    const entries = this.entries;
+    if (entries) this.entries = [];
+    return entries;
+  }
+
+  /** For a legacy completion chunk. */
+  takeCompletion(): ReturnType<typeof completionLogprobs> {
+    const entries = this.take();
+    const out = completionLogprobs(entries, this.sentChars);
+    for (const e of entries ?? []) this.sentChars += e.token.length;
+    return out;
+  }
 }
