@@ -5,7 +5,6 @@
  */
 import { stat } from "node:fs/promises";
 import type { AdapterInfo, LoadOptions } from "../backend.js";
-import { Channel } from "../channel.js";
 import type { ChatTemplateSource } from "../chat.js";
 import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError, errorFromNative } from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
@@ -13,14 +12,15 @@ import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
 import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vocab.js";
 import {
-  nativeStatus, type NativeGenerateHandle, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
+  nativeStatus, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
   type NativeModelInfo,
 } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
-import { forcedLogprob, fromNativeLogprobs, TokenPieces, type TokenBatch } from "../logprobs.js";
+import { forcedLogprob, fromNativeLogprobs, TokenPieces } from "../logprobs.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
+import { EngineRun } from "./run.js";
 
 /** Load options of the MLX backend. */
 export interface MlxLoadOptions extends LoadOptions {
@@ -202,40 +202,13 @@ export class MlxBackend extends BaseBackend {
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const model = this.model as NativeModel;
-    const channel = new Channel<TokenBatch>();
-    const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined, cancelled: false };
-    let settle!: () => void;
-    const completion = new Promise<void>((resolve) => (settle = resolve));
-    let handle: NativeGenerateHandle | undefined;
-    if (!options.jsonSchema) handle = this.startNative(model, prompt, options, undefined, channel, state, settle);
-    else {
+    return new EngineRun(async (run) => {
       // The first request with a schema builds its constraint; later ones find it cached.
-      this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
-        .then((json) => {
-          if (state.cancelled) {
-            settle();
-            channel.end();
-          } else handle = this.startNative(model, prompt, options, json, channel, state, settle);
-        })
-        .catch((error: unknown) => {
-          settle();
-          channel.fail(error);
-        });
-    }
-    return {
-      get evaluatedPromptTokens() {
-        return state.evaluated;
-      },
-      get finish() {
-        return state.finish;
-      },
-      cancel: () => {
-        state.cancelled = true;
-        handle?.cancel();
-      },
-      completion,
-      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
-    };
+      const json = options.jsonSchema
+        ? await this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
+        : undefined;
+      if (!run.cancelled) await this.produce(run, model, prompt, options, json);
+    });
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
@@ -263,84 +236,78 @@ export class MlxBackend extends BaseBackend {
   }
 
   /**
-   * Starts the engine. With a JSON driver, mask 0 is sent at once and each later mask as soon as
-   * the token before it arrives, while the engine runs that step's forward pass.
+   * The engine side of a run: resolves when the engine has finished it. With a JSON driver, mask 0
+   * is sent at once and each later mask as soon as the token before it arrives, while the engine
+   * runs that step's forward pass.
    */
-  private startNative(
-    model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
-    channel: Channel<TokenBatch>, state: { evaluated: number; finish: "stop" | "length" | undefined }, settle: () => void,
-  ): NativeGenerateHandle {
-    let failed = false;
-    const handle = model.generate(
-      Int32Array.from(prompt),
-      {
-        maxTokens: options.maxTokens,
-        temperature: options.temperature,
-        topP: options.topP,
-        topK: options.topK,
-        minP: options.minP,
-        repetitionPenalty: options.repetitionPenalty,
-        repetitionContextSize: options.repetitionContextSize,
-        seed: options.seed,
-        stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
-        constrained: json !== undefined,
-        ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
-        ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
-      },
-      (tokens, done, values) => {
-        if (tokens) {
-          let forced: number[] | undefined;
-          if (json && !failed) {
-            try {
-              for (const t of tokens) json.push(t);
-              // Out of slack: the rest of the document is forced. It is appended without decoding
-              // (as on GGUF) and the engine, waiting for the next mask, is told to end.
-              const engineStep = json.step;
-              forced = json.forcedCompletion();
-              if (forced) {
-                for (const t of forced) json.push(t);
-                handle.provideMask(engineStep, null);
-              } else if (json.step < json.budget) handle.provideMask(json.step, json.mask());
-            } catch (error) {
-              failed = true;
-              handle.cancel();
-              channel.fail(error);
+  private produce(
+    run: EngineRun, model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let failure: { error: unknown } | undefined;
+      const handle = model.generate(
+        Int32Array.from(prompt),
+        {
+          maxTokens: options.maxTokens,
+          temperature: options.temperature,
+          topP: options.topP,
+          topK: options.topK,
+          minP: options.minP,
+          repetitionPenalty: options.repetitionPenalty,
+          repetitionContextSize: options.repetitionContextSize,
+          seed: options.seed,
+          stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
+          constrained: json !== undefined,
+          ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
+          ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
+        },
+        (tokens, done, values) => {
+          if (tokens) {
+            if (failure) return;
+            let forced: number[] | undefined;
+            if (json) {
+              try {
+                for (const t of tokens) json.push(t);
+                // Out of slack: the rest of the document is forced. It is appended without decoding
+                // (as on GGUF) and the engine, waiting for the next mask, is told to end.
+                const engineStep = json.step;
+                forced = json.forcedCompletion();
+                if (forced) {
+                  for (const t of forced) json.push(t);
+                  handle.provideMask(engineStep, null);
+                } else if (json.step < json.budget) handle.provideMask(json.step, json.mask());
+              } catch (error) {
+                failure = { error };
+                handle.cancel();
+                return;
+              }
             }
-          }
-          const ids = Array.from(tokens);
-          if (options.logprobs === undefined) {
-            channel.push({ ids });
-            if (forced?.length) channel.push({ ids: forced });
+            const ids = forced?.length ? [...tokens, ...forced] : Array.from(tokens);
+            if (options.logprobs === undefined) return run.push(ids);
+            try {
+              const reported = fromNativeLogprobs(values ?? new Float32Array(), tokens.length, options.logprobs);
+              run.push(ids, false, forced ? [...reported, ...forced.map(forcedLogprob)] : reported);
+            } catch (error) {
+              failure = { error };
+              handle.cancel();
+            }
             return;
           }
-          try {
-            channel.push({ ids, logprobs: fromNativeLogprobs(values ?? new Float32Array(), ids.length, options.logprobs) });
-          } catch (error) {
-            failed = true;
-            handle.cancel();
-            channel.fail(error);
+          if (json) this.lastMaskMs = json.maskMs;
+          if (failure) return reject(failure.error);
+          if (done?.error) return reject(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
+          const stats = done?.stats;
+          if (stats) {
+            this.stats = stats;
+            run.evaluatedPromptTokens = stats.evaluatedPromptTokens;
+            if (stats.finish !== "cancelled") run.finish = json?.forced ? "length" : stats.finish;
           }
-          if (forced?.length) channel.push({ ids: forced, logprobs: forced.map(forcedLogprob) });
-          return;
-        }
-        settle();
-        if (json) this.lastMaskMs = json.maskMs;
-        if (failed) return;
-        if (done?.error) {
-          channel.fail(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
-          return;
-        }
-        const stats = done?.stats;
-        if (stats) {
-          this.stats = stats;
-          state.evaluated = stats.evaluatedPromptTokens;
-          if (stats.finish !== "cancelled") state.finish = json?.forced ? "length" : stats.finish;
-        }
-        channel.end();
-      },
-    );
-    if (json) handle.provideMask(0, json.mask());
-    return handle;
+          resolve();
+        },
+      );
+      run.onCancel(() => handle.cancel());
+      if (json) handle.provideMask(0, json.mask());
+    });
   }
 
   protected override chatTemplateSource(): ChatTemplateSource {

@@ -22,7 +22,7 @@ import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { BackendUnavailableError, ModelFormatError } from "../errors.js";
+import { BackendUnavailableError, ModelFormatError } from "../../errors.js";
 
 /** Identity of a file: a changed file (size, mtime or inode) is probed again. */
 export interface FileIdentity {

@@ -5,11 +5,11 @@
  * state is built once and kept while the budget is not tight.
  */
 import type { LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
-import { MlxNodeError } from "../errors.js";
-import { JsonGenerationDriver } from "./driver.js";
-import type { CompiledJsonSchema } from "./schema.js";
-import { tokenConstraint } from "./token-constraint.js";
-import { vocabularyFromGguf, type TokenVocabulary } from "./vocab.js";
+import { MlxNodeError } from "../../errors.js";
+import { JsonGenerationDriver } from "../../json-schema/driver.js";
+import type { CompiledJsonSchema } from "../../json-schema/schema.js";
+import { tokenConstraint } from "../../json-schema/token-constraint.js";
+import { vocabularyFromGguf, type TokenVocabulary } from "../../json-schema/vocab.js";
 
 /** What a GGUF run needs for one constrained generation. */
 export interface GgufJsonRun {
