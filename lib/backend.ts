@@ -4,6 +4,7 @@
  */
 import type { JsonSchema } from "./eval/json-validate.js";
 import type { GeneratedTokenLogprob } from "./logprobs.js";
+import type { SamplingOptions } from "./sampling.js";
 
 export type { JsonSchema, GeneratedTokenLogprob };
 
@@ -53,24 +54,12 @@ export interface AdapterInfo {
   modules: number;
 }
 
-/** Sampling and stopping options shared by `generate`, `generateStream` and chat. */
-export interface GenerateOptions {
-  /** Maximum number of tokens to generate. Defaults to 256. */
-  maxTokens?: number;
-  /** Sampling temperature, `0` picks the most likely token (greedy). Range 0–2. Defaults to 0. */
-  temperature?: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to `topP`. Range (0, 1]. Defaults to 1 (off). */
-  topP?: number;
-  /** Keep only the `topK` most likely tokens; `0` disables. Defaults to 0. */
-  topK?: number;
-  /** Drop tokens whose probability is below `minP` times the top token's. Range [0, 1). Defaults to 0 (off). */
-  minP?: number;
-  /** Divides logits of recently generated tokens (>1 discourages repeats). Defaults to 1 (off). */
-  repetitionPenalty?: number;
-  /** How many recent tokens the repetition penalty looks at. Defaults to 64. */
-  repetitionContextSize?: number;
-  /** Seed for sampling; the same seed, prompt and options give the same text. Defaults to a random seed. */
-  seed?: number;
+/**
+ * Sampling and stopping options shared by `generate`, `generateStream` and chat. The sampling
+ * parameters (`maxTokens`, `temperature`, `topP`, `topK`, `minP`, `repetitionPenalty`,
+ * `repetitionContextSize`, `seed`) and their ranges and defaults are defined in lib/sampling.ts.
+ */
+export interface GenerateOptions extends SamplingOptions {
   /** Strings that end generation; the stop string itself is not included in the output. Defaults to none. */
   stop?: string | readonly string[];
   /** Keep generating past end-of-generation tokens until `maxTokens` (for benchmarks). Defaults to false. */

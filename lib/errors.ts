@@ -147,8 +147,20 @@ export class DownloadError extends MlxNodeError {
   }
 }
 
+/** What the native addon rejects with: a message, a stable code, and for `INVALID_OPTION` the option's name, expectation and value. */
+export interface NativeErrorFields {
+  code?: string;
+  message: string;
+  option?: string;
+  expected?: string;
+  got?: unknown;
+}
+
 /** Turns a `{ code, message }` from the native addon into the matching typed error. */
-export function errorFromNative(code: string, message: string): MlxNodeError {
+export function errorFromNative(code: string, message: string, fields: Partial<NativeErrorFields> = {}): MlxNodeError {
+  if (code === "INVALID_OPTION" && fields.option !== undefined && fields.expected !== undefined) {
+    return new InvalidOptionError(fields.option, fields.expected, fields.got);
+  }
   switch (code) {
     case "MODEL_NOT_FOUND":
       return new MlxNodeError("MODEL_NOT_FOUND", message);

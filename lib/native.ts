@@ -7,6 +7,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { SamplingParameterName, SamplingValues } from "./sampling.js";
 
 /** Model facts the native loader reports. */
 export interface NativeModelInfo {
@@ -39,16 +40,8 @@ export interface NativeGenerationStats {
   maskWaitMs: number;
 }
 
-/** Sampling parameters as the native engine takes them. */
-export interface NativeSamplingParams {
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  repetitionPenalty: number;
-  repetitionContextSize: number;
-  seed: number;
+/** Sampling parameters as the native engine takes them: lib/sampling.ts's, plus the engine's own. */
+export interface NativeSamplingParams extends SamplingValues {
   stopTokenIds: Int32Array;
   /** Sample every token among the ids of a mask sent with {@link NativeGenerateHandle.provideMask}. Defaults to false. */
   constrained?: boolean;
@@ -124,6 +117,8 @@ export interface NativeMlx {
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
   /** Stops the engine thread at once (process exit). */
   shutdown(): void;
+  /** The ranges the native reader of `generate`'s params checks (they must be lib/sampling.ts's; see tests/sampling.test.ts). */
+  samplingRanges(): Record<SamplingParameterName, { integer: boolean; min: number; minExclusive: boolean; max: number }>;
 }
 
 type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string };

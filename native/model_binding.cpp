@@ -1,6 +1,9 @@
 #include "model_binding.h"
 
 #include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -47,20 +50,102 @@ std::string string_field(const Napi::Object& o, const char* key) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// The ranges of lib/sampling.ts's SAMPLING_PARAMETERS, checked again here so that a direct call
+// cannot hand the sampler a value it cannot use (a zero repetition penalty divides by zero, a
+// negative window or top-k indexes out of bounds). tests/sampling.test.ts checks that this table
+// and the TypeScript one agree, through samplingRanges().
+struct SamplingRange {
+  const char* key;
+  bool integer;
+  double min;
+  bool min_exclusive;
+  double max;
+};
+constexpr SamplingRange kSamplingRanges[] = {
+    {"maxTokens", true, 1, false, 1 << 20},
+    {"temperature", false, 0, false, 2},
+    {"topP", false, 0, true, 1},
+    {"topK", true, 0, false, 1 << 20},
+    {"minP", false, 0, false, 1},
+    {"repetitionPenalty", false, 0.01, false, 10},
+    {"repetitionContextSize", true, 1, false, 1 << 16},
+    {"seed", true, 0, false, 4294967295.0},
+};
+
+std::string format_number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", x);
+  return buf;
+}
+
+// As lib/sampling.ts's describeRange: "an integer in [1, 1048576]", "a number in (0, 1]".
+std::string describe_range(const SamplingRange& r) {
+  return std::string(r.integer ? "an integer" : "a number") + " in " + (r.min_exclusive ? "(" : "[") +
+         format_number(r.min) + ", " + format_number(r.max) + "]";
+}
+
+// An INVALID_OPTION error with the fields lib/errors.ts builds an InvalidOptionError from.
+Napi::Error invalid_option(Napi::Env env, const std::string& option, const std::string& expected, Napi::Value got) {
+  Napi::Error e = Napi::Error::New(env, "Invalid option \"" + option + "\": expected " + expected);
+  e.Set("code", Napi::String::New(env, kInvalidOption));
+  e.Set("option", Napi::String::New(env, option));
+  e.Set("expected", Napi::String::New(env, expected));
+  e.Set("got", got);
+  return e;
+}
+
+double sampling_field(const Napi::Object& o, const char* key, double fallback) {
+  const SamplingRange* r = nullptr;
+  for (const auto& range : kSamplingRanges)
+    if (std::strcmp(range.key, key) == 0) r = &range;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  const bool ok = std::isfinite(x) && (!r->integer || x == std::floor(x)) && (r->min_exclusive ? x > r->min : x >= r->min) &&
+                  x <= r->max;
+  if (!ok) throw invalid_option(o.Env(), key, describe_range(*r), v);
+  return x;
+}
+
+// params.logprobs: absent (-1: none) or the alternatives per token, an integer in [0, 20]
+// (lib/logprobs.ts MAX_TOP_LOGPROBS), which token_logprobs' argpartition relies on.
+int logprobs_field(const Napi::Object& o) {
+  Napi::Value v = o.Get("logprobs");
+  if (v.IsUndefined()) return -1;
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!(x >= 0 && x <= 20 && x == std::floor(x))) throw invalid_option(o.Env(), "logprobs", "an integer in [0, 20]", v);
+  return static_cast<int>(x);
+}
+
+// The sampler trusts what this returns: every field is in its range.
 SamplingParams sampling_params(const Napi::Object& o) {
   SamplingParams p;
-  p.temperature = static_cast<float>(number_field(o, "temperature", p.temperature));
-  p.top_p = static_cast<float>(number_field(o, "topP", p.top_p));
-  p.top_k = static_cast<int>(number_field(o, "topK", p.top_k));
-  p.min_p = static_cast<float>(number_field(o, "minP", p.min_p));
-  p.repetition_penalty = static_cast<float>(number_field(o, "repetitionPenalty", p.repetition_penalty));
-  p.repetition_context_size = static_cast<int>(number_field(o, "repetitionContextSize", p.repetition_context_size));
-  p.seed = static_cast<uint64_t>(number_field(o, "seed", 0));
-  p.max_tokens = static_cast<int>(number_field(o, "maxTokens", p.max_tokens));
-  p.logprobs = static_cast<int>(number_field(o, "logprobs", p.logprobs));
+  p.temperature = static_cast<float>(sampling_field(o, "temperature", p.temperature));
+  p.top_p = static_cast<float>(sampling_field(o, "topP", p.top_p));
+  p.top_k = static_cast<int>(sampling_field(o, "topK", p.top_k));
+  p.min_p = static_cast<float>(sampling_field(o, "minP", p.min_p));
+  p.repetition_penalty = static_cast<float>(sampling_field(o, "repetitionPenalty", p.repetition_penalty));
+  p.repetition_context_size = static_cast<int>(sampling_field(o, "repetitionContextSize", p.repetition_context_size));
+  p.seed = static_cast<uint64_t>(sampling_field(o, "seed", 0));
+  p.max_tokens = static_cast<int>(sampling_field(o, "maxTokens", p.max_tokens));
+  p.logprobs = logprobs_field(o);
   if (o.Has("stopTokenIds")) p.stop_token_ids = int32_vector(o.Get("stopTokenIds"), "params.stopTokenIds");
   p.adapter = string_field(o, "adapter");
   return p;
+}
+
+Napi::Value SamplingRanges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& r : kSamplingRanges) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("integer", r.integer);
+    o.Set("min", r.min);
+    o.Set("minExclusive", r.min_exclusive);
+    o.Set("max", r.max);
+    out.Set(r.key, o);
+  }
+  return out;
 }
 
 Napi::Object info_to_js(Napi::Env env, const ModelInfo& info) {
@@ -379,6 +464,7 @@ void register_mlx_exports(Napi::Env env, Napi::Object exports) {
   exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setLimits", Napi::Function::New(env, SetLimits));
+  exports.Set("samplingRanges", Napi::Function::New(env, SamplingRanges));
   // Called from process.on("exit"): process.exit() runs no environment cleanup hooks before the
   // C++ static destructors, so the JS exit event is the last safe moment to stop MLX work.
   exports.Set("shutdown", Napi::Function::New(env, [](const Napi::CallbackInfo&) { Engine::get().shutdown_now(); }));

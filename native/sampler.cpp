@@ -5,12 +5,8 @@
 #include <limits>
 #include <string>
 
-#include "errors.h"
-
 namespace mlxnode {
 namespace {
-
-[[noreturn]] void invalid(const std::string& msg) { throw EngineError(kInvalidOption, msg); }
 
 Array minus_inf() { return Array::scalar(-std::numeric_limits<float>::infinity(), MLX_FLOAT32); }
 
@@ -25,16 +21,7 @@ Array apply_token_mask(const Array& logits, const std::vector<uint32_t>& mask, i
 
 Sampler::Sampler(const SamplingParams& params, const std::vector<int32_t>& context, int vocab_size)
     : p_(params), vocab_size_(vocab_size) {
-  if (!(p_.temperature >= 0)) invalid("temperature must be >= 0, got " + std::to_string(p_.temperature));
-  if (!(p_.top_p > 0 && p_.top_p <= 1)) invalid("top_p must be in (0, 1], got " + std::to_string(p_.top_p));
-  if (p_.top_k < 0) invalid("top_k must be >= 0, got " + std::to_string(p_.top_k));
-  if (!(p_.min_p >= 0 && p_.min_p <= 1)) invalid("min_p must be in [0, 1], got " + std::to_string(p_.min_p));
-  if (!(p_.repetition_penalty > 0))
-    invalid("repetition_penalty must be > 0, got " + std::to_string(p_.repetition_penalty));
-  if (p_.logprobs < -1 || p_.logprobs > 20) invalid("logprobs must be in [0, 20], got " + std::to_string(p_.logprobs));
-  if (p_.repetition_context_size <= 0)
-    invalid("repetition_context_size must be > 0, got " + std::to_string(p_.repetition_context_size));
-
+  // The params were range-checked by their reader (sampling_params, model_binding.cpp).
   if (p_.repetition_penalty != 1.0f && !context.empty()) {
     const size_t n = std::min(context.size(), static_cast<size_t>(p_.repetition_context_size));
     window_ = Array::from_int32(std::vector<int32_t>(context.end() - n, context.end()), {static_cast<int>(n)});

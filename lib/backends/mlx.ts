@@ -6,7 +6,9 @@
 import { stat } from "node:fs/promises";
 import type { AdapterInfo, LoadOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
-import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError, errorFromNative } from "../errors.js";
+import {
+  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, errorFromNative, type NativeErrorFields,
+} from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
@@ -18,6 +20,7 @@ import {
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
 import { forcedLogprob, fromNativeLogprobs, TokenPieces } from "../logprobs.js";
+import { samplingValues } from "../sampling.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
 import { EngineRun } from "./run.js";
@@ -208,7 +211,7 @@ export class MlxBackend extends BaseBackend {
         ? await this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
         : undefined;
       if (!run.cancelled) await this.produce(run, model, prompt, options, json);
-    });
+    }, typedError);
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
@@ -248,14 +251,7 @@ export class MlxBackend extends BaseBackend {
       const handle = model.generate(
         Int32Array.from(prompt),
         {
-          maxTokens: options.maxTokens,
-          temperature: options.temperature,
-          topP: options.topP,
-          topK: options.topK,
-          minP: options.minP,
-          repetitionPenalty: options.repetitionPenalty,
-          repetitionContextSize: options.repetitionContextSize,
-          seed: options.seed,
+          ...samplingValues(options),
           stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
           constrained: json !== undefined,
           ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
@@ -295,7 +291,7 @@ export class MlxBackend extends BaseBackend {
           }
           if (json) this.lastMaskMs = json.maskMs;
           if (failure) return reject(failure.error);
-          if (done?.error) return reject(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
+          if (done?.error) return reject(done.error);
           const stats = done?.stats;
           if (stats) {
             this.stats = stats;
@@ -320,10 +316,16 @@ export class MlxBackend extends BaseBackend {
     try {
       return await call();
     } catch (error) {
-      const e = error as Error & { code?: string };
-      throw errorFromNative(e.code ?? "MLX_ERROR", e.message);
+      throw typedError(error);
     }
   }
+}
+
+/** A native failure (an Error with `code`, and the option's fields for INVALID_OPTION) as its typed error; typed errors pass through. */
+function typedError(error: unknown): MlxNodeError {
+  if (error instanceof MlxNodeError) return error;
+  const e = (error instanceof Error ? error : new Error(String(error))) as Error & Partial<NativeErrorFields>;
+  return errorFromNative(e.code ?? "MLX_ERROR", e.message, e);
 }
 
 function requireMlx(): NativeMlx {

@@ -9,6 +9,7 @@ import type { ToolCall } from "../tools.js";
 import { InvalidOptionError } from "../errors.js";
 import type { GeneratedTokenLogprob } from "../logprobs.js";
 import { chatLogprobs, chatLogprobsParams, completionLogprobs, completionLogprobsParams } from "./logprobs.js";
+import { SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS } from "../sampling.js";
 
 /** A request the server rejects before any work, with the OpenAI parameter it is about. */
 export class RequestError extends Error {
@@ -41,13 +42,7 @@ export interface ParsedChatRequest extends ParsedRequest {
 
 /** OpenAI parameter names of our options, so an InvalidOptionError from a backend names the right one. */
 const PARAM_OF_OPTION: Record<string, string> = {
-  maxTokens: "max_tokens",
-  temperature: "temperature",
-  topP: "top_p",
-  topK: "top_k",
-  minP: "min_p",
-  repetitionPenalty: "repetition_penalty",
-  seed: "seed",
+  ...Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => [name, SAMPLING_PARAMETERS[name].openai])),
   ignoreEos: "ignore_eos",
   stop: "stop",
   jsonSchema: "response_format",
@@ -92,15 +87,11 @@ function parseCommon(body: Record<string, unknown>): ParsedRequest {
   if (n !== 1) throw new RequestError(400, `"n" must be 1: this server generates one choice per request`, "n", "unsupported_parameter");
 
   const options: GenerateOptions = {};
-  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
-  if (maxTokens !== undefined && maxTokens !== null) options.maxTokens = maxTokens as number;
+  for (const name of SAMPLING_PARAMETER_NAMES) copy(body, SAMPLING_PARAMETERS[name].openai, options, name);
+  // OpenAI's newer name for max_tokens wins.
+  copy(body, "max_completion_tokens", options, "maxTokens");
   // OpenAI's defaults: temperature 1 and top_p 1 (the library itself defaults to greedy).
-  options.temperature = (body.temperature ?? 1) as number;
-  copy(body, "top_p", options, "topP");
-  copy(body, "top_k", options, "topK");
-  copy(body, "min_p", options, "minP");
-  copy(body, "repetition_penalty", options, "repetitionPenalty");
-  copy(body, "seed", options, "seed");
+  options.temperature ??= 1;
   copy(body, "ignore_eos", options, "ignoreEos"); // llama.cpp server's extension, for benchmarks
   if (body.stop !== undefined && body.stop !== null) options.stop = body.stop as string | string[];
   const schema = responseFormatSchema(body.response_format);

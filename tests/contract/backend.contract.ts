@@ -22,6 +22,7 @@ import type { GenerateOptions, GenerateResult, InferenceBackend, LoadOptions } f
 import {
   InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnloadedError,
 } from "../../lib/errors.js";
+import { describeRange, SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS, type SamplingParameterName } from "../../lib/sampling.js";
 
 /** The model a backend is tested with, and what is known about it. */
 export interface ContractModel {
@@ -490,6 +491,22 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect((await gen(prompt, { maxTokens: 4 })).tokens).toEqual(expectedIds.slice(0, 4));
       });
 
+      it("accepts every sampling parameter at both ends of its range (lib/sampling.ts) and rejects values just outside, naming it", async () => {
+        for (const [name, values] of Object.entries(samplingEdges())) {
+          for (const value of values.inside) {
+            // maxTokens at its top would generate until the context is full: bounds other than its own keep it short.
+            const options = { maxTokens: 2, temperature: 1, seed: 3, [name]: name === "maxTokens" ? Math.min(value, 2) : value };
+            const result = await gen(prompt, options);
+            expect(result.tokens.length, `${name}: ${value}`).toBeGreaterThan(0);
+          }
+          for (const value of values.outside) {
+            await expect(gen(prompt, { [name]: value }), `${name}: ${value}`).rejects.toSatisfy(
+              (error) => error instanceof InvalidOptionError && error.option === name && error.message.includes(describeRange(SAMPLING_PARAMETERS[name as SamplingParameterName])),
+            );
+          }
+        }
+      });
+
       it("reports sane usage and timings", async () => {
         const text = "The little dog ran to the park";
         const result = await gen(text, { maxTokens: 16 });
@@ -614,4 +631,16 @@ function crossingStopString(
     return { stop, expectedText: text.slice(0, boundary - 2) };
   }
   throw new Error("no stop string crossing a token boundary found in the reference text");
+}
+
+/** Per sampling parameter: the ends of its range, and values just outside it (and a fraction for integers). */
+export function samplingEdges(): Record<string, { inside: number[]; outside: number[] }> {
+  return Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => {
+    const p = SAMPLING_PARAMETERS[name] as { type: string; min: number; max: number; minExclusive?: boolean };
+    const integer = p.type === "integer";
+    const step = integer ? 1 : 0.001;
+    const inside = [p.minExclusive ? p.min + step : p.min, p.max];
+    const outside = [p.minExclusive ? p.min : p.min - step, p.max + step, Number.NaN, ...(integer ? [p.min + 0.5] : [])];
+    return [name, { inside, outside }];
+  }));
 }
