@@ -20,6 +20,7 @@ import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { conformanceAvailability, conformanceReferences, type ConformanceReference } from "./support/conformance.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
 import { runPython } from "./support/python.js";
+import { realModels } from "./support/real-models.js";
 
 const STORIES = join(import.meta.dirname, "..", "..", "shared", "models", "stories260K");
 const STORIES_GGUF = join(STORIES, "stories260K.gguf");
@@ -233,4 +234,32 @@ describe.skipIf(!mlxAvailable)("logprobs: GGUF (llama.cpp) and MLX agree on stor
       await mlx.unload();
     }
   });
+});
+
+const real = realModels();
+const smol = real.models.find((m) => m.name === "smollm2-135m-instruct");
+describe.skipIf(!smol)("logprobs on a byte-level BPE vocabulary (real SmolLM2-135M-Instruct, 49k tokens)", () => {
+  // stories260K is SentencePiece; here token texts come from GPT-2-style byte characters ("Ġ" is a
+  // space). The answer is pinned by a one-value schema so that it holds "ç" and an emoji (4 UTF-8
+  // bytes, which byte-level tokens may split: such a token's text shows U+FFFD, its bytes are exact).
+  const schema = { enum: ["Bonjour! ça va 😀"] };
+  const cases = [
+    { name: "gguf (Q4_1)", make: () => new GgufBackend(), path: () => smol?.gguf ?? "", skip: false },
+    { name: "mlx (4-bit)", make: () => new MlxBackend(), path: () => smol?.mlx4bit ?? "", skip: !mlxAvailable },
+  ];
+  for (const c of cases) {
+    it.skipIf(c.skip)(`${c.name}: the tokens' bytes join to the answer, their texts are those bytes as UTF-8`, async () => {
+      const backend = c.make();
+      await backend.load(c.path(), { contextSize: 256 });
+      try {
+        const r = await backend.chat([{ role: "user", content: "Greet me in French." }], { maxTokens: 40, jsonSchema: schema, logprobs: true, topLogprobs: 3 });
+        expect(JSON.parse(r.text)).toBe(schema.enum[0]);
+        const entries = r.logprobs ?? [];
+        checkShape(entries, r.tokens, 3);
+        expect(Buffer.concat(entries.map((e) => Buffer.from(e.bytes))).toString("utf8")).toBe(r.text);
+      } finally {
+        await backend.unload();
+      }
+    }, 60_000);
+  }
 });
