@@ -97,33 +97,42 @@ describe.skipIf(mlxLmSkip !== "")("logprobs (mlx-lm)", () => {
     }
   });
 
-  it("sampled (temperature 0.7, topK 8, repetitionPenalty 1.3): the penalized, filtered, tempered distribution as mlx-lm's processor, apply_top_k and temperature give it", async () => {
-    const options = { temperature: 0.7, topK: 8, repetitionPenalty: 1.3, repetitionContextSize: 16, seed: 3 };
-    const mlx = new MlxBackend();
-    await mlx.load(STORIES_F32);
-    const dir = mkdtempSync(join(tmpdir(), "mlx-node-logprobs-"));
-    try {
-      const prompt = mlx.tokenize(PROMPT, { addSpecialTokens: true });
-      const r = await mlx.generate(prompt, { ...options, maxTokens: 24, ignoreEos: true, logprobs: true, topLogprobs: 10 });
-      writeFileSync(join(dir, "request.json"), JSON.stringify({
-        prompt, tokens: r.tokens, temperature: options.temperature, top_k: options.topK,
-        repetition_penalty: options.repetitionPenalty, repetition_context_size: options.repetitionContextSize,
-      }));
-      runPython("mlx_lm_logprobs.py", [STORIES_F32, join(dir, "request.json"), join(dir, "out.f32")]);
-      const bytes = readFileSync(join(dir, "out.f32"));
-      const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-      const vocab = all.length / r.tokens.length;
-      const rows = r.tokens.map((_, i) => all.subarray(i * vocab, (i + 1) * vocab));
-      // topK 8 leaves 8 candidates: asked for 10, each position reports the 8 the draw could pick.
-      const diff = diffFromReference(r.logprobs ?? [], r.tokens, rows, 10);
-      expect((r.logprobs ?? []).every((e) => e.topLogprobs.length === 8)).toBe(true);
-      console.log(`[logprobs (mlx-lm)] stories260K sampled ${r.tokens.length} tokens: max |logprob diff| ${diff.toExponential(2)} (bound ${MLX_LM_BOUND})`);
-      expect(diff).toBeLessThanOrEqual(MLX_LM_BOUND);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-      await mlx.unload();
-    }
-  });
+  // Each filter alone, so that the order of the chain (the engine: topK, topP, minP; mlx-lm's
+  // make_sampler: top_p, min_p, top_k) does not matter.
+  const sampled = [
+    { name: "temperature 0.7, topK 8, repetitionPenalty 1.3", options: { temperature: 0.7, topK: 8, repetitionPenalty: 1.3, repetitionContextSize: 16, seed: 3 }, candidates: 8 },
+    { name: "temperature 1.2, topP 0.9, minP 0.02", options: { temperature: 1.2, topP: 0.9, minP: 0.02, seed: 5 }, candidates: undefined },
+  ];
+  for (const c of sampled) {
+    it(`sampled (${c.name}): the penalized, filtered, tempered distribution as mlx-lm's processor, filters and temperature give it`, async () => {
+      const o = c.options as { temperature: number; topK?: number; topP?: number; minP?: number; repetitionPenalty?: number; repetitionContextSize?: number; seed: number };
+      const mlx = new MlxBackend();
+      await mlx.load(STORIES_F32);
+      const dir = mkdtempSync(join(tmpdir(), "mlx-node-logprobs-"));
+      try {
+        const prompt = mlx.tokenize(PROMPT, { addSpecialTokens: true });
+        const r = await mlx.generate(prompt, { ...o, maxTokens: 24, ignoreEos: true, logprobs: true, topLogprobs: 10 });
+        writeFileSync(join(dir, "request.json"), JSON.stringify({
+          prompt, tokens: r.tokens, temperature: o.temperature, top_k: o.topK ?? 0, top_p: o.topP ?? 1, min_p: o.minP ?? 0,
+          ...(o.repetitionPenalty ? { repetition_penalty: o.repetitionPenalty, repetition_context_size: o.repetitionContextSize } : {}),
+        }));
+        runPython("mlx_lm_logprobs.py", [STORIES_F32, join(dir, "request.json"), join(dir, "out.f32")]);
+        const bytes = readFileSync(join(dir, "out.f32"));
+        const all = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+        const vocab = all.length / r.tokens.length;
+        const rows = r.tokens.map((_, i) => all.subarray(i * vocab, (i + 1) * vocab));
+        const diff = diffFromReference(r.logprobs ?? [], r.tokens, rows, 10);
+        // topK 8 leaves 8 candidates: asked for 10, each position reports the 8 the draw could pick.
+        if (c.candidates) expect((r.logprobs ?? []).every((e) => e.topLogprobs.length === c.candidates)).toBe(true);
+        const kept = (r.logprobs ?? []).map((e) => e.topLogprobs.length);
+        console.log(`[logprobs (mlx-lm)] stories260K sampled (${c.name}) ${r.tokens.length} tokens: max |logprob diff| ${diff.toExponential(2)} (bound ${MLX_LM_BOUND}), alternatives kept ${Math.min(...kept)}-${Math.max(...kept)}`);
+        expect(diff).toBeLessThanOrEqual(MLX_LM_BOUND);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+        await mlx.unload();
+      }
+    });
+  }
 });
 
 /** What every report must satisfy: the chosen token's entry, alternatives sorted, probabilities summing to at most 1. */
