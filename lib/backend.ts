@@ -2,7 +2,8 @@
  * The InferenceBackend contract: the one interface that every engine (MLX, GGUF) implements.
  * Options and results are plain objects so they serialise and document well.
  */
-import type { JsonSchema } from "./eval/json-validate.js";
+import type { JsonSchema } from "./json-schema/validate.js";
+import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "./chat.js";
 import type { GeneratedTokenLogprob } from "./logprobs.js";
 import type { SamplingOptions } from "./sampling.js";
 
@@ -217,8 +218,24 @@ export interface InferenceBackend {
   generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult>;
   /** Streams a completion of `prompt` as it is generated. */
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream;
-  /** Text to token ids, with the model's own tokenizer. */
+  /**
+   * Answers a conversation rendered with the model's chat template (or `options.chatTemplate`).
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason `toolCalls`).
+   * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
+   */
+  chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult>;
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
+  /**
+   * Text to token ids, with the model's own tokenizer. Text that spells a special token (such as
+   * `<|im_start|>`) is that special token, so a rendered chat template tokenizes as the model expects.
+   */
   tokenize(text: string, options?: TokenizeOptions): number[];
-  /** Token ids to text. */
+  /**
+   * Token ids to text. Special tokens (BOS, EOS, chat-turn markers) are rendered as their text,
+   * as node-llama-cpp's `detokenize(tokens, true)` and transformers' `decode(ids)` (without
+   * `skip_special_tokens`) do, so `detokenize(tokenize(text))` gives `text` back also when it spells
+   * special tokens. A generation's streamed text never includes the end-of-generation token that ends it.
+   */
   detokenize(tokens: readonly number[]): string;
 }

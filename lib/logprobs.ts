@@ -7,7 +7,7 @@
  * after the topK/topP/minP filters and divided by the temperature. With the default sampling
  * options that is the model's own log-softmax, which is what OpenAI reports.
  */
-import { MlxNodeError } from "./errors.js";
+import { MlxError } from "./errors.js";
 import type { TokenVocabulary } from "./json-schema/vocab.js";
 
 /** Most alternatives `topLogprobs` may ask for (OpenAI's limit). */
@@ -110,7 +110,7 @@ export function forcedLogprob(id: number): EngineLogprob {
  */
 export function fromNativeLogprobs(values: Float32Array, count: number, n: number): EngineLogprob[] {
   const stride = 1 + 2 * n;
-  if (values.length !== count * stride) throw new MlxNodeError("MLX_ERROR", `native logprobs: ${values.length} values for ${count} tokens of ${stride}`);
+  if (values.length !== count * stride) throw new MlxError(`native logprobs: ${values.length} values for ${count} tokens of ${stride}`);
   const out: EngineLogprob[] = [];
   for (let i = 0; i < count; i++) {
     const base = i * stride;

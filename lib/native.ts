@@ -7,38 +7,11 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { MlxGenerationStats, MlxMemory, MlxModelInfo } from "./backends/mlx.js";
 import type { SamplingParameterName, SamplingValues } from "./sampling.js";
 
-/** Model facts the native loader reports. */
-export interface NativeModelInfo {
-  modelType: string;
-  dtype: string;
-  quantizationBits: number;
-  vocabSize: number;
-  contextSize: number;
-  numLayers: number;
-  hiddenSize: number;
-  weightBytes: number;
-  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
-  kvBytesPerToken: number;
-}
-
-/** Per-request numbers from the native generation loop. */
-export interface NativeGenerationStats {
-  evaluatedPromptTokens: number;
-  generatedTokens: number;
-  finish: "stop" | "length" | "cancelled";
-  prefillMs: number;
-  decodeMs: number;
-  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
-  graphBuildMs: number;
-  /** Other engine-thread time outside MLX evaluation. */
-  hostMs: number;
-  /** MLX operations created per decoded token. */
-  opsPerToken: number;
-  /** Constrained decoding: time the engine waited for token masks (see {@link NativeGenerateHandle.provideMask}). */
-  maskWaitMs: number;
-}
+/** Per-request numbers from the native generation loop: the public {@link MlxGenerationStats}, with the engine's own word for a cancel. */
+export type NativeGenerationStats = Omit<MlxGenerationStats, "finish"> & { finish: "stop" | "length" | "cancelled" };
 
 /** Sampling parameters as the native engine takes them: lib/sampling.ts's, plus the engine's own. */
 export interface NativeSamplingParams extends SamplingValues {
@@ -65,7 +38,7 @@ export interface NativeGenerateHandle {
    * mask is here, and waits for it after starting that step's forward pass, so a mask computed
    * from token `step - 1` as soon as it arrives overlaps the pass. Masks must come in step
    * order, starting with step 0. `null` ends generation before token `step` (finish "stop").
-   * Throws TypeError/RangeError for a malformed mask.
+   * Throws an INVALID_OPTION error for a malformed mask.
    */
   provideMask(step: number, mask: Uint32Array | null): void;
 }
@@ -77,7 +50,7 @@ export interface NativeDone {
 }
 
 export interface NativeModel {
-  info(): NativeModelInfo;
+  info(): MlxModelInfo;
   /**
    * Starts generating; `onEvent` gets token batches, then `(null, done)` once. With
    * `params.logprobs = n`, each batch also carries `logprobs`: per token, `1 + 2n` floats
@@ -96,13 +69,6 @@ export interface NativeModel {
   unload(): Promise<void>;
 }
 
-export interface NativeMemory {
-  activeBytes: number;
-  peakBytes: number;
-  cacheBytes: number;
-  memoryLimitBytes: number;
-}
-
 /** The addon's exports when it was built with mlx-c. */
 export interface NativeMlx {
   mlx: true;
@@ -113,7 +79,7 @@ export interface NativeMlx {
    */
   loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
-  memory(): Promise<NativeMemory>;
+  memory(): Promise<MlxMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
   /** Stops the engine thread at once (process exit). */
   shutdown(): void;

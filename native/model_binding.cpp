@@ -30,7 +30,7 @@ SessionPtr own_on_engine(std::unique_ptr<ModelSession> session) {
 
 std::vector<int32_t> int32_vector(const Napi::Value& value, const char* name) {
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throw Napi::TypeError::New(value.Env(), std::string(name) + " must be an Int32Array");
+    throw coded_error<Napi::TypeError>(value.Env(), kInvalidOption, std::string(name) + " must be an Int32Array");
   }
   auto array = value.As<Napi::Int32Array>();
   return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
@@ -39,14 +39,14 @@ std::vector<int32_t> int32_vector(const Napi::Value& value, const char* name) {
 double number_field(const Napi::Object& o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("params.") + key + " must be a number");
+  if (!v.IsNumber()) throw coded_error<Napi::TypeError>(o.Env(), kInvalidOption, std::string("params.") + key + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
 }
 
 std::string string_field(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return "";
-  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a string");
+  if (!v.IsString()) throw coded_error<Napi::TypeError>(o.Env(), kInvalidOption, std::string(key) + " must be a string");
   return v.As<Napi::String>().Utf8Value();
 }
 
@@ -86,8 +86,7 @@ std::string describe_range(const SamplingRange& r) {
 
 // An INVALID_OPTION error with the fields lib/errors.ts builds an InvalidOptionError from.
 Napi::Error invalid_option(Napi::Env env, const std::string& option, const std::string& expected, Napi::Value got) {
-  Napi::Error e = Napi::Error::New(env, "Invalid option \"" + option + "\": expected " + expected);
-  e.Set("code", Napi::String::New(env, kInvalidOption));
+  Napi::Error e = coded_error(env, kInvalidOption, "Invalid option \"" + option + "\": expected " + expected);
   e.Set("option", Napi::String::New(env, option));
   e.Set("expected", Napi::String::New(env, expected));
   e.Set("got", got);
@@ -228,7 +227,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
  private:
   SessionPtr Session(Napi::Env env) {
-    if (!session_) throw Napi::Error::New(env, "the model was unloaded");
+    if (!session_) throw coded_error(env, kUnloaded, "the model was unloaded");
     return session_;
   }
 
@@ -242,9 +241,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
     auto prompt = int32_vector(info[0], "promptIds");
-    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "params must be an object");
+    if (!info[1].IsObject()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "params must be an object");
     SamplingParams params = sampling_params(info[1].As<Napi::Object>());
-    if (!info[2].IsFunction()) throw Napi::TypeError::New(env, "onEvent must be a function");
+    if (!info[2].IsFunction()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "onEvent must be a function");
     const bool constrained = info[1].As<Napi::Object>().Get("constrained").ToBoolean();
     auto masks = constrained ? std::make_shared<TokenMaskMailbox>(info_.vocab_size) : nullptr;
 
@@ -293,7 +292,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (!posted) {
       Engine::get().untrack_cancel(cancel);
       tsfn.Release();
-      throw Napi::Error::New(env, "the MLX engine has stopped");
+      throw coded_error(env, kMlxError, "the MLX engine has stopped");
     }
 
     Napi::Object handle = Napi::Object::New(env);
@@ -303,18 +302,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }));
     handle.Set("provideMask", Napi::Function::New(env, [masks](const Napi::CallbackInfo& info) {
       Napi::Env env = info.Env();
-      if (!masks) throw Napi::Error::New(env, "provideMask: this generation was not started with params.constrained");
-      if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "provideMask: step must be a number");
+      if (!masks) throw coded_error(env, kInvalidOption, "provideMask: this generation was not started with params.constrained");
+      if (!info[0].IsNumber()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "provideMask: step must be a number");
       const int step = info[0].As<Napi::Number>().Int32Value();
       if (info[1].IsNull()) {
         masks->put(step, {}, true);
         return;
       }
       if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-        throw Napi::TypeError::New(env, "provideMask: mask must be a Uint32Array or null");
+        throw coded_error<Napi::TypeError>(env, kInvalidOption, "provideMask: mask must be a Uint32Array or null");
       auto words = info[1].As<Napi::Uint32Array>();
       if (words.ElementLength() != masks->words())
-        throw Napi::RangeError::New(env, "provideMask: mask must have " + std::to_string(masks->words()) + " words (one bit per token)");
+        throw coded_error<Napi::RangeError>(env, kInvalidOption, "provideMask: mask must have " + std::to_string(masks->words()) + " words (one bit per token)");
       masks->put(step, std::vector<uint32_t>(words.Data(), words.Data() + words.ElementLength()), false);
     }));
     return handle;
@@ -338,7 +337,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
-    if (!info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "loadAdapter(name, dir) takes two strings");
+    if (!info[0].IsString() || !info[1].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "loadAdapter(name, dir) takes two strings");
     const std::string name = info[0].As<Napi::String>().Utf8Value(), dir = info[1].As<Napi::String>().Utf8Value();
     return run_on_engine<AdapterSummary>(
         env, "mlx-node:load-adapter", [session, name, dir]() { return session->load_adapter(name, dir); },
@@ -349,7 +348,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "unloadAdapter(name) takes a string");
+    if (!info[0].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "unloadAdapter(name) takes a string");
     const std::string name = info[0].As<Napi::String>().Utf8Value();
     return run_on_engine<Unit>(
         env, "mlx-node:unload-adapter", [session, name]() { session->unload_adapter(name); return Unit{}; },
@@ -386,7 +385,7 @@ struct Loaded {
 //           promptCacheBytes?: number) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
+  if (!info[0].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "model directory must be a string");
   LoadConfig config;
   config.model_dir = info[0].As<Napi::String>().Utf8Value();
   if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
@@ -438,7 +437,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
 // setLimits({ memoryLimitBytes?, cacheLimitBytes?, resetPeak? }) -> Promise<void>
 Napi::Value SetLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "limits must be an object");
+  if (!info[0].IsObject()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "limits must be an object");
   Napi::Object o = info[0].As<Napi::Object>();
   double memory = number_field(o, "memoryLimitBytes", -1);
   double cache = number_field(o, "cacheLimitBytes", -1);

@@ -11,7 +11,7 @@ import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type Cha
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
-import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
+import { AlreadyLoadedError, GgufError, InvalidOptionError, MlxError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
   checkModelPath, checkTokenIds, nonEmptyString, resolveGenerateOptions, resolveLoadOptions,
   type ResolvedGenerateOptions, type ResolvedLoadOptions,
@@ -111,7 +111,7 @@ export abstract class BaseBackend implements InferenceBackend {
     if (this.unloading) await this.unloading.catch(() => undefined);
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
-      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
+      throw new AlreadyLoadedError(current as string);
     }
     resolved.signal?.throwIfAborted();
     // Claimed before the first await, so a second load() started meanwhile is refused.
@@ -451,5 +451,6 @@ function chatResult(result: GenerateResult, tools: ToolSetup | undefined, format
 
 /** An engine that reported no logprobs for a token it was asked about: a bug, never a made-up number. */
 function missingLogprob(backend: BackendName, id: number): never {
-  throw new MlxNodeError(backend === "mlx" ? "MLX_ERROR" : "GGUF_ERROR", `the ${backend} engine reported no logprobs for generated token ${id}`);
+  const message = `the ${backend} engine reported no logprobs for generated token ${id}`;
+  throw backend === "mlx" ? new MlxError(message) : new GgufError(message);
 }

@@ -7,16 +7,13 @@ import { stat } from "node:fs/promises";
 import type { AdapterInfo, LoadOptions } from "../backend.js";
 import type { ChatTemplateSource } from "../chat.js";
 import {
-  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, errorFromNative, type NativeErrorFields,
+  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, UnloadedError, errorFromNative, type NativeErrorFields,
 } from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
 import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vocab.js";
-import {
-  nativeStatus, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
-  type NativeModelInfo,
-} from "../native.js";
+import { nativeStatus, type NativeMlx, type NativeModel } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
 import { forcedLogprob, fromNativeLogprobs, TokenPieces } from "../logprobs.js";
@@ -29,13 +26,59 @@ import { EngineRun } from "./run.js";
 export interface MlxLoadOptions extends LoadOptions {
   /**
    * The dtype the model computes in; floating weights (and quantization scales) are cast to it once
-   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (measured
-   * here: 4-bit SmolLM2-135M decodes 25x faster with float32 scales), and the checkpoint's dtype on a GPU.
+   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (many
+   * times slower, also for the scales of quantized weights), and the checkpoint's dtype on a GPU.
    * Defaults to `auto`.
    */
   computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
   /** Requests run at once: only 1 (the engine serves one request at a time; others queue). */
   maxBatch?: number;
+}
+
+/** Facts about a loaded MLX model, as its loader read them. */
+export interface MlxModelInfo {
+  /** `config.json`'s `model_type`, e.g. `llama`. */
+  modelType: string;
+  /** The dtype the model computes in: `float32`, `float16` or `bfloat16`. */
+  dtype: string;
+  /** 4 or 8 for MLX-quantized weights, 0 when not quantized. */
+  quantizationBits: number;
+  vocabSize: number;
+  /** Tokens the KV cache holds (prompt + generated). */
+  contextSize: number;
+  numLayers: number;
+  hiddenSize: number;
+  /** Bytes of the weights held in memory. */
+  weightBytes: number;
+  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
+  kvBytesPerToken: number;
+}
+
+/** The engine's numbers for one finished request (see {@link MlxBackend.lastGenerationStats}). */
+export interface MlxGenerationStats {
+  /** Prompt tokens run through the model (after a cached prefix was reused). */
+  evaluatedPromptTokens: number;
+  generatedTokens: number;
+  /** How the engine's loop ended: as {@link FinishReason} (`abort`: the request was cancelled). */
+  finish: "stop" | "length" | "abort";
+  prefillMs: number;
+  decodeMs: number;
+  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
+  graphBuildMs: number;
+  /** Other engine-thread time outside MLX evaluation. */
+  hostMs: number;
+  /** MLX operations created per decoded token. */
+  opsPerToken: number;
+  /** Constrained decoding (`jsonSchema`): time the engine waited for token masks. */
+  maskWaitMs: number;
+}
+
+/** MLX memory in bytes (see {@link MlxBackend.memory}). */
+export interface MlxMemory {
+  activeBytes: number;
+  peakBytes: number;
+  cacheBytes: number;
+  memoryLimitBytes: number;
 }
 
 /** Where MLX runs and how much memory it holds. */
@@ -67,8 +110,8 @@ export class MlxBackend extends BaseBackend {
   readonly name = "mlx" as const;
   private model: NativeModel | undefined;
   private tokenizerInstance: Tokenizer | undefined;
-  private modelInfo: NativeModelInfo | undefined;
-  private stats: NativeGenerationStats | undefined;
+  private modelInfo: MlxModelInfo | undefined;
+  private stats: MlxGenerationStats | undefined;
   /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
   private vocabulary: Promise<TokenVocabulary> | undefined;
   private pieces: Promise<TokenPieces> | undefined;
@@ -89,7 +132,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Facts about the loaded model (family, dtype, quantization, sizes). */
-  get info(): NativeModelInfo | undefined {
+  get info(): MlxModelInfo | undefined {
     return this.isLoaded ? this.modelInfo : undefined;
   }
 
@@ -100,7 +143,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Engine numbers of the last finished request: graph-build time, ops per token, prefill/decode ms. */
-  get lastGenerationStats(): NativeGenerationStats | undefined {
+  get lastGenerationStats(): MlxGenerationStats | undefined {
     return this.stats;
   }
 
@@ -114,9 +157,10 @@ export class MlxBackend extends BaseBackend {
     return this.tokenizer.encode(text, { addSpecialTokens: options?.addSpecialTokens ?? false });
   }
 
+  /** Token ids to text, special tokens rendered as their text (the contract's rule, see InferenceBackend.detokenize). */
   detokenize(tokens: readonly number[]): string {
     this.ensureLoaded("detokenize");
-    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize));
+    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize), { skipSpecialTokens: false });
   }
 
   /**
@@ -126,7 +170,7 @@ export class MlxBackend extends BaseBackend {
   async logits(tokens: readonly number[], options: { adapter?: string } = {}): Promise<Float32Array[]> {
     this.ensureLoaded("logits");
     const ids = checkTokenIds("tokens", tokens, this.vocabSize);
-    const flat = await this.native(() => (this.model as NativeModel).logits(Int32Array.from(ids), options.adapter));
+    const flat = await this.native(() => this.loadedModel().logits(Int32Array.from(ids), options.adapter));
     const vocab = this.vocabSize;
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
@@ -137,7 +181,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** MLX memory in bytes: active, peak, cache, limit. @throws BackendUnavailableError */
-  static async memory(): Promise<NativeMemory> {
+  static async memory(): Promise<MlxMemory> {
     return requireMlx().memory();
   }
 
@@ -179,18 +223,18 @@ export class MlxBackend extends BaseBackend {
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
     const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes));
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes), { path });
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;
   }
 
   protected attachAdapter(name: string, path: string): Promise<AdapterInfo> {
-    return this.native(() => (this.model as NativeModel).loadAdapter(name, path));
+    return this.native(() => this.loadedModel().loadAdapter(name, path));
   }
 
   protected detachAdapter(name: string): Promise<void> {
-    return this.native(() => (this.model as NativeModel).unloadAdapter(name));
+    return this.native(() => this.loadedModel().unloadAdapter(name));
   }
 
   protected async unloadModel(): Promise<void> {
@@ -204,14 +248,14 @@ export class MlxBackend extends BaseBackend {
   }
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
-    const model = this.model as NativeModel;
+    const model = this.loadedModel();
     return new EngineRun(async (run) => {
       // The first request with a schema builds its constraint; later ones find it cached.
       const json = options.jsonSchema
         ? await this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
         : undefined;
       if (!run.cancelled) await this.produce(run, model, prompt, options, json);
-    }, typedError);
+    }, (error) => typedError(error));
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
@@ -294,7 +338,7 @@ export class MlxBackend extends BaseBackend {
           if (done?.error) return reject(done.error);
           const stats = done?.stats;
           if (stats) {
-            this.stats = stats;
+            this.stats = { ...stats, finish: stats.finish === "cancelled" ? "abort" : stats.finish };
             run.evaluatedPromptTokens = stats.evaluatedPromptTokens;
             if (stats.finish !== "cancelled") run.finish = json?.forced ? "length" : stats.finish;
           }
@@ -311,21 +355,27 @@ export class MlxBackend extends BaseBackend {
     return { template: t.chatTemplate, bosToken: t.bosToken, eosToken: t.eosToken, origin: `${t.directory} (chat_template.jinja, tokenizer_config.json)` };
   }
 
-  /** Runs a native call and maps its `{code, message}` error to a typed error. */
-  private async native<T>(call: () => Promise<T>): Promise<T> {
+  /** The native model; UnloadedError once unload() has let it go (a call that raced the unload). */
+  private loadedModel(): NativeModel {
+    if (!this.model) throw new UnloadedError();
+    return this.model;
+  }
+
+  /** Runs a native call and maps its `{code, message}` error to a typed error; `fields` add what the caller knows (the path). */
+  private async native<T>(call: () => Promise<T>, fields: NativeErrorFields = {}): Promise<T> {
     try {
       return await call();
     } catch (error) {
-      throw typedError(error);
+      throw typedError(error, fields);
     }
   }
 }
 
 /** A native failure (an Error with `code`, and the option's fields for INVALID_OPTION) as its typed error; typed errors pass through. */
-function typedError(error: unknown): MlxNodeError {
+function typedError(error: unknown, fields: NativeErrorFields = {}): MlxNodeError {
   if (error instanceof MlxNodeError) return error;
-  const e = (error instanceof Error ? error : new Error(String(error))) as Error & Partial<NativeErrorFields>;
-  return errorFromNative(e.code ?? "MLX_ERROR", e.message, e);
+  const e = (error instanceof Error ? error : new Error(String(error))) as Error & NativeErrorFields;
+  return errorFromNative(e.code ?? "MLX_ERROR", e.message, { ...e, ...fields });
 }
 
 function requireMlx(): NativeMlx {

@@ -20,7 +20,7 @@ import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GenerateOptions, GenerateResult, InferenceBackend, LoadOptions } from "../../lib/backend.js";
 import {
-  InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnloadedError,
+  AlreadyLoadedError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnloadedError,
 } from "../../lib/errors.js";
 import { describeRange, SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS, type SamplingParameterName } from "../../lib/sampling.js";
 
@@ -47,6 +47,11 @@ export interface ContractModel {
    * the paths `load()` must reject with a `ModelFormatError` whose message names the file.
    */
   corruptCopies(dir: string): Promise<Array<{ label: string; path: string }>>;
+  /**
+   * Writes copies of the model that lack a file it needs (an MLX directory without weights) or are
+   * the wrong kind of path, and returns the paths `load()` must reject with a `ModelNotFoundError`.
+   */
+  incompleteCopies(dir: string): Promise<Array<{ label: string; path: string }>>;
   /** Strings that must survive `detokenize(tokenize(s))` unchanged. Defaults to a small set with punctuation, newlines and an emoji. */
   roundTripTexts?: readonly string[];
 }
@@ -125,7 +130,7 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
       it("rejects a second load while a model is loaded", async () => {
         const backend = await load(makeBackend());
         try {
-          await expect(backend.load(model.path, model.loadOptions)).rejects.toMatchObject({ code: "ALREADY_LOADED" });
+          await expect(backend.load(model.path, model.loadOptions)).rejects.toBeInstanceOf(AlreadyLoadedError);
           expect(backend.isLoaded).toBe(true);
         } finally {
           await backend.unload();
@@ -232,6 +237,12 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect((error as MlxNodeError).code).toBe("MODEL_NOT_FOUND");
         expect((error as Error).message).toContain(missing);
         expect(backend.isLoaded).toBe(false);
+        for (const { label, path } of await model.incompleteCopies(tmp)) {
+          const incomplete = await backend.load(path, model.loadOptions).catch((e: unknown) => e);
+          expect(incomplete, label).toBeInstanceOf(ModelNotFoundError);
+          expect((incomplete as Error).message, label).toContain(path);
+          expect(backend.isLoaded, label).toBe(false);
+        }
       });
 
       it("rejects corrupt models with ModelFormatError naming the file, and stays usable", async () => {
@@ -464,6 +475,21 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(`,${withSpecial.join(",")},`).toContain(`,${plain.join(",")},`);
         expect(backend.tokenize("")).toEqual([]);
         expect(() => backend.detokenize([-1])).toThrow(InvalidOptionError);
+      });
+
+      it("detokenize renders special tokens as their text, which tokenizes back to them (InferenceBackend.detokenize)", () => {
+        const withSpecial = backend.tokenize(prompt, { addSpecialTokens: true });
+        const plain = backend.tokenize(prompt, { addSpecialTokens: false });
+        // The tokens addSpecialTokens added around the plain ones (BOS, maybe EOS).
+        const at = withSpecial.findIndex((_, i) => plain.every((id, j) => withSpecial[i + j] === id));
+        const specials = [...withSpecial.slice(0, at), ...withSpecial.slice(at + plain.length)];
+        expect(specials.length, "the contract model adds a special token (BOS)").toBeGreaterThan(0);
+        for (const id of specials) {
+          const text = backend.detokenize([id]);
+          expect(text, `token ${id}`).not.toBe("");
+          expect(backend.tokenize(text), `token ${id} as ${JSON.stringify(text)}`).toEqual([id]);
+          expect(backend.detokenize(withSpecial).startsWith(text)).toBe(true);
+        }
       });
 
       it("rejects invalid options with InvalidOptionError naming the option, before any work", async () => {

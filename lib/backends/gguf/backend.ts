@@ -10,7 +10,7 @@ import type { LlamaContext, LlamaModel, Token } from "node-llama-cpp";
 import type { AdapterInfo, BackendName, LoadOptions, TokenizeOptions } from "../../backend.js";
 import type { ChatTemplateSource } from "../../chat.js";
 import {
-  AdapterError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, UnsupportedArchitectureError,
+  AdapterError, GgufError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnsupportedArchitectureError,
 } from "../../errors.js";
 import { readGgufHeader } from "../../gguf/read.js";
 import { validateGguf } from "../../gguf/validate.js";
@@ -245,7 +245,7 @@ export class GgufBackend extends BaseBackend {
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
         if (adapter !== undefined) throw new AdapterError(`Cannot apply the GGUF LoRA adapter ${adapter} to ${path}: ${errorMessage(error)}`);
-        throw new MlxNodeError("GGUF_ERROR", `Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
+        throw new GgufError(`Cannot create a ${contextSize}-token context for ${path}: ${errorMessage(error)}`, { cause: error });
       }
       const slots: Slot[] = [];
       while (context.sequencesLeft > 0) slots.push({ sequence: context.getSequence(), busy: false, lastRun: Promise.resolve(), usedAt: 0, readers: 0 });
@@ -321,7 +321,7 @@ export class GgufBackend extends BaseBackend {
    */
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
     const loaded = this.loaded;
-    if (!loaded) throw new MlxNodeError("NOT_LOADED", "No model is loaded");
+    if (!loaded) throw new NotLoadedError("generate");
     const { slot, source } = pickSlot(loaded, prompt);
     slot.busy = true;
     slot.usedAt = ++this.useCounter;
@@ -335,7 +335,7 @@ export class GgufBackend extends BaseBackend {
     const threadsUsed: GgufThreadCounts = { prefill: 0, decode: 0 };
     const run = new EngineRun(
       (r) => previous.then(() => produce(r, threadsUsed, loaded, slot.sequence, prompt, options, source, copied)),
-      (error) => error instanceof MlxNodeError ? error : new MlxNodeError("GGUF_ERROR", `llama.cpp evaluation failed: ${errorMessage(error)}`, { cause: error }),
+      (error) => error instanceof MlxNodeError ? error : new GgufError(`llama.cpp evaluation failed: ${errorMessage(error)}`, { cause: error }),
     );
     slot.lastRun = run.completion.then(() => {
       slot.busy = false;

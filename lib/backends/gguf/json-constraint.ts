@@ -5,7 +5,7 @@
  * state is built once and kept while the budget is not tight.
  */
 import type { LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
-import { MlxNodeError } from "../../errors.js";
+import { GgufError } from "../../errors.js";
 import { JsonGenerationDriver } from "../../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../../json-schema/schema.js";
 import { tokenConstraint } from "../../json-schema/token-constraint.js";
@@ -55,7 +55,7 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
     // TokenBias.set skips end-of-generation tokens, which must be banned too while the document
     // is open: the bias map (read by node-llama-cpp as token → logit bias) is filled directly.
     const biases = (bias as unknown as { _biases?: Map<number, number> })._biases;
-    if (!(biases instanceof Map)) throw new MlxNodeError("GGUF_ERROR", "jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
+    if (!(biases instanceof Map)) throw new GgufError("jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
     for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) biases.set(id, -Infinity);
     return bias;
   };

@@ -3,7 +3,7 @@
  * prompt cache), and which thread count decodes.
  */
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
-import { MlxNodeError } from "../../errors.js";
+import { GgufError } from "../../errors.js";
 import type { TokenPieces } from "../../logprobs.js";
 import type { DecodeThreadTuner, GgufThreadCounts } from "./threads.js";
 
@@ -94,7 +94,7 @@ export function pickSlot(loaded: Loaded, prompt: readonly number[]): { slot: Slo
   if (empty && loaded.slots.some((slot) => slot.busy)) return { slot: empty };
   const target = empty ?? oldest;
   // The queue lets at most maxBatch requests run, and there are at least that many sequences.
-  if (!target) throw new MlxNodeError("GGUF_ERROR", "no idle llama.cpp sequence (more requests running than maxBatch)");
+  if (!target) throw new GgufError("no idle llama.cpp sequence (more requests running than maxBatch)");
   // A copy is cut to the shared prefix after it is made, in a second turn of the lock, which a batch
   // started meanwhile (a request arriving in the same tick) holds until it ends: only a prefix
   // worth that (MIN_COPIED_PREFIX tokens) is copied.
