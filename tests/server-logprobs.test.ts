@@ -4,6 +4,7 @@
  * (chat `choices[].logprobs.content[]`, legacy `tokens`/`token_logprobs`/`top_logprobs`/`text_offset`),
  * agreement with what the library reports for the same request, and 400s naming the parameter.
  */
+import { readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -15,7 +16,12 @@ import { createServer } from "../lib/server/server.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const models = join(import.meta.dirname, "..", "..", "shared", "models");
-const TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+// Qwen2.5's template (hermes tool calls), so that tool-call streams can be checked too.
+const TEMPLATE = readFileSync(join(models, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja"), "utf8");
+const weatherTool = {
+  type: "function" as const,
+  function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string", maxLength: 12 } }, required: ["city"] } },
+};
 const MESSAGES = [{ role: "user" as const, content: "Tell me a story about a cat." }];
 
 const targets = [
@@ -43,7 +49,7 @@ for (const target of targets) {
     let client: OpenAI;
 
     beforeAll(async () => {
-      await model.load(target.path, { contextSize: 256 });
+      await model.load(target.path, { contextSize: 1024 });
       server = createServer(model, { modelId: "stories", chatTemplate: TEMPLATE });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       client = new OpenAI({ baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, apiKey: "unused", maxRetries: 0 });
@@ -108,6 +114,35 @@ for (const target of targets) {
         joined.text_offset.push(...(part?.text_offset ?? []));
       }
       expectClose(joined, lp);
+    });
+
+    it("chat with a forced tool call: one entry per token, also when the stream sends delta.tool_calls", async () => {
+      const request = {
+        model: "stories", messages: [{ role: "user" as const, content: "Weather in Oslo?" }], tools: [weatherTool],
+        tool_choice: "required" as const, max_tokens: 100, temperature: 0, logprobs: true, top_logprobs: 2,
+      };
+      const whole = await client.chat.completions.create(request);
+      expect(whole.choices[0].finish_reason).toBe("tool_calls");
+      const content = whole.choices[0].logprobs?.content ?? [];
+      expect(content).toHaveLength(whole.usage?.completion_tokens ?? -1);
+      const call = whole.choices[0].message.tool_calls?.[0];
+      expect(content.map((c) => c.token).join("")).toContain(call?.type === "function" ? call.function.arguments.slice(0, 8) : "?");
+      const streamed: typeof content = [];
+      let deltas = 0;
+      let beforeFinish = 0;
+      for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
+        const choice = chunk.choices[0];
+        if (choice?.delta.tool_calls) {
+          deltas++;
+          expect(choice.logprobs?.content, "a tool-call delta carries its tokens' entries").toBeInstanceOf(Array);
+        }
+        streamed.push(...(choice?.logprobs?.content ?? []));
+        if (!choice?.finish_reason) beforeFinish = streamed.length;
+      }
+      expect(deltas).toBeGreaterThan(0);
+      // Entries go out with the text they belong to, not all at the end.
+      expect(beforeFinish).toBeGreaterThan(content.length / 2);
+      expectClose(streamed, content);
     });
 
     it("rejects top_logprobs over 20, and top_logprobs without logprobs, with a 400 naming the parameter", async () => {

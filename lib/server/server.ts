@@ -172,7 +172,7 @@ export function createServer(model: InferenceBackend, options: ServerOptions = {
         for (let step = first; !step.done; step = await iterator.next()) {
           const chunk: ChatChunk = step.value;
           logprobs.add(chunk.logprobs);
-          if (!chunk.text || chunk.deltas?.length === 0) continue;
+          if (!chunk.text) continue;
           if (kind !== "chat") send(completionChunk(who, chunk.text, null, logprobs.takeCompletion()));
           else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null, logprobs.take()));
           else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null, logprobs.take()));
