@@ -49,7 +49,7 @@ for (const target of targets) {
     let client: OpenAI;
 
     beforeAll(async () => {
-      await model.load(target.path, { contextSize: 1024 });
+      await model.load(target.path, { contextSize: 1024, threads: 1 });
       server = createServer(model, { modelId: "stories", chatTemplate: TEMPLATE });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       client = new OpenAI({ baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, apiKey: "unused", maxRetries: 0 });
