@@ -4,9 +4,10 @@
  */
 import type { JsonSchema } from "./json-schema/validate.js";
 import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "./chat.js";
+import type { GeneratedTokenLogprob } from "./logprobs.js";
 import type { SamplingOptions } from "./sampling.js";
 
-export type { JsonSchema };
+export type { JsonSchema, GeneratedTokenLogprob };
 
 /** Options for {@link InferenceBackend.load}. */
 export interface LoadOptions {
@@ -93,6 +94,23 @@ export interface GenerateOptions extends SamplingOptions {
    * An unknown name is an InvalidOptionError. Defaults to the adapter given at load, else none.
    */
   adapter?: string;
+  /**
+   * Report each generated token's log-probability: `logprobs` of the chunks and of the result, one
+   * entry per entry of their `tokens`. They are of the distribution the token was drawn from: the
+   * log-softmax of the model's logits after `repetitionPenalty` and the `jsonSchema`/tool-call mask,
+   * and, when `temperature` > 0, after the `topK`/`topP`/`minP` filters and divided by the
+   * temperature (at temperature 0 no temperature is applied). With the default options that is the
+   * model's own log-softmax, as OpenAI reports. A token the constraint forced has logprob 0.
+   * Defaults to false.
+   */
+  logprobs?: boolean;
+  /**
+   * With `logprobs: true`, also report the `topLogprobs` most likely tokens at each position
+   * (`topLogprobs` of each entry), an integer in [0, 20]. On GGUF any value above 0 makes
+   * node-llama-cpp build the whole vocabulary's probabilities per token, which slows decoding of
+   * large vocabularies (measured: about half the speed on a 49k vocabulary). Defaults to 0.
+   */
+  topLogprobs?: number;
 }
 
 /**
@@ -107,6 +125,8 @@ export interface GenerateChunk {
   text: string;
   /** Token ids generated since the previous chunk. */
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
 }
 
 /** Token counts of one request. */
@@ -136,6 +156,8 @@ export interface Timings {
 export interface GenerateResult {
   text: string;
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
   finishReason: FinishReason;
   /** The stop string that ended generation, when `finishReason` is `stop` because of one. */
   stopSequence?: string;

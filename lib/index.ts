@@ -6,6 +6,7 @@ export type {
   AdapterInfo, BackendName, FinishReason, GenerateChunk, GenerateOptions, GenerateResult, GenerationStream,
   InferenceBackend, JsonSchema, LoadOptions, Prompt, Timings, TokenizeOptions, Usage,
 } from "./backend.js";
+export { MAX_TOP_LOGPROBS, type GeneratedTokenLogprob, type TokenLogprob } from "./logprobs.js";
 export { SAMPLING_PARAMETERS, type SamplingOptions, type SamplingParameter, type SamplingParameterName } from "./sampling.js";
 export { minimumMaxTokens, SCHEMA_LIMITS, MAX_NESTING } from "./json-schema/schema.js";
 export { prepareJsonSchema } from "./json-schema/compile-async.js";

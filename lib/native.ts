@@ -20,6 +20,11 @@ export interface NativeSamplingParams extends SamplingValues {
   constrained?: boolean;
   /** The name of a loaded adapter. Defaults to the adapter given at load, else none. */
   adapter?: string;
+  /**
+   * `n` in [0, 20]: report each token's log-probability and the `n` most likely alternatives of the
+   * distribution it was drawn from (see `onEvent`). Defaults to none.
+   */
+  logprobs?: number;
 }
 
 /** Control of one running native generation. */
@@ -46,11 +51,15 @@ export interface NativeDone {
 
 export interface NativeModel {
   info(): MlxModelInfo;
-  /** Starts generating; `onEvent` gets token batches, then `(null, done)` once. */
+  /**
+   * Starts generating; `onEvent` gets token batches, then `(null, done)` once. With
+   * `params.logprobs = n`, each batch also carries `logprobs`: per token, `1 + 2n` floats
+   * `[logprob, n top logprobs (descending), their ids]`.
+   */
   generate(
     promptIds: Int32Array,
     params: NativeSamplingParams,
-    onEvent: (tokens: Int32Array | null, done?: NativeDone) => void,
+    onEvent: (tokens: Int32Array | null, done?: NativeDone, logprobs?: Float32Array) => void,
   ): NativeGenerateHandle;
   /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
   logits(ids: Int32Array, adapter?: string): Promise<Float32Array>;

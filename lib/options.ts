@@ -6,6 +6,7 @@ import { totalmem } from "node:os";
 import type { GenerateOptions, LoadOptions } from "./backend.js";
 import { InvalidOptionError } from "./errors.js";
 import { compileJsonSchema, type CompiledJsonSchema } from "./json-schema/schema.js";
+import { MAX_TOP_LOGPROBS } from "./logprobs.js";
 import { resolveSampling, SAMPLING_PARAMETER_NAMES, type SamplingValues } from "./sampling.js";
 
 /** Generation options with defaults applied; what the backends consume. */
@@ -16,9 +17,11 @@ export interface ResolvedGenerateOptions extends SamplingValues {
   /** The `jsonSchema` option, checked and compiled. */
   jsonSchema: CompiledJsonSchema | undefined;
   adapter: string | undefined;
+  /** `logprobs`: undefined when off, else the number of alternatives (`topLogprobs`). */
+  logprobs: number | undefined;
 }
 
-const GENERATE_KEYS = new Set([...SAMPLING_PARAMETER_NAMES, "stop", "ignoreEos", "signal", "jsonSchema", "adapter"]);
+const GENERATE_KEYS = new Set([...SAMPLING_PARAMETER_NAMES, "stop", "ignoreEos", "signal", "jsonSchema", "adapter", "logprobs", "topLogprobs"]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
 export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
@@ -33,7 +36,16 @@ export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys:
     signal: abortSignal(o.signal),
     jsonSchema: jsonSchemaOption(o, sampling.maxTokens),
     adapter: nonEmptyString("adapter", o.adapter),
+    logprobs: logprobsOption(o),
   };
+}
+
+/** `logprobs` and `topLogprobs` as the number of alternatives, or undefined when off. */
+function logprobsOption(o: GenerateOptions): number | undefined {
+  const on = booleanOr("logprobs", o.logprobs, false);
+  const top = integerIn("topLogprobs", o.topLogprobs, 0, 0, MAX_TOP_LOGPROBS);
+  if (!on && o.topLogprobs !== undefined) throw new InvalidOptionError("topLogprobs", "unset unless logprobs is true", o.topLogprobs);
+  return on ? top : undefined;
 }
 
 /**

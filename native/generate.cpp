@@ -48,7 +48,7 @@ Array token_array(const std::vector<int32_t>& tokens, size_t begin, size_t end) 
 }  // namespace
 
 GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
-                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit,
+                         const std::atomic<bool>& cancel, const std::function<void(const EmittedToken&)>& emit,
                          TokenMaskMailbox* masks) {
   check_tokens(prompt, ctx.model.info.vocab_size, ctx.context_size);
   if (params.max_tokens < 0) invalid("max_tokens must be >= 0, got " + std::to_string(params.max_tokens));
@@ -115,7 +115,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
     }
     {
       Span wait{wait_ms};
-      async_eval({y});
+      async_eval(sampler.outputs(y));
     }
     cached.insert(cached.end(), prompt.begin() + pos, prompt.end());
 
@@ -139,7 +139,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
           (step == 0 ? prompt_step_ops : decode_ops) += op_count() - ops0;
         }
         Span wait{wait_ms};
-        async_eval({logits});
+        async_eval(sampler.outputs(logits));
         return nullptr;
       };
       if (const char* end = sample_masked(y, 0)) return finish(end);
@@ -167,7 +167,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
         if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish("stop");
         // Emitted before the forward pass starts (on the CPU async_eval runs much of it before
         // returning), so JS computes the mask of token n+1 while the pass runs.
-        emit(token);
+        emit({token, sampler.take_logprobs()});
         st.generated_tokens = n + 1;
         if (!more) return finish("length");
         {
@@ -197,7 +197,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
         // Counted as evaluation: on MLX's CPU backend async_eval blocks once 10 tasks are queued,
         // so it runs much of the step; on Metal it returns at once.
         Span wait{wait_ms};
-        async_eval({next});
+        async_eval(sampler.outputs(next));
       }
       int32_t token;
       {
@@ -207,7 +207,7 @@ GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prom
       if (first_token_ms < 0) first_token_ms = ms_since(t0);
       if (more) cached.push_back(token);  // its K/V are now (being) written by `next`'s graph
       if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish("stop");
-      emit(token);
+      emit({token, sampler.take_logprobs()});
       st.generated_tokens = n + 1;
       if (!more) return finish("length");
       if (n % 256 == 255) clear_memory_cache();  // as mlx-lm's generate_step

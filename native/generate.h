@@ -35,8 +35,9 @@ struct GenerationContext {
 // n+1's graph is built while token n's sampling finishes, token n is read and emitted, the
 // forward pass is started, and only then does the engine wait for the mask, which JS computes
 // from token n meanwhile. JS ending the constraint (the document is complete) finishes with "stop".
+// With params.logprobs >= 0 each token's log-probabilities are evaluated with it (Sampler::outputs).
 GenerationStats generate(GenerationContext ctx, const std::vector<int32_t>& prompt, const SamplingParams& params,
-                         const std::atomic<bool>& cancel, const std::function<void(int32_t)>& emit,
+                         const std::atomic<bool>& cancel, const std::function<void(const EmittedToken&)>& emit,
                          TokenMaskMailbox* masks = nullptr);
 
 // float32 logits [tokens.size() * vocab] for every position, from an empty cache; leaves the

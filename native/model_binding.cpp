@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "device.h"
@@ -105,6 +106,16 @@ double sampling_field(const Napi::Object& o, const char* key, double fallback) {
   return x;
 }
 
+// params.logprobs: absent (-1: none) or the alternatives per token, an integer in [0, 20]
+// (lib/logprobs.ts MAX_TOP_LOGPROBS), which token_logprobs' argpartition relies on.
+int logprobs_field(const Napi::Object& o) {
+  Napi::Value v = o.Get("logprobs");
+  if (v.IsUndefined()) return -1;
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!(x >= 0 && x <= 20 && x == std::floor(x))) throw invalid_option(o.Env(), "logprobs", "an integer in [0, 20]", v);
+  return static_cast<int>(x);
+}
+
 // The sampler trusts what this returns: every field is in its range.
 SamplingParams sampling_params(const Napi::Object& o) {
   SamplingParams p;
@@ -116,6 +127,7 @@ SamplingParams sampling_params(const Napi::Object& o) {
   p.repetition_context_size = static_cast<int>(sampling_field(o, "repetitionContextSize", p.repetition_context_size));
   p.seed = static_cast<uint64_t>(sampling_field(o, "seed", 0));
   p.max_tokens = static_cast<int>(sampling_field(o, "maxTokens", p.max_tokens));
+  p.logprobs = logprobs_field(o);
   if (o.Has("stopTokenIds")) p.stop_token_ids = int32_vector(o.Get("stopTokenIds"), "params.stopTokenIds");
   p.adapter = string_field(o, "adapter");
   return p;
@@ -177,12 +189,13 @@ Napi::Object summary_to_js(Napi::Env env, const AdapterSummary& s) {
 struct TokenMailbox {
   std::mutex mutex;
   std::vector<int32_t> pending;
+  std::vector<float> logprobs;  // each pending token's EmittedToken::logprobs, concatenated
   bool delivery_queued = false;
 
-  std::vector<int32_t> take() {
+  std::pair<std::vector<int32_t>, std::vector<float>> take() {
     std::lock_guard<std::mutex> lock(mutex);
     delivery_queued = false;
-    return std::exchange(pending, {});
+    return {std::exchange(pending, {}), std::exchange(logprobs, {})};
   }
 };
 
@@ -220,7 +233,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   Napi::Value Info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), info_); }
 
-  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?}))
+  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?}, logprobs?: Float32Array))
+  // With params.logprobs = n >= 0, `logprobs` holds 1 + 2n floats per token (EmittedToken::logprobs).
   //   -> { cancel(), provideMask(step, mask: Uint32Array | null) }
   // With params.constrained, token n is sampled only after provideMask(n, ...) (see token_mask.h).
   Napi::Value Generate(const Napi::CallbackInfo& info) {
@@ -238,8 +252,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "mlx-node:generate", 0, 1);
 
     auto deliver = [mailbox](Napi::Env env, Napi::Function on_event) {
-      auto tokens = mailbox->take();
-      if (!tokens.empty()) on_event.Call({to_int32_array(env, tokens)});
+      auto [tokens, logprobs] = mailbox->take();
+      if (tokens.empty()) return;
+      if (logprobs.empty()) {
+        on_event.Call({to_int32_array(env, tokens)});
+        return;
+      }
+      auto values = Napi::Float32Array::New(env, logprobs.size());  // copied, as the ids
+      std::copy(logprobs.begin(), logprobs.end(), values.Data());
+      on_event.Call({to_int32_array(env, tokens), env.Undefined(), values});
     };
 
     Engine::get().track_cancel(cancel);
@@ -247,9 +268,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       GenerationStats stats;
       bool failed = false;
       JobError error = capture_error([&] {
-        stats = session->generate(prompt, params, *cancel, [&](int32_t token) {
+        stats = session->generate(prompt, params, *cancel, [&](const EmittedToken& token) {
           std::lock_guard<std::mutex> lock(mailbox->mutex);
-          mailbox->pending.push_back(token);
+          mailbox->pending.push_back(token.id);
+          mailbox->logprobs.insert(mailbox->logprobs.end(), token.logprobs.begin(), token.logprobs.end());
           if (!mailbox->delivery_queued) {
             mailbox->delivery_queued = true;
             tsfn.NonBlockingCall(deliver);

@@ -27,7 +27,7 @@ class Session : public ModelSession {
 
   GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                            const std::atomic<bool>& cancel,
-                           const std::function<void(int32_t token)>& emit, TokenMaskMailbox* masks) override {
+                           const std::function<void(const EmittedToken& token)>& emit, TokenMaskMailbox* masks) override {
     AdapterScope scope(select_adapter(params.adapter));
     PromptCache::Entry entry = prompt_cache_.take(prompt);
     GenerationStats stats = mlxnode::generate(GenerationContext{*model_, entry.cache, entry.tokens, info_.context_size},

@@ -45,7 +45,7 @@ class ModelSession {
   // null), every token is sampled among the ids its mask allows (constrained decoding).
   virtual GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                                    const std::atomic<bool>& cancel,
-                                   const std::function<void(int32_t token)>& emit,
+                                   const std::function<void(const EmittedToken& token)>& emit,
                                    TokenMaskMailbox* masks) = 0;
 
   // Logits for every position of `tokens` ([tokens.size() * vocab_size], float32), evaluated

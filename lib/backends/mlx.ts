@@ -16,6 +16,7 @@ import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vo
 import { nativeStatus, type NativeMlx, type NativeModel } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
+import { forcedLogprob, fromNativeLogprobs, TokenPieces } from "../logprobs.js";
 import { samplingValues } from "../sampling.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
@@ -113,6 +114,7 @@ export class MlxBackend extends BaseBackend {
   private stats: MlxGenerationStats | undefined;
   /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
   private vocabulary: Promise<TokenVocabulary> | undefined;
+  private pieces: Promise<TokenPieces> | undefined;
   /** Milliseconds the last jsonSchema request spent computing token masks on the JS thread. */
   private lastMaskMs = 0;
 
@@ -241,6 +243,7 @@ export class MlxBackend extends BaseBackend {
     this.modelInfo = undefined;
     this.tokenizerInstance = undefined;
     this.vocabulary = undefined;
+    this.pieces = undefined;
     await model?.unload();
   }
 
@@ -256,13 +259,27 @@ export class MlxBackend extends BaseBackend {
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
-    const vocabSize = this.vocabSize;
-    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, vocabSize);
+    return new JsonGenerationDriver(tokenConstraint(schema, await this.tokenVocabulary()), budget);
+  }
+
+  /** Token bytes, read from tokenizer.json on first use (a failed read is retried next time). */
+  private tokenVocabulary(): Promise<TokenVocabulary> {
+    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, this.vocabSize);
     const vocabulary = this.vocabulary;
     vocabulary.catch(() => {
       if (this.vocabulary === vocabulary) this.vocabulary = undefined;
     });
-    return new JsonGenerationDriver(tokenConstraint(schema, await vocabulary), budget);
+    return vocabulary;
+  }
+
+  protected async tokenPieces(): Promise<TokenPieces> {
+    const tokenizer = this.tokenizer;
+    this.pieces ??= this.tokenVocabulary().then((v) => new TokenPieces(v, (id) => tokenizer.idToToken(id)));
+    const pieces = this.pieces;
+    pieces.catch(() => {
+      if (this.pieces === pieces) this.pieces = undefined;
+    });
+    return pieces;
   }
 
   /**
@@ -282,8 +299,9 @@ export class MlxBackend extends BaseBackend {
           stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
           constrained: json !== undefined,
           ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
+          ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
         },
-        (tokens, done) => {
+        (tokens, done, values) => {
           if (tokens) {
             if (failure) return;
             let forced: number[] | undefined;
@@ -304,7 +322,15 @@ export class MlxBackend extends BaseBackend {
                 return;
               }
             }
-            run.push(forced?.length ? [...tokens, ...forced] : Array.from(tokens));
+            const ids = forced?.length ? [...tokens, ...forced] : Array.from(tokens);
+            if (options.logprobs === undefined) return run.push(ids);
+            try {
+              const reported = fromNativeLogprobs(values ?? new Float32Array(), tokens.length, options.logprobs);
+              run.push(ids, false, forced ? [...reported, ...forced.map(forcedLogprob)] : reported);
+            } catch (error) {
+              failure = { error };
+              handle.cancel();
+            }
             return;
           }
           if (json) this.lastMaskMs = json.maskMs;

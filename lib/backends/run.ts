@@ -4,6 +4,7 @@
  * once. Iteration ends only after the producer has stopped, so the next request never races a
  * still-running evaluation.
  */
+import type { EngineLogprob, TokenBatch } from "../logprobs.js";
 import type { TokenRun } from "./base.js";
 
 /**
@@ -24,6 +25,8 @@ export class EngineRun implements TokenRun {
   /** Settles when the producer has stopped; never rejects (errors are kept for the consumer). */
   readonly completion: Promise<void>;
   private buffer: number[] = [];
+  /** The buffered tokens' logprobs, when the producer reports them (one entry per token). */
+  private logprobs: EngineLogprob[] | undefined;
   private ended = false;
   private wakeScheduled = false;
   private failure: { error: unknown } | undefined;
@@ -61,12 +64,14 @@ export class EngineRun implements TokenRun {
   }
 
   /**
-   * Called by the producer with generated tokens. With `deferWake`, the consumer is woken on the
-   * next macrotask (after the engine has started its next native decode) instead of now.
+   * Called by the producer with generated tokens (and their logprobs, one entry per token, when the
+   * request asked for them). With `deferWake`, the consumer is woken on the next macrotask (after the
+   * engine has started its next native decode) instead of now.
    */
-  push(tokens: readonly number[], deferWake = false): void {
+  push(tokens: readonly number[], deferWake = false, logprobs?: readonly EngineLogprob[]): void {
     if (this.ended) return;
     this.buffer.push(...tokens);
+    if (logprobs) (this.logprobs ??= []).push(...logprobs);
     if (!deferWake) this.notify();
     else if (!this.wakeScheduled) {
       this.wakeScheduled = true;
@@ -88,12 +93,16 @@ export class EngineRun implements TokenRun {
     return new Promise((r) => (this.wakeProducer = r));
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<number[]> {
+  async *[Symbol.asyncIterator](): AsyncIterator<TokenBatch> {
     try {
       while (!this.cancelled) {
         if (this.buffer.length > 0) {
-          const batch = this.buffer;
+          const batch: TokenBatch = { ids: this.buffer };
           this.buffer = [];
+          if (this.logprobs) {
+            batch.logprobs = this.logprobs;
+            this.logprobs = [];
+          }
           this.takeWake("producer");
           yield batch;
           continue;

@@ -7,6 +7,8 @@ import type { FinishReason, GenerateOptions, GenerateResult, JsonSchema } from "
 import type { ChatMessage, ChatOptions, ChatResult } from "../chat.js";
 import type { ToolCall } from "../tools.js";
 import { InvalidOptionError } from "../errors.js";
+import type { GeneratedTokenLogprob } from "../logprobs.js";
+import { chatLogprobs, chatLogprobsParams, completionLogprobs, completionLogprobsParams } from "./logprobs.js";
 import { SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS } from "../sampling.js";
 
 /** A request the server rejects before any work, with the OpenAI parameter it is about. */
@@ -50,6 +52,8 @@ const PARAM_OF_OPTION: Record<string, string> = {
   toolChoice: "tool_choice",
   parallelToolCalls: "parallel_tool_calls",
   toolCallFormat: "tool_call_format",
+  logprobs: "logprobs",
+  topLogprobs: "top_logprobs",
 };
 
 /** The OpenAI parameter an InvalidOptionError is about. */
@@ -63,8 +67,6 @@ export function paramOf(error: InvalidOptionError): string {
 const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   frequency_penalty: (v) => v === 0,
   presence_penalty: (v) => v === 0,
-  logprobs: (v) => v === false || v === 0,
-  top_logprobs: (v) => v === 0,
   logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0,
   best_of: (v) => v === 1,
   echo: (v) => v === false,
@@ -133,7 +135,11 @@ export function parseCompletionRequest(body: Record<string, unknown>): ParsedCom
   for (const name of ["tools", "tool_choice"]) {
     if (body[name] !== undefined && body[name] !== null) throw new RequestError(400, `"${name}" is only supported by /v1/chat/completions`, name, "unsupported_parameter");
   }
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
+    throw new RequestError(400, `"top_logprobs" is a /v1/chat/completions parameter; here "logprobs": n asks for n alternatives`, "top_logprobs", "unsupported_parameter");
+  }
   const common = parseCommon(body);
+  Object.assign(common.options, completionLogprobsParams(body));
   let prompt = body.prompt;
   // A batch of one is a single prompt; larger batches would need n choices per response.
   if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === "string" || Array.isArray(prompt[0]))) prompt = prompt[0];
@@ -151,7 +157,7 @@ export function parseChatRequest(body: Record<string, unknown>): ParsedChatReque
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new RequestError(400, `"messages" must be a non-empty array`, "messages");
   }
-  const options: ChatOptions = common.options;
+  const options: ChatOptions = { ...common.options, ...chatLogprobsParams(body) };
   // Tools keep OpenAI's shape (lib/tools.ts checks them); the rest is renamed to camelCase.
   copy(body, "tools", options, "tools");
   copy(body, "tool_choice", options, "toolChoice");
@@ -225,15 +231,16 @@ function envelope<T extends string>(who: ResponseIdentity, object: T) {
 export function completionResponse(who: ResponseIdentity, result: GenerateResult) {
   return {
     ...envelope(who, "text_completion"),
-    choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
+    choices: [{ index: 0, text: result.text, logprobs: completionLogprobs(result.logprobs), finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
 }
 
-export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null) {
+/** `logprobs`: the chunk's part of the legacy logprobs object (completionLogprobs), or null. */
+export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null, logprobs: ReturnType<typeof completionLogprobs> = null) {
   return {
     ...envelope(who, "text_completion"),
-    choices: [{ index: 0, text, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+    choices: [{ index: 0, text, logprobs, finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 
@@ -242,7 +249,7 @@ export function chatResponse(who: ResponseIdentity, result: ChatResult) {
   const message = toolCalls ? { role: "assistant", content, tool_calls: toolCalls } : { role: "assistant", content };
   return {
     ...envelope(who, "chat.completion"),
-    choices: [{ index: 0, message, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
+    choices: [{ index: 0, message, logprobs: chatLogprobs(result.logprobs), finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
 }
@@ -254,10 +261,11 @@ export interface ChatDelta {
   tool_calls?: { index: number; id?: string; type?: "function"; function: { name?: string; arguments: string } }[];
 }
 
-export function chatChunk(who: ResponseIdentity, delta: ChatDelta, finish: FinishReason | null) {
+/** `logprobs`: the entries of the tokens this chunk carries, when the request asked for them. */
+export function chatChunk(who: ResponseIdentity, delta: ChatDelta, finish: FinishReason | null, logprobs?: readonly GeneratedTokenLogprob[]) {
   return {
     ...envelope(who, "chat.completion.chunk"),
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+    choices: [{ index: 0, delta, logprobs: chatLogprobs(logprobs), finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 

@@ -11,6 +11,7 @@ import type { ChatChunk, ChatOptions, ChatResult } from "../chat.js";
 import type { ToolStreamDelta } from "../tools.js";
 import { InvalidOptionError, MlxNodeError, type MlxNodeErrorCode } from "../errors.js";
 import { accessPolicy, checkAccess } from "./access.js";
+import { PendingLogprobs } from "./logprobs.js";
 import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
@@ -164,17 +165,21 @@ export function createServer(model: InferenceBackend, options: ServerOptions = {
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
       const send = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
+      // With logprobs, the entries of tokens whose text is not out yet (part of a character, a
+      // possible stop string) go with the next chunk that has text, or with the last one.
+      const logprobs = new PendingLogprobs();
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
           const chunk: ChatChunk = step.value;
+          logprobs.add(chunk.logprobs);
           if (!chunk.text) continue;
-          if (kind !== "chat") send(completionChunk(who, chunk.text, null));
-          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null));
-          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null));
+          if (kind !== "chat") send(completionChunk(who, chunk.text, null, logprobs.takeCompletion()));
+          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null, logprobs.take()));
+          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null, logprobs.take()));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
-          send(kind === "chat" ? chatChunk(who, {}, result.finishReason) : completionChunk(who, "", result.finishReason));
+          send(kind === "chat" ? chatChunk(who, {}, result.finishReason, logprobs.take()) : completionChunk(who, "", result.finishReason, logprobs.takeCompletion()));
           if (includeUsage) send(usageChunk(who, object, result));
           res.end("data: [DONE]\n\n");
         }

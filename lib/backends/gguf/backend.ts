@@ -14,10 +14,12 @@ import {
 } from "../../errors.js";
 import { readGgufHeader } from "../../gguf/read.js";
 import { validateGguf } from "../../gguf/validate.js";
+import { TokenPieces } from "../../logprobs.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "../base.js";
 import { EngineRun } from "../run.js";
 import { decodeThreads, kvBytesPerSequence, measuredDecodeThreads, pickSlot, type Loaded, type Slot } from "./loaded.js";
+import { ggufVocabulary } from "./json-constraint.js";
 import { GgufLoadRefused, probeEnabled, probeGguf } from "./probe.js";
 import { produce } from "./produce.js";
 import { errorMessage, getSharedLlama, nativeErrorMark, nativeErrorsSince } from "./runtime.js";
@@ -130,6 +132,12 @@ export class GgufBackend extends BaseBackend {
   /** Number of tokens in the model's vocabulary (0 when none is loaded). */
   protected get vocabSize(): number {
     return this.loaded?.vocabSize ?? 0;
+  }
+
+  protected async tokenPieces(): Promise<TokenPieces> {
+    const loaded = this.loaded as Loaded;
+    loaded.pieces ??= new TokenPieces(ggufVocabulary(loaded.model), (id) => loaded.model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.[id]);
+    return loaded.pieces;
   }
 
   /**

@@ -25,11 +25,10 @@ const vocabularies = new WeakMap<LlamaModel, TokenVocabulary>();
 const stateBiases = new WeakMap<object, Map<number, TokenBias>>();
 
 /**
- * Sets up one constrained generation of at most `budget` tokens.
+ * The bytes of a GGUF model's tokens, read from its metadata once per model.
  * @throws MlxNodeError `GGUF_ERROR` for a tokenizer that is neither SentencePiece nor byte-level BPE.
  */
-export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
-  const lib = await import("node-llama-cpp");
+export function ggufVocabulary(model: LlamaModel): TokenVocabulary {
   let vocab = vocabularies.get(model);
   if (!vocab) {
     const tokens = model.tokens;
@@ -37,6 +36,16 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
     vocab = vocabularyFromGguf(model.fileInfo.metadata?.tokenizer?.ggml ?? {}, eos);
     vocabularies.set(model, vocab);
   }
+  return vocab;
+}
+
+/**
+ * Sets up one constrained generation of at most `budget` tokens.
+ * @throws MlxNodeError `GGUF_ERROR` for a tokenizer that is neither SentencePiece nor byte-level BPE.
+ */
+export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
+  const lib = await import("node-llama-cpp");
+  const vocab = ggufVocabulary(model);
   const driver = new JsonGenerationDriver(tokenConstraint(schema, vocab), budget);
   let cache = stateBiases.get(driver.constraint);
   if (!cache) stateBiases.set(driver.constraint, (cache = new Map()));

@@ -4,6 +4,7 @@
  */
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
 import { GgufError } from "../../errors.js";
+import type { TokenPieces } from "../../logprobs.js";
 import type { DecodeThreadTuner, GgufThreadCounts } from "./threads.js";
 
 /** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
@@ -42,6 +43,8 @@ export interface Loaded {
   /** KV bytes of one sequence (llama.cpp's estimate), for the prompt-cache budget and reports. */
   sequenceBytes: number;
   vocabSize: number;
+  /** Token texts for `logprobs`, made on first use. */
+  pieces?: TokenPieces;
   /** Prefill's count, and decode's before measurement. */
   threads: GgufThreadCounts;
   /** Whether counts can change between batches (see setContextThreads); when not, decode's count is used throughout. */

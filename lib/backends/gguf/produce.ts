@@ -3,6 +3,7 @@
  * chunks, then sample token by token, pipelined with the consumer (see EngineRun).
  */
 import type { LlamaContextSequence, SequenceEvaluateOptions, Token } from "node-llama-cpp";
+import { forcedLogprob, type EngineAlternative, type EngineLogprob } from "../../logprobs.js";
 import type { ResolvedGenerateOptions } from "../../options.js";
 import type { EngineRun } from "../run.js";
 import { ggufJsonRun } from "./json-constraint.js";
@@ -91,10 +92,16 @@ export async function produce(
     const json = options.jsonSchema ? await ggufJsonRun(model, options.jsonSchema, maxNew) : undefined;
     if (json) Object.assign(evaluateOptions, json.evaluateOptions);
     if (run.cancelled) return;
-    const tokens = sequence.evaluate(pending, evaluateOptions);
+    // With logprobs, node-llama-cpp reports each token's probability (and the distribution) after its
+    // sampler chain: bias (the JSON mask), repeat penalty, then greedy, or top-k/top-p/min-p and temperature.
+    const n = options.logprobs;
+    const tokens: AsyncGenerator<Step, void, void> = n === undefined
+      ? sequence.evaluate(pending, evaluateOptions)
+      : sequence.evaluateWithMetadata(pending, { confidence: true, probabilities: n > 0 }, evaluateOptions);
+    const logprobsOf = (step: Step) => (typeof step === "number" || n === undefined ? undefined : [ggufLogprob(step, n)]);
     let produced = 0;
     // Requests the next generated token on decode's threads, timing it while they are measured.
-    const requestNext = (): Promise<IteratorResult<Token, void>> => {
+    const requestNext = (): Promise<IteratorResult<Step, void>> => {
       // Timed only alone: a batch step of several requests is not one token's cost.
       const tuner = loaded.tuner?.measuring && runningAlone(loaded) ? loaded.tuner : undefined;
       const threads = decodeThreads(loaded);
@@ -109,7 +116,7 @@ export async function produce(
       }
       return request;
     };
-    let next: Promise<IteratorResult<Token, void>> | undefined = tokens.next();
+    let next: Promise<IteratorResult<Step, void>> | undefined = tokens.next();
     try {
       while (next) {
         const result = await next;
@@ -125,7 +132,8 @@ export async function produce(
           run.finish = "stop";
           break;
         }
-        const token = result.value as number;
+        const token = typeof result.value === "number" ? result.value : result.value.token;
+        const logprobs = logprobsOf(result.value);
         if (!options.ignoreEos && model.isEogToken(token as Token)) {
           run.finish = "stop";
           break;
@@ -134,7 +142,7 @@ export async function produce(
         json?.driver.push(token); // before the next sample, whose token bias reads it
         produced++;
         if (json?.driver.finished) {
-          run.push([token]);
+          run.push([token], false, logprobs);
           run.finish = json.driver.forced ? "length" : "stop";
           break;
         }
@@ -142,16 +150,16 @@ export async function produce(
         // every other token through a bias list would cost more than the decode itself).
         const forced = json?.driver.forcedCompletion();
         if (forced) {
-          run.push([token]);
+          run.push([token], false, logprobs);
           for (const t of forced) {
             json?.driver.push(t);
-            run.push([t]);
+            run.push([t], false, logprobs && [forcedLogprob(t)]);
           }
           run.finish = "length";
           break;
         }
         if (produced >= maxNew) {
-          run.push([token]);
+          run.push([token], false, logprobs);
           run.finish = "length";
           break;
         }
@@ -160,7 +168,7 @@ export async function produce(
         // detokenization and stop strings run on the main thread while the native decode runs.
         const room = !run.cancelled && run.hasRoom();
         if (room) next = requestNext();
-        run.push([token], room);
+        run.push([token], room, logprobs);
         if (run.cancelled) break;
         if (!room) {
           await run.room();
@@ -176,4 +184,20 @@ export async function produce(
     if (run.evaluatedPromptTokens === 0) run.evaluatedPromptTokens = evaluatedSoFar();
     if (loaded.canSwitchThreads) setContextThreads(context, decodeThreads(loaded)); // a run that ended in prefill
   }
+}
+
+/** What the evaluation yields: a token, or with logprobs a token and node-llama-cpp's metadata of it. */
+type Step = Token | { token: Token; confidence?: number; probabilities?: Map<Token, number> };
+
+/**
+ * node-llama-cpp's report of a sampled token as an engine report: its probability, and the `n` most
+ * likely tokens of the distribution (the map is sorted, most likely first; banned tokens have 0).
+ */
+function ggufLogprob(step: Exclude<Step, Token>, n: number): EngineLogprob {
+  const top: EngineAlternative[] = [];
+  for (const [id, p] of step.probabilities ?? []) {
+    if (top.length >= n || !(p > 0)) break;
+    top.push({ id, logprob: Math.log(p) });
+  }
+  return { logprob: Math.log(step.confidence ?? 0), top };
 }
