@@ -226,6 +226,24 @@ const CASES: Case[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) => {
+  it("gemma3_text local layers keep only their window: a 700-token prompt's cache holds less than two layers' positions", async () => {
+    // 3 layers, pattern 2: layers 0 and 2 local (window 8), layer 1 global. One layer keeps 2 (K, V) x 2 KV
+    // heads x 32 x 4 bytes = 512 B per position; the cache kept after the request is MLX's only new memory.
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma3_text f32 700-token prompt"))];
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      const before = (await MlxBackend.memory()).activeBytes;
+      await mlx.generate(ref.prompt, { maxTokens: 1, temperature: 0, ignoreEos: true });
+      const kept = (await MlxBackend.memory()).activeBytes - before;
+      console.log(`[gemma3_text window 8, 700-token prompt] cache ${kept} B (every layer keeping every position: >= ${3 * 700 * 512} B)`);
+      expect(kept).toBeGreaterThanOrEqual(700 * 512);  // the global layer keeps all 700
+      expect(kept).toBeLessThan(2 * 700 * 512);
+    } finally {
+      await mlx.unload();
+    }
+  });
+
   // Window 8 on local layers (gemma4: and KV-shared layers reading the rotated caches): after the
   // 64-token prompt every local cache has rotated.
   it.each(["gemma3_text f32 window 8 < prompt", "gemma4_text f32 KV sharing"])("%s: reuses a prompt prefix through rotated sliding-window caches, and re-evaluates where a rotated cache cannot go back", async (name) => {
