@@ -7,9 +7,12 @@
  * Missing references are made on the first run (about 30 s); to remake them all:
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import { ModelConfigError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
@@ -241,6 +244,27 @@ defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) =>
       expect(kept).toBeLessThan(2 * 700 * 512);
     } finally {
       await mlx.unload();
+    }
+  });
+
+  it("refuses a gemma4_text config it cannot run, naming the key", async () => {
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma4_text f32 KV sharing"))];
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-gemma4-"));
+    try {
+      cpSync(ref.modelDir, dir, { recursive: true });
+      const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      const load = async (edit: Record<string, unknown>) => {
+        writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, ...edit }));
+        return new MlxBackend().load(dir);
+      };
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(ModelConfigError);
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(/num_kv_shared_layers/);
+      await expect(load({ vocab_size_per_layer_input: 256 })).rejects.toThrow(/vocab_size_per_layer_input is smaller than vocab_size/);
+      const rope = { full_attention: { rope_type: "dynamic" }, sliding_attention: { rope_type: "default" } };
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(UnsupportedArchitectureError);
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(/rope_parameters.full_attention type 'dynamic' is not supported/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
