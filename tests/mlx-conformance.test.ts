@@ -7,10 +7,12 @@
  * Missing references are made on the first run (about 30 s); to remake them all:
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
-import { readdirSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import { ModelConfigError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { readSafetensorsHeader } from "./reference/safetensors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
@@ -253,6 +255,45 @@ defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) =>
       expect(peak).toBeLessThan(text + tower);
     } finally {
       await mlx.unload();
+    }
+  });
+
+  it("gemma3_text local layers keep only their window: a 700-token prompt's cache holds less than two layers' positions", async () => {
+    // 3 layers, pattern 2: layers 0 and 2 local (window 8), layer 1 global. One layer keeps 2 (K, V) x 2 KV
+    // heads x 32 x 4 bytes = 512 B per position; the cache kept after the request is MLX's only new memory.
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma3_text f32 700-token prompt"))];
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      const before = (await MlxBackend.memory()).activeBytes;
+      await mlx.generate(ref.prompt, { maxTokens: 1, temperature: 0, ignoreEos: true });
+      const kept = (await MlxBackend.memory()).activeBytes - before;
+      console.log(`[gemma3_text window 8, 700-token prompt] cache ${kept} B (every layer keeping every position: >= ${3 * 700 * 512} B)`);
+      expect(kept).toBeGreaterThanOrEqual(700 * 512);  // the global layer keeps all 700
+      expect(kept).toBeLessThan(2 * 700 * 512);
+    } finally {
+      await mlx.unload();
+    }
+  });
+
+  it("refuses a gemma4_text config it cannot run, naming the key", async () => {
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma4_text f32 KV sharing"))];
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-gemma4-"));
+    try {
+      cpSync(ref.modelDir, dir, { recursive: true });
+      const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      const load = async (edit: Record<string, unknown>) => {
+        writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, ...edit }));
+        return new MlxBackend().load(dir);
+      };
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(ModelConfigError);
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(/num_kv_shared_layers/);
+      await expect(load({ vocab_size_per_layer_input: 256 })).rejects.toThrow(/vocab_size_per_layer_input is smaller than vocab_size/);
+      const rope = { full_attention: { rope_type: "dynamic" }, sliding_attention: { rope_type: "default" } };
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(UnsupportedArchitectureError);
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(/rope_parameters.full_attention type 'dynamic' is not supported/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -14,6 +14,7 @@
 //   softmax over the top-k logits, per-expert scales) and gelu experts;
 // - norms scale by w (not Gemma 1-3's 1 + w); each layer's output is scaled by layer_scalar;
 //   final logits soft-capped.
+#include <climits>
 #include <cmath>
 #include <limits>
 
@@ -63,7 +64,6 @@ Gemma4Args parse_model_args(const ModelConfig& raw) {
   d.head_dim = c.get_int("head_dim");
   d.max_position_embeddings = c.get_int("max_position_embeddings");
   d.scale_embeddings = true;
-  d.gelu_mlp = true;
   if (given(c, "final_logit_softcapping")) d.final_logit_softcap = c.get_float("final_logit_softcapping");
   d.sliding_window = c.get_int("sliding_window");
   if (d.sliding_window <= 0) c.fail("sliding_window must be positive");
@@ -89,7 +89,7 @@ Gemma4Args parse_model_args(const ModelConfig& raw) {
     c.check_range("hidden_size_per_layer_input", a.per_layer_dim, 1, 1 << 14);
     c.check_range("num_hidden_layers x hidden_size_per_layer_input", static_cast<int64_t>(a.per_layer_dim) * d.num_hidden_layers, 1, 1 << 20);
     a.per_layer_vocab = c.get_int("vocab_size_per_layer_input");
-    // mlx-lm gathers the per-layer embedding with the token ids as they are: every id must have a row.
+    // mlx-lm and HF gather the per-layer embedding with the token ids as they are: every id needs a row.
     if (a.per_layer_vocab < d.vocab_size) c.fail("vocab_size_per_layer_input is smaller than vocab_size");
     c.check_range("vocab_size_per_layer_input", a.per_layer_vocab, 1, 1 << 22);
   }
