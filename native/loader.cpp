@@ -191,6 +191,8 @@ QuantParams parse_quant(const json& q, const std::string& where) {
   if (q.contains("mode") && !q["mode"].is_null()) {
     if (!q["mode"].is_string()) bad_config(where + ": quantization mode should be a string, got " + q["mode"].dump());
     p.mode = q["mode"].get<std::string>();
+  } else if (q.contains("quant_method") && q["quant_method"] == "mxfp4") {
+    p.mode = "mxfp4";  // HF's quantization_config of a checkpoint shipped in MXFP4 (openai's gpt-oss), as mlx-lm reads it
   }
   // The modes MLX implements, with the group size and bits each fixes (mlx.core.quantize); affine's
   // are free (checked below). mlx-lm writes group_size and bits for every mode.

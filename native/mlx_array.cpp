@@ -231,6 +231,10 @@ Array astype(const Array& a, mlx_dtype dtype) {
   return run("mlx_astype", [&](mlx_array* r, mlx_stream s) { return mlx_astype(r, a.raw(), dtype, s); });
 }
 
+Array view(const Array& a, mlx_dtype dtype) {
+  return run("mlx_view", [&](mlx_array* r, mlx_stream s) { return mlx_view(r, a.raw(), dtype, s); });
+}
+
 Array reshape(const Array& a, const std::vector<int>& shape) {
   return run("mlx_reshape",
              [&](mlx_array* r, mlx_stream s) { return mlx_reshape(r, a.raw(), shape.data(), shape.size(), s); });

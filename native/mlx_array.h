@@ -144,6 +144,7 @@ Array softmax(const Array& a, int axis);  // precise: accumulates in float32
 Array matmul(const Array& a, const Array& b);
 Array addmm(const Array& c, const Array& a, const Array& b);  // c + a @ b, rounded once (as nn.Linear's bias)
 Array astype(const Array& a, mlx_dtype dtype);
+Array view(const Array& a, mlx_dtype dtype);  // the same bytes read as another dtype (last axis rescaled)
 Array reshape(const Array& a, const std::vector<int>& shape);
 Array transpose(const Array& a, const std::vector<int>& axes);
 Array slice(const Array& a, const std::vector<int>& start, const std::vector<int>& stop);

@@ -114,6 +114,25 @@ const CASES: ConformanceCase[] = [
     },
     bound: F32,
   },
+  // openai's own layout: mxfp4 experts (everything else float) as gate_up_proj_blocks/_scales/_bias with gate
+  // and up rows alternating, down_proj_blocks/..., and HF's quantization_config {"quant_method": "mxfp4"}.
+  {
+    name: "gpt_oss mxfp4 experts in HF's layout (interleaved gate_up_proj_blocks, _scales, _bias; quant_method mxfp4)",
+    spec: {
+      family: "gpt_oss", seed: 127, config: GPT_OSS, fuse_experts: true,
+      quantization: {
+        bits: 4, group_size: 32, mode: "mxfp4",
+        overrides: Object.fromEntries(["model.embed_tokens", "lm_head", ...[0, 1, 2].flatMap((l) => ["mlp.router", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
+          .map((m) => `model.layers.${l}.${m}`))].map((m) => [m, false as const])),
+      },
+    },
+    bound: F32,
+  },
+  {
+    name: "gemma4_text f32, HF fused experts (experts.gate_up_proj gate rows then up rows, experts.down_proj)",
+    spec: { family: "gemma4_text", seed: 128, config: GEMMA4_MOE, fuse_experts: true },
+    bound: F32,
+  },
   {
     name: "gemma4_text f32, 4 experts top-2 beside the MLP (router norm, per-expert scales, gelu experts), window 8",
     spec: { family: "gemma4_text", seed: 125, config: GEMMA4_MOE },

@@ -275,19 +275,19 @@ class Gemma4Model : public Model {
                     std::move(attn), MLP::load(w, p + ".mlp", hidden, inter, false)};
       b.mlp.gelu = true;
       if (a.moe) {
-        if (w.has(p + ".experts.gate_up_proj"))
-          throw EngineError(kUnsupportedArchitecture, p + ".experts.gate_up_proj: Hugging Face's fused expert layout is not read; "
-                                                          "convert the checkpoint with mlx_lm.convert first");
         const int E = a.num_experts, inner = a.moe_intermediate;  // (not I: complex.h, through mlx-c, defines it)
         auto expert = [&](const char* name, int in, int out) {
           return SwitchLinear::load(w, p + ".experts.switch_glu." + name, p + ".experts", name, in, out, E, false);
         };
+        // HF's fused experts.gate_up_proj (gate rows, then up rows), else mlx-lm's switch_glu or per-expert tensors.
+        std::optional<SwitchGLU> fused = SwitchGLU::load_fused(w, p + ".experts", hidden, inner, E, GateUpRows::Halves, false, ExpertActivation::GeGLU);
         Array scale = w.take_float(p + ".router.scale", {hidden});
         b.experts = Gemma4Experts{Linear::load(w, p + ".router.proj", hidden, E, false),
                                   mx::multiply(scale, Array::scalar(1.0f / std::sqrt(static_cast<float>(hidden)), scale.dtype())),
                                   w.take_float(p + ".router.per_expert_scale", {E}),
-                                  SwitchGLU{expert("gate_proj", hidden, inner), expert("up_proj", hidden, inner), expert("down_proj", inner, hidden),
-                                            ExpertActivation::GeGLU},
+                                  fused ? std::move(*fused)
+                                        : SwitchGLU{expert("gate_proj", hidden, inner), expert("up_proj", hidden, inner),
+                                                    expert("down_proj", inner, hidden), ExpertActivation::GeGLU},
                                   a.top_k, d.rms_norm_eps};
         b.post_feedforward_layernorm_1 = norm_at(p + ".post_feedforward_layernorm_1.weight", hidden);
         b.pre_feedforward_layernorm_2 = norm_at(p + ".pre_feedforward_layernorm_2.weight", hidden);

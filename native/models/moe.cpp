@@ -98,6 +98,61 @@ Array SwitchGLU::operator()(const Array& x, const Array& idx) const {
   return mx::reshape(mx::take(y, mx::argsort(order, 0), 0), {N, k, D});
 }
 
+std::optional<SwitchGLU> SwitchGLU::load_fused(Weights& w, const std::string& prefix, int hidden, int inter, int experts,
+                                               GateUpRows rows, bool bias, ExpertActivation activation) {
+  const std::string gate_up = prefix + ".gate_up_proj", down = prefix + ".down_proj";
+  const bool mxfp4 = w.has(gate_up + "_blocks");
+  if (!mxfp4 && !w.has(gate_up)) return std::nullopt;
+  // The gate and up parts of a [E, 2 x inter, ...] tensor (rows on axis 1): the fused axis viewed as
+  // [2, inter] (halves) or [inter, 2] (interleaved) and one index of the 2 taken. Each part is made
+  // compact (as mlx-lm's sanitize does) so the gathers read it in place.
+  auto split = [&](const Array& t) {
+    std::vector<int> part_shape = t.shape(), pairs = t.shape();
+    part_shape[1] = pairs[1] = inter;
+    const int axis = rows == GateUpRows::Halves ? 1 : 2;
+    pairs.insert(pairs.begin() + axis, 2);
+    const Array paired = mx::reshape(t, pairs);
+    auto part = [&](int i) { return mx::contiguous(mx::reshape(mx::slice_axis(paired, axis, i, i + 1), part_shape)); };
+    return std::pair<Array, Array>{part(0), part(1)};
+  };
+  // A [E, out, in] projection `name`: its float weight, or its MXFP4 blocks as the uint32 words
+  // gather_qmm takes ([E, out, in/8], the same bytes) with their uint8 scales.
+  const QuantParams q{32, 4, "mxfp4"};
+  auto weight = [&](const std::string& name, int out, int in) -> std::pair<Array, Array> {
+    if (!mxfp4) return {w.take_float(name, {experts, out, in}), Array()};
+    if (in % q.group_size != 0) w.fail(name + "_blocks", "exists, but input size " + std::to_string(in) + " is not a multiple of 32");
+    const Array blocks = w.take(name + "_blocks", {experts, out, in / 32, 16});
+    if (blocks.dtype() != MLX_UINT8) w.fail(name + "_blocks", "should hold uint8 MXFP4 blocks");
+    return {mx::reshape(mx::view(blocks, MLX_UINT32), {experts, out, in / 8}), w.take_scales(name + "_scales", {experts, out, in / 32}, q)};
+  };
+  auto linear = [&](const Array& wt, const Array& scales, const Array& b) {
+    SwitchLinear l;
+    if (mxfp4) {
+      l.weight = wt, l.scales = scales, l.quant = q;
+    } else {
+      l.weight_t = mx::transpose(wt, {0, 2, 1});  // gather_mm's [E, in, out], a view
+    }
+    l.bias = b;
+    return l;
+  };
+  auto [gu_weight, gu_scales] = weight(gate_up, 2 * inter, hidden);
+  auto [gate_w, up_w] = split(gu_weight);
+  std::pair<Array, Array> scales, biases;
+  if (mxfp4) scales = split(gu_scales);
+  if (bias) biases = split(w.take_float(gate_up + "_bias", {experts, 2 * inter}));
+  // The parts made now and the fused tensors let go: load peaks at the weights plus one layer's
+  // gate_up_proj and its two parts, as mlx-lm's.
+  eval({gate_w, up_w});
+  if (mxfp4) eval({scales.first, scales.second});
+  if (bias) eval({biases.first, biases.second});
+  w.release(mxfp4 ? gate_up + "_blocks" : gate_up);
+  if (mxfp4) w.release(gate_up + "_scales");
+  if (bias) w.release(gate_up + "_bias");
+  auto [down_w, down_scales] = weight(down, hidden, inter);
+  return SwitchGLU{linear(gate_w, scales.first, biases.first), linear(up_w, scales.second, biases.second),
+                   linear(down_w, down_scales, bias ? w.take_float(down + "_bias", {experts, hidden}) : Array()), activation};
+}
+
 // ---- SparseMoe ----------------------------------------------------------------------------------
 
 Array SparseMoe::operator()(const Array& x) const {
@@ -131,22 +186,10 @@ SparseMoe SparseMoe::load(Weights& w, const std::string& f, int hidden, const Mo
   auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
     return SwitchLinear::load(w, f + "." + moe.stacked + "." + name, f, split_name, in, out, experts, moe.expert_bias);
   };
-  SwitchGLU glu;
-  if (w.has(f + ".experts.gate_up_proj")) {
-    // HF Qwen3.5-MoE: every expert's gate and up rows in one [E, 2 x inter, hidden] tensor and the
-    // down projections in one [E, hidden, inter] (float), split as mlx-lm's qwen3_5_moe sanitize.
-    auto dense = [](const Array& stacked) {
-      SwitchLinear l;
-      l.weight_t = mx::transpose(stacked, {0, 2, 1});
-      return l;
-    };
-    const Array gate_up = w.take_float(f + ".experts.gate_up_proj", {experts, 2 * inter, hidden});
-    glu = SwitchGLU{dense(mx::slice_axis(gate_up, 1, 0, inter)), dense(mx::slice_axis(gate_up, 1, inter, 2 * inter)),
-                    dense(w.take_float(f + ".experts.down_proj", {experts, hidden, inter})), moe.activation};
-  } else {
-    glu = SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter), expert("up_proj", moe.per_expert_names[1], hidden, inter),
-                    expert("down_proj", moe.per_expert_names[2], inter, hidden), moe.activation};
-  }
+  std::optional<SwitchGLU> fused = SwitchGLU::load_fused(w, f + ".experts", hidden, inter, experts, moe.fused_rows, moe.expert_bias, moe.activation);
+  SwitchGLU glu = fused ? std::move(*fused)
+                        : SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter), expert("up_proj", moe.per_expert_names[1], hidden, inter),
+                                    expert("down_proj", moe.per_expert_names[2], inter, hidden), moe.activation};
   SparseMoe m{Linear::load(w, f + "." + moe.router_name, hidden, experts, moe.router_bias), std::move(glu), moe};
   if (moe.shared_expert_intermediate_size > 0) {
     m.shared_expert = MLP::load(w, f + ".shared_expert", hidden, moe.shared_expert_intermediate_size, false);

@@ -33,10 +33,21 @@ enum class ExpertActivation {
   GeGLU,          // gemma4: gelu_approx(gate) * up
 };
 
+// How HF's fused `gate_up_proj` [E, 2 x inter, in] orders its rows: every gate row, then every up
+// row (qwen3_5_moe, gemma4), or gate and up alternating (gpt-oss: even rows gate, odd rows up).
+enum class GateUpRows { Halves, Interleaved };
+
 // The experts' gated MLPs: down(act(gate(x), up(x))) with each token's own experts.
 struct SwitchGLU {
   SwitchLinear gate_proj, up_proj, down_proj;
   ExpertActivation activation = ExpertActivation::SwiGLU;
+
+  // HF's fused expert layout under `prefix` ("model.layers.0.mlp.experts"), which mlx-lm's sanitize
+  // splits: `gate_up_proj` [E, 2 x inter, hidden] and `down_proj` [E, hidden, inter] as floats, or
+  // as gpt-oss ships them, MXFP4 `<name>_blocks` (uint8 [E, out, in/32, 16]) and `<name>_scales`;
+  // with `<name>_bias` [E, out] when `bias`. nullopt when the checkpoint does not use it.
+  static std::optional<SwitchGLU> load_fused(Weights& w, const std::string& prefix, int hidden, int inter, int experts,
+                                             GateUpRows rows, bool bias, ExpertActivation activation);
 
   // x: [N, D], idx: [N, k] -> [N, k, D]. With many (token, expert) pairs, rows are sorted by expert
   // first so each expert's weights are read once (mlx-lm sorts at 64 pairs or more).
@@ -65,6 +76,7 @@ struct MoeArgs {
   std::string stacked = "switch_mlp";  // the stacked experts' name in the block: gpt_oss's is "experts"
   ExpertActivation activation = ExpertActivation::SwiGLU;
   std::vector<std::string> per_expert_names{"gate_proj", "up_proj", "down_proj"};  // mixtral: w1, w3, w2
+  GateUpRows fused_rows = GateUpRows::Halves;  // HF's fused experts.gate_up_proj, where a checkpoint has it
   std::vector<bool> sparse_layers;     // which layers have experts (the rest a dense MLP); empty: all
   // qwen3_next, qwen3_5_moe: a dense SwiGLU expert of this size that every token takes, weighted by
   // sigmoid(shared_expert_gate(x)); 0: none

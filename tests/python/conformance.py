@@ -29,8 +29,10 @@ Case spec (every field but "family" optional):
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
   split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
-  fuse_experts  bool  the stacked experts saved as HF's Qwen3.5-MoE checkpoints hold them: one experts.gate_up_proj
-                      [E, 2 x inter, hidden] (gate rows first) and one experts.down_proj per layer (mlx-lm's sanitize splits them); one shard
+  fuse_experts  bool  the stacked experts saved as HF's checkpoints hold them: one experts.gate_up_proj
+                      [E, 2 x inter, hidden] and one experts.down_proj per layer (mlx-lm's sanitize splits them), gate rows
+                      first (qwen3_5_moe, gemma4_text) or alternating (gpt_oss: mxfp4 experts only, saved as
+                      openai ships them, _blocks/_scales/_bias and quantization_config {"quant_method": "mxfp4"}); one shard
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
@@ -190,15 +192,15 @@ def rewrite_weights(out, edit):
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
 
 
-def rewrite_experts(weights, place):
-    """Every tensor but the stacked experts <p>.switch_mlp.<proj>.<kind> [E, ...], which place(out, p, proj, kind, value)
+def rewrite_experts(weights, place, stacked=".switch_mlp."):
+    """Every tensor but the stacked experts <p><stacked><proj>.<kind> [E, ...], which place(out, p, proj, kind, value)
     writes into `out` in another checkpoint's layout (mlx-lm's sanitize folds each back)."""
     out = {}
     for name, value in weights.items():
-        if ".switch_mlp." not in name:
+        if stacked not in name:
             out[name] = value
             continue
-        prefix, rest = name.split(".switch_mlp.")
+        prefix, rest = name.split(stacked)
         proj, kind = rest.split(".")
         place(out, prefix, proj, kind, value)
     return out
@@ -212,14 +214,51 @@ def split_experts(weights, names):
     return rewrite_experts(weights, place)
 
 
-def fuse_experts(weights):
-    """HF's Qwen3.5-MoE layout: <p>.experts.gate_up_proj (gate rows, then up rows) and <p>.experts.down_proj."""
+# Where each family's mlx-lm model keeps its stacked experts, and how HF's fused gate_up_proj orders its rows.
+FUSED_EXPERTS = {
+    "gpt_oss": (".experts.", "interleaved"),
+    "gemma4_text": (".experts.switch_glu.", "halves"),
+}
+
+
+def fuse_experts(weights, family):
+    """HF's fused layout: <p>.experts.gate_up_proj [E, 2 x inter, hidden] and <p>.experts.down_proj.
+    Qwen3.5-MoE and Gemma 4 put every gate row before the up rows; gpt-oss alternates them (even rows gate,
+    odd rows up), biases too (<name>_bias), and ships its experts in MXFP4 as <name>_blocks (the packed
+    uint32 words' bytes, [E, out, in/32, 16] uint8) and <name>_scales."""
+    stacked, rows = FUSED_EXPERTS.get(family, (".switch_mlp.", "halves"))
+
+    def fuse(gate, up):
+        if rows == "halves":
+            return mx.concatenate([gate, up], axis=1)
+        return mx.stack([gate, up], axis=2).reshape(gate.shape[0], 2 * gate.shape[1], *gate.shape[2:])
+
     def place(out, prefix, proj, kind, value):
+        if proj == "up_proj":
+            return  # fused with gate_proj
         if proj == "gate_proj":
-            out[f"{prefix}.experts.gate_up_proj"] = mx.concatenate([value, weights[f"{prefix}.switch_mlp.up_proj.{kind}"]], axis=1)
-        elif proj == "down_proj":
-            out[f"{prefix}.experts.down_proj"] = value
-    return rewrite_experts(weights, place)
+            value = fuse(value, weights[f"{prefix}{stacked}up_proj.{kind}"])
+        name = f"{prefix}.experts.{'gate_up_proj' if proj == 'gate_proj' else 'down_proj'}"
+        if family != "gpt_oss":
+            if kind != "weight":
+                raise ValueError(f"HF's fused expert layout is written for float experts only, not {kind}")
+            out[name] = value
+        elif kind == "weight":
+            if value.dtype != mx.uint32:
+                raise ValueError("gpt_oss's HF layout is written for mxfp4 experts only (mlx-lm reads no other)")
+            out[name + "_blocks"] = value.view(mx.uint8).reshape(*value.shape[:2], -1, 16)
+        else:
+            out[f"{name}_{kind}"] = value  # _scales, _bias
+    return rewrite_experts(weights, place, stacked)
+
+
+def hf_mxfp4_config(out):
+    """config.json as openai ships gpt-oss: HF's quantization_config {"quant_method": "mxfp4"} (mlx-lm maps it
+    to mxfp4 for the modules that have scales) instead of mlx-lm's per-module "quantization"."""
+    config = json.loads((out / "config.json").read_text())
+    config.pop("quantization", None)
+    config["quantization_config"] = {"quant_method": "mxfp4"}
+    (out / "config.json").write_text(json.dumps(config, indent=4))
 
 
 def build_checkpoint(case, out, tokenizer_dir):
@@ -256,7 +295,9 @@ def build_checkpoint(case, out, tokenizer_dir):
         rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
                                                         for name, shape in extra.items()} if first else {})})
     if case.get("fuse_experts"):
-        rewrite_weights(out, lambda w, _: fuse_experts(w))
+        rewrite_weights(out, lambda w, _: fuse_experts(w, case["family"]))
+        if case["family"] == "gpt_oss":
+            hf_mxfp4_config(out)
     split = case.get("split_experts")
     if split:
         rewrite_weights(out, lambda w, _: split_experts(w, split))

@@ -40,7 +40,7 @@ export interface ConformanceSpec {
   patches?: string[];
   /** Save the stacked experts per expert, as HF checkpoints (switch_mlp projection -> per-expert name). */
   split_experts?: Record<string, string>;
-  /** Save the stacked experts as HF's Qwen3.5-MoE: one fused experts.gate_up_proj and one experts.down_proj per layer. */
+  /** Save the stacked experts as HF does: one fused experts.gate_up_proj and one experts.down_proj per layer (conformance.py). */
   fuse_experts?: boolean;
   /** save_model's shards hold at most this many bytes each. */
   shard_bytes?: number;
