@@ -130,7 +130,7 @@ const CASES: ConformanceCase[] = [
   },
   {
     name: "gemma4_text f32, HF fused experts (experts.gate_up_proj gate rows then up rows, experts.down_proj)",
-    spec: { family: "gemma4_text", seed: 128, config: GEMMA4_MOE, fuse_experts: true },
+    spec: { family: "gemma4_text", seed: 125, config: GEMMA4_MOE, fuse_experts: true },
     bound: F32,
   },
   {
@@ -178,6 +178,24 @@ const CASES: ConformanceCase[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization modes, smollm3, ministral3", CASES, (references) => {
+  // Peak memory (above what was active before) after loading `dir` and after a first token; the load's
+  // weight bytes and KV bytes per token.
+  async function loadPeaks(dir: string) {
+    await MlxBackend.setMemoryLimits({ resetPeak: true });
+    const before = await MlxBackend.memory();
+    const mlx = new MlxBackend();
+    await mlx.load(dir);
+    try {
+      const load = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+      // The first forward too: a lazily stacked or split layout would hold the pieces and the whole there.
+      await mlx.generate([1, 5, 9, 13], { maxTokens: 1, temperature: 0, ignoreEos: true });
+      const firstToken = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+      return { load, firstToken, weights: mlx.info!.weightBytes, kvBytesPerToken: mlx.info!.kvBytesPerToken };
+    } finally {
+      await mlx.unload();
+    }
+  }
+
   it("loads an expert model shard by shard: peak memory within the weights plus one shard; HF's per-expert layout costs no more", async () => {
     // The same checkpoint (seed 124) saved in mlx-lm's stacked layout and in HF's per-expert one.
     const peaks: Record<string, number> = {};
@@ -188,25 +206,26 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization m
       const shards = readdirSync(dir).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).map((f) => statSync(join(dir, f)).size);
       expect(shards.length).toBeGreaterThan(3);
       largest = Math.max(largest, ...shards);
-      await MlxBackend.setMemoryLimits({ resetPeak: true });
-      const before = await MlxBackend.memory();
-      const mlx = new MlxBackend();
-      await mlx.load(dir);
-      try {
-        const loadPeak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-        const weights = mlx.info!.weightBytes;
-        expect(loadPeak).toBeLessThanOrEqual(weights + Math.max(...shards));
-        // The first forward too: a lazily stacked per-expert layout would hold the pieces and the stack there.
-        await mlx.generate([1, 5, 9, 13], { maxTokens: 1, temperature: 0, ignoreEos: true });
-        peaks[layout] = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-        console.log(`[lazy load, ${layout}] ${shards.length} shards (largest ${Math.max(...shards)} B), weights ${weights} B, peak ${loadPeak} B after load, ${peaks[layout]} B after a first token`);
-        // 3 layers x keys and values x 2 KV heads x head_dim 32 x 4 bytes (float32)
-        expect(mlx.info!.kvBytesPerToken).toBe(3 * 2 * 2 * 32 * 4);
-      } finally {
-        await mlx.unload();
-      }
+      const m = await loadPeaks(dir);
+      expect(m.load).toBeLessThanOrEqual(m.weights + Math.max(...shards));
+      peaks[layout] = m.firstToken;
+      console.log(`[lazy load, ${layout}] ${shards.length} shards (largest ${Math.max(...shards)} B), weights ${m.weights} B, peak ${m.load} B after load, ${m.firstToken} B after a first token`);
+      // 3 layers x keys and values x 2 KV heads x head_dim 32 x 4 bytes (float32)
+      expect(m.kvBytesPerToken).toBe(3 * 2 * 2 * 32 * 4);
     }
     expect(peaks["per-expert"]).toBeLessThanOrEqual(peaks.stacked + largest);
+  });
+
+  it("splits HF's fused experts.gate_up_proj at a cost of at most one layer's fused tensor over mlx-lm's layout", async () => {
+    // gemma4_text seed 125 saved in mlx-lm's switch_glu layout and in HF's fused one.
+    const dirs = [false, true].map((fused) => references()[CASES.findIndex((c) => c.spec.family === "gemma4_text" && c.spec.seed === 125 && Boolean(c.spec.fuse_experts) === fused)].modelDir);
+    const [stacked, fused] = [await loadPeaks(dirs[0]), await loadPeaks(dirs[1])];
+    // 4 experts x 2 x moe_intermediate_size 32 rows x hidden 64 x 4 bytes
+    const gateUp = 4 * 2 * 32 * 64 * 4;
+    console.log(`[fused experts] weights ${fused.weights} B (mlx-lm layout ${stacked.weights} B), peak ${fused.load} / ${fused.firstToken} B after load / a first token (mlx-lm layout ${stacked.load} / ${stacked.firstToken} B)`);
+    expect(fused.weights).toBe(stacked.weights);
+    expect(fused.load).toBeLessThanOrEqual(stacked.load + gateUp);
+    expect(fused.firstToken).toBeLessThanOrEqual(stacked.firstToken + gateUp);
   });
 
   it("refuses a quantization mode it does not know, by name", async () => {
