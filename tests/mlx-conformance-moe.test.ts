@@ -128,6 +128,13 @@ const CASES: ConformanceCase[] = [
     },
     bound: F32,
   },
+  // HF's float gpt-oss layout ([E, hidden, 2 x inter] with alternating gate/up columns, as transformers holds it),
+  // which mlx-lm does not read: its reference is the same weights (seed 120) in mlx-lm's layout.
+  {
+    name: "gpt_oss f32 in HF's float layout (experts.gate_up_proj [E, hidden, 2 x inter] interleaved, _bias, down_proj)",
+    spec: { family: "gpt_oss", seed: 120, config: GPT_OSS, fuse_experts: true },
+    bound: F32,
+  },
   {
     name: "gemma4_text f32, HF fused experts (experts.gate_up_proj gate rows then up rows, experts.down_proj)",
     spec: { family: "gemma4_text", seed: 125, config: GEMMA4_MOE, fuse_experts: true },

@@ -103,23 +103,27 @@ std::optional<SwitchGLU> SwitchGLU::load_fused(Weights& w, const std::string& pr
   const std::string gate_up = prefix + ".gate_up_proj", down = prefix + ".down_proj";
   const bool mxfp4 = w.has(gate_up + "_blocks");
   if (!mxfp4 && !w.has(gate_up)) return std::nullopt;
-  // The gate and up parts of a [E, 2 x inter, ...] tensor (rows on axis 1): the fused axis viewed as
-  // [2, inter] (halves) or [inter, 2] (interleaved) and one index of the 2 taken. Each part is made
-  // compact (as mlx-lm's sanitize does) so the gathers read it in place.
-  auto split = [&](const Array& t) {
+  // Float experts are stored [E, out, in] (qwen3_5_moe, gemma4) except gpt-oss's, [E, in, out] as
+  // transformers' GptOssExperts multiplies them (x @ W, gate and up alternating along out); its MXFP4
+  // blocks are [E, out, ...] like the rest.
+  const bool in_out = !mxfp4 && rows == GateUpRows::Interleaved;
+  // The gate and up parts of a tensor whose fused rows are on `axis`: that axis viewed as [2, inter]
+  // (halves) or [inter, 2] (interleaved) and one index of the 2 taken. Each part is made compact (as
+  // mlx-lm's sanitize does) so the gathers read it in place.
+  auto split = [&](const Array& t, int axis) {
     std::vector<int> part_shape = t.shape(), pairs = t.shape();
-    part_shape[1] = pairs[1] = inter;
-    const int axis = rows == GateUpRows::Halves ? 1 : 2;
-    pairs.insert(pairs.begin() + axis, 2);
+    part_shape[axis] = pairs[axis] = inter;
+    const int two = rows == GateUpRows::Halves ? axis : axis + 1;
+    pairs.insert(pairs.begin() + two, 2);
     const Array paired = mx::reshape(t, pairs);
-    auto part = [&](int i) { return mx::contiguous(mx::reshape(mx::slice_axis(paired, axis, i, i + 1), part_shape)); };
+    auto part = [&](int i) { return mx::contiguous(mx::reshape(mx::slice_axis(paired, two, i, i + 1), part_shape)); };
     return std::pair<Array, Array>{part(0), part(1)};
   };
-  // A [E, out, in] projection `name`: its float weight, or its MXFP4 blocks as the uint32 words
-  // gather_qmm takes ([E, out, in/8], the same bytes) with their uint8 scales.
+  // A projection `name` from `in` to `out`: its float weight, or its MXFP4 blocks as the uint32
+  // words gather_qmm takes ([E, out, in/8], the same bytes) with their uint8 scales.
   const QuantParams q{32, 4, "mxfp4"};
   auto weight = [&](const std::string& name, int out, int in) -> std::pair<Array, Array> {
-    if (!mxfp4) return {w.take_float(name, {experts, out, in}), Array()};
+    if (!mxfp4) return {w.take_float(name, in_out ? std::vector<int>{experts, in, out} : std::vector<int>{experts, out, in}), Array()};
     if (in % q.group_size != 0) w.fail(name + "_blocks", "exists, but input size " + std::to_string(in) + " is not a multiple of 32");
     const Array blocks = w.take(name + "_blocks", {experts, out, in / 32, 16});
     if (blocks.dtype() != MLX_UINT8) w.fail(name + "_blocks", "should hold uint8 MXFP4 blocks");
@@ -130,16 +134,16 @@ std::optional<SwitchGLU> SwitchGLU::load_fused(Weights& w, const std::string& pr
     if (mxfp4) {
       l.weight = wt, l.scales = scales, l.quant = q;
     } else {
-      l.weight_t = mx::transpose(wt, {0, 2, 1});  // gather_mm's [E, in, out], a view
+      l.weight_t = in_out ? wt : mx::transpose(wt, {0, 2, 1});  // gather_mm's [E, in, out] (a view)
     }
     l.bias = b;
     return l;
   };
   auto [gu_weight, gu_scales] = weight(gate_up, 2 * inter, hidden);
-  auto [gate_w, up_w] = split(gu_weight);
+  auto [gate_w, up_w] = split(gu_weight, in_out ? 2 : 1);
   std::pair<Array, Array> scales, biases;
-  if (mxfp4) scales = split(gu_scales);
-  if (bias) biases = split(w.take_float(gate_up + "_bias", {experts, 2 * inter}));
+  if (mxfp4) scales = split(gu_scales, 1);
+  if (bias) biases = split(w.take_float(gate_up + "_bias", {experts, 2 * inter}), 1);
   // The parts made now and the fused tensors let go: load peaks at the weights plus one layer's
   // gate_up_proj and its two parts, as mlx-lm's.
   eval({gate_w, up_w});

@@ -43,9 +43,10 @@ struct SwitchGLU {
   ExpertActivation activation = ExpertActivation::SwiGLU;
 
   // HF's fused expert layout under `prefix` ("model.layers.0.mlp.experts"), which mlx-lm's sanitize
-  // splits: `gate_up_proj` [E, 2 x inter, hidden] and `down_proj` [E, hidden, inter] as floats, or
-  // as gpt-oss ships them, MXFP4 `<name>_blocks` (uint8 [E, out, in/32, 16]) and `<name>_scales`;
-  // with `<name>_bias` [E, out] when `bias`. nullopt when the checkpoint does not use it.
+  // splits: `gate_up_proj` [E, 2 x inter, hidden] and `down_proj` [E, hidden, inter] as floats
+  // (gpt-oss's transposed: [E, hidden, 2 x inter], [E, inter, hidden]), or as openai ships gpt-oss,
+  // MXFP4 `<name>_blocks` (uint8 [E, out, in/32, 16]) and `<name>_scales`; with `<name>_bias` [E, out]
+  // when `bias`. nullopt when the checkpoint does not use it.
   static std::optional<SwitchGLU> load_fused(Weights& w, const std::string& prefix, int hidden, int inter, int experts,
                                              GateUpRows rows, bool bias, ExpertActivation activation);
 

@@ -31,8 +31,9 @@ Case spec (every field but "family" optional):
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
   fuse_experts  bool  the stacked experts saved as HF's checkpoints hold them: one experts.gate_up_proj
                       [E, 2 x inter, hidden] and one experts.down_proj per layer (mlx-lm's sanitize splits them), gate rows
-                      first (qwen3_5_moe, gemma4_text) or alternating (gpt_oss: mxfp4 experts only, saved as
-                      openai ships them, _blocks/_scales/_bias and quantization_config {"quant_method": "mxfp4"}); one shard
+                      first (qwen3_5_moe, gemma4_text) or alternating (gpt_oss, with _bias: mxfp4 experts as openai ships
+                      them, _blocks/_scales and quantization_config {"quant_method": "mxfp4"}; float experts [E, in, out]
+                      as transformers holds them, which mlx-lm does not read: written after mlx-lm ran its own layout); one shard
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
@@ -225,7 +226,7 @@ def fuse_experts(weights, family):
     """HF's fused layout: <p>.experts.gate_up_proj [E, 2 x inter, hidden] and <p>.experts.down_proj.
     Qwen3.5-MoE and Gemma 4 put every gate row before the up rows; gpt-oss alternates them (even rows gate,
     odd rows up), biases too (<name>_bias), and ships its experts in MXFP4 as <name>_blocks (the packed
-    uint32 words' bytes, [E, out, in/32, 16] uint8) and <name>_scales."""
+    uint32 words' bytes, [E, out, in/32, 16] uint8) and <name>_scales, or float as [E, in, out]."""
     stacked, rows = FUSED_EXPERTS.get(family, (".switch_mlp.", "halves"))
 
     def fuse(gate, up):
@@ -243,10 +244,10 @@ def fuse_experts(weights, family):
             if kind != "weight":
                 raise ValueError(f"HF's fused expert layout is written for float experts only, not {kind}")
             out[name] = value
-        elif kind == "weight":
-            if value.dtype != mx.uint32:
-                raise ValueError("gpt_oss's HF layout is written for mxfp4 experts only (mlx-lm reads no other)")
+        elif kind == "weight" and value.dtype == mx.uint32:
             out[name + "_blocks"] = value.view(mx.uint8).reshape(*value.shape[:2], -1, 16)
+        elif kind == "weight":
+            out[name] = value.transpose(0, 2, 1)  # float: [E, in, out], as transformers' GptOssExperts holds it
         else:
             out[f"{name}_{kind}"] = value  # _scales, _bias
     return rewrite_experts(weights, place, stacked)
@@ -259,6 +260,12 @@ def hf_mxfp4_config(out):
     config.pop("quantization", None)
     config["quantization_config"] = {"quant_method": "mxfp4"}
     (out / "config.json").write_text(json.dumps(config, indent=4))
+
+
+def fused_after_reference(case):
+    """gpt-oss's float HF layout, which mlx-lm's sanitize does not read (it maps experts.gate_up_proj to a name
+    its model lacks): mlx-lm runs the checkpoint in its own layout, which is then rewritten for the engine."""
+    return case.get("fuse_experts") and case["family"] == "gpt_oss" and not case.get("quantization")
 
 
 def build_checkpoint(case, out, tokenizer_dir):
@@ -294,7 +301,7 @@ def build_checkpoint(case, out, tokenizer_dir):
     if extra:
         rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
                                                         for name, shape in extra.items()} if first else {})})
-    if case.get("fuse_experts"):
+    if case.get("fuse_experts") and not fused_after_reference(case):
         rewrite_weights(out, lambda w, _: fuse_experts(w, case["family"]))
         if case["family"] == "gpt_oss":
             hf_mxfp4_config(out)
@@ -451,6 +458,9 @@ def make_case(case, root, tokenizer_dir):
         for name in patches:
             stack.enter_context(PATCHES[name](model, text_config))
         result.update(write_result(tmp, "logits", *run(model, prompt, steps)))
+    if fused_after_reference(case):
+        del model
+        rewrite_weights(tmp / "model", lambda w, _: fuse_experts(w, case["family"]))
     (tmp / "reference.json").write_text(json.dumps(result))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
