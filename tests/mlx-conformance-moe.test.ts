@@ -141,6 +141,14 @@ const CASES: ConformanceCase[] = [
     bound: F32,
   },
   {
+    name: "gemma4 multimodal f32 in HF's names and fused experts (model.language_model.layers.N.experts.gate_up_proj)",
+    spec: {
+      family: "gemma4", seed: 129, fuse_experts: true,
+      config: { text_config: { ...GEMMA4_MOE, num_hidden_layers: 3, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5 } },
+    },
+    bound: F32,
+  },
+  {
     name: "gemma4_text f32, 4 experts top-2 beside the MLP (router norm, per-expert scales, gelu experts), window 8",
     spec: { family: "gemma4_text", seed: 125, config: GEMMA4_MOE },
     bound: F32,

@@ -31,7 +31,7 @@ Case spec (every field but "family" optional):
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
   fuse_experts  bool  the stacked experts saved as HF's checkpoints hold them: one experts.gate_up_proj
                       [E, 2 x inter, hidden] and one experts.down_proj per layer (mlx-lm's sanitize splits them), gate rows
-                      first (qwen3_5_moe, gemma4_text) or alternating (gpt_oss, with _bias: mxfp4 experts as openai ships
+                      first (qwen3_5_moe, gemma4_text, gemma4 with HF's model.language_model. names) or alternating (gpt_oss, with _bias: mxfp4 experts as openai ships
                       them, _blocks/_scales and quantization_config {"quant_method": "mxfp4"}; float experts [E, in, out]
                       as transformers holds them, which mlx-lm does not read: written after mlx-lm ran its own layout); one shard
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
@@ -219,6 +219,7 @@ def split_experts(weights, names):
 FUSED_EXPERTS = {
     "gpt_oss": (".experts.", "interleaved"),
     "gemma4_text": (".experts.switch_glu.", "halves"),
+    "gemma4": (".experts.switch_glu.", "halves"),
 }
 
 
@@ -250,7 +251,10 @@ def fuse_experts(weights, family):
             out[name] = value.transpose(0, 2, 1)  # float: [E, in, out], as transformers' GptOssExperts holds it
         else:
             out[f"{name}_{kind}"] = value  # _scales, _bias
-    return rewrite_experts(weights, place, stacked)
+    fused = rewrite_experts(weights, place, stacked)
+    if family == "gemma4":  # and HF's names for the text model: model.language_model.* (mlx-lm: language_model.model.*)
+        fused = {name.replace("language_model.model.", "model.language_model.", 1): v for name, v in fused.items()}
+    return fused
 
 
 def hf_mxfp4_config(out):
