@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { MlxBackend } from "../lib/backends/mlx.js";
-import { UnsupportedArchitectureError } from "../lib/errors.js";
+import { ModelFormatError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 
 const { F32, BF16 } = BOUNDS;
@@ -241,6 +241,22 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization m
     expect(fused.weights).toBe(stacked.weights);
     expect(fused.load).toBeLessThanOrEqual(stacked.load + gateUp);
     expect(fused.firstToken).toBeLessThanOrEqual(stacked.firstToken + gateUp);
+  });
+
+  it("names the fused tensor when HF's expert layout does not fit the config", async () => {
+    const i = CASES.findIndex((c) => c.spec.family === "gpt_oss" && c.spec.fuse_experts && c.spec.quantization);
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-fused-"));
+    try {
+      cpSync(references()[i].modelDir, dir, { recursive: true });
+      const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      config.intermediate_size = 96;
+      writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+      const mlx = new MlxBackend();
+      await expect(mlx.load(dir)).rejects.toThrow(ModelFormatError);
+      await expect(mlx.load(dir)).rejects.toThrow(/model\.layers\.0\.mlp\.experts\.gate_up_proj_blocks/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses a quantization mode it does not know, by name", async () => {
