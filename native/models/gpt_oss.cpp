@@ -1,6 +1,7 @@
 // gpt-oss (gpt-oss-20b, gpt-oss-120b): our port of mlx-lm's models/gpt_oss.py. Its experts are read
-// as mlx-lm saves them (gate_proj/up_proj/down_proj under mlp.experts) or as openai ships them
-// (gate_up_proj with gate and up rows alternating, and down_proj, in MXFP4 _blocks/_scales, with _bias). Attention with q/k/v/o biases and
+// as mlx-lm saves them (gate_proj/up_proj/down_proj under mlp.experts) or in HF's layout (gate_up_proj
+// with gate and up rows alternating, and down_proj, with _bias: MXFP4 _blocks/_scales as openai ships
+// them, or float as transformers holds them; SwitchGLU::load_fused). Attention with q/k/v/o biases and
 // a learned sink logit per head, alternating sliding-window and full layers (layer_types); a sparse
 // MoE feed-forward (moe.h) whose biased router's k largest logits are softmaxed, with biased experts
 // and gpt-oss's clamped SwiGLU. The head is never tied.
@@ -34,7 +35,7 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   m.router_name = "router";
   m.router_bias = true;
   m.stacked = "experts";
-  m.fused_rows = GateUpRows::Interleaved;  // openai's own checkpoints: experts.gate_up_proj(_blocks), rows alternating
+  m.fused_rows = GateUpRows::Interleaved;  // HF's experts.gate_up_proj(_blocks): gate and up rows alternating
   m.activation = ExpertActivation::ClampedSwiGLU;
   a.attention.sinks = true;
   return {a, m};
