@@ -4,7 +4,8 @@
  *
  *   node dist/bench/run.js [--quick] [--models a,b] [--repeats N] [--out DIR] [--budget SECONDS] [--make-models]
  *
- * After the timed groups (outside the budget): bench/mlx-lm.ts (mlx-node ÷ mlx-lm; `--models mlx-lm`
+ * After the timed groups (outside the budget): bench/gguf.ts (GgufBackend ÷ raw node-llama-cpp in CPU
+ * time per token, on the smallest synthetic GGUF shape; not with --quick), bench/mlx-lm.ts (mlx-node ÷ mlx-lm; `--models mlx-lm`
  * runs it alone), then, not with --quick or --models, bench/json-schema.ts, bench/chat.ts and bench/batching.ts.
  *
  * Models: the real ones in shared/models (stories260K as hf-f32, hf-bf16, mlx-4bit on MLX and
@@ -13,21 +14,20 @@
  *
  * How a group runs: each model gets its own worker process (bench/measure.ts), started one at a
  * time (first load timed), then probed with tiny requests to learn its speed. A planner fits the
- * protocol (512-token prompt, 128 decoded tokens, `--repeats` samples, a reload per sample, and
- * bench/gguf.ts for GGUF files) into the group's share of the time budget, cutting the slowest
- * entries first (no reloads, then fewer tokens, then fewer repeats, then skipping them, always
+ * protocol (512-token prompt, 128 decoded tokens, `--repeats` samples, a reload per sample) into
+ * the group's share of the time budget, cutting the slowest entries first (no reloads, then fewer
+ * tokens, then fewer repeats, then skipping them, always
  * with the reason in the report). Repeats are interleaved: in each round every model runs one
  * sample, in a rotating order, so noise of the shared machine hits all of them.
  */
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { arch, availableParallelism, cpus, platform, release, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../lib/native.js";
 import { measureBandwidth, mergeBandwidth } from "./bandwidth.js";
-import type { GgufBenchResult } from "./gguf.js";
 import {
   fitCounts, runWorker, type SampleProgress, type SampleResult, type WorkerCommand, type WorkerMessage, type WorkerReady, type WorkerSpec,
 } from "./measure.js";
@@ -120,26 +120,19 @@ class WorkerHandle {
 // Planning
 
 interface Estimate { pre: number; dec: number; overhead: number; reloadMs: number; context: number }
-interface Live { entry: EntryResult; worker: WorkerHandle; est: Estimate; p: { level: number; repeats: number; reload: boolean; bench: number; skip: boolean } }
+interface Live { entry: EntryResult; worker: WorkerHandle; est: Estimate; p: { level: number; repeats: number; reload: boolean; skip: boolean } }
 
 const counts = (level: number, context: number) => fitCounts(LEVELS[level][0], LEVELS[level][1], context);
 function sampleMs(l: Live): number {
   const c = counts(l.p.level, l.est.context);
   return c.prefillTokens * l.est.pre + c.decodeTokens * l.est.dec + l.est.overhead + (l.p.reload ? l.est.reloadMs : 0);
 }
-/** bench/gguf.ts: GgufBackend, raw at 1 and 2 threads per repeat, a slow 2-thread decode once, three loads. */
-function benchMs(l: Live): number {
-  if (l.p.bench === 0) return 0;
-  const c = counts(l.p.level, l.est.context);
-  const one = c.prefillTokens * l.est.pre + c.decodeTokens * l.est.dec + 100;
-  return l.p.bench * 3 * one + 4 * c.decodeTokens * l.est.dec + 3 * l.est.reloadMs + 1500;
-}
-const itemMs = (l: Live) => (l.p.skip ? 0 : l.p.repeats * sampleMs(l) + (l.entry.backend === "gguf" ? benchMs(l) : 0));
+const itemMs = (l: Live) => (l.p.skip ? 0 : l.p.repeats * sampleMs(l));
 
 /**
  * Cuts the most expensive plan one step at a time until the group fits `budgetMs`: first its
  * reloads, then down a ladder of (tokens, repeats) that keeps ≥ 3 repeats as long as it can, then
- * bench/gguf.ts, then the entry itself.
+ * the entry itself.
  */
 function plan(live: Live[], budgetMs: number, repeats: number): void {
   const ladder: [number, number][] = [];
@@ -150,10 +143,7 @@ function plan(live: Live[], budgetMs: number, repeats: number): void {
   const degrade = (p: Live["p"]): void => {
     const at = ladder.findIndex((x) => x[0] === p.level && x[1] === p.repeats);
     if (p.reload) p.reload = false;
-    else if (at >= 0 && at < ladder.length - 1) {
-      [p.level, p.repeats] = ladder[at + 1];
-      p.bench = Math.min(p.bench, p.repeats);
-    } else if (p.bench > 0) p.bench = 0;
+    else if (at >= 0 && at < ladder.length - 1) [p.level, p.repeats] = ladder[at + 1];
     else p.skip = true;
   };
   const plans = [...new Set(live.map((l) => l.p))];
@@ -166,11 +156,7 @@ function plan(live: Live[], budgetMs: number, repeats: number): void {
   }
   for (const l of live) {
     const c = counts(l.p.level, l.est.context);
-    const gguf = l.entry.backend === "gguf";
-    l.entry.plan = {
-      ...c, repeats: l.p.repeats, reload: l.p.reload, benchRepeats: l.p.bench,
-      reduced: l.p.level > 0 || l.p.repeats < repeats || (gguf && l.p.bench < repeats),
-    };
+    l.entry.plan = { ...c, repeats: l.p.repeats, reload: l.p.reload, reduced: l.p.level > 0 || l.p.repeats < repeats };
     if (l.p.skip) {
       skip(l.entry, `over the time budget: even ${c.prefillTokens}/${c.decodeTokens} tokens once needs ~${secs(sampleMs(l))} ` +
         `of the ${secs(budgetMs)} left for the group; ${speedNote(l.est)}`);
@@ -263,7 +249,7 @@ async function runGroup(entries: EntryResult[], budgetMs: number, repeats: numbe
     }
     console.log(`  ${entry.id}: first load ${secs(entry.coldLoadMs ?? 0)}, ${speedNote(est)}`);
     // A GGUF file and its raw baseline share one plan, so they always run the same protocol.
-    const p = twin && entry.backend === "raw" ? twin.p : { level: 0, repeats, reload: true, bench: entry.backend === "gguf" ? repeats : 0, skip: false };
+    const p = twin && entry.backend === "raw" ? twin.p : { level: 0, repeats, reload: true, skip: false };
     live.push({ entry, worker, est, p });
   }
   plan(live, start + budgetMs - performance.now() - 500 * live.length, repeats);
@@ -272,7 +258,7 @@ async function runGroup(entries: EntryResult[], budgetMs: number, repeats: numbe
   for (const l of active) {
     const p = l.entry.plan!;
     console.log(`  plan ${l.entry.id}: ${p.prefillTokens}/${p.decodeTokens} tokens × ${p.repeats}${p.reload ? " with reloads" : ""}` +
-      `${p.benchRepeats && l.entry.backend === "gguf" ? `, bench/gguf.ts × ${p.benchRepeats}` : ""}${p.reduced ? " (cut to fit the budget)" : ""}, ~${secs(itemMs(l))}`);
+      `${p.reduced ? " (cut to fit the budget)" : ""}, ~${secs(itemMs(l))}`);
   }
 
   for (let r = 0; r < repeats; r++) {
@@ -304,23 +290,6 @@ async function runGroup(entries: EntryResult[], budgetMs: number, repeats: numbe
   for (const l of active) {
     const hwm = await l.worker.request<{ vmHwmBytes?: number }>({ cmd: "memory" }, 10_000).catch(() => undefined);
     l.entry.vmHwmBytes = hwm?.vmHwmBytes;
-    const p = l.entry.plan!;
-    if (l.entry.backend !== "gguf" || !p.benchRepeats || l.entry.status !== "ok") continue;
-    if (over()) {
-      l.entry.ggufVsRawError = "bench/gguf.ts skipped: the group ran over its time budget";
-      continue;
-    }
-    try {
-      const g = await l.worker.request<GgufBenchResult>(
-        { cmd: "benchGguf", options: { repeats: p.benchRepeats, prefillTokens: p.prefillTokens, decodeTokens: p.decodeTokens } },
-        3 * benchMs(l) + 60_000,
-      );
-      l.entry.ggufVsRaw = g;
-      console.log(`  bench/gguf.ts ${l.entry.id}: GgufBackend ÷ raw (${g.bestRaw.threads} thr) decode ${g.ratio.decode.toFixed(3)}, prefill ${g.ratio.prefill.toFixed(3)}`);
-    } catch (error) {
-      l.entry.ggufVsRawError = `bench/gguf.ts failed: ${errorText(error)}`;
-      console.log(`  ${l.entry.id}: ${l.entry.ggufVsRawError}`);
-    }
   }
   for (const l of active) await l.worker.close();
   console.log(`  group done in ${secs(performance.now() - start)}`);
@@ -441,6 +410,24 @@ async function main(): Promise<void> {
     if (!quick) bandwidth.push(await measureBandwidth({ bytes: 2 ** 30, rounds: 2 }));
   }
 
+  // bench/gguf.ts: the GGUF row (GgufBackend ÷ raw node-llama-cpp), on the synthetic GGUF files of
+  // the smallest shape; its own child processes, outside the budget.
+  let ggufVsRaw: BenchRun["ggufVsRaw"];
+  const ggufGroup = entries.find((e) => e.backend === "gguf" && !e.real && e.status === "ok")?.group;
+  if (!quick && ggufGroup) {
+    const files = entries.filter((e) => e.backend === "gguf" && e.group === ggufGroup && e.status === "ok").map((e) => e.path);
+    console.log(`\n== GgufBackend ÷ raw node-llama-cpp, CPU time per token (bench/gguf.ts): ${ggufGroup}`);
+    try {
+      const { benchGguf, formatGgufBench } = await import("./gguf.js");
+      ggufVsRaw = await benchGguf(files, {
+        onPair: (row, p) => console.log(`  ${basename(row.model)} ${row.threads} thr, ${p.first} first: ratio ${p.ratio.toFixed(3)}`),
+      });
+      console.log(formatGgufBench(ggufVsRaw));
+    } catch (error) {
+      ggufVsRaw = { error: errorText(error) };
+    }
+  }
+
   // bench/json-schema.ts (JSON-schema constrained decoding) and bench/chat.ts (KV-cache reuse
   // between chat turns), imported only here so workers stay light; their time is not part of the
   // budget above.
@@ -511,7 +498,7 @@ async function main(): Promise<void> {
       repeats, budgetS, ...(filters ? { models: filters } : {}),
       protocol: "Protocol: 512-token prompt (less when the context is smaller or the budget cut it), 128 decoded tokens, interleaved repeats.",
     },
-    machine: machine(root), bandwidth: bw, entries, notes, optional,
+    machine: machine(root), bandwidth: bw, entries, ...(ggufVsRaw ? { ggufVsRaw } : {}), notes, optional,
   };
   const files = writeResults(resolve(values.out ?? join(root, "bench/results")), `${run.date}${quick ? "-quick" : ""}`, run, toSvg(run));
   console.log(`\n${toMarkdown(run)}\nwrote ${files.join(", ")} (${Math.round(run.durationS)} s)`);
