@@ -157,7 +157,7 @@ export function toMarkdown(run: BenchRun): string {
       `${spread(s.ttftMs)} | ${spread(s.prefillTps)} | ${spread(s.decodeTps)} | ${spread(s.rssPeakBytes, mib)} (HWM ${mib(e.vmHwmBytes)}) | ` +
       `${spread(s.mlxPeakBytes, mib)} | ${pct(s.decodeVsBound)} of ${sig(s.boundTps)} |`);
   }
-  L.push("", "Raw node-llama-cpp runs on the decode thread count GgufBackend starts from, for both phases (GgufBackend prefills on every core and times its first tokens to choose its decode count; bench/gguf.ts below compares it with raw at 1 and 2 threads). " +
+  L.push("", "Raw node-llama-cpp runs on the decode thread count GgufBackend starts from, for both phases (GgufBackend prefills on every core and times its first tokens to choose its decode count; bench/gguf.ts, below, compares the two pinned to the same threads). " +
     "ᵇ protocol cut to fit the time budget (see JSON `plan`). Bound = best read bandwidth / weight bytes (MLX: `info.weightBytes`; GGUF: file size).", "");
 
   const g = run.ggufVsRaw;
