@@ -1,14 +1,15 @@
 /**
  * Mixture-of-experts decode speed, the MLX engine against mlx-lm on the same directory: a Qwen3-MoE
  * shape scaled down (12 layers, hidden 256, 128 experts, 8 active, 4-bit g64) that mlx-lm builds with
- * its own classes (tests/python/conformance.py, cached). Prints one row: decode tok/s of each, their
- * ratio (goal >= 1.0) and the engine's MLX ops per token.
- *   npm run build:ts && node dist/bench/moe.js [tokens=64]
+ * its own classes (tests/python/conformance.py, cached). Measured by bench/mlx-lm.ts (each side its
+ * own process, paired rounds alternating who goes first, decode tok/s and CPU time per token; goal:
+ * engine ÷ mlx-lm decode ≥ 1.0), and the engine's MLX ops per token.
+ *   npm run build:ts && node dist/bench/moe.js [tokens=64] [rounds=3]
  */
 import { join } from "node:path";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { conformanceAvailability, conformanceReferences, type ConformanceSpec } from "../tests/support/conformance.js";
-import { runPython } from "../tests/support/python.js";
+import { benchMlxLm, formatMlxLmBench } from "./mlx-lm.js";
 
 // The tiny models' tokenizer (stories260K, vocabulary 512) in shared/ beside the repository; this
 // file runs from dist/bench/.
@@ -26,29 +27,16 @@ const SPEC: ConformanceSpec = {
 
 async function main(): Promise<void> {
   const tokens = Number(process.argv[2] ?? 64);
+  const rounds = Number(process.argv[3] ?? 3);
   const python = conformanceAvailability();
   if (!python.available) throw new Error(`mlx-lm unavailable: ${python.reason}`);
   const { device } = await MlxBackend.runtimeInfo();
   const [ref] = conformanceReferences([SPEC], TOKENIZER_SOURCE, python.mlxLm, device).references;
-  const mlxLm = JSON.parse(runPython("decode_speed.py", [ref.modelDir, device, String(ref.prompt.length), String(tokens)], { timeoutMs: 900_000 }));
-
-  const mlx = new MlxBackend();
-  await mlx.load(ref.modelDir);
-  let tps = 0, ops = 0;
-  try {
-    for (let run = 0; run < 2; run++) {  // the first run warms up
-      await mlx.generate(ref.prompt, { maxTokens: tokens, temperature: 0, ignoreEos: true });
-      // A new request re-evaluates from the cached prompt: reset by a different first token next time.
-      const stats = mlx.lastGenerationStats!;
-      tps = (stats.generatedTokens - 1) / (stats.decodeMs / 1000);
-      ops = stats.opsPerToken;
-    }
-  } finally {
-    await mlx.unload();
-  }
-  console.log(`| model | device | mlx-lm tok/s | engine tok/s | engine / mlx-lm | ops/token |`);
-  console.log(`|---|---|---|---|---|---|`);
-  console.log(`| qwen3_moe 12L h256 128e top-8 4-bit | ${device} | ${mlxLm.tokens_per_s.toFixed(1)} | ${tps.toFixed(1)} | ${(tps / mlxLm.tokens_per_s).toFixed(2)} | ${ops} |`);
+  const result = await benchMlxLm({
+    rounds, prefillTokens: ref.prompt.length, decodeTokens: tokens, budgetS: 900,
+    dirs: [{ id: `qwen3_moe 12L h256 128e top-8 4-bit (${device})`, dir: ref.modelDir }],
+  });
+  console.log(formatMlxLmBench(result));
 }
 
 await main();
