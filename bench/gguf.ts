@@ -19,6 +19,7 @@
  *   (> 1: GgufBackend spends less), and the row reports the median and spread over `pairs` pairs.
  */
 import { fork } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -45,6 +46,8 @@ export interface GgufBenchOptions {
   tokens?: number;
   /** Called with each finished pair (progress lines). */
   onPair?: (row: { model: string; threads: number }, pair: GgufPair) => void;
+  /** Called with the result so far after each row (a long run keeps what it measured). */
+  onRow?: (partial: GgufBenchResult) => void;
 }
 
 /** What one child process measured. */
@@ -119,7 +122,11 @@ function runSide(spec: SideSpec): Promise<GgufSideResult> {
   });
 }
 
-/** Measures every model at every thread count (sequentially; one child process at a time). */
+/**
+ * Measures every model at every thread count (sequentially; one child process at a time), fewest
+ * threads first: on a loaded machine a multi-threaded decode is far slower (ggml's workers spin at
+ * a barrier while their partner is descheduled), so the cheap rows come first.
+ */
 export async function benchGguf(paths: readonly string[], options: GgufBenchOptions = {}): Promise<GgufBenchResult> {
   const start = performance.now();
   const threads = [...new Set((options.threads ?? [1, 2]).map((t) => Math.max(1, Math.min(t, availableParallelism()))))];
@@ -127,8 +134,9 @@ export async function benchGguf(paths: readonly string[], options: GgufBenchOpti
   const rounds = Math.max(1, Math.floor(options.rounds ?? 5));
   const tokens = Math.max(2, Math.floor(options.tokens ?? 64));
   const rows: GgufRow[] = [];
-  for (const path of paths) {
-    for (const t of threads) {
+  const result = (): GgufBenchResult => ({ goal: GGUF_VS_RAW_GOAL, pairs, rounds, tokens, contextSize: CONTEXT_SIZE, rows, seconds: (performance.now() - start) / 1000 });
+  for (const t of threads) {
+    for (const path of paths) {
       const row: GgufRow = {
         model: path, threads: t, pairs: [], ratio: undefined, backendCpuMicrosPerToken: Number.NaN, rawCpuMicrosPerToken: Number.NaN,
         backendDecodeTps: Number.NaN, rawDecodeTps: Number.NaN, pass: false,
@@ -156,9 +164,10 @@ export async function benchGguf(paths: readonly string[], options: GgufBenchOpti
       row.backendDecodeTps = all("backend", "decodeTps");
       row.rawDecodeTps = all("raw", "decodeTps");
       row.pass = !row.error && row.ratio !== undefined && row.ratio.median >= GGUF_VS_RAW_GOAL;
+      options.onRow?.(result());
     }
   }
-  return { goal: GGUF_VS_RAW_GOAL, pairs, rounds, tokens, contextSize: CONTEXT_SIZE, rows, seconds: (performance.now() - start) / 1000 };
+  return result();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,18 +324,20 @@ async function main(): Promise<void> {
     ...(values.tokens ? { tokens: num(values.tokens) } : {}),
     onPair: (row, p) => console.log(`  ${basename(row.model)} ${row.threads} thr, ${p.first} first: ratio ${p.ratio.toFixed(3)} ` +
       `(CPU µs/token ${median(p.backend.cpuMicrosPerToken).toFixed(0)} / ${median(p.raw.cpuMicrosPerToken).toFixed(0)})`),
+    onRow: (partial) => {
+      if (values.out) console.log(`wrote ${writeGgufBench(resolve(values.out), partial, `node dist/bench/gguf.js ${process.argv.slice(2).join(" ")}`)}.{json,md}`);
+    },
   });
   console.log(formatGgufBench(result));
-  if (values.out) {
-    const { writeFileSync, mkdirSync } = await import("node:fs");
-    const date = new Date().toISOString().slice(0, 10);
-    const base = join(resolve(values.out), `gguf-vs-raw-${date}`);
-    mkdirSync(resolve(values.out), { recursive: true });
-    writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 1)}\n`);
-    const command = `node dist/bench/gguf.js ${process.argv.slice(2).join(" ")}`;
-    writeFileSync(`${base}.md`, [`# GgufBackend ÷ raw node-llama-cpp, CPU time per decoded token`, "", `Command: \`${command}\``, "", ...ggufBenchTable(result), ""].join("\n"));
-    console.log(`wrote ${base}.{json,md}`);
-  }
+}
+
+/** Writes `<dir>/gguf-vs-raw-<date>.{json,md}` (bench/results). */
+function writeGgufBench(dir: string, result: GgufBenchResult, command: string): string {
+  mkdirSync(dir, { recursive: true });
+  const base = join(dir, `gguf-vs-raw-${new Date().toISOString().slice(0, 10)}`);
+  writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 1)}\n`);
+  writeFileSync(`${base}.md`, [`# GgufBackend ÷ raw node-llama-cpp, CPU time per decoded token`, "", `Command: \`${command}\``, "", ...ggufBenchTable(result), ""].join("\n"));
+  return base;
 }
 
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
