@@ -18,7 +18,7 @@
  * 3. Outside the budget: bench/gguf.ts (GgufBackend ÷ raw node-llama-cpp in CPU time per token, on
  *    the smallest synthetic GGUF shape; not with --quick), bench/mlx-lm.ts (mlx-node ÷ mlx-lm;
  *    `--models mlx-lm` runs it alone), then, not with --quick or --models, bench/json-schema.ts,
- *    bench/chat.ts and bench/batching.ts.
+ *    bench/chat.ts and bench/batching.ts (concurrent requests, interleaved conversations).
  */
 import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -587,6 +587,17 @@ function sectionsAfterGroups(options: RunOptions, realRoot: string, synthDir: st
       const { benchBatching, formatBatchingBench } = await import("./batching.js");
       const result = await benchBatching({ repeats, modelsDir: realRoot, syntheticDir: synthDir });
       return { text: formatBatchingBench(result), result };
+    }],
+    ["Interleaved conversations: turn-k TTFT of two taking turns ÷ one alone (bench/batching.ts)", async () => {
+      const { benchInterleaved, formatInterleaved } = await import("./batching.js");
+      const cases: ["mlx" | "gguf", string, string][] = [
+        ["gguf", "stories260K.gguf", join(realRoot, "stories260K/stories260K.gguf")],
+        ["gguf", "smollm2-135m q4_0 (synthetic)", join(synthDir, "smollm2-135m-q4_0.gguf")],
+        ...(mlxUnavailableReason() ? [] : [["mlx", "stories260K hf-f32", join(realRoot, "stories260K/hf-f32")] as ["mlx", string, string]]),
+      ];
+      const result = [];
+      for (const [backend, name, path] of cases) if (existsSync(path)) result.push(await benchInterleaved(backend, name, path, { repeats }));
+      return { text: formatInterleaved(result), result };
     }],
   );
   return sections;
