@@ -287,7 +287,7 @@ function barPanel(out: string[], title: string, top: number, width: number, grou
   return top + height;
 }
 
-interface RatioRow { label: string; value: number; color: string; second?: { value: number; color: string } }
+interface RatioRow { label: string; value: number; color: string }
 
 function ratioPanel(out: string[], title: string, x0: number, top: number, w: number, rows: RatioRow[], goal: number | undefined, goalLabel: string, fmt: (v: number) => string, minScale: number, note?: string): number {
   const [labelW, rowH] = [130, 17];
@@ -296,15 +296,13 @@ function ratioPanel(out: string[], title: string, x0: number, top: number, w: nu
     out.push(txt(x0, top + 34, "no data in this run", 'font-size="11" fill="#777"'));
     return top + 40;
   }
-  const max = Math.max(minScale, (goal ?? 0) * 1.3, ...rows.flatMap((r) => [r.value * 1.15, (r.second?.value ?? 0) * 1.15]).filter(Number.isFinite));
+  const max = Math.max(minScale, (goal ?? 0) * 1.3, ...rows.map((r) => r.value * 1.15).filter(Number.isFinite));
   const px = (v: number) => x0 + labelW + (Math.max(0, v) / max) * (w - labelW - 50);
   const plotTop = top + 24;
   rows.forEach((r, i) => {
     const y = plotTop + i * rowH;
-    const h = r.second ? (rowH - 5) / 2 : rowH - 5;
-    out.push(txt(x0 + labelW - 6, y + 12, r.label, 'font-size="10" text-anchor="end"'), rect(px(0), y + 2, px(r.value) - px(0), h, `fill="${r.color}"`),
-      txt(px(Math.max(r.value, r.second?.value ?? 0)) + 4, y + 12, fmt(r.value) + (r.second ? ` / ${fmt(r.second.value)}` : ""), 'font-size="10"'));
-    if (r.second && Number.isFinite(r.second.value)) out.push(rect(px(0), y + 2 + h, px(r.second.value) - px(0), h, `fill="${r.second.color}"`));
+    out.push(txt(x0 + labelW - 6, y + 12, r.label, 'font-size="10" text-anchor="end"'), rect(px(0), y + 2, px(r.value) - px(0), rowH - 5, `fill="${r.color}"`),
+      txt(px(r.value) + 4, y + 12, fmt(r.value), 'font-size="10"'));
   });
   const bottom = plotTop + rows.length * rowH;
   out.push(line(px(0), plotTop, px(0), bottom, 'stroke="#444"'));
