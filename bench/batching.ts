@@ -50,6 +50,7 @@ export interface BatchingBenchResult {
 
 type Backend = MlxBackend | GgufBackend;
 
+/** Aggregate decode tokens/s of `n` requests started together (see the file's header). */
 async function aggregate(model: Backend, n: number, tokens: number): Promise<number> {
   const options: GenerateOptions = { maxTokens: tokens, ignoreEos: true };
   const firsts: number[] = [];
@@ -152,6 +153,145 @@ export async function benchBatching(options: { tokens?: number; repeats?: number
     }
   }
   return { tokens, repeats, cases, skipped };
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF batching settings (issue #13): is 8 concurrent ÷ 1 bound by threads or by the cores?
+
+/** One GGUF load setting: aggregate decode tokens/s alone and at `concurrent`, and the CPU it used. */
+export interface GgufBatchSetting {
+  /** `threads` load option (both phases), or "default" (GgufBackend's own choice). */
+  threads: number | "default";
+  /** Threads llama.cpp reported for the context after the runs. */
+  contextThreads: number;
+  tokensPerSecond: Record<number, number>;
+  /** Process CPU ms per generated token, by concurrency (all threads): flat when the batch is free, linear when compute-bound. */
+  cpuMsPerToken: Record<number, number>;
+  ratio: number;
+}
+
+/**
+ * GGUF aggregate decode at 1 and `concurrent` requests with each thread setting, interleaved over
+ * `repeats` rounds (one load per setting, loaded in turn). CPU time per token tells a compute bound
+ * (the same CPU per token at 8 rows as at 1, so aggregate speed cannot grow past the cores) from a
+ * bandwidth bound (CPU per token falls as 8 rows share one read of the weights).
+ */
+export async function benchGgufBatchSettings(path: string, options: { tokens?: number; repeats?: number; concurrent?: number; threads?: (number | "default")[] } = {}): Promise<GgufBatchSetting[]> {
+  const tokens = options.tokens ?? 32;
+  const concurrent = options.concurrent ?? 8;
+  const settings = options.threads ?? ["default", 1, 2];
+  const samples = settings.map(() => ({ tps: {} as Record<number, number[]>, cpu: {} as Record<number, number[]>, contextThreads: 0 }));
+  for (let r = 0; r < (options.repeats ?? 3); r++) {
+    for (const [i, threads] of settings.entries()) {
+      const model = new GgufBackend();
+      await model.load(path, { maxBatch: concurrent, promptCacheBytes: 0, ...(threads === "default" ? {} : { threads }) });
+      try {
+        await aggregate(model, 1, 48); // warm-up, and GgufBackend's decode-thread measurement
+        for (const n of [1, concurrent]) {
+          const cpu = process.cpuUsage();
+          const tps = await aggregate(model, n, tokens);
+          const used = process.cpuUsage(cpu);
+          (samples[i].tps[n] ??= []).push(tps);
+          (samples[i].cpu[n] ??= []).push((used.user + used.system) / 1000 / (n * tokens));
+        }
+        samples[i].contextThreads = model.threadCounts.decode;
+      } finally {
+        await model.unload();
+      }
+    }
+  }
+  return settings.map((threads, i) => {
+    const tokensPerSecond = { 1: median(samples[i].tps[1]), [concurrent]: median(samples[i].tps[concurrent]) };
+    const cpuMsPerToken = { 1: median(samples[i].cpu[1]), [concurrent]: median(samples[i].cpu[concurrent]) };
+    return { threads, contextThreads: samples[i].contextThreads, tokensPerSecond, cpuMsPerToken, ratio: tokensPerSecond[concurrent] / tokensPerSecond[1] };
+  });
+}
+
+export function formatGgufBatchSettings(model: string, rows: GgufBatchSetting[]): string {
+  const n = Math.max(...Object.keys(rows[0]?.tokensPerSecond ?? { 1: 0 }).map(Number));
+  return [
+    `GGUF batching settings on ${model}: aggregate decode tok/s, 1 vs ${n} concurrent (medians), CPU ms per generated token`,
+    ...rows.map((r) => `  threads ${String(r.threads).padEnd(7)} (context ${r.contextThreads}): 1x ${r.tokensPerSecond[1].toFixed(1)} tok/s, ${n}x ${r.tokensPerSecond[n].toFixed(1)} tok/s ` +
+      `→ ${r.ratio.toFixed(2)}×; CPU ms/token 1x ${r.cpuMsPerToken[1].toFixed(1)}, ${n}x ${r.cpuMsPerToken[n].toFixed(1)}`),
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interleaved conversations (issue #13): two conversations taking turns keep each other's cache.
+
+/** Turn-k time to first token of two interleaved conversations ÷ one conversation alone (goal ≤ 1.2). */
+export interface InterleavedResult {
+  backend: "mlx" | "gguf";
+  model: string;
+  turns: number;
+  /** Median TTFT (ms) of turns 2..turns: one conversation alone, and two taking turns (A1 B1 A2 B2 ...). */
+  aloneMs: number;
+  interleavedMs: number;
+  ratio: number;
+  /** Median prompt tokens evaluated at turns 2..turns, interleaved (only the new turn's tokens when the cache holds). */
+  interleavedEvaluated: number;
+  /** Median prompt length at those turns. */
+  promptTokens: number;
+}
+
+const QUESTIONS = ["What did Lily see in the park?", "Where did Tom go next?", "What did Max do then?", "How did they feel?", "What happened at the end?", "Who came to help?"];
+
+/**
+ * Conversations as token ids: turn k's prompt is turn k-1's prompt, its answer (16 greedy tokens)
+ * and the next question, so a cache that keeps the conversation evaluates only the new tokens.
+ * Each conversation starts with a different opening, so they share nothing but BOS.
+ */
+export async function benchInterleaved(backend: "mlx" | "gguf", name: string, path: string, options: { turns?: number; repeats?: number } = {}): Promise<InterleavedResult> {
+  const turns = options.turns ?? 6;
+  const model: Backend = backend === "mlx" ? new MlxBackend() : new GgufBackend();
+  await model.load(path);
+  try {
+    const opening = (tag: string) => model.tokenize(`${tag}. ${PROMPTS.join(". ")}. ${PROMPTS.slice().reverse().join(". ")}.`, { addSpecialTokens: true });
+    // Runs the conversations' turns in the given order; returns TTFTs and evaluated tokens of turns 2.. per conversation.
+    const run = async (tags: string[]) => {
+      const history = tags.map(opening);
+      const ttft: number[] = [];
+      const evaluated: number[] = [];
+      const lengths: number[] = [];
+      for (let turn = 0; turn < turns; turn++) {
+        for (const [c, ids] of history.entries()) {
+          const result = await model.generate(ids, { maxTokens: 16, temperature: 0, ignoreEos: true });
+          if (turn > 0) {
+            ttft.push(result.timings.timeToFirstTokenMs);
+            evaluated.push(result.usage.evaluatedPromptTokens);
+            lengths.push(ids.length);
+          }
+          history[c] = [...ids, ...result.tokens, ...model.tokenize(` ${QUESTIONS[turn % QUESTIONS.length]} `)];
+        }
+      }
+      return { ttft, evaluated, lengths };
+    };
+    await run(["Warm-up"]);
+    const alone: number[] = [];
+    const interleaved: number[] = [];
+    const evaluated: number[] = [];
+    const lengths: number[] = [];
+    for (let r = 0; r < (options.repeats ?? 3); r++) {
+      alone.push(...(await run([`Story ${r} alone`])).ttft);
+      const two = await run([`Story ${r} first`, `Story ${r} second`]);
+      interleaved.push(...two.ttft);
+      evaluated.push(...two.evaluated);
+      lengths.push(...two.lengths);
+    }
+    const aloneMs = median(alone);
+    const interleavedMs = median(interleaved);
+    return { backend, model: name, turns, aloneMs, interleavedMs, ratio: interleavedMs / aloneMs, interleavedEvaluated: median(evaluated), promptTokens: median(lengths) };
+  } finally {
+    await model.unload();
+  }
+}
+
+export function formatInterleaved(rows: InterleavedResult[]): string {
+  return [
+    "Interleaved conversations: TTFT of turns 2.. (medians), two conversations taking turns ÷ one alone (goal ≤ 1.2)",
+    ...rows.map((r) => `  ${`${r.backend} ${r.model}`.padEnd(40)} alone ${r.aloneMs.toFixed(1)} ms, interleaved ${r.interleavedMs.toFixed(1)} ms → ${r.ratio.toFixed(2)}× ` +
+      `${r.ratio <= 1.2 ? "PASS" : "FAIL"}; interleaved turns evaluate ${r.interleavedEvaluated} of ${r.promptTokens} prompt tokens`),
+  ].join("\n");
 }
 
 /** Human-readable summary of a {@link BatchingBenchResult}. */

@@ -18,7 +18,8 @@
  * - threshold fixed, 1000 cycles: GgufBackend -0.3 KB/cycle, raw -0.3 KB/cycle (RSS flat at
  *   96 MB from cycle 50 on), so nothing is leaked, by us or by node-llama-cpp;
  * - V8 heap snapshots after 50 and 250 cycles: only compiled code grows (~70 KB), the same in both.
- * GGUF_RELOAD_SERIES=1 prints every sample.
+ * GGUF_RELOAD_SERIES=1 prints every sample. GGUF_RELOAD_MAX_BATCH=N loads GgufBackend with
+ * `maxBatch: N` (more llama.cpp sequences per context); GGUF_RELOAD_SIDES=backend runs one side.
  */
 import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
@@ -50,8 +51,9 @@ async function child(side: Side, file: string, cycles: number, every: number): P
   if (side === "backend") {
     const { GgufBackend } = await import("../lib/backends/gguf.js");
     const backend = new GgufBackend();
+    const maxBatch = process.env.GGUF_RELOAD_MAX_BATCH ? Number(process.env.GGUF_RELOAD_MAX_BATCH) : undefined;
     cycle = async () => {
-      await backend.load(file, { threads: 1 });
+      await backend.load(file, { threads: 1, ...(maxBatch ? { maxBatch } : {}) });
       await backend.unload();
     };
   } else {
@@ -100,7 +102,8 @@ function main(): void {
   const every = Number(everyArg ?? 10);
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KB`;
   const slopes: Record<string, Record<string, number>> = {};
-  for (const side of ["backend", "raw"] as Side[]) {
+  const sides = (process.env.GGUF_RELOAD_SIDES?.split(",") ?? ["backend", "raw"]) as Side[];
+  for (const side of sides) {
     const r = spawnSync(process.execPath, ["--expose-gc", here, file, String(cycles), String(every)], {
       encoding: "utf8",
       env: {
@@ -123,7 +126,7 @@ function main(): void {
         `per cycle after warm-up: RSS ${kb(slopes[side].rss!)}, heap ${kb(slopes[side].heapUsed!)}, external ${kb(slopes[side].external!)}`,
     );
   }
-  console.log(`GgufBackend - raw, per cycle: RSS ${kb(slopes.backend!.rss! - slopes.raw!.rss!)}, heap ${kb(slopes.backend!.heapUsed! - slopes.raw!.heapUsed!)}`);
+  if (slopes.backend && slopes.raw) console.log(`GgufBackend - raw, per cycle: RSS ${kb(slopes.backend!.rss! - slopes.raw!.rss!)}, heap ${kb(slopes.backend!.heapUsed! - slopes.raw!.heapUsed!)}`);
 }
 
 main();

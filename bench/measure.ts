@@ -10,14 +10,13 @@
  *   every sample, so the engine evaluates `prefillTokens - 1` tokens).
  * - prefill tokens/s: evaluated prompt tokens (`usage.evaluatedPromptTokens`) / TTFT.
  * - decode tokens/s: greedy, `ignoreEos: true`, `decodeTokens` tokens; tokens after the first
- *   chunk / time from the first chunk to the last (the same definition as bench/gguf.ts).
+ *   chunk / time from the first chunk to the last.
  * - peak RSS: the process's `rss`, sampled every 10 ms during the sample (the kernel's own
  *   high-water mark, VmHWM, is reported per worker too).
  */
 import { readFileSync, statSync } from "node:fs";
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import type { InferenceBackend } from "../lib/backend.js";
-import { benchGguf, type GgufBenchOptions } from "./gguf.js";
 import { mlxSampleHooks, type MlxSampleEngine } from "./mlx.js";
 import { median, summarize, type Spread } from "./stats.js";
 
@@ -290,7 +289,6 @@ export interface WorkerReady {
 
 export type WorkerCommand =
   | { id: number; cmd: "sample"; req: SampleRequest }
-  | { id: number; cmd: "benchGguf"; options: GgufBenchOptions }
   | { id: number; cmd: "memory" }
   | { id: number; cmd: "exit" };
 
@@ -333,9 +331,6 @@ export async function runWorker(spec: WorkerSpec): Promise<void> {
           const loadMs = req.reload ? (await subject.unload(), await subject.load()) : undefined;
           const report = req.progress ? (progress: SampleProgress) => send({ type: "progress", id: command.id, progress }) : undefined;
           result = { ...(await subject.sample(req, rss, report)), ...(loadMs !== undefined ? { loadMs } : {}) };
-        } else if (command.cmd === "benchGguf") {
-          await subject.unload(); // bench/gguf.ts loads its own GgufBackend and raw contexts
-          result = await benchGguf(spec.path, command.options);
         } else if (command.cmd === "memory") {
           result = { ...procMemory(), rssBytes: process.memoryUsage.rss() };
         } else {

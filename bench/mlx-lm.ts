@@ -17,7 +17,7 @@
  * first token differs from the previous one's, so mlx-node's prefix cache never shortens a prefill.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -175,15 +175,29 @@ async function runNodeSide(dir: string): Promise<void> {
   });
 }
 
+/** Prompt ids come from [FIRST_PROMPT_ID, FIRST_PROMPT_ID + 900), below the vocabulary size: clear of the special ids. */
+const FIRST_PROMPT_ID = 100;
+
 /** Prompt ids of one round: the same on both sides, a different first token every round. */
-function promptIds(length: number, round: number): number[] {
-  return Array.from({ length }, (_, i) => 100 + ((i === 0 ? round * 37 : i * 7919 + round * 104_729) % 900));
+function promptIds(length: number, round: number, vocabSize: number): number[] {
+  const span = Math.max(1, Math.min(900, vocabSize - FIRST_PROMPT_ID));
+  return Array.from({ length }, (_, i) => FIRST_PROMPT_ID + ((i === 0 ? round * 37 : i * 7919 + round * 104_729) % span));
 }
+
+/** config.json's vocab_size (a multimodal checkpoint's text_config's). */
+function vocabSize(dir: string): number {
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { vocab_size?: number; text_config?: { vocab_size?: number } };
+  const size = config.vocab_size ?? config.text_config?.vocab_size;
+  if (!size) throw new Error(`${dir}/config.json has no vocab_size`);
+  return size;
+}
+
+const newRow = (id: string, dir: string, mlxLmDtype?: string): MlxLmRow => ({ id, dir, ...(mlxLmDtype ? { mlxLmDtype } : {}), status: "ok", ours: [], theirs: [] });
 
 /** The rows to measure: the real models (if set up) and the Qwen2.5-0.5B-shape synthetic ones (if written). */
 function plannedRows(syntheticDir: string, notes: string[]): MlxLmRow[] {
   const rows: MlxLmRow[] = [];
-  const row = (id: string, dir: string, mlxLmDtype?: string): MlxLmRow => ({ id, dir, ...(mlxLmDtype ? { mlxLmDtype } : {}), status: "ok", ours: [], theirs: [] });
+  const row = newRow;
   try {
     const out = execPython(["tests/python/setup_models.py", "--check"]);
     const models = (JSON.parse(out) as { models: Record<string, { hf: string; mlx4bit: string }> }).models;
@@ -213,13 +227,14 @@ async function measureRow(row: MlxLmRow, rounds: number, prefillTokens: number, 
   const ours = nodeSide(row.dir);
   const theirs = pythonSide(row.dir, row.mlxLmDtype);
   try {
+    const vocab = vocabSize(row.dir);
     await Promise.all([ours.ready, theirs.ready]);
     for (let r = 0; r <= rounds; r++) {
       if (r > 0 && performance.now() > deadline) {
         row.reason = `stopped after ${r - 1} of ${rounds} rounds: over the time budget`;
         break;
       }
-      const body = { ids: promptIds(prefillTokens, r), decodeTokens };
+      const body = { ids: promptIds(prefillTokens, r, vocab), decodeTokens };
       const order = r % 2 === 0 ? [ours, theirs] : [theirs, ours];
       const [a, b] = [await order[0].request(body), await order[1].request(body)];
       if (r === 0) continue; // warm-up
@@ -246,16 +261,24 @@ async function measureRow(row: MlxLmRow, rounds: number, prefillTokens: number, 
   }
 }
 
+/** A directory to measure: its label, and the dtype mlx-lm is cast to (default: the weights'). */
+export interface MlxLmDir { id: string; dir: string; mlxLmDtype?: string }
+
 /** Runs every row within `budgetS` seconds (rows past the budget are skipped with the reason). */
 export async function benchMlxLm(options: {
-  rounds: number; prefillTokens?: number; decodeTokens?: number; budgetS: number; syntheticDir: string;
+  rounds: number; prefillTokens?: number; decodeTokens?: number; budgetS: number;
+  /** Where the synthetic models are (the rows of `npm run bench`); not read when `dirs` is given. */
+  syntheticDir?: string;
+  /** These directories instead of the bench's rows (bench/moe.ts). */
+  dirs?: MlxLmDir[];
   /** Keep only rows whose id contains one of these. */
   only?: string[];
 }): Promise<MlxLmBenchResult> {
   const prefillTokens = options.prefillTokens ?? 128;
   const decodeTokens = options.decodeTokens ?? 64;
   const notes: string[] = [];
-  const rows = plannedRows(options.syntheticDir, notes).filter((r) => !options.only || options.only.some((o) => r.id.includes(o)));
+  const planned = options.dirs ? options.dirs.map((d) => newRow(d.id, d.dir, d.mlxLmDtype)) : plannedRows(options.syntheticDir ?? "", notes);
+  const rows = planned.filter((r) => !options.only || options.only.some((o) => r.id.includes(o)));
   const deadline = performance.now() + options.budgetS * 1000;
   for (const [i, row] of rows.entries()) {
     if (performance.now() > deadline) {

@@ -2,14 +2,15 @@
  * Mixture-of-experts and hybrid decode speed, the MLX engine against mlx-lm on the same directory: a
  * Qwen3-MoE shape scaled down (12 layers, hidden 256, 128 experts, 8 active, 4-bit g64) and a Qwen3.5-MoE
  * one (Gated DeltaNet layers), that mlx-lm builds with its own classes (tests/python/conformance.py,
- * cached). Prints a row per model: decode tok/s of each, their ratio (goal >= 1.0) and the engine's MLX
- * ops per token.
- *   npm run build:ts && node dist/bench/moe.js [tokens=64]
+ * cached). Measured by bench/mlx-lm.ts (each side its
+ * own process, paired rounds alternating who goes first, decode tok/s and CPU time per token; goal:
+ * engine ÷ mlx-lm decode ≥ 1.0), and the engine's MLX ops per token.
+ *   npm run build:ts && node dist/bench/moe.js [tokens=64] [rounds=3]
  */
 import { join } from "node:path";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { conformanceAvailability, conformanceReferences, type ConformanceSpec } from "../tests/support/conformance.js";
-import { runPython } from "../tests/support/python.js";
+import { benchMlxLm, formatMlxLmBench } from "./mlx-lm.js";
 
 // The tiny models' tokenizer (stories260K, vocabulary 512) in shared/ beside the repository; this
 // file runs from dist/bench/.
@@ -47,29 +48,16 @@ const ROWS: { label: string; spec: ConformanceSpec }[] = [
 
 async function main(): Promise<void> {
   const tokens = Number(process.argv[2] ?? 64);
+  const rounds = Number(process.argv[3] ?? 3);
   const python = conformanceAvailability();
   if (!python.available) throw new Error(`mlx-lm unavailable: ${python.reason}`);
   const { device } = await MlxBackend.runtimeInfo();
   const refs = conformanceReferences(ROWS.map((r) => r.spec), TOKENIZER_SOURCE, python.mlxLm, device).references;
-  console.log(`| model | device | mlx-lm tok/s | engine tok/s | engine / mlx-lm | ops/token |`);
-  console.log(`|---|---|---|---|---|---|`);
-  for (const [i, ref] of refs.entries()) {
-    const mlxLm = JSON.parse(runPython("decode_speed.py", [ref.modelDir, device, String(ref.prompt.length), String(tokens)], { timeoutMs: 900_000 }));
-    const mlx = new MlxBackend();
-    await mlx.load(ref.modelDir);
-    let tps = 0, ops = 0;
-    try {
-      for (let run = 0; run < 2; run++) {  // the first run warms up
-        await mlx.generate(ref.prompt, { maxTokens: tokens, temperature: 0, ignoreEos: true });
-        const stats = mlx.lastGenerationStats!;
-        tps = (stats.generatedTokens - 1) / (stats.decodeMs / 1000);
-        ops = stats.opsPerToken;
-      }
-    } finally {
-      await mlx.unload();
-    }
-    console.log(`| ${ROWS[i].label} | ${device} | ${mlxLm.tokens_per_s.toFixed(1)} | ${tps.toFixed(1)} | ${(tps / mlxLm.tokens_per_s).toFixed(2)} | ${ops} |`);
-  }
+  const result = await benchMlxLm({
+    rounds, prefillTokens: refs[0].prompt.length, decodeTokens: tokens, budgetS: 900,
+    dirs: refs.map((ref, i) => ({ id: `${ROWS[i].label} (${device})`, dir: ref.modelDir })),
+  });
+  console.log(formatMlxLmBench(result));
 }
 
 await main();

@@ -37,6 +37,10 @@ Case spec (every field but "family" optional):
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
+  chat          list  chat messages, with checkpoint: a real model's case. The prompt is the messages rendered
+                      by mlx-lm's tokenizer of the checkpoint (its chat template, generation prompt added)
+                      instead of the fixed ids; the checkpoint runs where it is (not copied: real models are
+                      large), and reference.json adds "model_dir" and "text" (mlx-lm's decode of the greedy tokens)
   engine        dict  not read here: the engine's load options for this case (the test's business)
 
 Output per case: model/ (config.json and model.safetensors as mlx-lm's save_config/save_model write them,
@@ -68,7 +72,7 @@ from mlx.utils import tree_map_with_path
 import mlx_lm
 from mlx_lm.convert import mixed_quant_predicate_builder
 from mlx_lm.generate import generate_step
-from mlx_lm.utils import _get_classes, load_model, quantize_model, save_config, save_model
+from mlx_lm.utils import _get_classes, load_model, load_tokenizer, quantize_model, save_config, save_model
 
 # The tokenizer files copied beside each checkpoint (our loader reads tokenizer.json); the tests use
 # stories260K's, whose vocabulary (512) is the tiny models'.
@@ -449,9 +453,19 @@ def make_case(case, root, tokenizer_dir):
         return False
     tmp = root / (case["key"] + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_checkpoint(case, tmp / "model", tokenizer_dir)
-    model, config = load_model(tmp / "model")
-    prompt = prompt_ids(case.get("prompt_length", 64))
+    tmp.mkdir(parents=True)
+    chat = case.get("chat")
+    if chat is None:
+        model_dir = tmp / "model"
+        build_checkpoint(case, model_dir, tokenizer_dir)
+    else:
+        model_dir = Path(case["checkpoint"])
+    model, config = load_model(model_dir)
+    if chat is None:
+        prompt = prompt_ids(case.get("prompt_length", 64))
+    else:
+        tokenizer = load_tokenizer(model_dir)
+        prompt = [int(t) for t in tokenizer.apply_chat_template(chat, add_generation_prompt=True)]
     steps = case.get("generate", 32)
     result = {"mlx_lm": mlx_lm.__version__, "family": case["family"], "prompt": prompt}
     patches = case.get("patches", [])
@@ -465,6 +479,8 @@ def make_case(case, root, tokenizer_dir):
     if fused_after_reference(case):
         del model
         rewrite_weights(tmp / "model", lambda w, _: fuse_experts(w, case["family"]))
+    if chat is not None:
+        result.update(model_dir=str(model_dir.resolve()), text=tokenizer.decode(result["greedy"]))
     (tmp / "reference.json").write_text(json.dumps(result))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

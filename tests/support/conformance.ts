@@ -7,8 +7,8 @@
 same kernels) and remade only when missing. See the script's docstring for
  * the spec's fields and the output format.
  */
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, type Hash } from "node:crypto";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pythonModules, pythonScripts, runPython, testCacheDir } from "./python.js";
 
@@ -46,6 +46,11 @@ export interface ConformanceSpec {
   shard_bytes?: number;
   /** A model directory to run as it is instead of building one (its files are part of the cache key). */
   checkpoint?: string;
+  /**
+   * With `checkpoint`: a real model's case. The prompt is these messages rendered by mlx-lm's
+   * tokenizer of the checkpoint (generation prompt added), and the checkpoint runs in place.
+   */
+  chat?: { role: string; content: string }[];
 }
 
 /** What mlx-lm computed for one spec. */
@@ -62,6 +67,8 @@ export interface ConformanceReference extends ConformanceRun {
   mlxLm: string;
   /** mlx-lm without the spec's patches, when it has any. */
   plain?: ConformanceRun;
+  /** `chat` cases: mlx-lm's decode of the greedy tokens. */
+  text?: string;
 }
 
 const script = "conformance.py";
@@ -72,13 +79,37 @@ export function conformanceAvailability(): { available: boolean; reason: string;
   return { available: probe.available, reason: probe.reason, mlxLm: probe.versions.mlx_lm ?? "" };
 }
 
+/** Hashes a file in chunks: a real model's weights are too large to read at once. */
+function hashFile(hash: Hash, path: string): void {
+  const chunk = Buffer.allocUnsafe(1 << 24);
+  const fd = openSync(path, "r");
+  try {
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0;) hash.update(chunk.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Hashes of checkpoint directories, by path, for this process (the real models' GBs are read once). */
+const checkpointHashes = new Map<string, string>();
+
+function checkpointHash(dir: string): string {
+  let digest = checkpointHashes.get(dir);
+  if (digest === undefined) {
+    const hash = createHash("sha256");
+    for (const f of readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort()) {
+      hash.update(f);
+      hashFile(hash, join(dir, f));
+    }
+    digest = hash.digest("hex");
+    checkpointHashes.set(dir, digest);
+  }
+  return digest;
+}
+
 function cacheKey(spec: ConformanceSpec): string {
   const hash = createHash("sha256").update(readFileSync(join(pythonScripts, script))).update(JSON.stringify(spec));
-  if (spec.checkpoint) {
-    for (const f of readdirSync(spec.checkpoint, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort()) {
-      hash.update(f).update(readFileSync(join(spec.checkpoint, f)));
-    }
-  }
+  if (spec.checkpoint) hash.update(checkpointHash(spec.checkpoint));
   return hash.digest("hex").slice(0, 16);
 }
 
@@ -94,8 +125,8 @@ function readRun(dir: string, entry: { greedy: number[]; logits: string; rows: n
  * tokenizer files of `tokenizerDir` copied beside each checkpoint). Returns them in the order of `specs`, and how
  * many were made now and in how many milliseconds.
  */
-export function conformanceReferences(specs: readonly ConformanceSpec[], tokenizerDir: string, mlxLm: string, device: "cpu" | "gpu"):
-  { references: ConformanceReference[]; made: number; ms: number } {
+export function conformanceReferences(specs: readonly ConformanceSpec[], tokenizerDir: string, mlxLm: string, device: "cpu" | "gpu",
+  options: { timeoutMs?: number } = {}): { references: ConformanceReference[]; made: number; ms: number } {
   const root = testCacheDir("conformance", `mlx-lm-${mlxLm}`, device);
   const keyed = specs.map((spec) => ({ key: cacheKey(spec), ...spec }));
   const missing = keyed.filter((c) => !existsSync(join(root, c.key, "reference.json")));
@@ -104,7 +135,7 @@ export function conformanceReferences(specs: readonly ConformanceSpec[], tokeniz
     const casesFile = join(root, `cases-${process.pid}.json`);
     writeFileSync(casesFile, JSON.stringify(missing));
     try {
-      runPython(script, [casesFile, root, tokenizerDir, device]);
+      runPython(script, [casesFile, root, tokenizerDir, device], options);
     } finally {
       rmSync(casesFile, { force: true });
     }
@@ -114,8 +145,9 @@ export function conformanceReferences(specs: readonly ConformanceSpec[], tokeniz
     const dir = join(root, key);
     const meta = JSON.parse(readFileSync(join(dir, "reference.json"), "utf8"));
     return {
-      ...readRun(dir, meta), modelDir: join(dir, "model"), prompt: meta.prompt as number[], mlxLm: meta.mlx_lm as string,
+      ...readRun(dir, meta), modelDir: (meta.model_dir as string | undefined) ?? join(dir, "model"), prompt: meta.prompt as number[], mlxLm: meta.mlx_lm as string,
       ...(meta.plain ? { plain: readRun(dir, meta.plain) } : {}),
+      ...(meta.text !== undefined ? { text: meta.text as string } : {}),
     };
   });
   return { references, made: missing.length, ms };
