@@ -4,11 +4,32 @@
 #pragma once
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <vector>
 
 #include "mlx_array.h"
 
 namespace mlxnode {
+
+// ---- Batch rows (continuous batching) --------------------------------------------------------
+// A KVCache may hold B sequences ("rows", batch axis 0) that decode together, one token each per
+// step. They share one write column (offset()), so a row that joined with a shorter history is
+// left-padded: row b's keys sit in columns [left_pad[b], offset()), and the token it writes next is
+// at position offset() - left_pad[b]. Attention takes per-row RoPE positions and a key mask from
+// here (mlx-lm's BatchKVCache keeps the same left padding). Rows without padding (a single row, or
+// rows of equal length) have no RowLayout and take the plain single-offset, unmasked path.
+struct RowLayout {
+  std::vector<int> left_pad;  // per row; at least one nonzero
+  // int32 [B]: the position each row writes at write column `offset`.
+  const Array& positions(int offset) const;
+  // bool [B, 1, 1, S]: key column j is visible to row b iff j >= left_pad[b].
+  const Array& key_mask(int columns) const;
+
+ private:
+  // Shared by every layer of one step: built once per step (engine thread only).
+  mutable Array positions_, mask_;
+  mutable int positions_at_ = -1, mask_columns_ = -1;
+};
 
 class LayerKVCache {
  public:
@@ -23,10 +44,14 @@ class LayerKVCache {
   // The buffers, for evaluating the cache after a prefill chunk (mlx-lm evals c.state).
   void state(std::vector<Array>& out) const;
   int64_t nbytes() const;  // bytes of the buffers (allocated capacity, not just the filled part)
+  // Batch rows: the layout when rows are padded, else nullptr. Set by KVCache.
+  const RowLayout* rows() const { return rows_.get(); }
 
  private:
+  friend class KVCache;
   Array keys_, values_;
   int offset_ = 0;
+  std::shared_ptr<const RowLayout> rows_;
 };
 
 class KVCache {
@@ -39,8 +64,21 @@ class KVCache {
   std::vector<Array> state() const;
   int64_t nbytes() const;
 
+  // ---- Batch rows (see RowLayout). A fresh KVCache has no rows; a cache filled by forward()
+  // holds one. Engine thread only.
+  int row_count() const { return static_cast<int>(left_pad_.size()); }
+  // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
+  // left-padded with zeros so the write columns line up.
+  void append_row(const KVCache& row);
+  // Keeps only rows `keep` (ascending), dropping padding columns no kept row needs.
+  void keep_rows(const std::vector<int>& keep);
+  // Row b as a single-sequence cache (its own buffers: it outlives the batch in the PromptCache).
+  KVCache row(int b) const;
+
  private:
+  void set_layout();
   std::vector<LayerKVCache> layers_;
+  std::vector<int> left_pad_;  // batch rows: per-row left padding (empty: no rows appended)
 };
 
 // The KV caches of recent sequences, most recently used first, bounded in bytes: a request starts

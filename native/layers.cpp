@@ -299,9 +299,8 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
   return r;
 }
 
-Array RoPE::operator()(const Array& x, int offset) const {
-  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
-  if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
+Array RoPE::with_gain(const Array& x) const {
+  if (attention_factor == 1.0f) return x;
   // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
   // with partial rotary, the features RoPE leaves alone keep their scale.
   if (gain.empty() || gain.dtype() != x.dtype()) {
@@ -310,7 +309,17 @@ Array RoPE::operator()(const Array& x, int offset) const {
     gain = Array::from_float32(per_feature, {x.dim(-1)});
     if (x.dtype() != MLX_FLOAT32) gain = mx::astype(gain, x.dtype());
   }
-  return mx::rope(mx::multiply(x, gain), dims, traditional, base, scale, offset, freqs);
+  return mx::multiply(x, gain);
+}
+
+Array RoPE::operator()(const Array& x, int offset) const {
+  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
+  return mx::rope(with_gain(x), dims, traditional, base, scale, offset, freqs);
+}
+
+Array RoPE::operator()(const Array& x, const Array& offsets) const {
+  if (dims == 0) return x;
+  return mx::rope(with_gain(x), dims, traditional, base, scale, offsets, freqs);
 }
 
 // ---- Attention --------------------------------------------------------------------------------
@@ -366,8 +375,18 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   Array v = heads(v_proj(x), args.num_kv_heads, std::nullopt);
 
   const int offset = cache.offset();
-  q = rope(q, offset);
-  k = rope(k, offset);
+  // Batch rows of different lengths (kv_cache.h RowLayout): each row at its own position, and
+  // its left padding masked out below. Only decode steps (T == 1) run batched.
+  const RowLayout* rows = cache.rows();
+  if (rows && (T != 1 || !batchable()))
+    throw EngineError(kMlxError, "padded batch rows need single-token steps on a layer without window, softcap or position scaling");
+  if (rows) {
+    q = rope(q, rows->positions(offset));
+    k = rope(k, rows->positions(offset));
+  } else {
+    q = rope(q, offset);
+    k = rope(k, offset);
+  }
   if (args.position_query_beta != 0) {
     // Computed in float32 over positions offset..offset+T-1 ([T, 1] against [B, heads, T, D]), then cast.
     const Array pos = mx::arange(offset, offset + T, 1, MLX_FLOAT32);
@@ -384,7 +403,9 @@ Array Attention::operator()(const Array& x, LayerKVCache& cache) const {
   // sees every cached key (MLX's "causal" is bottom-right aligned).
   Array out;
   const int S = keys.dim(2), W = args.sliding_window;
-  if (args.logit_softcap > 0) {
+  if (rows) {
+    out = mx::sdpa_masked(q, keys, values, scale, rows->key_mask(S), sinks);
+  } else if (args.logit_softcap > 0) {
     out = softcapped_attention(q, keys, values, offset);
   } else if (W > 0 && S > W && T == 1) {
     // A local layer's single query sees the last W positions.

@@ -85,6 +85,12 @@ struct RoPE {
   void fit_context(int context_size);
   // dims 0 (a default RoPE): the identity.
   Array operator()(const Array& x, int offset) const;
+  // One offset per batch row: `offsets` int32 [B] (continuous batching, kv_cache.h RowLayout).
+  Array operator()(const Array& x, const Array& offsets) const;
+
+ private:
+  Array with_gain(const Array& x) const;  // x times attention_factor on the rotated features
+ public:
 };
 
 struct AttentionArgs {
@@ -120,6 +126,9 @@ struct Attention {
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
   Array operator()(const Array& x, LayerKVCache& cache) const;  // x: [B, T, hidden]
+  // Whether rows at different positions can share a step (per-row RoPE and key mask): not with a
+  // sliding window, soft-capped scores or position-scaled queries, which read one scalar offset.
+  bool batchable() const { return args.sliding_window == 0 && args.logit_softcap == 0 && args.position_query_beta == 0; }
 
  private:
   // [B, heads, T, D] queries over [B, kv_heads, S, D] keys/values, scores soft-capped.

@@ -115,6 +115,17 @@ std::vector<float> Array::to_float32() const {
   return std::vector<float>(p, p + f.size());
 }
 
+std::vector<int32_t> Array::to_int32() const {
+  Array f = run("contiguous", [&](mlx_array* r, mlx_stream s) {
+    Array cast = mx::astype(*this, MLX_INT32);
+    return mlx_contiguous(r, cast.raw(), false, s);
+  });
+  f.eval();
+  const int32_t* p = mlx_array_data_int32(f.a_);
+  if (!p) check(1, "mlx_array_data_int32");
+  return std::vector<int32_t>(p, p + f.size());
+}
+
 // ---- VectorArray ------------------------------------------------------------------------------
 
 VectorArray::VectorArray() : v_(mlx_vector_array_new()) {}
@@ -285,6 +296,10 @@ Array take(const Array& a, const Array& indices, int axis) {
   return run("mlx_take", [&](mlx_array* r, mlx_stream s) { return mlx_take_axis(r, a.raw(), indices.raw(), axis, s); });
 }
 
+Array contiguous(const Array& a) {
+  return run("mlx_contiguous", [&](mlx_array* r, mlx_stream s) { return mlx_contiguous(r, a.raw(), false, s); });
+}
+
 Array take_along_axis(const Array& a, const Array& indices, int axis) {
   return run("mlx_take_along_axis",
              [&](mlx_array* r, mlx_stream s) { return mlx_take_along_axis(r, a.raw(), indices.raw(), axis, s); });
@@ -399,6 +414,14 @@ Array rope(const Array& x, int dims, bool traditional, float base, float scale, 
   mlx_optional_float b{base, freqs.empty()};
   return run("mlx_fast_rope", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_rope(r, x.raw(), dims, traditional, b, scale, offset, freqs.raw(), s);
+  });
+}
+
+Array rope(const Array& x, int dims, bool traditional, float base, float scale, const Array& offsets,
+           const Array& freqs) {
+  mlx_optional_float b{base, freqs.empty()};
+  return run("mlx_fast_rope_dynamic", [&](mlx_array* r, mlx_stream s) {
+    return mlx_fast_rope_dynamic(r, x.raw(), dims, traditional, b, scale, offsets.raw(), freqs.raw(), s);
   });
 }
 

@@ -99,6 +99,11 @@ class BlockDecoder : public Model {
   void fit_context(int context_size) override {
     for (Block& layer : layers) layer.self_attn.rope.fit_context(context_size);
   }
+  bool can_batch() const override {
+    for (const Block& layer : layers)
+      if (!layer.self_attn.batchable()) return false;
+    return true;
+  }
 
  protected:
   std::vector<Block> layers;
