@@ -3,13 +3,17 @@
  * so interleaved conversations each evaluate only their new tokens (both backends); the GGUF
  * backend generates up to `maxBatch` requests at once, each returning exactly its solo tokens.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import type { GenerateOptions } from "../lib/backend.js";
+import type { GenerateOptions, JsonSchema } from "../lib/backend.js";
 import type { BaseBackend } from "../lib/backends/base.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { InvalidOptionError, UnloadedError } from "../lib/errors.js";
+import { writeTinyModel } from "./reference/tiny-models.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const shared = (p: string) => fileURLToPath(new URL(`../../shared/models/${p}`, import.meta.url));
@@ -18,6 +22,8 @@ const TARGETS = [
   { name: "mlx", enabled: mlxAvailable, make: () => new MlxBackend(), path: shared("stories260K/hf-f32"), load: {} },
   { name: "gguf", enabled: true, make: () => new GgufBackend(), path: shared("stories260K/stories260K.gguf"), load: { threads: 1 } },
 ];
+
+const PROMPTS = ["Once upon a time", "Tom and his dog", "The sun was", "A little bird", "Sue had a red ball", "Mom said", "Ben liked to", "The cat sat"];
 
 const USER_TURNS = [" Then", " She said", " The end", " One day", " He was", " So they", " Later", " But", " And", " At last"];
 
@@ -68,7 +74,6 @@ for (const target of TARGETS) {
 
 describe("concurrent requests batched on gguf", () => {
   const path = shared("stories260K/stories260K.gguf");
-  const PROMPTS = ["Once upon a time", "Tom and his dog", "The sun was", "A little bird", "Sue had a red ball", "Mom said", "Ben liked to", "The cat sat"];
   /** Mixed lengths and limits, one seeded sampling request. */
   const optionsFor = (i: number): GenerateOptions =>
     i === 3 ? { maxTokens: 20, temperature: 1, seed: 11 } : { maxTokens: 8 + 4 * i, ignoreEos: i % 2 === 0 };
@@ -142,10 +147,158 @@ describe("concurrent requests batched on gguf", () => {
     for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
   });
 
-  it("maxBatch must be an integer in [1, 64]; the MLX engine accepts only 1", async () => {
+  it("maxBatch must be an integer in [1, 64] on both backends", async () => {
     await expect(new GgufBackend().load(path, { maxBatch: 0 })).rejects.toThrow(/maxBatch.*\[1, 64\]/);
     if (mlxAvailable) {
-      await expect(new MlxBackend().load(shared("stories260K/hf-f32"), { maxBatch: 2 })).rejects.toBeInstanceOf(InvalidOptionError);
+      await expect(new MlxBackend().load(shared("stories260K/hf-f32"), { maxBatch: 65 })).rejects.toBeInstanceOf(InvalidOptionError);
+      await expect(new MlxBackend().load(shared("stories260K/hf-f32"), { maxBatch: 1.5 })).rejects.toThrow(/maxBatch/);
+    }
+  });
+});
+
+describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
+  const path = shared("stories260K/hf-f32");
+  const FLAG: JsonSchema = { type: "object", properties: { ok: { type: "boolean" }, n: { type: "integer" } }, required: ["ok", "n"] };
+  const LONG = " Once upon a time there was a little girl named Lily.".repeat(60); // > one 512-token prefill chunk
+  /** Mixed requests: lengths, limits, stop strings, jsonSchema, seeded sampling, penalties. */
+  const requestFor = (i: number): { prompt: string; options: GenerateOptions } => {
+    const prompt = i % 7 === 5 ? LONG + PROMPTS[i % PROMPTS.length] : PROMPTS[i % PROMPTS.length] + " and".repeat(i % 3);
+    const kind = i % 6;
+    const options: GenerateOptions =
+      kind === 0 ? { maxTokens: 6 + 3 * (i % 5), ignoreEos: true }
+      : kind === 1 ? { maxTokens: 24, temperature: 0.9, seed: 100 + i, topK: 20 }
+      : kind === 2 ? { maxTokens: 30, stop: [" the", "."] }
+      : kind === 3 ? { maxTokens: 40, jsonSchema: FLAG, temperature: 1, seed: i }
+      : kind === 4 ? { maxTokens: 16, temperature: 0.7, seed: 7, topP: 0.9, repetitionPenalty: 1.3 }
+      : { maxTokens: 12 };
+    return { prompt, options };
+  };
+
+  it("batched decode logits equal single-row logits at float32 (rows of different lengths, left-padded)", async () => {
+    const model = new MlxBackend();
+    await model.load(path, { maxBatch: 8 });
+    try {
+      const bos = model.tokenize("", { addSpecialTokens: true });
+      const prompts = ["Once", "Tom and his dog went to the park", "The sun was", "A little bird sang a happy song all day long"]
+        .map((p) => [...bos, ...model.tokenize(p)]);
+      const batched = await model.batchLastLogits(prompts);
+      let worst = 0;
+      for (const [i, p] of prompts.entries()) {
+        const alone = (await model.logits(p)).at(-1)!;
+        for (let j = 0; j < alone.length; j++) worst = Math.max(worst, Math.abs(alone[j] - batched[i][j]));
+      }
+      // Measured 0 (bit-identical) on the CPU; a wrong per-row RoPE offset gives differences of order 1.
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await model.unload();
+    }
+  });
+
+  for (const n of [1, 4, 8, 20]) {
+    it(`${n} concurrent mixed requests (some aborted mid-stream) each return exactly their solo tokens`, async () => {
+      const model = new MlxBackend();
+      await model.load(path, { maxBatch: 8 });
+      try {
+        expect(model.info?.maxBatch).toBe(8);
+        const requests = Array.from({ length: n }, (_, i) => requestFor(i));
+        const alone = [];
+        for (const r of requests) alone.push(await model.generate(r.prompt, r.options));
+        // Every fourth request (from the second) is aborted after 3 tokens.
+        const aborts = new Set(requests.map((_, i) => i).filter((i) => i % 4 === 1 && n > 1));
+        const firstTokens: number[] = [];
+        const ends: number[] = [];
+        const together = await Promise.all(requests.map(async (r, i) => {
+          const controller = new AbortController();
+          const stream = model.generateStream(r.prompt, { ...r.options, signal: controller.signal });
+          let seen = 0;
+          for await (const chunk of stream) {
+            if (seen === 0) firstTokens.push(performance.now());
+            seen += chunk.tokens.length;
+            if (aborts.has(i) && seen >= 3) controller.abort();
+          }
+          ends.push(performance.now());
+          return stream.result;
+        }));
+        for (const [i, got] of together.entries()) {
+          const want = alone[i];
+          if (aborts.has(i)) {
+            expect(got.finishReason, `request ${i}`).toBe("abort");
+            // What it got before the abort is its solo prefix.
+            expect(want.tokens.slice(0, got.tokens.length), `request ${i}`).toEqual(got.tokens);
+            continue;
+          }
+          expect(got.tokens, `request ${i}`).toEqual(want.tokens);
+          expect(got.text, `request ${i}`).toBe(want.text);
+          expect(got.finishReason, `request ${i}`).toBe(want.finishReason);
+          if (requests[i].options.jsonSchema) expect(() => JSON.parse(got.text)).not.toThrow();
+        }
+        // They were generated together: some request's first token came before another one ended.
+        if (n > 1) expect(Math.max(...firstTokens.slice(0, Math.min(n, 8)))).toBeLessThan(Math.max(...ends));
+      } finally {
+        await model.unload();
+      }
+    });
+  }
+
+  it("an aborted request leaves its row at once: a waiting request runs beside the others, which are undisturbed", async () => {
+    const model = new MlxBackend();
+    await model.load(path, { maxBatch: 2 });
+    try {
+      const options: GenerateOptions = { maxTokens: 300, ignoreEos: true };
+      const soloA = await model.generate(PROMPTS[1], options);
+      const soloC = await model.generate(PROMPTS[2], { maxTokens: 5 });
+      const controller = new AbortController();
+      const a = model.generate(PROMPTS[1], options);
+      let aDone = Infinity;
+      void a.then(() => (aDone = performance.now()));
+      const b = (async () => {
+        const stream = model.generateStream(PROMPTS[0], { maxTokens: 100_000, ignoreEos: true, signal: controller.signal });
+        let seen = 0;
+        for await (const chunk of stream) if ((seen += chunk.tokens.length) >= 3) controller.abort();
+        return stream.result;
+      })();
+      const c = model.generate(PROMPTS[2], { maxTokens: 5 }); // waits: both rows are taken
+      expect((await b).finishReason).toBe("abort");
+      const cResult = await c;
+      const cDone = performance.now();
+      expect(cResult.tokens).toEqual(soloC.tokens);
+      expect(cDone).toBeLessThan(aDone); // C ran in B's row while A was still decoding
+      expect((await a).tokens).toEqual(soloA.tokens);
+    } finally {
+      await model.unload();
+    }
+  });
+
+  it("unload() during a batch ends every request, running or queued, with UnloadedError", async () => {
+    const model = new MlxBackend();
+    await model.load(path, { maxBatch: 4 });
+    const outcome = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => e);
+    const streams = PROMPTS.slice(0, 6).map((p) => model.generateStream(p, { maxTokens: 1500, ignoreEos: true }));
+    const iterators = streams.map((s) => s[Symbol.asyncIterator]());
+    await Promise.all(iterators.slice(0, 4).map((it) => it.next())); // four are generating
+    const results = streams.map((s) => outcome(s.result));
+    const drains = iterators.map((it) => outcome((async () => {
+      for (;;) if ((await it.next()).done) break;
+    })()));
+    await model.unload();
+    for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
+  });
+
+  it("a model kind whose cache cannot batch (gemma2: soft-capped scores) runs one row at a time, correctly", async () => {
+    const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
+    const model = new MlxBackend();
+    try {
+      writeTinyModel(join(root, "g2"), { family: "gemma2", dtype: "float32", seed: 5 });
+      await model.load(join(root, "g2"), { maxBatch: 8 });
+      expect(model.info?.maxBatch).toBe(1);
+      const prompts = [[1, 5, 9], [2, 7, 7, 7, 3], [4]];
+      const alone = [];
+      for (const p of prompts) alone.push((await model.generate(p, { maxTokens: 8, ignoreEos: true })).tokens);
+      const together = await Promise.all(prompts.map((p) => model.generate(p, { maxTokens: 8, ignoreEos: true })));
+      expect(together.map((r) => r.tokens)).toEqual(alone);
+    } finally {
+      await model.unload();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
