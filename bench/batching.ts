@@ -3,7 +3,7 @@
  * requests ÷ one stream, and the time to first token of a request arriving while 7 others decode
  * ÷ the same request alone. Every ratio comes from one run (same process, same minute).
  *
- * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [model ...]
+ * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [--repeats=N] [model ...]
  * Or from a bench runner:      const result = await benchBatching();
  *
  * Aggregate decode tokens/s: all requests start together on short prompts (4-6 tokens, greedy,
@@ -188,8 +188,12 @@ export function formatBatchingBench(result: BatchingBenchResult): string {
 
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (invokedDirectly) {
-  const [tokens, ...only] = process.argv.slice(2);
-  const result = await benchBatching({ ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}) });
+  const args = process.argv.slice(2);
+  const repeats = args.find((a) => a.startsWith("--repeats="));
+  const [tokens, ...only] = args.filter((a) => a !== repeats);
+  const result = await benchBatching({
+    ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}), ...(repeats ? { repeats: Number(repeats.slice(10)) } : {}),
+  });
   console.log(formatBatchingBench(result));
   console.log(JSON.stringify(result));
 }

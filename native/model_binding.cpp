@@ -122,10 +122,12 @@ Napi::Int32Array to_int32_array(Napi::Env env, const std::vector<int32_t>& ids) 
 }
 
 // Drives a session's scheduler: one step per engine job, reposted while work remains, so other
-// jobs (other models, logits, unload) run between steps. Engine thread.
+// jobs (other models, logits, unload) run between steps. Once the engine is stopping (no more
+// posts), the remaining steps run here: stopping cancelled every request, so they end at once.
+// Engine thread.
 void pump(SessionPtr session) {
-  if (!session->step()) return;
-  Engine::get().post([session]() mutable { pump(std::move(session)); });
+  while (session->step())
+    if (Engine::get().post([session]() mutable { pump(std::move(session)); })) return;
 }
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
