@@ -115,7 +115,7 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
   await model.load(path, { maxBatch: 16, promptCacheBytes: 0 });
   try {
     // Warm-up; alone first, so that GGUF's decode-thread measurement (about 40 single-stream tokens) is over.
-    await aggregate(model, 1, 48);
+    await aggregate(model, 1, backend === "gguf" ? 48 : 8);
     await aggregate(model, 2, 8);
     const samples: Record<number, Throughput[]> = {};
     const besides: number[] = [];
