@@ -14,6 +14,7 @@ import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { InvalidOptionError, UnloadedError } from "../lib/errors.js";
 import { writeTinyModel } from "./reference/tiny-models.js";
+import { writeRandomAdapter } from "./support/lora.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const shared = (p: string) => fileURLToPath(new URL(`../../shared/models/${p}`, import.meta.url));
@@ -282,6 +283,24 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     })()));
     await model.unload();
     for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
+  });
+
+  it("requests naming different adapters are not mixed in one batch, and each returns its solo tokens", async () => {
+    const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
+    const model = new MlxBackend();
+    try {
+      await model.load(path, { maxBatch: 8 });
+      await model.loadAdapter("x", writeRandomAdapter(path, join(root, "x"), { rank: 4, seed: 3 }));
+      const requests = PROMPTS.slice(0, 6).map((p, i) => ({ p, options: { maxTokens: 12, ignoreEos: true, ...(i % 2 ? { adapter: "x" } : {}) } }));
+      const alone = [];
+      for (const r of requests) alone.push((await model.generate(r.p, r.options)).tokens);
+      expect(alone[1]).not.toEqual((await model.generate(requests[1].p, { maxTokens: 12, ignoreEos: true })).tokens); // the adapter matters
+      const together = await Promise.all(requests.map((r) => model.generate(r.p, r.options)));
+      expect(together.map((r) => r.tokens)).toEqual(alone);
+    } finally {
+      await model.unload();
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it("a model kind whose cache cannot batch (gemma2: soft-capped scores) runs one row at a time, correctly", async () => {
