@@ -288,27 +288,7 @@ void BatchScheduler::decode() {
     row.wait_ms += wait_ms;
     row.decode_ops += step_ops;
     ++row.decode_steps;
-    if (row.first_token_ms < 0) row.first_token_ms = ms_since(row.t0);
-    // Token n was fed by this step: the row's K/V now include it.
-    const size_t before = row.entry.tokens.size();
-    row.entry.tokens.push_back(tokens[b]);
-    if (row.cancelled()) {
-      finish(row, "cancelled");
-      continue;
-    }
-    const auto& stops = row.req.params.stop_token_ids;
-    if (std::find(stops.begin(), stops.end(), tokens[b]) != stops.end()) {
-      finish(row, "stop");
-      continue;
-    }
-    row.req.emit(tokens[b]);
-    ++row.generated;
-    // Token n+1 is generated only if prompt + generated tokens stay within the context (as
-    // llama.cpp counts it): feeding token n took one position, token n+1 takes one more.
-    if (row.generated >= row.req.params.max_tokens || static_cast<int>(before) + 2 > context_size_) {
-      finish(row, "length");
-      continue;
-    }
+    take_token(row, tokens[b]);
   }
 
   // Constrained rows: token n+1 among the ids JS allows, JS having computed the mask from token n
@@ -330,7 +310,34 @@ void BatchScheduler::decode() {
     }
   }
 
-  // Finished rows leave now: their caches (as single sequences) go to the PromptCache.
+  leave(next);
+  if (constrained && !rows_.empty()) {
+    Span wait{wait_ms};
+    async_eval({y_});
+  }
+  if (++steps_ % 256 == 0) clear_memory_cache();  // as mlx-lm's generate_step
+}
+
+// Token n of a row, just read: emitted, or the reason the row ends.
+void BatchScheduler::take_token(Row& row, int32_t token) {
+  if (row.first_token_ms < 0) row.first_token_ms = ms_since(row.t0);
+  // Token n was fed by this step: the row's K/V now include it.
+  const size_t before = row.entry.tokens.size();
+  row.entry.tokens.push_back(token);
+  if (row.cancelled()) return finish(row, "cancelled");
+  const auto& stops = row.req.params.stop_token_ids;
+  if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish(row, "stop");
+  row.req.emit(token);
+  ++row.generated;
+  // Token n+1 is generated only if prompt + generated tokens stay within the context (as
+  // llama.cpp counts it): feeding token n took one position, token n+1 takes one more.
+  if (row.generated >= row.req.params.max_tokens || static_cast<int>(before) + 2 > context_size_) finish(row, "length");
+}
+
+// Finished rows leave the batch: their caches (as single sequences) go to the PromptCache; the
+// others' tokens n+1 (`next`, by old row index) become y_.
+void BatchScheduler::leave(std::vector<Array>& next) {
+  const int B = static_cast<int>(rows_.size());
   std::vector<int> keep;
   for (int b = 0; b < B; ++b) {
     if (!rows_[b]->done) {
@@ -357,11 +364,6 @@ void BatchScheduler::decode() {
     for (int b : keep) column.push_back(mx::astype(mx::reshape(next[b], {1, 1}), MLX_INT32));
     y_ = mx::concatenate(column, 0);
   }
-  if (constrained && !keep.empty()) {
-    Span wait{wait_ms};
-    async_eval({y_});
-  }
-  if (++steps_ % 256 == 0) clear_memory_cache();  // as mlx-lm's generate_step
 }
 
 std::vector<float> all_logits(const Model& model, const std::vector<int32_t>& tokens, int context_size) {

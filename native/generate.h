@@ -73,6 +73,8 @@ class BatchScheduler {
   void admit();
   void prefill_chunk();
   void decode();
+  void take_token(Row& row, int32_t token);
+  void leave(std::vector<Array>& next);
   void finish(Row& row, const char* reason);
   void fail_all(std::exception_ptr error);
 
