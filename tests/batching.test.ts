@@ -175,9 +175,9 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     return { prompt, options };
   };
 
-  it("batched decode logits equal single-row logits at float32 (rows of different lengths, left-padded)", async () => {
+  it.each(["hf-f32", "mlx-4bit"])("batched decode logits equal single-row logits at float32 (%s; rows of different lengths, left-padded)", async (dir) => {
     const model = new MlxBackend();
-    await model.load(path, { maxBatch: 8 });
+    await model.load(shared(`stories260K/${dir}`), { maxBatch: 8 });
     try {
       const bos = model.tokenize("", { addSpecialTokens: true });
       const prompts = ["Once", "Tom and his dog went to the park", "The sun was", "A little bird sang a happy song all day long"]
