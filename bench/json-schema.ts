@@ -25,7 +25,7 @@ import { pathToFileURL } from "node:url";
 import type { GenerateOptions, InferenceBackend } from "../lib/backend.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
-import type { JsonSchema } from "../lib/eval/json-validate.js";
+import type { JsonSchema } from "../lib/json-schema/validate.js";
 import { JsonGenerationDriver } from "../lib/json-schema/driver.js";
 import { compileJsonSchema } from "../lib/json-schema/schema.js";
 import { TokenConstraint } from "../lib/json-schema/token-constraint.js";

@@ -24,8 +24,7 @@
  * - ops/token: MLX operations created per decoded token (`opsPerToken`, counted by the engine).
  */
 import type { InferenceBackend } from "../lib/backend.js";
-import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
-import type { NativeGenerationStats } from "../lib/native.js";
+import { MlxBackend, mlxAvailability, type MlxGenerationStats } from "../lib/backends/mlx.js";
 
 /** Engine numbers derived from one decode request. */
 export interface EngineDerived {
@@ -42,8 +41,8 @@ export interface EngineDerived {
 
 /** What a sample records about MLX. */
 export interface MlxSampleEngine {
-  prefillStats?: NativeGenerationStats;
-  decodeStats?: NativeGenerationStats;
+  prefillStats?: MlxGenerationStats;
+  decodeStats?: MlxGenerationStats;
   /** MLX's peak allocation during the sample (the peak counter is reset at its start). */
   peakBytes: number;
   activeBytes: number;
@@ -57,7 +56,7 @@ export function mlxUnavailableReason(): string | undefined {
 }
 
 /** Derives the shares above from the stats of a decode request. */
-export function deriveEngine(decode: NativeGenerationStats, callerMsPerToken: number, prefill?: NativeGenerationStats): EngineDerived {
+export function deriveEngine(decode: MlxGenerationStats, callerMsPerToken: number, prefill?: MlxGenerationStats): EngineDerived {
   const total = decode.prefillMs + decode.decodeMs;
   const steps = Math.max(1, decode.generatedTokens - 1);
   const engineMsPerToken = decode.decodeMs / steps;
@@ -80,7 +79,7 @@ export function mlxSampleHooks(backend: InferenceBackend): {
   after(callerMsPerToken: number): Promise<MlxSampleEngine>;
 } {
   const mlx = backend as MlxBackend;
-  let prefillStats: NativeGenerationStats | undefined;
+  let prefillStats: MlxGenerationStats | undefined;
   return {
     before: () => MlxBackend.setMemoryLimits({ resetPeak: true }),
     afterPrefill: () => {

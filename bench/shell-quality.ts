@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadModel } from "../lib/backends/select.js";
 import { loadFixtures, type LoadedFixtures } from "../lib/eval/fixtures.js";
-import { parseAndValidate } from "../lib/eval/json-validate.js";
+import { parseAndValidate } from "../lib/json-schema/validate.js";
 import { runEval } from "../lib/eval/run.js";
 import { templateIfMissing } from "../tests/support/real-model-chat.js";
 import { realModels, type RealModel } from "../tests/support/real-models.js";

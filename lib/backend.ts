@@ -2,9 +2,12 @@
  * The InferenceBackend contract: the one interface that every engine (MLX, GGUF) implements.
  * Options and results are plain objects so they serialise and document well.
  */
-import type { JsonSchema } from "./eval/json-validate.js";
+import type { JsonSchema } from "./json-schema/validate.js";
+import type { ChatMessage, ChatOptions, ChatResult, ChatStream } from "./chat.js";
+import type { GeneratedTokenLogprob } from "./logprobs.js";
+import type { SamplingOptions } from "./sampling.js";
 
-export type { JsonSchema };
+export type { JsonSchema, GeneratedTokenLogprob };
 
 /** Options for {@link InferenceBackend.load}. */
 export interface LoadOptions {
@@ -62,24 +65,12 @@ export interface AdapterInfo {
   modules: number;
 }
 
-/** Sampling and stopping options shared by `generate`, `generateStream` and chat. */
-export interface GenerateOptions {
-  /** Maximum number of tokens to generate. Defaults to 256. */
-  maxTokens?: number;
-  /** Sampling temperature, `0` picks the most likely token (greedy). Range 0–2. Defaults to 0. */
-  temperature?: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to `topP`. Range (0, 1]. Defaults to 1 (off). */
-  topP?: number;
-  /** Keep only the `topK` most likely tokens; `0` disables. Defaults to 0. */
-  topK?: number;
-  /** Drop tokens whose probability is below `minP` times the top token's. Range [0, 1). Defaults to 0 (off). */
-  minP?: number;
-  /** Divides logits of recently generated tokens (>1 discourages repeats). Defaults to 1 (off). */
-  repetitionPenalty?: number;
-  /** How many recent tokens the repetition penalty looks at. Defaults to 64. */
-  repetitionContextSize?: number;
-  /** Seed for sampling; the same seed, prompt and options give the same text. Defaults to a random seed. */
-  seed?: number;
+/**
+ * Sampling and stopping options shared by `generate`, `generateStream` and chat. The sampling
+ * parameters (`maxTokens`, `temperature`, `topP`, `topK`, `minP`, `repetitionPenalty`,
+ * `repetitionContextSize`, `seed`) and their ranges and defaults are defined in lib/sampling.ts.
+ */
+export interface GenerateOptions extends SamplingOptions {
   /** Strings that end generation; the stop string itself is not included in the output. Defaults to none. */
   stop?: string | readonly string[];
   /** Keep generating past end-of-generation tokens until `maxTokens` (for benchmarks). Defaults to false. */
@@ -113,6 +104,23 @@ export interface GenerateOptions {
    * An unknown name is an InvalidOptionError. Defaults to the adapter given at load, else none.
    */
   adapter?: string;
+  /**
+   * Report each generated token's log-probability: `logprobs` of the chunks and of the result, one
+   * entry per entry of their `tokens`. They are of the distribution the token was drawn from: the
+   * log-softmax of the model's logits after `repetitionPenalty` and the `jsonSchema`/tool-call mask,
+   * and, when `temperature` > 0, after the `topK`/`topP`/`minP` filters and divided by the
+   * temperature (at temperature 0 no temperature is applied). With the default options that is the
+   * model's own log-softmax, as OpenAI reports. A token the constraint forced has logprob 0.
+   * Defaults to false.
+   */
+  logprobs?: boolean;
+  /**
+   * With `logprobs: true`, also report the `topLogprobs` most likely tokens at each position
+   * (`topLogprobs` of each entry), an integer in [0, 20]. On GGUF any value above 0 makes
+   * node-llama-cpp build the whole vocabulary's probabilities per token, which slows decoding of
+   * large vocabularies (measured: about half the speed on a 49k vocabulary). Defaults to 0.
+   */
+  topLogprobs?: number;
 }
 
 /**
@@ -127,6 +135,8 @@ export interface GenerateChunk {
   text: string;
   /** Token ids generated since the previous chunk. */
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
 }
 
 /** Token counts of one request. */
@@ -156,6 +166,8 @@ export interface Timings {
 export interface GenerateResult {
   text: string;
   tokens: number[];
+  /** With the `logprobs` option: one entry per entry of `tokens`. */
+  logprobs?: GeneratedTokenLogprob[];
   finishReason: FinishReason;
   /** The stop string that ended generation, when `finishReason` is `stop` because of one. */
   stopSequence?: string;
@@ -216,8 +228,24 @@ export interface InferenceBackend {
   generate(prompt: Prompt, options?: GenerateOptions): Promise<GenerateResult>;
   /** Streams a completion of `prompt` as it is generated. */
   generateStream(prompt: Prompt, options?: GenerateOptions): GenerationStream;
-  /** Text to token ids, with the model's own tokenizer. */
+  /**
+   * Answers a conversation rendered with the model's chat template (or `options.chatTemplate`).
+   * With `tools`, the answer may be tool calls (`message.toolCalls`, finish reason `toolCalls`).
+   * @throws ChatTemplateError, InvalidOptionError, NotLoadedError
+   */
+  chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult>;
+  /** Streams the answer to a conversation; see {@link chat}. Its `result` is the {@link ChatResult}. */
+  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
+  /**
+   * Text to token ids, with the model's own tokenizer. Text that spells a special token (such as
+   * `<|im_start|>`) is that special token, so a rendered chat template tokenizes as the model expects.
+   */
   tokenize(text: string, options?: TokenizeOptions): number[];
-  /** Token ids to text. */
+  /**
+   * Token ids to text. Special tokens (BOS, EOS, chat-turn markers) are rendered as their text,
+   * as node-llama-cpp's `detokenize(tokens, true)` and transformers' `decode(ids)` (without
+   * `skip_special_tokens`) do, so `detokenize(tokenize(text))` gives `text` back also when it spells
+   * special tokens. A generation's streamed text never includes the end-of-generation token that ends it.
+   */
   detokenize(tokens: readonly number[]): string;
 }

@@ -4,8 +4,11 @@
  */
 import { Environment, Template } from "@huggingface/jinja";
 import type { GenerateChunk, GenerateOptions, GenerateResult } from "./backend.js";
-import { InvalidOptionError, MlxNodeError } from "./errors.js";
+import { ChatTemplateError, InvalidOptionError } from "./errors.js";
 import { checkTools, type ChatTool, type ToolCall, type ToolCallFormat, type ToolChoice, type ToolSetup, type ToolStreamDelta } from "./tools.js";
+
+/** Kept here too: it was defined in this module before it joined lib/errors.ts. */
+export { ChatTemplateError } from "./errors.js";
 
 /**
  * One message of a conversation. An assistant message may carry `toolCalls` (its content may
@@ -65,13 +68,6 @@ export interface ChatTemplateSource {
   eosToken?: string;
   /** Where the template came from, for error messages (a file or GGUF metadata). */
   origin: string;
-}
-
-/** The chat template could not be used: missing, or it failed to render. */
-export class ChatTemplateError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("CHAT_TEMPLATE_ERROR", message, options);
-  }
 }
 
 const CHAT_KEYS = ["chatTemplate", "addGenerationPrompt", "templateVariables", "tools"] as const;

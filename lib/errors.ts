@@ -33,12 +33,23 @@ export class MlxNodeError extends Error {
   }
 }
 
+/**
+ * An error whose class fixes its code (the class's static `code`): a message, and optionally the
+ * error that caused it.
+ */
+export abstract class CodedError extends MlxNodeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super((new.target as unknown as { code: MlxNodeErrorCode }).code, message, options);
+  }
+}
+
 /** An option or argument has the wrong type or is out of range. Thrown before any work starts. */
 export class InvalidOptionError extends MlxNodeError {
   /** Name of the offending option, e.g. `temperature`. */
   readonly option: string;
-  constructor(option: string, expected: string, got: unknown) {
-    super("INVALID_OPTION", `Invalid option "${option}": expected ${expected}, got ${describe(got)}`);
+  /** @param options.message replaces the "expected ..., got ..." message when the problem needs more words. */
+  constructor(option: string, expected: string, got: unknown, options?: { message?: string; cause?: unknown }) {
+    super("INVALID_OPTION", options?.message ?? `Invalid option "${option}": expected ${expected}, got ${describe(got)}`, options);
     this.option = option;
   }
 }
@@ -77,17 +88,13 @@ export class ModelConfigError extends ModelFormatError {
  * tensors do not fit the base model (the message names the module). The base model is unchanged
  * and stays usable.
  */
-export class AdapterError extends MlxNodeError {
-  constructor(message: string) {
-    super("BAD_ADAPTER", message);
-  }
+export class AdapterError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "BAD_ADAPTER";
 }
 
 /** The model's architecture (`model_type`) is not one this backend implements. */
-export class UnsupportedArchitectureError extends MlxNodeError {
-  constructor(message: string) {
-    super("UNSUPPORTED_ARCHITECTURE", message);
-  }
+export class UnsupportedArchitectureError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "UNSUPPORTED_ARCHITECTURE";
 }
 
 /** The requested backend cannot run on this machine; `reason` says why. */
@@ -108,6 +115,13 @@ export class NotLoadedError extends MlxNodeError {
   }
 }
 
+/** `load()` was called while a model is loaded or loading: `unload()` first. */
+export class AlreadyLoadedError extends MlxNodeError {
+  constructor(current: string) {
+    super("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
+  }
+}
+
 /** The request queue is full. */
 export class BusyError extends MlxNodeError {
   constructor(limit: number) {
@@ -123,10 +137,23 @@ export class UnloadedError extends MlxNodeError {
 }
 
 /** An error raised inside MLX (mlx-c) or the native engine. */
-export class MlxError extends MlxNodeError {
-  constructor(message: string) {
-    super("MLX_ERROR", message);
-  }
+export class MlxError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "MLX_ERROR";
+}
+
+/** An error raised inside llama.cpp (node-llama-cpp): a context that cannot be created, a failed evaluation. */
+export class GgufError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "GGUF_ERROR";
+}
+
+/** A tokenizer cannot be read or used: a missing or malformed `tokenizer.json`, an unsupported kind, a failed encode or decode. */
+export class TokenizerError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "TOKENIZER_ERROR";
+}
+
+/** The chat template could not be used: missing, or it failed to render. */
+export class ChatTemplateError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "CHAT_TEMPLATE_ERROR";
 }
 
 /** The Hugging Face Hub refused access to a repository (private or gated): `HF_TOKEN` is missing or lacks access. */
@@ -141,32 +168,60 @@ export class HubAccessError extends MlxNodeError {
 }
 
 /** A model download failed: the network, the server, or a file that does not match the hub's checksum. */
-export class DownloadError extends MlxNodeError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("DOWNLOAD_FAILED", message, options);
-  }
+export class DownloadError extends CodedError {
+  static readonly code: MlxNodeErrorCode = "DOWNLOAD_FAILED";
 }
 
-/** Turns a `{ code, message }` from the native addon into the matching typed error. */
-export function errorFromNative(code: string, message: string): MlxNodeError {
-  switch (code) {
-    case "MODEL_NOT_FOUND":
-      return new MlxNodeError("MODEL_NOT_FOUND", message);
-    case "BAD_WEIGHTS":
-      return new ModelFormatError(message);
-    case "BAD_CONFIG":
-      return new ModelConfigError(message);
-    case "UNSUPPORTED_ARCHITECTURE":
-      return new UnsupportedArchitectureError(message);
-    case "BAD_ADAPTER":
-      return new AdapterError(message);
-    case "INVALID_OPTION":
-      return new MlxNodeError("INVALID_OPTION", message);
-    case "UNLOADED":
-      return new UnloadedError();
-    default:
-      return new MlxError(message);
-  }
+/** The class of every code: `error instanceof ERROR_CLASSES[error.code]` holds for every error this package throws. */
+export const ERROR_CLASSES = {
+  INVALID_OPTION: InvalidOptionError,
+  MODEL_NOT_FOUND: ModelNotFoundError,
+  BAD_WEIGHTS: ModelFormatError,
+  BAD_ADAPTER: AdapterError,
+  BAD_CONFIG: ModelConfigError,
+  UNSUPPORTED_ARCHITECTURE: UnsupportedArchitectureError,
+  BACKEND_UNAVAILABLE: BackendUnavailableError,
+  NOT_LOADED: NotLoadedError,
+  ALREADY_LOADED: AlreadyLoadedError,
+  BUSY: BusyError,
+  UNLOADED: UnloadedError,
+  TOKENIZER_ERROR: TokenizerError,
+  CHAT_TEMPLATE_ERROR: ChatTemplateError,
+  MLX_ERROR: MlxError,
+  GGUF_ERROR: GgufError,
+  HUB_ACCESS_DENIED: HubAccessError,
+  DOWNLOAD_FAILED: DownloadError,
+} as const satisfies { [C in MlxNodeErrorCode]: abstract new (...args: never[]) => MlxNodeError };
+
+/** What a native error carries: a stable code (native/errors.h) and, for `INVALID_OPTION`, the option's name, expectation and value. */
+export interface NativeErrorFields {
+  code?: string;
+  option?: string;
+  expected?: string;
+  got?: unknown;
+  /** The model path the failed call was about (for `MODEL_NOT_FOUND`), supplied by the caller. */
+  path?: string;
+}
+
+/** The codes the native addon raises, and how each becomes its class (ERROR_CLASSES). */
+const FROM_NATIVE = {
+  INVALID_OPTION: (message, e) => new InvalidOptionError(e.option ?? "options", e.expected ?? "a valid value", e.got, e.expected === undefined ? { message } : undefined),
+  MODEL_NOT_FOUND: (message, e) => new ModelNotFoundError(e.path ?? "the model directory", message),
+  BAD_WEIGHTS: (message) => new ModelFormatError(message),
+  BAD_CONFIG: (message) => new ModelConfigError(message),
+  BAD_ADAPTER: (message) => new AdapterError(message),
+  UNSUPPORTED_ARCHITECTURE: (message) => new UnsupportedArchitectureError(message),
+  UNLOADED: () => new UnloadedError(),
+  MLX_ERROR: (message) => new MlxError(message),
+} satisfies { [C in MlxNodeErrorCode]?: (message: string, fields: NativeErrorFields) => InstanceType<(typeof ERROR_CLASSES)[C]> };
+
+/**
+ * Turns a `{ code, message }` from the native addon into the matching typed error (an unknown
+ * code, which a newer addon could send, is an MlxError).
+ */
+export function errorFromNative(code: string, message: string, fields: NativeErrorFields = {}): MlxNodeError {
+  const make = (FROM_NATIVE as Record<string, (message: string, fields: NativeErrorFields) => MlxNodeError>)[code] ?? FROM_NATIVE.MLX_ERROR;
+  return make(message, fields);
 }
 
 function describe(value: unknown): string {

@@ -7,55 +7,24 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { MlxGenerationStats, MlxMemory, MlxModelInfo } from "./backends/mlx.js";
+import type { SamplingParameterName, SamplingValues } from "./sampling.js";
 
-/** Model facts the native loader reports. */
-export interface NativeModelInfo {
-  modelType: string;
-  dtype: string;
-  quantizationBits: number;
-  vocabSize: number;
-  contextSize: number;
-  numLayers: number;
-  hiddenSize: number;
-  weightBytes: number;
-  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
-  kvBytesPerToken: number;
-  /** Requests decoded together: the `maxBatch` asked for, or 1 for a model whose caches cannot batch yet. */
-  maxBatch: number;
-}
+/** Per-request numbers from the native generation loop: the public {@link MlxGenerationStats}, with the engine's own word for a cancel. */
+export type NativeGenerationStats = Omit<MlxGenerationStats, "finish"> & { finish: "stop" | "length" | "cancelled" };
 
-/** Per-request numbers from the native generation loop. */
-export interface NativeGenerationStats {
-  evaluatedPromptTokens: number;
-  generatedTokens: number;
-  finish: "stop" | "length" | "cancelled";
-  prefillMs: number;
-  decodeMs: number;
-  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
-  graphBuildMs: number;
-  /** Other engine-thread time outside MLX evaluation. */
-  hostMs: number;
-  /** MLX operations created per decoded token. */
-  opsPerToken: number;
-  /** Constrained decoding: time the engine waited for token masks (see {@link NativeGenerateHandle.provideMask}). */
-  maskWaitMs: number;
-}
-
-/** Sampling parameters as the native engine takes them. */
-export interface NativeSamplingParams {
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  repetitionPenalty: number;
-  repetitionContextSize: number;
-  seed: number;
+/** Sampling parameters as the native engine takes them: lib/sampling.ts's, plus the engine's own. */
+export interface NativeSamplingParams extends SamplingValues {
   stopTokenIds: Int32Array;
   /** Sample every token among the ids of a mask sent with {@link NativeGenerateHandle.provideMask}. Defaults to false. */
   constrained?: boolean;
   /** The name of a loaded adapter. Defaults to the adapter given at load, else none. */
   adapter?: string;
+  /**
+   * `n` in [0, 20]: report each token's log-probability and the `n` most likely alternatives of the
+   * distribution it was drawn from (see `onEvent`). Defaults to none.
+   */
+  logprobs?: number;
 }
 
 /** Control of one running native generation. */
@@ -69,7 +38,7 @@ export interface NativeGenerateHandle {
    * mask is here, and waits for it after starting that step's forward pass, so a mask computed
    * from token `step - 1` as soon as it arrives overlaps the pass. Masks must come in step
    * order, starting with step 0. `null` ends generation before token `step` (finish "stop").
-   * Throws TypeError/RangeError for a malformed mask.
+   * Throws an INVALID_OPTION error for a malformed mask.
    */
   provideMask(step: number, mask: Uint32Array | null): void;
 }
@@ -81,12 +50,16 @@ export interface NativeDone {
 }
 
 export interface NativeModel {
-  info(): NativeModelInfo;
-  /** Starts generating; `onEvent` gets token batches, then `(null, done)` once. */
+  info(): MlxModelInfo;
+  /**
+   * Starts generating; `onEvent` gets token batches, then `(null, done)` once. With
+   * `params.logprobs = n`, each batch also carries `logprobs`: per token, `1 + 2n` floats
+   * `[logprob, n top logprobs (descending), their ids]`.
+   */
   generate(
     promptIds: Int32Array,
     params: NativeSamplingParams,
-    onEvent: (tokens: Int32Array | null, done?: NativeDone) => void,
+    onEvent: (tokens: Int32Array | null, done?: NativeDone, logprobs?: Float32Array) => void,
   ): NativeGenerateHandle;
   /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
   logits(ids: Int32Array, adapter?: string): Promise<Float32Array>;
@@ -96,13 +69,6 @@ export interface NativeModel {
   loadAdapter(name: string, dir: string): Promise<{ type: "lora" | "dora"; rank: number; scale: number; modules: number }>;
   unloadAdapter(name: string): Promise<void>;
   unload(): Promise<void>;
-}
-
-export interface NativeMemory {
-  activeBytes: number;
-  peakBytes: number;
-  cacheBytes: number;
-  memoryLimitBytes: number;
 }
 
 /** The addon's exports when it was built with mlx-c. */
@@ -115,10 +81,12 @@ export interface NativeMlx {
    */
   loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number, maxBatch?: number): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
-  memory(): Promise<NativeMemory>;
+  memory(): Promise<MlxMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
   /** Stops the engine thread at once (process exit). */
   shutdown(): void;
+  /** The ranges the native reader of `generate`'s params checks (they must be lib/sampling.ts's; see tests/sampling.test.ts). */
+  samplingRanges(): Record<SamplingParameterName, { integer: boolean; min: number; minExclusive: boolean; max: number }>;
 }
 
 type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string };

@@ -6,53 +6,46 @@ import { totalmem } from "node:os";
 import type { GenerateOptions, LoadOptions } from "./backend.js";
 import { InvalidOptionError } from "./errors.js";
 import { compileJsonSchema, type CompiledJsonSchema } from "./json-schema/schema.js";
+import { MAX_TOP_LOGPROBS } from "./logprobs.js";
+import { resolveSampling, SAMPLING_PARAMETER_NAMES, type SamplingValues } from "./sampling.js";
 
 /** Generation options with defaults applied; what the backends consume. */
-export interface ResolvedGenerateOptions {
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  repetitionPenalty: number;
-  repetitionContextSize: number;
-  seed: number;
+export interface ResolvedGenerateOptions extends SamplingValues {
   stop: string[];
   ignoreEos: boolean;
   signal: AbortSignal | undefined;
   /** The `jsonSchema` option, checked and compiled. */
   jsonSchema: CompiledJsonSchema | undefined;
   adapter: string | undefined;
+  /** `logprobs`: undefined when off, else the number of alternatives (`topLogprobs`). */
+  logprobs: number | undefined;
 }
 
-export const DEFAULT_MAX_TOKENS = 256;
-
-const GENERATE_KEYS = new Set([
-  "maxTokens", "temperature", "topP", "topK", "minP", "repetitionPenalty",
-  "repetitionContextSize", "seed", "stop", "ignoreEos", "signal", "jsonSchema", "adapter",
-]);
+const GENERATE_KEYS = new Set([...SAMPLING_PARAMETER_NAMES, "stop", "ignoreEos", "signal", "jsonSchema", "adapter", "logprobs", "topLogprobs"]);
 
 /** Applies defaults and checks every generation option; throws InvalidOptionError on the first bad one. */
 export function resolveGenerateOptions(options: GenerateOptions = {}, extraKeys: readonly string[] = []): ResolvedGenerateOptions {
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
   rejectUnknownKeys(options, GENERATE_KEYS, extraKeys);
   const o = options;
-  const maxTokens = integerIn("maxTokens", o.maxTokens, DEFAULT_MAX_TOKENS, 1, 1 << 20);
+  const sampling = resolveSampling(o);
   return {
-    maxTokens,
-    temperature: numberIn("temperature", o.temperature, 0, 0, 2),
-    topP: numberIn("topP", o.topP, 1, Number.MIN_VALUE, 1),
-    topK: integerIn("topK", o.topK, 0, 0, 1 << 20),
-    minP: numberIn("minP", o.minP, 0, 0, 0.999999),
-    repetitionPenalty: numberIn("repetitionPenalty", o.repetitionPenalty, 1, 0.01, 10),
-    repetitionContextSize: integerIn("repetitionContextSize", o.repetitionContextSize, 64, 1, 1 << 16),
-    seed: o.seed === undefined ? randomSeed() : integerIn("seed", o.seed, 0, 0, 2 ** 32 - 1),
+    ...sampling,
     stop: stopStrings(o.stop),
     ignoreEos: booleanOr("ignoreEos", o.ignoreEos, false),
     signal: abortSignal(o.signal),
-    jsonSchema: jsonSchemaOption(o, maxTokens),
+    jsonSchema: jsonSchemaOption(o, sampling.maxTokens),
     adapter: nonEmptyString("adapter", o.adapter),
+    logprobs: logprobsOption(o),
   };
+}
+
+/** `logprobs` and `topLogprobs` as the number of alternatives, or undefined when off. */
+function logprobsOption(o: GenerateOptions): number | undefined {
+  const on = booleanOr("logprobs", o.logprobs, false);
+  const top = integerIn("topLogprobs", o.topLogprobs, 0, 0, MAX_TOP_LOGPROBS);
+  if (!on && o.topLogprobs !== undefined) throw new InvalidOptionError("topLogprobs", "unset unless logprobs is true", o.topLogprobs);
+  return on ? top : undefined;
 }
 
 /**
@@ -139,14 +132,6 @@ function rejectUnknownKeys(options: object, known: Set<string>, extra: readonly 
   }
 }
 
-function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
-    throw new InvalidOptionError(name, `a number in [${min === Number.MIN_VALUE ? "0 (exclusive)" : min}, ${max}]`, value);
-  }
-  return value;
-}
-
 function integerIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
@@ -181,8 +166,4 @@ function abortSignal(value: unknown): AbortSignal | undefined {
   if (value === undefined) return undefined;
   if (!(value instanceof AbortSignal)) throw new InvalidOptionError("signal", "an AbortSignal", value);
   return value;
-}
-
-function randomSeed(): number {
-  return Math.floor(Math.random() * 2 ** 32);
 }

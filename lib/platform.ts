@@ -2,9 +2,7 @@
  * What this machine can run: which backends are available, and why not when they are not.
  */
 import { availableParallelism, cpus, totalmem } from "node:os";
-import { readFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { ggufStatus } from "./backends/gguf/runtime.js";
 import { MlxBackend, mlxAvailability } from "./backends/mlx.js";
 
 /** Availability of one backend. */
@@ -58,30 +56,4 @@ async function mlxStatus(): Promise<BackendStatus> {
   } catch (error) {
     return { available: false, reason: `the MLX engine failed to start: ${(error as Error).message}` };
   }
-}
-
-async function ggufStatus(): Promise<BackendStatus> {
-  try {
-    await import("node-llama-cpp");
-    return { available: true, details: { nodeLlamaCpp: await packageVersion("node-llama-cpp") } };
-  } catch (error) {
-    return {
-      available: false,
-      reason: `node-llama-cpp is not installed (${(error as Error).message.split("\n")[0]}): run npm install node-llama-cpp`,
-    };
-  }
-}
-
-/** A dependency's version, read from its package.json (which its `exports` may not expose). */
-async function packageVersion(name: string): Promise<string> {
-  let dir = dirname(fileURLToPath(import.meta.resolve(name)));
-  for (let depth = 0; depth < 6; depth++, dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as { name?: string; version?: string };
-      if (pkg.name === name && pkg.version) return pkg.version;
-    } catch {
-      // No package.json at this level.
-    }
-  }
-  return "unknown";
 }

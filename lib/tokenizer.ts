@@ -7,7 +7,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import type { TokenizeOptions } from "./backend.js";
-import { InvalidOptionError, MlxNodeError, ModelNotFoundError } from "./errors.js";
+import { InvalidOptionError, MlxNodeError, ModelNotFoundError, TokenizerError } from "./errors.js";
 
 /** Options for {@link Tokenizer.decode}. */
 export interface DecodeOptions {
@@ -105,10 +105,11 @@ export class Tokenizer {
     // The JS library reads a few tokenizer_config keys and expects the special tokens as strings.
     const hfConfig: JsonObject = { ...config, bos_token: bosName, eos_token: eosName, unk_token: this.unkToken, pad_token: this.padToken };
     const hfJson: JsonObject = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, added_tokens: [], ...tokenizerJson };
+    hfJson.pre_tokenizer = digitsAsNumericSplit(hfJson.pre_tokenizer);
     try {
       this.#hf = new HfTokenizer(hfJson, hfConfig) as HfTokenizerApi;
     } catch (error) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
+      throw new TokenizerError(`Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
     }
     matchNormalizedTokensOnlyNormalized(this.#hf);
     this.#vocab = this.#hf.model.vocab;
@@ -154,11 +155,11 @@ export class Tokenizer {
       plain = this.#hf.encode(PROBE_TEXT, { add_special_tokens: false }).ids;
       full = this.#hf.encode(PROBE_TEXT, { add_special_tokens: true }).ids;
     } catch (error) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
+      throw new TokenizerError(`Unsupported tokenizer in ${files.tokenizerPath}: ${messageOf(error)}`, { cause: error });
     }
     // A tokenizer that turns "a" into nothing, or into ids outside its vocabulary, could serve no request.
     if (plain.length === 0 || full.length === 0 || ![...plain, ...full].every((id) => Number.isInteger(id) && id >= 0 && id < this.vocabSize)) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Unsupported tokenizer in ${files.tokenizerPath}: it encodes "${PROBE_TEXT}" as ${JSON.stringify(full)}`);
+      throw new TokenizerError(`Unsupported tokenizer in ${files.tokenizerPath}: it encodes "${PROBE_TEXT}" as ${JSON.stringify(full)}`);
     }
     const at = plain.length > 0 ? indexOfRun(full, plain) : -1;
     if (at >= 0) {
@@ -204,7 +205,7 @@ export class Tokenizer {
       isDirectory = (await stat(dir)).isDirectory();
     } catch (error) {
       if (isNotFound(error)) throw new ModelNotFoundError(dir, "the directory does not exist");
-      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${dir}: ${messageOf(error)}`, { cause: error });
+      throw new TokenizerError(`Cannot read ${dir}: ${messageOf(error)}`, { cause: error });
     }
     if (!isDirectory) throw new ModelNotFoundError(dir, "not a directory");
 
@@ -219,14 +220,13 @@ export class Tokenizer {
     ]);
     if (tokenizerJson === undefined) throw new ModelNotFoundError(tokenizerPath, "the model directory has no tokenizer.json");
     if (!isObject(tokenizerJson.model)) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: it has no "model" object`);
+      throw new TokenizerError(`Invalid ${tokenizerPath}: it has no "model" object`);
     }
     // Refuse an unknown model type now, naming it, rather than at the first request. Without a
     // type, @huggingface/tokenizers infers one from the fields, as the Rust library does.
     const modelType = tokenizerJson.model.type;
     if (modelType !== undefined && !(typeof modelType === "string" && SUPPORTED_MODEL_TYPES.includes(modelType))) {
-      throw new MlxNodeError(
-        "TOKENIZER_ERROR",
+      throw new TokenizerError(
         `Unsupported tokenizer in ${tokenizerPath}: model type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
       );
     }
@@ -235,7 +235,7 @@ export class Tokenizer {
     const entries = Array.isArray(vocab) ? vocab.map((entry, id) => [Array.isArray(entry) ? entry[0] : entry, id] as const) : isObject(vocab) ? Object.entries(vocab) : [];
     const bad = entries.find(([token, id]) => typeof token !== "string" || !(Number.isInteger(id) && (id as number) >= 0));
     if (bad) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${tokenizerPath}: vocabulary entry ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, not a token id`);
+      throw new TokenizerError(`Invalid ${tokenizerPath}: vocabulary entry ${JSON.stringify(bad[0])} has id ${JSON.stringify(bad[1])}, not a token id`);
     }
     return new Tokenizer(dir, {
       tokenizerPath,
@@ -272,7 +272,7 @@ export class Tokenizer {
       if (!add || prefix === undefined || (prefix.length === 0 && this.#suffix.length === 0)) return ids;
       return [...prefix, ...ids, ...this.#suffix];
     } catch (error) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot encode text: ${messageOf(error)}`, { cause: error });
+      throw new TokenizerError(`Cannot encode text: ${messageOf(error)}`, { cause: error });
     }
   }
 
@@ -303,7 +303,7 @@ export class Tokenizer {
     try {
       return this.#hf.decode(kept, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
     } catch (error) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot decode token ids: ${messageOf(error)}`, { cause: error });
+      throw new TokenizerError(`Cannot decode token ids: ${messageOf(error)}`, { cause: error });
     }
   }
 
@@ -351,6 +351,22 @@ function matchNormalizedTokensOnlyNormalized(hf: HfTokenizerApi): void {
   }
 }
 
+/**
+ * The `Digits` pre-tokenizer splits off Unicode numerics (Rust's `char::is_numeric`: `\p{N}`, so "½",
+ * "①" and "Ⅻ" too, as llama.cpp's `\p{N}`); `@huggingface/tokenizers` 0.2.0 matches only ASCII `\d`,
+ * which gave SmolLM2 other ids than transformers and llama.cpp on such text. Rewritten as the
+ * equivalent `Split` (match mode) over `\p{N}`, wherever it sits in a `Sequence`.
+ */
+function digitsAsNumericSplit(preTokenizer: unknown): unknown {
+  if (!isObject(preTokenizer)) return preTokenizer;
+  if (preTokenizer.type === "Sequence" && Array.isArray(preTokenizer.pretokenizers)) {
+    return { ...preTokenizer, pretokenizers: preTokenizer.pretokenizers.map(digitsAsNumericSplit) };
+  }
+  if (preTokenizer.type !== "Digits") return preTokenizer;
+  const digits = preTokenizer.individual_digits === true ? "\\p{N}" : "\\p{N}+";
+  return { type: "Split", pattern: { Regex: `[^\\p{N}]+|${digits}` }, behavior: "Isolated", invert: true };
+}
+
 interface TokenizerFiles {
   tokenizerPath: string;
   tokenizerJson: JsonObject;
@@ -367,13 +383,13 @@ async function readText(path: string): Promise<string | undefined> {
     // Only a regular file of bounded size: a symlink to /dev/zero must not be read forever.
     const info = await stat(path);
     if (!info.isFile() || info.size > MAX_TOKENIZER_FILE_BYTES) {
-      throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${info.isFile() ? `larger than ${MAX_TOKENIZER_FILE_BYTES >> 20} MiB` : "not a regular file"}`);
+      throw new TokenizerError(`Cannot read ${path}: ${info.isFile() ? `larger than ${MAX_TOKENIZER_FILE_BYTES >> 20} MiB` : "not a regular file"}`);
     }
     return await readFile(path, "utf8");
   } catch (error) {
     if (isNotFound(error)) return undefined;
     if (error instanceof MlxNodeError) throw error;
-    throw new MlxNodeError("TOKENIZER_ERROR", `Cannot read ${path}: ${messageOf(error)}`, { cause: error });
+    throw new TokenizerError(`Cannot read ${path}: ${messageOf(error)}`, { cause: error });
   }
 }
 
@@ -385,9 +401,9 @@ async function readJson(path: string): Promise<JsonObject | undefined> {
   try {
     value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (error) {
-    throw new MlxNodeError("TOKENIZER_ERROR", `Cannot parse ${path}: ${messageOf(error)}`, { cause: error });
+    throw new TokenizerError(`Cannot parse ${path}: ${messageOf(error)}`, { cause: error });
   }
-  if (!isObject(value)) throw new MlxNodeError("TOKENIZER_ERROR", `Invalid ${path}: expected a JSON object`);
+  if (!isObject(value)) throw new TokenizerError(`Invalid ${path}: expected a JSON object`);
   return value;
 }
 

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { InvalidOptionError } from "./errors.js";
-import type { JsonSchema } from "./eval/json-validate.js";
+import type { JsonSchema } from "./json-schema/validate.js";
 import { compileJsonSchema, framedSchema, type CompiledJsonSchema } from "./json-schema/schema.js";
 
 /** A function the model may call (OpenAI's `tools` entry). */

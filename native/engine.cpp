@@ -99,10 +99,6 @@ JobError capture_error(const std::function<void()>& fn, bool& failed) {
   }
 }
 
-Napi::Error make_js_error(Napi::Env env, const JobError& error) {
-  Napi::Error err = Napi::Error::New(env, error.message);
-  err.Set("code", Napi::String::New(env, error.code));
-  return err;
-}
+Napi::Error make_js_error(Napi::Env env, const JobError& error) { return coded_error(env, error.code.c_str(), error.message); }
 
 }  // namespace mlxnode

@@ -62,6 +62,15 @@ JobError capture_error(const std::function<void()>& fn, bool& failed);
 
 // Builds the Error object a rejected promise carries: message plus a stable `code` property.
 Napi::Error make_js_error(Napi::Env env, const JobError& error);
+// A JS error carrying a stable code (errors.h), thrown on the JS thread: every error the addon
+// raises has one, so lib/errors.ts can give each its class.
+// `E` keeps JS's kind where it says more (TypeError for an argument of the wrong type).
+template <typename E = Napi::Error>
+E coded_error(Napi::Env env, const char* code, const std::string& message) {
+  E err = E::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  return err;
+}
 
 // Runs `work` on the engine thread; resolves with `to_js(env, result)` on the JS thread, or
 // rejects with the captured error. `R` must be default-constructible and movable.

@@ -15,6 +15,7 @@ inline constexpr const char* kModelNotFound = "MODEL_NOT_FOUND";
 inline constexpr const char* kUnsupportedArchitecture = "UNSUPPORTED_ARCHITECTURE";
 inline constexpr const char* kInvalidOption = "INVALID_OPTION";
 inline constexpr const char* kBadAdapter = "BAD_ADAPTER";
+inline constexpr const char* kUnloaded = "UNLOADED";  // the model was unloaded before the call reached it
 
 class EngineError : public std::runtime_error {
  public:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "adapter.h"
 #include "device.h"
 #include "errors.h"
 #include "token_mask.h"
@@ -52,7 +53,7 @@ Array row_of(const Array& a, int b, int rows) { return rows == 1 ? a : mx::slice
 struct BatchScheduler::Row {
   GenerationRequest req;
   Sampler sampler;
-  PromptCache::Entry entry{KVCache(0), {}};  // prefill: the cache being filled; decoding: the tokens (K/V in batch_)
+  PromptCache::Entry entry;   // prefill: the cache being filled; decoding: the tokens (K/V in batch_)
   size_t prefilled = 0;       // prompt tokens whose K/V entry.cache holds
   int generated = 0;          // tokens emitted
   bool done = false;
@@ -73,8 +74,7 @@ BatchScheduler::BatchScheduler(const Model& model, PromptCache& prompt_cache, in
       prompt_cache_(prompt_cache),
       context_size_(context_size),
       max_rows_(model.can_batch() ? std::max(1, max_rows) : 1),
-      find_adapter_(std::move(find_adapter)),
-      batch_(model.info.num_layers) {}
+      find_adapter_(std::move(find_adapter)) {}
 
 BatchScheduler::~BatchScheduler() = default;
 
@@ -164,12 +164,16 @@ void BatchScheduler::admit() {
     }
     // Prefix reuse: keep what a recent sequence's cache holds, but always evaluate >= 1 prompt token.
     const std::vector<int32_t>& prompt = row->req.prompt;
+    // A cache that cannot go back to the shared prefix (a rotated window, a recurrent state) starts empty.
     row->entry = prompt_cache_.take(prompt);
+    KVCache& cache = row->entry.cache;
     std::vector<int32_t>& cached = row->entry.tokens;
-    size_t pos = 0;
-    while (pos < cached.size() && pos < prompt.size() && cached[pos] == prompt[pos]) ++pos;
-    if (pos == prompt.size()) --pos;
-    row->entry.cache.trim(row->entry.cache.offset() - static_cast<int>(pos));
+    const size_t pos = reusable_prefix(cache, cached, prompt);
+    if (pos == 0) {
+      cache.reset();
+    } else if (cache.offset() > static_cast<int>(pos)) {
+      cache.trim(cache.offset() - static_cast<int>(pos));
+    }
     cached.resize(pos);
     row->prefilled = pos;
     row->st.evaluated_prompt_tokens = static_cast<int>(prompt.size() - pos);
@@ -217,7 +221,7 @@ void BatchScheduler::prefill_chunk() {
     }
     {
       Span wait{row.wait_ms};
-      async_eval({y});
+      async_eval(row.sampler.outputs(y));  // constrained: the logits alone (not sampled yet)
     }
     row.entry.tokens.insert(row.entry.tokens.end(), prompt.begin() + row.prefilled, prompt.end());
     row.prefilled = prompt.size();
@@ -231,7 +235,7 @@ void BatchScheduler::prefill_chunk() {
       if (got != TokenMaskMailbox::Wait::kMask) return park(got == TokenMaskMailbox::Wait::kEnd ? "stop" : "cancelled");
       Span build{row.st.graph_build_ms};
       y = row.sampler(apply_token_mask(y, row.mask, model_.info.vocab_size));
-      async_eval({y});
+      async_eval(row.sampler.outputs(y));
     }
     // Join the batch: its K/V become the last row, its token the last entry of y_.
     batch_.append_row(row.entry.cache);
@@ -269,8 +273,9 @@ void BatchScheduler::decode() {
     // so it runs much of the step; on Metal it returns at once.
     Span wait{wait_ms};
     std::vector<Array> queued;
-    for (auto& t : next)
-      if (!t.empty()) queued.push_back(t);
+    for (int b = 0; b < B; ++b)
+      if (!next[b].empty())
+        for (Array& a : rows_[b]->sampler.outputs(next[b])) queued.push_back(std::move(a));
     if (constrained) queued.push_back(logits);
     async_eval(queued);
   }
@@ -293,6 +298,7 @@ void BatchScheduler::decode() {
 
   // Constrained rows: token n+1 among the ids JS allows, JS having computed the mask from token n
   // (just emitted) while the forward pass ran.
+  std::vector<Array> sampled_late;  // constrained rows' tokens n+1 and their log-probabilities
   if (constrained) {
     for (int b = 0; b < B; ++b) {
       Row& row = *rows_[b];
@@ -307,13 +313,15 @@ void BatchScheduler::decode() {
         continue;
       }
       next[b] = row.sampler(apply_token_mask(row_of(logits, b, B), row.mask, vocab));
+      for (Array& a : row.sampler.outputs(next[b])) sampled_late.push_back(std::move(a));
     }
   }
 
   leave(next);
   if (constrained && !rows_.empty()) {
+    sampled_late.push_back(y_);
     Span wait{wait_ms};
-    async_eval({y_});
+    async_eval(sampled_late);
   }
   if (++steps_ % 256 == 0) clear_memory_cache();  // as mlx-lm's generate_step
 }
@@ -327,7 +335,7 @@ void BatchScheduler::take_token(Row& row, int32_t token) {
   if (row.cancelled()) return finish(row, "cancelled");
   const auto& stops = row.req.params.stop_token_ids;
   if (std::find(stops.begin(), stops.end(), token) != stops.end()) return finish(row, "stop");
-  row.req.emit(token);
+  row.req.emit({token, row.sampler.take_logprobs()});
   ++row.generated;
   // Token n+1 is generated only if prompt + generated tokens stay within the context (as
   // llama.cpp counts it): feeding token n took one position, token n+1 takes one more.
@@ -345,7 +353,7 @@ void BatchScheduler::leave(std::vector<Array>& next) {
       continue;
     }
     rows_[b]->entry.cache = B == 1 ? std::move(batch_) : batch_.row(b);
-    if (B == 1) batch_ = KVCache(model_.info.num_layers);
+    if (B == 1) batch_ = KVCache();
     prompt_cache_.put(std::move(rows_[b]->entry));
   }
   if (static_cast<int>(keep.size()) < B) {
@@ -368,7 +376,7 @@ void BatchScheduler::leave(std::vector<Array>& next) {
 
 std::vector<float> all_logits(const Model& model, const std::vector<int32_t>& tokens, int context_size) {
   check_tokens(tokens, model.info.vocab_size, context_size);
-  KVCache cache(model.info.num_layers);
+  KVCache cache = model.make_cache();
   std::vector<float> out;
   for (size_t pos = 0; pos < tokens.size(); pos += kPrefillChunk) {
     const size_t end = std::min(tokens.size(), pos + kPrefillChunk);
@@ -382,12 +390,12 @@ std::vector<float> batched_last_logits(const Model& model, const std::vector<std
                                        int context_size) {
   if (prompts.empty()) invalid("no prompts");
   if (!model.can_batch()) invalid("this model runs one sequence at a time (Model::can_batch)");
-  KVCache batch(model.info.num_layers);
+  KVCache batch;
   std::vector<int32_t> last;
   for (const auto& p : prompts) {
     check_tokens(p, model.info.vocab_size, context_size);
     if (p.size() < 2) invalid("batched logits need prompts of at least 2 tokens");
-    KVCache one(model.info.num_layers);
+    KVCache one = model.make_cache();
     for (size_t pos = 0; pos + 1 < p.size(); pos += kPrefillChunk)
       model.forward(token_array(p, pos, std::min(p.size() - 1, pos + kPrefillChunk)), one, true);
     batch.append_row(one);

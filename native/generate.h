@@ -11,10 +11,11 @@
 #include <optional>
 #include <vector>
 
+#include "generation_stats.h"
 #include "kv_cache.h"
 #include "models/registry.h"
 #include "sampler.h"
-#include "session.h"
+#include "sampling_params.h"
 
 namespace mlxnode {
 
@@ -27,7 +28,8 @@ struct GenerationRequest {
   std::shared_ptr<std::atomic<bool>> cancel;  // checked before every step of this request
   // Constrained decoding (JSON schema): token n is sampled among the ids mask n allows; null: none.
   std::shared_ptr<TokenMaskMailbox> masks;
-  std::function<void(int32_t token)> emit;    // each token as soon as it is read
+  // Each token as soon as it is read, with its log-probabilities when params.logprobs >= 0.
+  std::function<void(const EmittedToken&)> emit;
   // Called once, last: the stats, or the error that ended this request (the others go on).
   std::function<void(const GenerationStats&, std::exception_ptr)> done;
 };
@@ -40,14 +42,16 @@ struct GenerationRequest {
 // async_eval before tokens n are read, so graph building overlaps evaluation (a batch of one is
 // the old single-stream loop). A newcomer joins the batch once its prompt is in (its first token
 // is read in the step it joins); finished, stopped and cancelled rows leave at the end of the step
-// that read their last token, and their caches go to the PromptCache.
+// that read their last token, and their caches go to the PromptCache. With params.logprobs >= 0 a
+// row's log-probabilities are evaluated with its token (Sampler::outputs) and emitted with it.
 //
 // Rows of one batch share the adapter the forward pass is built with: a request naming another
-// adapter waits until the batch is empty. A model that cannot batch (Model::can_batch) runs with
-// max_rows 1.
+// adapter waits until the batch is empty. A model that cannot batch (Model::can_batch: a layer
+// cache that rotates a window or keeps a recurrent state) runs with max_rows 1.
 //
 // Per request (as generate_step did): the longest prefix shared with a recent sequence is reused
-// (at least one prompt token is evaluated, for its logits); it stops on a stop token (not emitted),
+// when its cache can go back to it (reusable_prefix; at least one prompt token is evaluated, for
+// its logits); it stops on a stop token (not emitted),
 // max_tokens or a full context ("length": prompt + generated tokens reach context_size), or cancel
 // ("cancelled"). INVALID_OPTION (empty/oversized prompt, out-of-vocab ids, bad sampling params)
 // fails that request alone. Constrained rows wait for JS's mask of token n+1 after token n is

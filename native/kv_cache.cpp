@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "rotating_kv_cache.h"
+
 namespace mlxnode {
 namespace {
 
@@ -55,25 +57,47 @@ int64_t LayerKVCache::nbytes() const {
   return keys_.empty() ? 0 : static_cast<int64_t>(keys_.nbytes() + values_.nbytes());
 }
 
+std::unique_ptr<LayerCache> make_attention_cache(int sliding_window, int context_size) {
+  // A window the context never exceeds keeps every position anyway: the full cache can always be trimmed.
+  if (sliding_window > 0 && sliding_window < context_size) return std::make_unique<RotatingKVCache>(sliding_window);
+  return std::make_unique<LayerKVCache>();
+}
+
+KVCache::KVCache(const KVCache& o) : left_pad_(o.left_pad_) {
+  layers_.reserve(o.layers_.size());
+  for (const auto& l : o.layers_) layers_.push_back(l->clone());
+}
+
+KVCache& KVCache::operator=(const KVCache& o) {
+  if (this != &o) *this = KVCache(o);
+  return *this;
+}
+
 int64_t KVCache::nbytes() const {
   int64_t total = 0;
-  for (const auto& l : layers_) total += l.nbytes();
+  for (const auto& l : layers_) total += l->nbytes();
   return total;
 }
 
+bool KVCache::can_trim(int n) const {
+  for (const auto& l : layers_)
+    if (!l->can_trim(n)) return false;
+  return true;
+}
+
 void KVCache::trim(int n) {
-  for (auto& l : layers_) l.trim(n);
+  for (auto& l : layers_) l->trim(n);
 }
 
 void KVCache::reset() {
-  for (auto& l : layers_) l.reset();
+  for (auto& l : layers_) l->reset();
   left_pad_.clear();
   set_layout();
 }
 
 std::vector<Array> KVCache::state() const {
   std::vector<Array> out;
-  for (const auto& l : layers_) l.state(out);
+  for (const auto& l : layers_) l->state(out);
   return out;
 }
 
@@ -113,29 +137,35 @@ Array pad_left(const Array& like, int n) {
 
 }  // namespace
 
+bool KVCache::full_kv() const {
+  for (const auto& l : layers_)
+    if (!dynamic_cast<const LayerKVCache*>(l.get())) return false;
+  return true;
+}
+
 void KVCache::set_layout() {
   std::shared_ptr<RowLayout> rows;
   if (std::any_of(left_pad_.begin(), left_pad_.end(), [](int p) { return p > 0; })) {
     rows = std::make_shared<RowLayout>();
     rows->left_pad = left_pad_;
   }
-  for (auto& l : layers_) l.rows_ = rows;
+  for (int i = 0; i < size(); ++i)
+    if (auto* l = dynamic_cast<LayerKVCache*>(layers_[i].get())) l->rows_ = rows;
 }
 
 void KVCache::append_row(const KVCache& row) {
   const int have = offset(), add = row.offset();
   if (left_pad_.empty()) {
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      layers_[i] = row.layers_[i];
-      layers_[i].rows_.reset();
-    }
+    layers_.clear();  // the first row sets the layers (a fresh batch has none)
+    for (const auto& l : row.layers_) layers_.push_back(l->clone());
     left_pad_ = {0};
+    set_layout();
     return;
   }
   const int columns = std::max(have, add);
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    LayerKVCache& l = layers_[i];
-    const LayerKVCache& r = row.layers_[i];
+  for (int i = 0; i < size(); ++i) {
+    LayerKVCache& l = layer_as<LayerKVCache>(i);
+    const auto& r = dynamic_cast<const LayerKVCache&>(*row.layers_[i]);
     auto join = [&](const Array& batch, const Array& one) {
       return mx::concatenate({pad_left(mx::slice_axis(batch, 2, 0, have), columns - have),
                               pad_left(mx::slice_axis(one, 2, 0, add), columns - add)}, 0);
@@ -156,7 +186,8 @@ void KVCache::keep_rows(const std::vector<int>& keep) {
   const int drop = *std::min_element(pads.begin(), pads.end());
   const bool all = keep.size() == left_pad_.size();
   const Array index = Array::from_int32(std::vector<int32_t>(keep.begin(), keep.end()), {static_cast<int>(keep.size())});
-  for (auto& l : layers_) {
+  for (int i = 0; i < size(); ++i) {
+    LayerKVCache& l = layer_as<LayerKVCache>(i);
     if (l.keys_.empty()) continue;
     auto pick = [&](const Array& buf) {
       Array rows = all ? buf : mx::take(buf, index, 0);
@@ -172,18 +203,21 @@ void KVCache::keep_rows(const std::vector<int>& keep) {
 }
 
 KVCache KVCache::row(int b) const {
-  KVCache out(static_cast<int>(layers_.size()));
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const LayerKVCache& l = layers_[i];
-    if (l.keys_.empty()) continue;
-    auto cut = [&](const Array& buf) {
-      return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, left_pad_[b], l.offset_));
-    };
-    out.layers_[i].keys_ = cut(l.keys_);
-    out.layers_[i].values_ = cut(l.values_);
-    out.layers_[i].offset_ = l.offset_ - left_pad_[b];
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  for (const auto& layer : layers_) {
+    const auto& l = dynamic_cast<const LayerKVCache&>(*layer);
+    auto out = std::make_unique<LayerKVCache>();
+    if (!l.keys_.empty()) {
+      auto cut = [&](const Array& buf) {
+        return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, left_pad_[b], l.offset_));
+      };
+      out->keys_ = cut(l.keys_);
+      out->values_ = cut(l.values_);
+      out->offset_ = l.offset_ - left_pad_[b];
+    }
+    layers.push_back(std::move(out));
   }
-  return out;
+  return KVCache(std::move(layers));
 }
 
 static size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
@@ -192,16 +226,21 @@ static size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int
   return n;
 }
 
+size_t reusable_prefix(const KVCache& cache, const std::vector<int32_t>& cached, const std::vector<int32_t>& prompt) {
+  size_t n = shared_prefix(cached, prompt);
+  if (n == prompt.size() && n > 0) --n;
+  return n < cached.size() && !cache.can_trim(static_cast<int>(cached.size() - n)) ? 0 : n;
+}
+
 PromptCache::Entry PromptCache::take(const std::vector<int32_t>& prompt) {
   auto best = entries_.end();
   size_t best_len = 0;
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    const size_t n = shared_prefix(it->tokens, prompt);
+    const size_t n = reusable_prefix(it->cache, it->tokens, prompt);
     if (n > best_len) best = it, best_len = n;  // strict: the most recent wins a tie
   }
-  if (best == entries_.end()) return Entry{KVCache(num_layers_), {}};
-  // A prompt equal to the entry re-evaluates its last token, which trims the entry: copy then too.
-  if (best_len < best->tokens.size() || best_len == prompt.size()) return *best;
+  if (best == entries_.end()) return Entry{make_cache_(), {}};
+  if (best_len < best->tokens.size()) return *best;
   Entry taken = std::move(*best);
   entries_.erase(best);
   return taken;

@@ -1,13 +1,16 @@
-// Per-layer key/value cache, as mlx-lm's models/cache.py KVCache: buffers grow in steps of 256
-// positions, new keys are written with slice_update (MLX donates the old buffer, so the write is
-// in place), and attention reads the filled view [.., :offset, ..]. Engine thread only.
+// A model's per-layer caches (KVCache) and the prompt cache of recent sequences. The full
+// attention cache is here (LayerKVCache); other kinds have their own files (layer_cache.h lists
+// them). Engine thread only.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
-#include "mlx_array.h"
+#include "layer_cache.h"
 
 namespace mlxnode {
 
@@ -31,21 +34,25 @@ struct RowLayout {
   mutable int positions_at_ = -1, mask_columns_ = -1;
 };
 
-class LayerKVCache {
+// A global attention layer's keys/values, as mlx-lm's models/cache.py KVCache: buffers grow in
+// steps of 256 positions, new keys are written with slice_update (MLX donates the old buffer, so
+// the write is in place), and attention reads the filled view [.., :offset, ..].
+class LayerKVCache : public AttentionCache {
  public:
   static constexpr int kStep = 256;
 
   // keys/values: [B, n_kv_heads, T, head_dim]. Appends at offset() and returns the filled views
   // [B, n_kv_heads, offset() + T, head_dim].
-  void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values);
-  int offset() const { return offset_; }
-  void trim(int n);  // forget the last n positions (buffers are kept and overwritten later)
-  void reset();      // forget everything and free the buffers
-  // The buffers, for evaluating the cache after a prefill chunk (mlx-lm evals c.state).
-  void state(std::vector<Array>& out) const;
-  int64_t nbytes() const;  // bytes of the buffers (allocated capacity, not just the filled part)
+  void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) override;
+  int offset() const override { return offset_; }
+  bool can_trim(int /*n*/) const override { return true; }
+  void trim(int n) override;  // buffers are kept and overwritten later
+  void reset() override;
+  void state(std::vector<Array>& out) const override;
+  int64_t nbytes() const override;  // allocated capacity, not just the filled part
+  std::unique_ptr<LayerCache> clone() const override { return std::make_unique<LayerKVCache>(*this); }
   // Batch rows: the layout when rows are padded, else nullptr. Set by KVCache.
-  const RowLayout* rows() const { return rows_.get(); }
+  const RowLayout* rows() const override { return rows_.get(); }
 
  private:
   friend class KVCache;
@@ -54,18 +61,39 @@ class LayerKVCache {
   std::shared_ptr<const RowLayout> rows_;
 };
 
+// An attention layer's cache: a RotatingKVCache of `sliding_window` positions for a local layer
+// whose window is shorter than the context, else a LayerKVCache (0: global).
+std::unique_ptr<LayerCache> make_attention_cache(int sliding_window, int context_size);
+
+// One cache per layer (or per layer that owns state), of each layer's kind; copies are deep
+// (LayerCache::clone).
 class KVCache {
  public:
-  explicit KVCache(int num_layers) : layers_(num_layers) {}
-  LayerKVCache& layer(int i) { return layers_[i]; }
-  int offset() const { return layers_.empty() ? 0 : layers_[0].offset(); }
+  KVCache() = default;
+  explicit KVCache(std::vector<std::unique_ptr<LayerCache>> layers) : layers_(std::move(layers)) {}
+  KVCache(const KVCache& o);  // clones the layers, keeps the rows
+  KVCache& operator=(const KVCache& o);
+  KVCache(KVCache&&) = default;
+  KVCache& operator=(KVCache&&) = default;
+
+  int size() const { return static_cast<int>(layers_.size()); }
+  LayerCache& layer(int i) { return *layers_[i]; }
+  // Layer i's cache as the kind its layer uses (a mismatch is a bug in the model's make_cache).
+  template <typename Kind>
+  Kind& layer_as(int i) {
+    if (auto* c = dynamic_cast<Kind*>(layers_[i].get())) return *c;
+    throw std::logic_error("layer " + std::to_string(i) + "'s cache is not of the kind its layer uses");
+  }
+  int offset() const { return layers_.empty() ? 0 : layers_[0]->offset(); }
+  bool can_trim(int n) const;  // every layer can
   void trim(int n);
   void reset();
   std::vector<Array> state() const;
   int64_t nbytes() const;
 
   // ---- Batch rows (see RowLayout). A fresh KVCache has no rows; a cache filled by forward()
-  // holds one. Engine thread only.
+  // holds one. Only a cache of full KV layers can hold several (full_kv). Engine thread only.
+  bool full_kv() const;  // every layer is a LayerKVCache (no window rotation, no recurrent state)
   int row_count() const { return static_cast<int>(left_pad_.size()); }
   // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
   // left-padded with zeros so the write columns line up.
@@ -77,9 +105,14 @@ class KVCache {
 
  private:
   void set_layout();
-  std::vector<LayerKVCache> layers_;
+  std::vector<std::unique_ptr<LayerCache>> layers_;
   std::vector<int> left_pad_;  // batch rows: per-row left padding (empty: no rows appended)
 };
+
+// How many positions of `cache` (which holds `cached`) a request for `prompt` starts from: the
+// shared prefix, less one when that is the whole prompt (its last token is evaluated again for its
+// logits), and 0 when the cache cannot be trimmed back to it (mlx-lm's can_trim_prompt_cache).
+size_t reusable_prefix(const KVCache& cache, const std::vector<int32_t>& cached, const std::vector<int32_t>& prompt);
 
 // The KV caches of recent sequences, most recently used first, bounded in bytes: a request starts
 // from the entry sharing its longest prefix, so interleaved conversations do not evict each other
@@ -91,12 +124,14 @@ class PromptCache {
     std::vector<int32_t> tokens;  // what `cache` holds: cache.offset() == tokens.size()
   };
 
-  PromptCache(int num_layers, int64_t budget_bytes) : num_layers_(num_layers), budget_(budget_bytes) {}
+  // `make_cache`: the model's empty cache (Model::make_cache).
+  PromptCache(std::function<KVCache()> make_cache, int64_t budget_bytes)
+      : make_cache_(std::move(make_cache)), budget_(budget_bytes) {}
 
-  // The entry sharing the longest prefix with `prompt`, out of the cache. An entry that goes on
-  // past the shared prefix is copied, not taken (MLX arrays share their buffers until written,
-  // so the copy costs nothing until it overwrites), and stays for its own conversation. An empty
-  // entry when none shares a token.
+  // The entry a request for `prompt` reuses most of (reusable_prefix), out of the cache. An entry
+  // that must be trimmed is copied, not taken (MLX arrays share their buffers until written, so
+  // the copy costs nothing until it overwrites), and stays for its own conversation. An empty
+  // entry when none can be reused.
   Entry take(const std::vector<int32_t>& prompt);
   // Stores `entry` as the most recent, drops entries it extends, and evicts the least recently
   // used ones while the total is over the budget (with budget 0 nothing is kept).
@@ -106,7 +141,7 @@ class PromptCache {
   void clear() { entries_.clear(); }
 
  private:
-  int num_layers_;
+  std::function<KVCache()> make_cache_;
   int64_t budget_;
   std::list<Entry> entries_;
 };

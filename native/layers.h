@@ -10,6 +10,7 @@
 #include "kv_cache.h"
 #include "loader.h"
 #include "mlx_array.h"
+#include "rope.h"
 
 namespace mlxnode {
 
@@ -57,42 +58,8 @@ struct RMSNorm {
   Array operator()(const Array& x) const;
 };
 
-// Rotary embedding over the first `dims` features via mlx_fast_rope. traditional=false is the
-// rotate-half layout of HF Llama/Qwen checkpoints.
-struct RoPE {
-  int dims = 0;
-  bool traditional = false;
-  float base = 10000.0f;
-  float scale = 1.0f;
-  Array freqs;  // llama3 / yarn / longrope scaling: per-pair periods, replacing `base`
-
-  // longrope (Phi-3.5, Phi-3 128k, Phi-4-mini): short and long per-pair period factors and the
-  // original training context that separates them.
-  Array short_freqs, long_freqs;
-  int original_context = 0;
-  // longrope and yarn: the factor every rotated feature is multiplied by (HF scales cos and sin by it).
-  float attention_factor = 1.0f;
-  // attention_factor per feature (1 past `dims`), made on the first call in the input's dtype,
-  // which is fixed once a model is loaded; engine thread only, like every layer.
-  mutable Array gain;
-
-  // Reads rope_theta (default `default_base`), rope_traditional (false) and rope_scaling:
-  // null/"default", "linear" (scale = 1/factor), "llama3", "yarn" or "longrope"/"su"; other types are
-  // UNSUPPORTED_ARCHITECTURE.
-  static RoPE from_config(const ModelConfig& c, int dims, float default_base);
-  // longrope: the long factors when the KV cache can hold more than the original context (as
-  // llama.cpp decides by context size), else the short ones. No-op for other schedules.
-  void fit_context(int context_size);
-  // dims 0 (a default RoPE): the identity.
-  Array operator()(const Array& x, int offset) const;
-  // One offset per batch row: `offsets` int32 [B] (continuous batching, kv_cache.h RowLayout).
-  Array operator()(const Array& x, const Array& offsets) const;
-
- private:
-  Array with_gain(const Array& x) const;  // x times attention_factor on the rotated features
- public:
-};
-
+// A layer's attention. Sizes, norm_eps, norm_plus_one and sliding_window come from the model
+// (DecoderArgs::layer_attention); the other fields are flags the family sets.
 struct AttentionArgs {
   int hidden_size = 0;
   int num_heads = 0;
@@ -105,7 +72,7 @@ struct AttentionArgs {
   float norm_eps = 1e-6f;
   float query_scale = 0;     // 0: 1/sqrt(head_dim); gemma2: query_pre_attn_scalar^-0.5
   float logit_softcap = 0;   // gemma2: scores = cap * tanh(scores / cap) before the softmax
-  int sliding_window = 0;    // gemma3 local layers: a query sees only the last `sliding_window` keys
+  int sliding_window = 0;    // local layers: a query sees only the last `sliding_window` keys (a rotating cache)
   bool norm_plus_one = false;  // gemma3: q_norm/k_norm scale by 1 + weight
   bool qk_norm_across_heads = false;  // olmoe: q_norm/k_norm over all heads' features at once
   // ministral3 (Llama 4's long-context scaling): queries at position p times
@@ -113,7 +80,16 @@ struct AttentionArgs {
   float position_query_beta = 0;
   int position_query_period = 0;
   bool sinks = false;  // gpt_oss: a learned logit per query head (<prefix>.sinks) in every softmax
+  // qwen3_next, qwen3_5: q_proj emits [query; gate] per head, and the heads' output is multiplied by
+  // sigmoid(gate) before o_proj
+  bool output_gate = false;
 };
+
+// Queries [B, heads, T, D] at positions offset.. over keys/values [B, kv_heads, S, D] as an
+// AttentionCache returns them: causal, and within the last `window` positions when window > 0
+// (mlx-lm's attention masks and scaled_dot_product_attention). `sinks` may be empty.
+Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
+                       const Array& sinks);
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {
@@ -125,14 +101,16 @@ struct Attention {
   float scale = 1.0f;
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
-  Array operator()(const Array& x, LayerKVCache& cache) const;  // x: [B, T, hidden]
-  // Whether rows at different positions can share a step (per-row RoPE and key mask): not with a
-  // sliding window, soft-capped scores or position-scaled queries, which read one scalar offset.
-  bool batchable() const { return args.sliding_window == 0 && args.logit_softcap == 0 && args.position_query_beta == 0; }
+  Array operator()(const Array& x, AttentionCache& cache) const;  // x: [B, T, hidden]
+  // Whether rows at different positions can share a step (per-row RoPE and key mask): not with
+  // soft-capped scores or position-scaled queries, which read one scalar offset. A window needs a
+  // full cache (no rotation), which Model::can_batch checks from the cache kinds.
+  bool batchable() const { return args.logit_softcap == 0 && args.position_query_beta == 0; }
 
  private:
-  // [B, heads, T, D] queries over [B, kv_heads, S, D] keys/values, scores soft-capped.
-  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset) const;
+  // [B, heads, T, D] queries at positions offset.. over [B, kv_heads, S, D] keys/values at
+  // positions key_start.., scores soft-capped.
+  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const;
 };
 
 // down(act(gate(x)) * up(x)), act = silu, or gelu_approx (gemma2)
@@ -156,7 +134,8 @@ struct TransformerBlock {
   std::optional<RMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // gemma2, gemma3
   bool clip_residual = false;  // gemma3: float16 residual sums in float32, clipped to float16's range
 
-  Array operator()(const Array& x, LayerKVCache& cache) const;
+  using Cache = AttentionCache;
+  Array operator()(const Array& x, AttentionCache& cache) const;
 };
 
 }  // namespace mlxnode

@@ -320,7 +320,7 @@ void Weights::add_file(const std::string& path) {
   }
   for (auto& [name, meta] : metas) {
     if (tensors_.count(name)) bad_weights(path + ": tensor '" + name + "' also appears in " + tensors_[name].file);
-    Entry e{Array(), path, meta.dtype, meta.shape, false};
+    Entry e{Array(), path, meta.dtype, meta.shape, Use::Unclaimed};
     check(mlx_map_string_to_array_get(e.array.out(), arrays.get(), name.c_str()), "mlx_map_string_to_array_get");
     tensors_.emplace(name, std::move(e));
   }
@@ -339,9 +339,10 @@ Array Weights::take(const std::string& name, const std::vector<int>& shape) {
     for (const auto& f : files_) files += (files.empty() ? "" : ", ") + f;
     bad_weights(dir_ + ": tensor '" + name + "' is missing (searched " + files + ")");
   }
+  if (it->second.use == Use::Ignored) fail(name, "was ignored by the model and cannot be taken");
   if (it->second.shape != shape)
     fail(name, "has shape " + shape_string(it->second.shape) + ", expected " + shape_string(shape));
-  it->second.used = true;
+  it->second.use = Use::Taken;
   return it->second.array;
 }
 
@@ -379,14 +380,30 @@ void Weights::release(const std::string& name) {
   e.array = Array();
 }
 
+void Weights::drop(Entry& e) {
+  // Letting the lazy array go means nothing can evaluate (read) it later.
+  e.use = Use::Ignored;
+  e.array = Array();
+}
+
 void Weights::ignore(const std::string& name) {
   auto it = tensors_.find(name);
-  if (it != tensors_.end()) it->second.used = true;
+  if (it != tensors_.end()) drop(it->second);
+}
+
+bool Weights::has_prefix(const std::string& prefix) const {
+  auto it = tensors_.lower_bound(prefix);
+  return it != tensors_.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+}
+
+std::vector<int> Weights::shape(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? std::vector<int>{} : it->second.shape;
 }
 
 void Weights::ignore_prefix(const std::string& prefix) {
   for (auto& [name, e] : tensors_)
-    if (name.compare(0, prefix.size(), prefix) == 0) e.used = true;
+    if (name.compare(0, prefix.size(), prefix) == 0) drop(e);
 }
 
 void Weights::rename_prefix(const std::string& from, const std::string& to) {
@@ -420,7 +437,7 @@ std::optional<QuantParams> Weights::quantization(const std::string& prefix) cons
 void Weights::check_all_used() const {
   std::vector<std::string> unused;
   for (const auto& [name, e] : tensors_)
-    if (!e.used) unused.push_back(name);
+    if (e.use == Use::Unclaimed) unused.push_back(name);
   if (unused.empty()) return;
   std::string list;
   for (size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", " : "") + unused[i];
@@ -435,7 +452,7 @@ void Weights::materialize() const {
     const std::string path = (fs::path(dir_) / file).string();
     std::vector<Array> arrays;
     for (const auto& [name, e] : tensors_)
-      if (e.used && e.file == path && !e.array.empty()) arrays.push_back(e.array);
+      if (e.use == Use::Taken && e.file == path && !e.array.empty()) arrays.push_back(e.array);
     try {
       eval(arrays);
     } catch (const EngineError& e) {
@@ -447,7 +464,7 @@ void Weights::materialize() const {
 int64_t Weights::used_bytes() const {
   int64_t n = released_bytes_;
   for (const auto& [name, e] : tensors_)
-    if (e.used && !e.array.empty()) n += static_cast<int64_t>(e.array.nbytes());
+    if (e.use == Use::Taken && !e.array.empty()) n += static_cast<int64_t>(e.array.nbytes());
   return n;
 }
 

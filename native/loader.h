@@ -67,7 +67,11 @@ class Weights {
   static Weights load_file(const std::string& path);
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
-  // The tensor `name` checked against `shape`; marks it used. BAD_WEIGHTS when missing or
+  // Whether any tensor's name starts with `prefix`; a tensor's stored shape (empty when absent):
+  // for checkpoints whose layout (HF's or mlx-lm's) decides how they are read.
+  bool has_prefix(const std::string& prefix) const;
+  std::vector<int> shape(const std::string& name) const;
+  // The tensor `name` checked against `shape`; marks it taken. BAD_WEIGHTS when missing, ignored or
   // shaped differently, naming the file and both shapes.
   Array take(const std::string& name, const std::vector<int>& shape);
   // As take, but only floating dtypes (F32/F16/BF16) are accepted.
@@ -76,10 +80,11 @@ class Weights {
   Array take_packed(const std::string& name, const std::vector<int>& shape);
   // A quantized module's scales: float for affine, U8 for the microscaling modes.
   Array take_scales(const std::string& name, const std::vector<int>& shape, const QuantParams& q);
-  // Drops the loaded array of a used tensor the model has copied into one of its own (HF's per-expert
+  // Drops the loaded array of a taken tensor the model has copied into one of its own (HF's per-expert
   // tensors, stacked): its memory is freed now, and it still counts in used_bytes.
   void release(const std::string& name);
-  // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq).
+  // Marks a tensor the model knowingly drops (e.g. rotary_emb.inv_freq): it is never read from disk
+  // (its lazy array is let go) nor counted in used_bytes.
   void ignore(const std::string& name);
   // Marks every tensor under `prefix` as dropped (a multimodal checkpoint's vision tower).
   void ignore_prefix(const std::string& prefix);
@@ -93,22 +98,26 @@ class Weights {
   std::optional<QuantParams> quantization(const std::string& prefix) const;
   int global_bits() const { return quant_ ? quant_->bits : 0; }
 
-  // BAD_WEIGHTS listing tensors nobody took (mlx-lm's strict load_weights).
+  // BAD_WEIGHTS listing tensors neither taken nor ignored (mlx-lm's strict load_weights).
   void check_all_used() const;
-  // Reads every used tensor from disk now, so I/O errors surface at load (as BAD_WEIGHTS).
+  // Reads every taken tensor from disk now, so I/O errors surface at load (as BAD_WEIGHTS).
   void materialize() const;
+  // Bytes of the taken tensors (ignored ones excluded).
   int64_t used_bytes() const;
   [[noreturn]] void fail(const std::string& name, const std::string& what) const;
 
  private:
   void add_file(const std::string& path);
+  // What the model did with a tensor: nothing yet, took it into its graph, or knowingly dropped it.
+  enum class Use { Unclaimed, Taken, Ignored };
   struct Entry {
     Array array;
     std::string file;
     std::string dtype;  // safetensors dtype string ("F16", "U32", ...)
     std::vector<int> shape;
-    bool used = false;
+    Use use = Use::Unclaimed;
   };
+  void drop(Entry& e);
   std::string dir_;
   std::vector<std::string> files_;
   std::map<std::string, Entry> tensors_;

@@ -296,10 +296,6 @@ Array take(const Array& a, const Array& indices, int axis) {
   return run("mlx_take", [&](mlx_array* r, mlx_stream s) { return mlx_take_axis(r, a.raw(), indices.raw(), axis, s); });
 }
 
-Array contiguous(const Array& a) {
-  return run("mlx_contiguous", [&](mlx_array* r, mlx_stream s) { return mlx_contiguous(r, a.raw(), false, s); });
-}
-
 Array take_along_axis(const Array& a, const Array& indices, int axis) {
   return run("mlx_take_along_axis",
              [&](mlx_array* r, mlx_stream s) { return mlx_take_along_axis(r, a.raw(), indices.raw(), axis, s); });
@@ -353,6 +349,31 @@ Array floor_divide(const Array& a, const Array& b) {
 Array stack(const std::vector<Array>& arrays, int axis) {
   VectorArray v(arrays);
   return run("mlx_stack", [&](mlx_array* r, mlx_stream s) { return mlx_stack_axis(r, v.raw(), axis, s); });
+}
+
+Array logaddexp(const Array& a, const Array& b) {
+  return run("mlx_logaddexp", [&](mlx_array* r, mlx_stream s) { return mlx_logaddexp(r, a.raw(), b.raw(), s); });
+}
+
+Array repeat(const Array& a, int repeats, int axis) {
+  return run("mlx_repeat_axis", [&](mlx_array* r, mlx_stream s) { return mlx_repeat_axis(r, a.raw(), repeats, axis, s); });
+}
+
+Array conv1d(const Array& input, const Array& weight, int groups) {
+  return run("mlx_conv1d", [&](mlx_array* r, mlx_stream s) { return mlx_conv1d(r, input.raw(), weight.raw(), 1, 0, 1, groups, s); });
+}
+
+Array contiguous(const Array& a) {
+  return run("mlx_contiguous", [&](mlx_array* r, mlx_stream s) { return mlx_contiguous(r, a.raw(), false, s); });
+}
+
+std::vector<Array> split(const Array& a, int parts, int axis) {
+  VectorArray pieces;
+  check(mlx_split(pieces.out(), a.raw(), parts, axis, compute_stream()), "mlx_split");
+  ++g_op_count;
+  std::vector<Array> out(mlx_vector_array_size(pieces.raw()));
+  for (size_t i = 0; i < out.size(); ++i) check(mlx_vector_array_get(out[i].out(), pieces.raw(), i), "mlx_vector_array_get");
+  return out;
 }
 
 Array gather_mm(const Array& a, const Array& b, const Array& rhs_indices, bool sorted) {

@@ -155,8 +155,6 @@ Array concatenate(const std::vector<Array>& arrays, int axis);
 Array zeros(const std::vector<int>& shape, mlx_dtype dtype);
 Array arange(double start, double stop, double step, mlx_dtype dtype);
 Array take(const Array& a, const Array& indices, int axis);
-// A row-contiguous copy when `a` is a strided view (an evaluated view otherwise shares its source's buffer).
-Array contiguous(const Array& a);
 Array take_along_axis(const Array& a, const Array& indices, int axis);
 Array put_along_axis(const Array& a, const Array& indices, const Array& values, int axis);
 Array argmax(const Array& a, int axis, bool keepdims);
@@ -169,6 +167,13 @@ Array negative(const Array& a);
 Array sum(const Array& a, int axis, bool keepdims);
 Array floor_divide(const Array& a, const Array& b);
 Array stack(const std::vector<Array>& arrays, int axis);
+// Gated DeltaNet (linear attention): softplus as mlx.nn.softplus (logaddexp(a, 0)), head repeat,
+// a depthwise convolution and a compact copy of a view.
+Array logaddexp(const Array& a, const Array& b);
+Array repeat(const Array& a, int repeats, int axis);
+Array conv1d(const Array& input, const Array& weight, int groups);  // [N, L, C] * [C_out, K, C/groups], stride 1, no padding
+Array contiguous(const Array& a);
+std::vector<Array> split(const Array& a, int parts, int axis);  // equal parts, one op
 
 // Quantization. mode: "affine" (scales and biases per group), or "mxfp4", "mxfp8", "nvfp4" (uint8
 // scales, no biases: `biases` empty).

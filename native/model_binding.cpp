@@ -1,7 +1,11 @@
 #include "model_binding.h"
 
 #include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "device.h"
@@ -27,7 +31,7 @@ SessionPtr own_on_engine(std::unique_ptr<ModelSession> session) {
 
 std::vector<int32_t> int32_vector(const Napi::Value& value, const char* name) {
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throw Napi::TypeError::New(value.Env(), std::string(name) + " must be an Int32Array");
+    throw coded_error<Napi::TypeError>(value.Env(), kInvalidOption, std::string(name) + " must be an Int32Array");
   }
   auto array = value.As<Napi::Int32Array>();
   return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
@@ -36,30 +40,112 @@ std::vector<int32_t> int32_vector(const Napi::Value& value, const char* name) {
 double number_field(const Napi::Object& o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("params.") + key + " must be a number");
+  if (!v.IsNumber()) throw coded_error<Napi::TypeError>(o.Env(), kInvalidOption, std::string("params.") + key + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
 }
 
 std::string string_field(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return "";
-  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a string");
+  if (!v.IsString()) throw coded_error<Napi::TypeError>(o.Env(), kInvalidOption, std::string(key) + " must be a string");
   return v.As<Napi::String>().Utf8Value();
 }
 
+// The ranges of lib/sampling.ts's SAMPLING_PARAMETERS, checked again here so that a direct call
+// cannot hand the sampler a value it cannot use (a zero repetition penalty divides by zero, a
+// negative window or top-k indexes out of bounds). tests/sampling.test.ts checks that this table
+// and the TypeScript one agree, through samplingRanges().
+struct SamplingRange {
+  const char* key;
+  bool integer;
+  double min;
+  bool min_exclusive;
+  double max;
+};
+constexpr SamplingRange kSamplingRanges[] = {
+    {"maxTokens", true, 1, false, 1 << 20},
+    {"temperature", false, 0, false, 2},
+    {"topP", false, 0, true, 1},
+    {"topK", true, 0, false, 1 << 20},
+    {"minP", false, 0, false, 1},
+    {"repetitionPenalty", false, 0.01, false, 10},
+    {"repetitionContextSize", true, 1, false, 1 << 16},
+    {"seed", true, 0, false, 4294967295.0},
+};
+
+std::string format_number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", x);
+  return buf;
+}
+
+// As lib/sampling.ts's describeRange: "an integer in [1, 1048576]", "a number in (0, 1]".
+std::string describe_range(const SamplingRange& r) {
+  return std::string(r.integer ? "an integer" : "a number") + " in " + (r.min_exclusive ? "(" : "[") +
+         format_number(r.min) + ", " + format_number(r.max) + "]";
+}
+
+// An INVALID_OPTION error with the fields lib/errors.ts builds an InvalidOptionError from.
+Napi::Error invalid_option(Napi::Env env, const std::string& option, const std::string& expected, Napi::Value got) {
+  Napi::Error e = coded_error(env, kInvalidOption, "Invalid option \"" + option + "\": expected " + expected);
+  e.Set("option", Napi::String::New(env, option));
+  e.Set("expected", Napi::String::New(env, expected));
+  e.Set("got", got);
+  return e;
+}
+
+double sampling_field(const Napi::Object& o, const char* key, double fallback) {
+  const SamplingRange* r = nullptr;
+  for (const auto& range : kSamplingRanges)
+    if (std::strcmp(range.key, key) == 0) r = &range;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  const bool ok = std::isfinite(x) && (!r->integer || x == std::floor(x)) && (r->min_exclusive ? x > r->min : x >= r->min) &&
+                  x <= r->max;
+  if (!ok) throw invalid_option(o.Env(), key, describe_range(*r), v);
+  return x;
+}
+
+// params.logprobs: absent (-1: none) or the alternatives per token, an integer in [0, 20]
+// (lib/logprobs.ts MAX_TOP_LOGPROBS), which token_logprobs' argpartition relies on.
+int logprobs_field(const Napi::Object& o) {
+  Napi::Value v = o.Get("logprobs");
+  if (v.IsUndefined()) return -1;
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!(x >= 0 && x <= 20 && x == std::floor(x))) throw invalid_option(o.Env(), "logprobs", "an integer in [0, 20]", v);
+  return static_cast<int>(x);
+}
+
+// The sampler trusts what this returns: every field is in its range.
 SamplingParams sampling_params(const Napi::Object& o) {
   SamplingParams p;
-  p.temperature = static_cast<float>(number_field(o, "temperature", p.temperature));
-  p.top_p = static_cast<float>(number_field(o, "topP", p.top_p));
-  p.top_k = static_cast<int>(number_field(o, "topK", p.top_k));
-  p.min_p = static_cast<float>(number_field(o, "minP", p.min_p));
-  p.repetition_penalty = static_cast<float>(number_field(o, "repetitionPenalty", p.repetition_penalty));
-  p.repetition_context_size = static_cast<int>(number_field(o, "repetitionContextSize", p.repetition_context_size));
-  p.seed = static_cast<uint64_t>(number_field(o, "seed", 0));
-  p.max_tokens = static_cast<int>(number_field(o, "maxTokens", p.max_tokens));
+  p.temperature = static_cast<float>(sampling_field(o, "temperature", p.temperature));
+  p.top_p = static_cast<float>(sampling_field(o, "topP", p.top_p));
+  p.top_k = static_cast<int>(sampling_field(o, "topK", p.top_k));
+  p.min_p = static_cast<float>(sampling_field(o, "minP", p.min_p));
+  p.repetition_penalty = static_cast<float>(sampling_field(o, "repetitionPenalty", p.repetition_penalty));
+  p.repetition_context_size = static_cast<int>(sampling_field(o, "repetitionContextSize", p.repetition_context_size));
+  p.seed = static_cast<uint64_t>(sampling_field(o, "seed", 0));
+  p.max_tokens = static_cast<int>(sampling_field(o, "maxTokens", p.max_tokens));
+  p.logprobs = logprobs_field(o);
   if (o.Has("stopTokenIds")) p.stop_token_ids = int32_vector(o.Get("stopTokenIds"), "params.stopTokenIds");
   p.adapter = string_field(o, "adapter");
   return p;
+}
+
+Napi::Value SamplingRanges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& r : kSamplingRanges) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("integer", r.integer);
+    o.Set("min", r.min);
+    o.Set("minExclusive", r.min_exclusive);
+    o.Set("max", r.max);
+    out.Set(r.key, o);
+  }
+  return out;
 }
 
 Napi::Object info_to_js(Napi::Env env, const ModelInfo& info) {
@@ -105,12 +191,13 @@ Napi::Object summary_to_js(Napi::Env env, const AdapterSummary& s) {
 struct TokenMailbox {
   std::mutex mutex;
   std::vector<int32_t> pending;
+  std::vector<float> logprobs;  // each pending token's EmittedToken::logprobs, concatenated
   bool delivery_queued = false;
 
-  std::vector<int32_t> take() {
+  std::pair<std::vector<int32_t>, std::vector<float>> take() {
     std::lock_guard<std::mutex> lock(mutex);
     delivery_queued = false;
-    return std::exchange(pending, {});
+    return {std::exchange(pending, {}), std::exchange(logprobs, {})};
   }
 };
 
@@ -152,22 +239,23 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
  private:
   SessionPtr Session(Napi::Env env) {
-    if (!session_) throw Napi::Error::New(env, "the model was unloaded");
+    if (!session_) throw coded_error(env, kUnloaded, "the model was unloaded");
     return session_;
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) { return info_to_js(info.Env(), info_); }
 
-  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?}))
+  // generate(promptIds: Int32Array, params, onEvent(tokens: Int32Array | null, done?: {error?, stats?}, logprobs?: Float32Array))
+  // With params.logprobs = n >= 0, `logprobs` holds 1 + 2n floats per token (EmittedToken::logprobs).
   //   -> { cancel(), provideMask(step, mask: Uint32Array | null) }
   // With params.constrained, token n is sampled only after provideMask(n, ...) (see token_mask.h).
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
     auto prompt = int32_vector(info[0], "promptIds");
-    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "params must be an object");
+    if (!info[1].IsObject()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "params must be an object");
     SamplingParams params = sampling_params(info[1].As<Napi::Object>());
-    if (!info[2].IsFunction()) throw Napi::TypeError::New(env, "onEvent must be a function");
+    if (!info[2].IsFunction()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "onEvent must be a function");
     const bool constrained = info[1].As<Napi::Object>().Get("constrained").ToBoolean();
     auto masks = constrained ? std::make_shared<TokenMaskMailbox>(info_.vocab_size) : nullptr;
 
@@ -176,8 +264,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "mlx-node:generate", 0, 1);
 
     auto deliver = [mailbox](Napi::Env env, Napi::Function on_event) {
-      auto tokens = mailbox->take();
-      if (!tokens.empty()) on_event.Call({to_int32_array(env, tokens)});
+      auto [tokens, logprobs] = mailbox->take();
+      if (tokens.empty()) return;
+      if (logprobs.empty()) {
+        on_event.Call({to_int32_array(env, tokens)});
+        return;
+      }
+      auto values = Napi::Float32Array::New(env, logprobs.size());  // copied, as the ids
+      std::copy(logprobs.begin(), logprobs.end(), values.Data());
+      on_event.Call({to_int32_array(env, tokens), env.Undefined(), values});
     };
 
     GenerationRequest request;
@@ -185,9 +280,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     request.params = std::move(params);
     request.cancel = cancel;
     request.masks = masks;
-    request.emit = [mailbox, tsfn, deliver](int32_t token) mutable {
+    request.emit = [mailbox, tsfn, deliver](const EmittedToken& token) mutable {
       std::lock_guard<std::mutex> lock(mailbox->mutex);
-      mailbox->pending.push_back(token);
+      mailbox->pending.push_back(token.id);
+      mailbox->logprobs.insert(mailbox->logprobs.end(), token.logprobs.begin(), token.logprobs.end());
       if (!mailbox->delivery_queued) {
         mailbox->delivery_queued = true;
         tsfn.NonBlockingCall(deliver);
@@ -216,7 +312,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (!posted) {
       Engine::get().untrack_cancel(cancel);
       tsfn.Release();
-      throw Napi::Error::New(env, "the MLX engine has stopped");
+      throw coded_error(env, kMlxError, "the MLX engine has stopped");
     }
 
     Napi::Object handle = Napi::Object::New(env);
@@ -226,18 +322,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     }));
     handle.Set("provideMask", Napi::Function::New(env, [masks](const Napi::CallbackInfo& info) {
       Napi::Env env = info.Env();
-      if (!masks) throw Napi::Error::New(env, "provideMask: this generation was not started with params.constrained");
-      if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "provideMask: step must be a number");
+      if (!masks) throw coded_error(env, kInvalidOption, "provideMask: this generation was not started with params.constrained");
+      if (!info[0].IsNumber()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "provideMask: step must be a number");
       const int step = info[0].As<Napi::Number>().Int32Value();
       if (info[1].IsNull()) {
         masks->put(step, {}, true);
         return;
       }
       if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-        throw Napi::TypeError::New(env, "provideMask: mask must be a Uint32Array or null");
+        throw coded_error<Napi::TypeError>(env, kInvalidOption, "provideMask: mask must be a Uint32Array or null");
       auto words = info[1].As<Napi::Uint32Array>();
       if (words.ElementLength() != masks->words())
-        throw Napi::RangeError::New(env, "provideMask: mask must have " + std::to_string(masks->words()) + " words (one bit per token)");
+        throw coded_error<Napi::RangeError>(env, kInvalidOption, "provideMask: mask must have " + std::to_string(masks->words()) + " words (one bit per token)");
       masks->put(step, std::vector<uint32_t>(words.Data(), words.Data() + words.ElementLength()), false);
     }));
     return handle;
@@ -279,7 +375,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
-    if (!info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "loadAdapter(name, dir) takes two strings");
+    if (!info[0].IsString() || !info[1].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "loadAdapter(name, dir) takes two strings");
     const std::string name = info[0].As<Napi::String>().Utf8Value(), dir = info[1].As<Napi::String>().Utf8Value();
     return run_on_engine<AdapterSummary>(
         env, "mlx-node:load-adapter", [session, name, dir]() { return session->load_adapter(name, dir); },
@@ -290,7 +386,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SessionPtr session = Session(env);
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "unloadAdapter(name) takes a string");
+    if (!info[0].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "unloadAdapter(name) takes a string");
     const std::string name = info[0].As<Napi::String>().Utf8Value();
     return run_on_engine<Unit>(
         env, "mlx-node:unload-adapter", [session, name]() { session->unload_adapter(name); return Unit{}; },
@@ -327,7 +423,7 @@ struct Loaded {
 //           promptCacheBytes?: number, maxBatch?: number) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) throw Napi::TypeError::New(env, "model directory must be a string");
+  if (!info[0].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "model directory must be a string");
   LoadConfig config;
   config.model_dir = info[0].As<Napi::String>().Utf8Value();
   if (info[1].IsNumber()) config.context_size = info[1].As<Napi::Number>().Int32Value();
@@ -380,7 +476,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
 // setLimits({ memoryLimitBytes?, cacheLimitBytes?, resetPeak? }) -> Promise<void>
 Napi::Value SetLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "limits must be an object");
+  if (!info[0].IsObject()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "limits must be an object");
   Napi::Object o = info[0].As<Napi::Object>();
   double memory = number_field(o, "memoryLimitBytes", -1);
   double cache = number_field(o, "cacheLimitBytes", -1);
@@ -406,6 +502,7 @@ void register_mlx_exports(Napi::Env env, Napi::Object exports) {
   exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfo));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setLimits", Napi::Function::New(env, SetLimits));
+  exports.Set("samplingRanges", Napi::Function::New(env, SamplingRanges));
   // Called from process.on("exit"): process.exit() runs no environment cleanup hooks before the
   // C++ static destructors, so the JS exit event is the last safe moment to stop MLX work.
   exports.Set("shutdown", Napi::Function::New(env, [](const Napi::CallbackInfo&) { Engine::get().shutdown_now(); }));

@@ -1,15 +1,12 @@
 #include "sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
 
-#include "errors.h"
-
 namespace mlxnode {
 namespace {
-
-[[noreturn]] void invalid(const std::string& msg) { throw EngineError(kInvalidOption, msg); }
 
 Array minus_inf() { return Array::scalar(-std::numeric_limits<float>::infinity(), MLX_FLOAT32); }
 
@@ -24,15 +21,7 @@ Array apply_token_mask(const Array& logits, const std::vector<uint32_t>& mask, i
 
 Sampler::Sampler(const SamplingParams& params, const std::vector<int32_t>& context, int vocab_size)
     : p_(params), vocab_size_(vocab_size) {
-  if (!(p_.temperature >= 0)) invalid("temperature must be >= 0, got " + std::to_string(p_.temperature));
-  if (!(p_.top_p > 0 && p_.top_p <= 1)) invalid("top_p must be in (0, 1], got " + std::to_string(p_.top_p));
-  if (p_.top_k < 0) invalid("top_k must be >= 0, got " + std::to_string(p_.top_k));
-  if (!(p_.min_p >= 0 && p_.min_p <= 1)) invalid("min_p must be in [0, 1], got " + std::to_string(p_.min_p));
-  if (!(p_.repetition_penalty > 0))
-    invalid("repetition_penalty must be > 0, got " + std::to_string(p_.repetition_penalty));
-  if (p_.repetition_context_size <= 0)
-    invalid("repetition_context_size must be > 0, got " + std::to_string(p_.repetition_context_size));
-
+  // The params were range-checked by their reader (sampling_params, model_binding.cpp).
   if (p_.repetition_penalty != 1.0f && !context.empty()) {
     const size_t n = std::min(context.size(), static_cast<size_t>(p_.repetition_context_size));
     window_ = Array::from_int32(std::vector<int32_t>(context.end() - n, context.end()), {static_cast<int>(n)});
@@ -82,17 +71,39 @@ Array Sampler::filter(Array logprobs) const {
   return logprobs;
 }
 
+Array token_logprobs(const Array& logits, const Array& token, int n) {
+  const int vocab = logits.dim(-1);
+  n = std::min(n, vocab);
+  Array x = mx::reshape(mx::astype(logits, MLX_FLOAT32), {vocab});
+  Array lp = mx::subtract(x, mx::logsumexp(x, -1, true));
+  std::vector<Array> parts{mx::take_along_axis(lp, mx::reshape(mx::astype(token, MLX_INT32), {1}), -1)};
+  if (n > 0) {
+    Array top = mx::slice_axis(mx::argpartition(mx::negative(lp), n - 1, -1), -1, 0, n);
+    Array values = mx::take_along_axis(lp, top, -1);
+    Array order = mx::argsort(mx::negative(values), -1);
+    parts.push_back(mx::take_along_axis(values, order, -1));
+    parts.push_back(mx::astype(mx::take_along_axis(top, order, -1), MLX_FLOAT32));
+  }
+  return mx::concatenate(parts, 0);
+}
+
 Array Sampler::operator()(const Array& logits_in) {
   Array logits = penalize(logits_in);
-  Array token;
+  Array token, drawn_from;  // drawn_from: the row whose log-softmax is reported (params.logprobs)
   if (p_.temperature == 0.0f) {
     token = mx::argmax(logits, -1, false);
+    drawn_from = logits;
   } else {
     Array x = mx::astype(logits, MLX_FLOAT32);
     Array logprobs = filter(mx::subtract(x, mx::logsumexp(x, -1, true)));
     Array sub;
     mx::random_split(key_, key_, sub);
-    token = mx::categorical(mx::multiply(logprobs, Array::scalar(1.0f / p_.temperature, MLX_FLOAT32)), -1, sub);
+    drawn_from = mx::multiply(logprobs, Array::scalar(1.0f / p_.temperature, MLX_FLOAT32));
+    token = mx::categorical(drawn_from, -1, sub);
+  }
+  if (p_.logprobs >= 0) {
+    logprobs_.push_back(token_logprobs(drawn_from, token, p_.logprobs));
+    fresh_ = true;
   }
   if (p_.repetition_penalty != 1.0f) {
     token = mx::astype(token, MLX_INT32);
@@ -102,6 +113,19 @@ Array Sampler::operator()(const Array& logits_in) {
     window_ = grown.dim(0) > window_len_ ? mx::slice_axis(grown, 0, grown.dim(0) - window_len_, grown.dim(0)) : grown;
   }
   return token;
+}
+
+std::vector<Array> Sampler::outputs(const Array& token) {
+  if (!fresh_) return {token};
+  fresh_ = false;
+  return {token, logprobs_.back()};
+}
+
+std::vector<float> Sampler::take_logprobs() {
+  if (logprobs_.empty()) return {};
+  std::vector<float> values = logprobs_.front().to_float32();
+  logprobs_.pop_front();
+  return values;
 }
 
 }  // namespace mlxnode

@@ -19,7 +19,7 @@ class Session : public ModelSession {
  public:
   Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes, int max_batch)
       : model_(std::move(model)),
-        prompt_cache_(model_->info.num_layers, prompt_cache_bytes),
+        prompt_cache_([m = model_.get()] { return m->make_cache(); }, prompt_cache_bytes),
         info_(model_->info),
         scheduler_(*model_, prompt_cache_, context_size, max_batch, [this](const std::string& name) { return find_adapter(name); }) {
     info_.context_size = context_size;

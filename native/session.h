@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "adapter.h"
+#include "generation_stats.h"
+#include "model_info.h"
+#include "sampling_params.h"
 
 namespace mlxnode {
 
@@ -29,44 +32,6 @@ struct LoadConfig {
   int64_t prompt_cache_bytes = int64_t{512} << 20;
   // Sequences decoded together (continuous batching, generate.h); 1 for models that cannot batch.
   int max_batch = 1;
-};
-
-struct SamplingParams {
-  float temperature = 0.0f;  // 0: argmax
-  float top_p = 1.0f;
-  int top_k = 0;
-  float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  int repetition_context_size = 64;
-  uint64_t seed = 0;
-  int max_tokens = 256;
-  std::vector<int32_t> stop_token_ids;  // end-of-generation ids: generation stops after emitting none of them
-  std::string adapter;                  // the request's adapter (ModelSession::load_adapter); "": the default
-};
-
-struct ModelInfo {
-  std::string model_type;   // config.json model_type, e.g. "llama"
-  std::string dtype;        // compute dtype: "float32" | "float16" | "bfloat16"
-  int quantization_bits = 0;  // 0 when not quantized
-  int vocab_size = 0;
-  int context_size = 0;
-  int num_layers = 0;
-  int hidden_size = 0;
-  int64_t weight_bytes = 0;
-  int64_t kv_bytes_per_token = 0;  // what one position adds to the KV cache (every layer's keys and values)
-  int max_batch = 1;               // rows decoded together: LoadConfig::max_batch, or 1 when the model cannot batch
-};
-
-struct GenerationStats {
-  int evaluated_prompt_tokens = 0;  // prompt tokens run through the model (after cached-prefix reuse)
-  int generated_tokens = 0;
-  std::string finish;               // "stop" (stop token), "length" (max_tokens or context full), "cancelled"
-  double prefill_ms = 0;
-  double decode_ms = 0;
-  double graph_build_ms = 0;        // time spent building graphs on the engine thread (outside MLX evaluation)
-  double host_ms = 0;               // other time outside MLX evaluation (emit, bookkeeping)
-  int64_t ops_per_token = 0;        // MLX ops created per decoded token
-  double mask_wait_ms = 0;          // constrained decoding: time blocked waiting for token masks from JS
 };
 
 class ModelSession {

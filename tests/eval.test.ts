@@ -14,7 +14,7 @@ import type { GenerateResult } from "../lib/backend.js";
 import { loadModel } from "../lib/backends/select.js";
 import type { ChatMessage } from "../lib/chat.js";
 import { FixtureError, loadFixtures, parseFixtures } from "../lib/eval/fixtures.js";
-import { checkSchema, parseAndValidate, validateJson, type JsonSchema } from "../lib/eval/json-validate.js";
+import { checkSchema, parseAndValidate, validateJson, type JsonSchema } from "../lib/json-schema/validate.js";
 import { formatJson, formatMarkdown, writeReport } from "../lib/eval/report.js";
 import { percentiles, runEval, type EvalModel, type EvalReport } from "../lib/eval/run.js";
 import { mlxAvailable } from "./support/mlx.js";

@@ -1,10 +1,10 @@
 /**
- * The GGUF thread rule and the decode-thread tuner (lib/backends/gguf-threads.ts): which counts
+ * The GGUF thread rule and the decode-thread tuner (lib/backends/gguf/threads.ts): which counts
  * are compared, and which one is chosen from per-token timings. The tuner on a real model is
  * tested in tests/synthetic-models.test.ts and tests/gguf.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { decodeThreadCandidates, DecodeThreadTuner, SMALL_MODEL_BYTES, TINY_MODEL_BYTES } from "../lib/backends/gguf-threads.js";
+import { decodeThreadCandidates, DecodeThreadTuner, SMALL_MODEL_BYTES, TINY_MODEL_BYTES } from "../lib/backends/gguf/threads.js";
 
 /** Decodes tokens until the tuner decides; `msFor(threads, tokenIndex)` is each token's time. */
 function tune(tuner: DecodeThreadTuner, msFor: (threads: number, i: number) => number, limit = 1000): { used: number[] } {

@@ -2,7 +2,7 @@
  * Hostile GGUF files (issue #12): each mutation below once killed or hung the host process inside
  * llama.cpp or node-llama-cpp's metadata reader. Now the static checks (lib/gguf/validate.ts) refuse
  * it with a ModelFormatError naming the field, and what they cannot see is caught by the load probe
- * in a child process (lib/gguf/probe.ts).
+ * in a child process (lib/backends/gguf/probe.ts).
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -3,7 +3,7 @@
  * GGUF-specific checks (thread default, a 32k-vocab model, end-of-generation tokens, leaks).
  */
 import { readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -52,6 +52,11 @@ backendContractSuite("gguf", () => new GgufBackend(), {
       { label: "text file renamed .gguf", path: text },
       { label: "empty file", path: empty },
     ];
+  },
+  async incompleteCopies(dir) {
+    const folder = join(dir, "a-folder.gguf");
+    await mkdir(folder, { recursive: true });
+    return [{ label: "a directory instead of a .gguf file", path: folder }];
   },
 });
 

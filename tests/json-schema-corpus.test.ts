@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import type { BaseBackend } from "../lib/backends/base.js";
-import { parseAndValidate } from "../lib/eval/json-validate.js";
+import { parseAndValidate } from "../lib/json-schema/validate.js";
 import { compileJsonSchema } from "../lib/json-schema/schema.js";
 import { schemaCorpus } from "./support/schema-corpus.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";

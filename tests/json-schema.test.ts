@@ -12,7 +12,7 @@ import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import type { BaseBackend } from "../lib/backends/base.js";
 import { InvalidOptionError } from "../lib/errors.js";
-import { parseAndValidate, type JsonSchema } from "../lib/eval/json-validate.js";
+import { parseAndValidate, type JsonSchema } from "../lib/json-schema/validate.js";
 import { JsonAutomaton, REJECT } from "../lib/json-schema/automaton.js";
 import { compileJsonSchema, minimumMaxTokens } from "../lib/json-schema/schema.js";
 import { TokenConstraint } from "../lib/json-schema/token-constraint.js";

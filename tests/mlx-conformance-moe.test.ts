@@ -29,6 +29,12 @@ const GPT_OSS = {
   layer_types: ["sliding_attention", "full_attention", "sliding_attention"], rope_theta: 150000,
 };
 const SAME_NAMES = { gate_proj: "gate_proj", up_proj: "up_proj", down_proj: "down_proj" };
+// Gemma 4 26B-A4B-shaped: experts beside the dense MLP on every layer, full layers with values from k_proj.
+const GEMMA4_MOE = {
+  head_dim: 16, global_head_dim: 32, attention_k_eq_v: true, num_global_key_value_heads: 1, num_kv_shared_layers: 0,
+  hidden_size_per_layer_input: 0, sliding_window: 8, layer_types: ["sliding_attention", "sliding_attention", "full_attention"],
+  enable_moe_block: true, num_experts: 4, top_k_experts: 2, moe_intermediate_size: 32, tie_word_embeddings: true,
+};
 
 const CASES: ConformanceCase[] = [
   { name: "mixtral f32, 4 experts, top-2 (softmax over the top logits)", spec: { family: "mixtral", seed: 101, config: MIXTRAL }, bound: F32 },
@@ -105,6 +111,19 @@ const CASES: ConformanceCase[] = [
         overrides: Object.fromEntries([0, 1, 2].flatMap((l) => ["mlp.router", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
           .map((m) => [`model.layers.${l}.${m}`, { bits: 8, group_size: 64, mode: "affine" as const }]))),
       },
+    },
+    bound: F32,
+  },
+  {
+    name: "gemma4_text f32, 4 experts top-2 beside the MLP (router norm, per-expert scales, gelu experts), window 8",
+    spec: { family: "gemma4_text", seed: 125, config: GEMMA4_MOE },
+    bound: F32,
+  },
+  {
+    name: "gemma4_text 4-bit g32 experts, 8-bit g64 router (mlx-lm's gemma4 quant_predicate)",
+    spec: {
+      family: "gemma4_text", seed: 126, config: GEMMA4_MOE,
+      quantization: { bits: 4, group_size: 32, overrides: Object.fromEntries([0, 1, 2].map((l) => [`model.layers.${l}.router.proj`, { bits: 8, group_size: 64 }])) },
     },
     bound: F32,
   },

@@ -7,8 +7,13 @@
  * Missing references are made on the first run (about 30 s); to remake them all:
  *   rm -rf ~/.cache/mlx-node-tests/conformance && npx vitest run tests/mlx-conformance.test.ts
  */
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MlxLoadOptions } from "../lib/backends/mlx.js";
+import { expect, it } from "vitest";
+import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
+import { ModelConfigError, UnsupportedArchitectureError } from "../lib/errors.js";
+import { readSafetensorsHeader } from "./reference/safetensors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
@@ -31,6 +36,14 @@ const longrope = (pairs: number, originalMax: number) => ({
 });
 const half = (dtype: "float16" | "bfloat16"): MlxLoadOptions => ({ computeDtype: dtype });
 const STORIES = (variant: string) => join(TOKENIZER_SOURCE, "..", variant);
+// gemma4_text keys beyond conformance.py's COMMON (hidden 64, 4 heads over 2 KV heads); a gemma4
+// text_config repeats COMMON's sizes, which conformance.py puts in the outer config.
+const GEMMA4 = {
+  num_hidden_layers: 4, head_dim: 16, global_head_dim: 32, num_kv_shared_layers: 2, hidden_size_per_layer_input: 32,
+  vocab_size_per_layer_input: 512, sliding_window: 8, tie_word_embeddings: true, final_logit_softcapping: 30.0,
+  layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+};
+const GEMMA4_TEXT_CONFIG = { ...GEMMA4, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5 };
 
 const CASES: Case[] = [
   // llama (and mistral, which mlx-lm maps to llama)
@@ -164,7 +177,8 @@ const CASES: Case[] = [
   // gemma3 (multimodal checkpoint, run as its text model)
   {
     name: "gemma3 multimodal f32, vision tower dropped",
-    spec: { family: "gemma3", seed: 38, extra_tensors: { "vision_tower.vision_model.embeddings.patch_embedding.weight": [8, 8], "multi_modal_projector.mm_input_projection_weight": [8, 8] } },
+    // The tower (4 MiB) outweighs the text model (under 1 MiB), so reading it would show in the load's peak.
+    spec: { family: "gemma3", seed: 38, extra_tensors: { "vision_tower.vision_model.embeddings.patch_embedding.weight": [1024, 1024], "multi_modal_projector.mm_input_projection_weight": [8, 8] } },
     bound: F32,
   },
   {
@@ -173,6 +187,42 @@ const CASES: Case[] = [
     bound: F32,
   },
   { name: "gemma3 multimodal bf16", spec: { family: "gemma3", seed: 40, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
+  // gemma4_text, E2B-shaped: 4 layers (sliding, full, sliding, full), the last 2 sharing the keys/values of
+  // layers 0 and 1 (no cache of their own, double-wide MLP), per-layer inputs, sliding head_dim 16 with
+  // window 8 < prompt (rotating caches, decode past the window), full layers head_dim 32 with proportional
+  // RoPE on a quarter of their pairs (mlx-lm's default rope_parameters).
+  { name: "gemma4_text f32 KV sharing, per-layer inputs, window 8 < prompt, tied", spec: { family: "gemma4_text", seed: 60, config: GEMMA4 }, bound: F32 },
+  { name: "gemma4_text 4-bit g32", spec: { family: "gemma4_text", seed: 61, config: GEMMA4, quantization: { bits: 4, group_size: 32 } }, bound: F32 },
+  {
+    name: "gemma4_text f32 700-token prompt (two prefill chunks), window 8",
+    spec: { family: "gemma4_text", seed: 62, config: GEMMA4, prompt_length: 700 },
+    bound: F32,
+  },
+  {
+    // 26B/31B-shaped attention: full layers take values from k_proj with their own KV heads; no sharing,
+    // no per-layer inputs, layer kinds from sliding_window_pattern, untied, no final soft cap, linear and
+    // scaled proportional RoPE.
+    name: "gemma4_text f32 attention_k_eq_v (1 global KV head), pattern 3, untied, no soft cap",
+    spec: {
+      family: "gemma4_text", seed: 63,
+      config: {
+        head_dim: 16, global_head_dim: 32, attention_k_eq_v: true, num_global_key_value_heads: 1, num_kv_shared_layers: 0,
+        hidden_size_per_layer_input: 0, sliding_window: 16, sliding_window_pattern: 3, tie_word_embeddings: false, final_logit_softcapping: null,
+        rope_parameters: {
+          full_attention: { rope_type: "proportional", partial_rotary_factor: 0.5, factor: 2.0, rope_theta: 1e6 },
+          sliding_attention: { rope_type: "linear", factor: 2.0, rope_theta: 1e4 },
+        },
+      },
+    },
+    bound: F32,
+  },
+  // gemma4 (multimodal checkpoint, run as its text model)
+  {
+    name: "gemma4 multimodal f32, vision tower dropped",
+    spec: { family: "gemma4", seed: 64, config: { text_config: GEMMA4_TEXT_CONFIG }, extra_tensors: { "vision_tower.patch_embedder.weight": [8, 8] } },
+    bound: F32,
+  },
+  { name: "gemma4 multimodal bf16", spec: { family: "gemma4", seed: 65, config: { text_config: GEMMA4_TEXT_CONFIG }, dtype: "bfloat16" }, engine: half("bfloat16"), bound: BF16 },
   // A trained model (stories260K, shared/models) as it is on disk: head_dim 8, 5 layers, tied head; its
   // mlx-community-style 4-bit copy has float16 scales and an unquantized float16 down_proj (input 172).
   { name: "stories260K hf-f32 (trained llama)", spec: { family: "llama", checkpoint: STORIES("hf-f32") }, bound: F32 },
@@ -180,4 +230,98 @@ const CASES: Case[] = [
   { name: "stories260K mlx-4bit (float16 scales, float down_proj)", spec: { family: "llama", checkpoint: STORIES("mlx-4bit") }, engine: half("float16"), bound: F16 },
 ];
 
-defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES);
+defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) => {
+  it("loads a multimodal gemma3 checkpoint's text model only: its vision tower is neither read nor counted", async () => {
+    const dir = references()[CASES.findIndex((c) => c.name.startsWith("gemma3 multimodal f32"))].modelDir;
+    let text = 0, tower = 0;
+    for (const file of readdirSync(dir).filter((f) => f.endsWith(".safetensors"))) {
+      for (const [name, e] of Object.entries(readSafetensorsHeader(join(dir, file)).entries)) {
+        const bytes = e.data_offsets[1] - e.data_offsets[0];
+        if (/^(vision_tower|multi_modal_projector)\./.test(name)) tower += bytes;
+        else text += bytes;
+      }
+    }
+    expect(tower).toBeGreaterThan(2 * text);
+    await MlxBackend.setMemoryLimits({ resetPeak: true });
+    const before = await MlxBackend.memory();
+    const mlx = new MlxBackend();
+    await mlx.load(dir);
+    try {
+      const peak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
+      console.log(`[multimodal load] text model ${text} B, vision tower ${tower} B, weightBytes ${mlx.info!.weightBytes} B, load peak ${peak} B`);
+      // float32 on disk and in compute: the text model's tensors, byte for byte.
+      expect(mlx.info!.weightBytes).toBe(text);
+      // A read tower would be resident at the load's peak, beside the text model.
+      expect(peak).toBeLessThan(text + tower);
+    } finally {
+      await mlx.unload();
+    }
+  });
+
+  it("gemma3_text local layers keep only their window: a 700-token prompt's cache holds less than two layers' positions", async () => {
+    // 3 layers, pattern 2: layers 0 and 2 local (window 8), layer 1 global. One layer keeps 2 (K, V) x 2 KV
+    // heads x 32 x 4 bytes = 512 B per position; the cache kept after the request is MLX's only new memory.
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma3_text f32 700-token prompt"))];
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      const before = (await MlxBackend.memory()).activeBytes;
+      await mlx.generate(ref.prompt, { maxTokens: 1, temperature: 0, ignoreEos: true });
+      const kept = (await MlxBackend.memory()).activeBytes - before;
+      console.log(`[gemma3_text window 8, 700-token prompt] cache ${kept} B (every layer keeping every position: >= ${3 * 700 * 512} B)`);
+      expect(kept).toBeGreaterThanOrEqual(700 * 512);  // the global layer keeps all 700
+      expect(kept).toBeLessThan(2 * 700 * 512);
+    } finally {
+      await mlx.unload();
+    }
+  });
+
+  it("refuses a gemma4_text config it cannot run, naming the key", async () => {
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith("gemma4_text f32 KV sharing"))];
+    const dir = mkdtempSync(join(tmpdir(), "mlx-node-gemma4-"));
+    try {
+      cpSync(ref.modelDir, dir, { recursive: true });
+      const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      const load = async (edit: Record<string, unknown>) => {
+        writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, ...edit }));
+        return new MlxBackend().load(dir);
+      };
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(ModelConfigError);
+      await expect(load({ num_kv_shared_layers: 4 })).rejects.toThrow(/num_kv_shared_layers/);
+      await expect(load({ vocab_size_per_layer_input: 256 })).rejects.toThrow(/vocab_size_per_layer_input is smaller than vocab_size/);
+      const rope = { full_attention: { rope_type: "dynamic" }, sliding_attention: { rope_type: "default" } };
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(UnsupportedArchitectureError);
+      await expect(load({ rope_parameters: rope })).rejects.toThrow(/rope_parameters.full_attention type 'dynamic' is not supported/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // Window 8 on local layers (gemma4: and KV-shared layers reading the rotated caches): after the
+  // 64-token prompt every local cache has rotated.
+  it.each(["gemma3_text f32 window 8 < prompt", "gemma4_text f32 KV sharing"])("%s: reuses a prompt prefix through rotated sliding-window caches, and re-evaluates where a rotated cache cannot go back", async (name) => {
+    const ref = references()[CASES.findIndex((c) => c.name.startsWith(name))];
+    const P = ref.prompt, G = ref.greedy;
+    const mlx = new MlxBackend();
+    await mlx.load(ref.modelDir);
+    try {
+      // K and V per position of the layers that own a cache, float32: gemma3_text 3 layers x 2 KV heads x 32;
+      // gemma4_text only layers 0 (2 x 16) and 1 (2 x 32): its KV-shared layers 2 and 3 keep none.
+      expect(mlx.info!.kvBytesPerToken).toBe(name.startsWith("gemma4") ? 2 * (2 * 16 + 2 * 32) * 4 : 3 * 2 * 2 * 32 * 4);
+      const run = (prompt: number[], maxTokens: number) => mlx.generate(prompt, { maxTokens, temperature: 0, ignoreEos: true });
+      const first = await run(P, 10);  // decodes 9 steps in place through the ring buffers
+      expect(first.tokens).toEqual(G.slice(0, 10));
+      // The cache holds P + G[0..8] exactly: no trim needed, so it is reused, and the 11 new tokens
+      // are appended to the rotated buffers put back in order; the continuation is mlx-lm's.
+      const second = await run([...P, ...G.slice(0, 20)], 12);
+      expect(second.usage.evaluatedPromptTokens).toBe(11);
+      expect(second.tokens).toEqual(G.slice(20));
+      // P alone would need the cache trimmed back past positions its windows dropped: evaluated anew.
+      const third = await run(P, 32);
+      expect(third.usage.evaluatedPromptTokens).toBe(P.length);
+      expect(third.tokens).toEqual(G);
+    } finally {
+      await mlx.unload();
+    }
+  });
+});

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadModel } from "../lib/backends/select.js";
 import type { ChatMessage } from "../lib/chat.js";
-import { parseAndValidate, type JsonSchema } from "../lib/eval/json-validate.js";
+import { parseAndValidate, type JsonSchema } from "../lib/json-schema/validate.js";
 import { mlxAvailable, mlxSkipReason } from "./support/mlx.js";
 import { templateIfMissing } from "./support/real-model-chat.js";
 import { realModels } from "./support/real-models.js";

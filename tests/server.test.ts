@@ -187,7 +187,7 @@ for (const target of targets) {
         [{ prompt: "x", temperature: 7 }, 400, "temperature"],
         [{ prompt: "x", max_tokens: -1 }, 400, "max_tokens"],
         [{ prompt: "x", n: 2 }, 400, "n"],
-        [{ prompt: "x", logprobs: 2 }, 400, "logprobs"],
+        [{ prompt: "x", logprobs: 21 }, 400, "logprobs"],
         [{ prompt: "x", stream: "yes" }, 400, "stream"],
         [{ prompt: 42 }, 400, "prompt"],
         [{ prompt: "x", response_format: { type: "json_schema", json_schema: { schema: { type: "string", format: "credit-card" } } } }, 400, "response_format"],

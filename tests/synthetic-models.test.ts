@@ -24,7 +24,7 @@ import { loadReferenceModel } from "./reference/model.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 // Every GGUF file here is written by this file itself: skip the load probe (a second load of each,
-// up to 650 MB, in a child process), as a caller who trusts their files may (lib/gguf/probe.ts).
+// up to 650 MB, in a child process), as a caller who trusts their files may (lib/backends/gguf/probe.ts).
 process.env.MLX_NODE_GGUF_PROBE = "0";
 
 const SEED = 7;

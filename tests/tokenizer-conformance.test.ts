@@ -10,6 +10,7 @@
  * what SentencePiece and llama.cpp (the GGUF backend) produce, and the test says how many strings that is.
  */
 import { fileURLToPath } from "node:url";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Tokenizer } from "../lib/tokenizer.js";
 import { pythonModules } from "./support/python.js";
@@ -111,6 +112,43 @@ describe("tokenizer ids (transformers)", () => {
         roundTripDiffs.length ? `round trip (${roundTripDiffs.length}):\n${firstDiffs(roundTripDiffs)}` : "",
       ].filter(Boolean);
       expect(report.join("\n"), `${name} differs from transformers`).toBe("");
+    });
+  }
+});
+
+/**
+ * The real models' HF tokenizers (what the MLX backend runs) against llama.cpp on the GGUF they were
+ * converted from (what the GGUF backend runs), on the same corpus: one model, one tokenization,
+ * whichever backend serves it. Special tokens written in the text are parsed on both sides.
+ */
+describe("tokenizer ids (llama.cpp)", () => {
+  let corpus: Map<string, string[]> | undefined;
+  beforeAll(() => {
+    if (!python.available || !real.available) return;
+    const keys = [JSON.stringify(python.versions), ...TOKENIZERS.map((t) => hashFiles(t.dir, TOKENIZER_FILES))];
+    const reference = cachedReference<Reference>("tokenizer-reference", "tokenizer_reference.py", TOKENIZERS, keys);
+    corpus = new Map(reference.tokenizers.map((t) => [t.name, t.cases.map((c) => c.text)]));
+  }, 300_000);
+
+  for (const model of real.models) {
+    it.skipIf(!python.available)(`${model.name}: the HF tokenizer's ids equal llama.cpp's on the GGUF`, async () => {
+      const texts = corpus!.get(model.name)!;
+      const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, progressLogs: false, logLevel: LlamaLogLevel.error });
+      const gguf = await llama.loadModel({ modelPath: model.gguf, vocabOnly: true });
+      try {
+        const tokenizer = await Tokenizer.fromDirectory(model.hf);
+        const diffs: { text: string; expected: unknown; got: unknown }[] = [];
+        for (const text of texts) {
+          const expected = Array.from(gguf.tokenize(text, true));
+          const got = tokenizer.encode(text);
+          if (JSON.stringify(got) !== JSON.stringify(expected)) diffs.push({ text, expected, got });
+        }
+        console.log(`[tokenizer ids (llama.cpp)] ${model.name}: ${texts.length} strings; ids differ ${diffs.length}`);
+        expect(texts.length).toBeGreaterThanOrEqual(2000);
+        expect(diffs.length ? firstDiffs(diffs) : "", `${model.name} differs from llama.cpp in ${diffs.length} strings`).toBe("");
+      } finally {
+        await gguf.dispose();
+      }
     });
   }
 });

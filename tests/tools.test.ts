@@ -11,7 +11,7 @@ import { MlxBackend } from "../lib/backends/mlx.js";
 import type { BaseBackend } from "../lib/backends/base.js";
 import { renderChat, type ChatMessage } from "../lib/chat.js";
 import { InvalidOptionError } from "../lib/errors.js";
-import { validateJson } from "../lib/eval/json-validate.js";
+import { validateJson } from "../lib/json-schema/validate.js";
 import { JsonGenerationDriver } from "../lib/json-schema/driver.js";
 import { TokenConstraint } from "../lib/json-schema/token-constraint.js";
 import { vocabularyFromTokenizer } from "../lib/json-schema/vocab.js";

@@ -11,17 +11,18 @@ import { checkMessages, renderChat, splitChatOptions, type ChatMessage, type Cha
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { detectToolCallFormat, parseToolCalls, TOOL_CALL_FORMATS, toolCallConstraint, ToolCallStreamer, type ToolCallFormat, type ToolSetup } from "../tools.js";
 import { DETOKENIZER_CONTEXT, StreamingDetokenizer } from "../detokenizer.js";
-import { InvalidOptionError, MlxNodeError, NotLoadedError, UnloadedError } from "../errors.js";
+import { AlreadyLoadedError, GgufError, InvalidOptionError, MlxError, NotLoadedError, UnloadedError } from "../errors.js";
 import {
   checkModelPath, checkTokenIds, nonEmptyString, resolveGenerateOptions, resolveLoadOptions,
   type ResolvedGenerateOptions, type ResolvedLoadOptions,
 } from "../options.js";
 import { lazyGenerationStream } from "../generation-stream.js";
+import type { GeneratedTokenLogprob, TokenBatch, TokenPieces } from "../logprobs.js";
 import { RequestQueue } from "../request-queue.js";
 import { StopMatcher } from "../stop-matcher.js";
 
-/** A running generation in an engine: batches of token ids, in order. */
-export interface TokenRun extends AsyncIterable<number[]> {
+/** A running generation in an engine: batches of token ids (and their logprobs when asked for), in order. */
+export interface TokenRun extends AsyncIterable<TokenBatch> {
   /** Prompt tokens the engine evaluated (fewer than the prompt when a cached prefix was reused). Valid after the first batch. */
   readonly evaluatedPromptTokens: number;
   /** Why the run ended by itself: an end-of-generation token (`stop`) or `maxTokens`/context (`length`). */
@@ -84,6 +85,8 @@ export abstract class BaseBackend implements InferenceBackend {
   protected abstract attachAdapter(name: string, path: string): Promise<AdapterInfo>;
   /** Frees the adapter `name`. */
   protected abstract detachAdapter(name: string): Promise<void>;
+  /** The text and bytes of the model's tokens, for `logprobs`; read once per load, on first use. */
+  protected abstract tokenPieces(): Promise<TokenPieces>;
   /** Size of the vocabulary, for checking token-id prompts. */
   protected abstract get vocabSize(): number;
   /** Requests the loaded model runs at once; the rest wait in the queue. */
@@ -108,7 +111,7 @@ export abstract class BaseBackend implements InferenceBackend {
     if (this.unloading) await this.unloading.catch(() => undefined);
     if (this.loadedPath !== undefined || this.loadingPath !== undefined) {
       const current = this.loadedPath ?? this.loadingPath;
-      throw new MlxNodeError("ALREADY_LOADED", `A model is already loaded or loading (${current}): call unload() first`);
+      throw new AlreadyLoadedError(current as string);
     }
     resolved.signal?.throwIfAborted();
     // Claimed before the first await, so a second load() started meanwhile is refused.
@@ -283,7 +286,7 @@ export abstract class BaseBackend implements InferenceBackend {
   }
 
   private stream(ids: number[], options: ResolvedGenerateOptions): GenerationStream {
-    const progress = new Progress(ids.length);
+    const progress = new Progress(ids.length, options.logprobs !== undefined);
     // The stream belongs to this load, even when first read after an unload and a new load.
     const generation = this.generation;
     return lazyGenerationStream(
@@ -300,6 +303,8 @@ export abstract class BaseBackend implements InferenceBackend {
     progress.start = performance.now();
     if (myGeneration !== this.generation) throw new UnloadedError();
     let release: (() => void) | undefined;
+    // Token texts for logprobs are read before the request takes the model.
+    const pieces = options.logprobs !== undefined ? await this.tokenPieces() : undefined;
     try {
       release = await this.queue.acquire(signal);
     } catch (error) {
@@ -329,12 +334,18 @@ export abstract class BaseBackend implements InferenceBackend {
         for await (const batch of run) {
           if (progress.firstTokenAt === 0) progress.firstTokenAt = performance.now();
           const room = options.maxTokens - tokens.length;
-          const taken = batch.length > room ? batch.slice(0, room) : batch;
+          const taken = batch.ids.length > room ? batch.ids.slice(0, room) : batch.ids;
           tokens.push(...taken);
+          let logprobs: GeneratedTokenLogprob[] | undefined;
+          if (pieces) {
+            const reports = batch.logprobs ?? [];
+            logprobs = taken.map((id, i) => pieces.describe(id, reports[i] ?? missingLogprob(this.name, id)));
+            progress.logprobs.push(...logprobs);
+          }
           const match = stops.push(detok.push(taken));
           if (match.emit || taken.length > 0) {
             progress.text += match.emit;
-            yield { text: match.emit, tokens: taken };
+            yield logprobs ? { text: match.emit, tokens: taken, logprobs } : { text: match.emit, tokens: taken };
           }
           if (match.stop !== undefined) {
             progress.finish = "stop";
@@ -357,7 +368,7 @@ export abstract class BaseBackend implements InferenceBackend {
         const tail = stops.push(detok.flush()).emit + stops.flush();
         if (tail) {
           progress.text += tail;
-          yield { text: tail, tokens: [] };
+          yield pieces ? { text: tail, tokens: [], logprobs: [] } : { text: tail, tokens: [] };
         }
       }
     } finally {
@@ -381,8 +392,10 @@ class Progress {
   finish: FinishReason | undefined;
   stopSequence: string | undefined;
   run: TokenRun | undefined;
+  /** One entry per token (with the `logprobs` option). */
+  readonly logprobs: GeneratedTokenLogprob[] = [];
 
-  constructor(private readonly promptTokens: number) {}
+  constructor(private readonly promptTokens: number, private readonly withLogprobs: boolean) {}
 
   /** The result as of now; `finish` unless the generation already decided how it ended. */
   result(finish: FinishReason): GenerateResult {
@@ -394,6 +407,7 @@ class Progress {
     return {
       text: this.text,
       tokens: [...tokens],
+      ...(this.withLogprobs ? { logprobs: [...this.logprobs] } : {}),
       finishReason: this.finish ?? finish,
       ...(this.stopSequence !== undefined ? { stopSequence: this.stopSequence } : {}),
       usage: {
@@ -433,4 +447,10 @@ function chatResult(result: GenerateResult, tools: ToolSetup | undefined, format
   const parsed = tools && format && result.finishReason !== "abort" ? parseToolCalls(result.text, format, tools.tools) : undefined;
   if (!parsed) return { ...result, message: { role: "assistant", content: result.text } };
   return { ...result, finishReason: "toolCalls", message: { role: "assistant", content: parsed.content || null, toolCalls: parsed.calls } };
+}
+
+/** An engine that reported no logprobs for a token it was asked about: a bug, never a made-up number. */
+function missingLogprob(backend: BackendName, id: number): never {
+  const message = `the ${backend} engine reported no logprobs for generated token ${id}`;
+  throw backend === "mlx" ? new MlxError(message) : new GgufError(message);
 }

@@ -5,28 +5,29 @@
  */
 import { stat } from "node:fs/promises";
 import type { AdapterInfo, LoadOptions } from "../backend.js";
-import { Channel } from "../channel.js";
 import type { ChatTemplateSource } from "../chat.js";
-import { BackendUnavailableError, InvalidOptionError, ModelNotFoundError, errorFromNative } from "../errors.js";
+import {
+  BackendUnavailableError, InvalidOptionError, MlxNodeError, ModelNotFoundError, UnloadedError, errorFromNative, type NativeErrorFields,
+} from "../errors.js";
 import { JsonGenerationDriver } from "../json-schema/driver.js";
 import type { CompiledJsonSchema } from "../json-schema/schema.js";
 import { tokenConstraint } from "../json-schema/token-constraint.js";
 import { vocabularyFromTokenizer, type TokenVocabulary } from "../json-schema/vocab.js";
-import {
-  nativeStatus, type NativeGenerateHandle, type NativeGenerationStats, type NativeMemory, type NativeMlx, type NativeModel,
-  type NativeModelInfo,
-} from "../native.js";
+import { nativeStatus, type NativeMlx, type NativeModel } from "../native.js";
 import type { ResolvedGenerateOptions, ResolvedLoadOptions } from "../options.js";
 import { checkTokenIds } from "../options.js";
+import { forcedLogprob, fromNativeLogprobs, TokenPieces } from "../logprobs.js";
+import { samplingValues } from "../sampling.js";
 import { Tokenizer } from "../tokenizer.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "./base.js";
+import { EngineRun } from "./run.js";
 
 /** Load options of the MLX backend. */
 export interface MlxLoadOptions extends LoadOptions {
   /**
    * The dtype the model computes in; floating weights (and quantization scales) are cast to it once
-   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (measured
-   * here: 4-bit SmolLM2-135M decodes 25x faster with float32 scales), and the checkpoint's dtype on a GPU.
+   * at load. `auto` picks float32 on the CPU, where MLX emulates float16/bfloat16 arithmetic (many
+   * times slower, also for the scales of quantized weights), and the checkpoint's dtype on a GPU.
    * Defaults to `auto`.
    */
   computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
@@ -34,6 +35,53 @@ export interface MlxLoadOptions extends LoadOptions {
 
 /** Default `maxBatch` of the MLX engine (see bench/batching.ts and the README's batching section). */
 export const DEFAULT_MLX_MAX_BATCH = 8;
+/** Facts about a loaded MLX model, as its loader read them. */
+export interface MlxModelInfo {
+  /** `config.json`'s `model_type`, e.g. `llama`. */
+  modelType: string;
+  /** The dtype the model computes in: `float32`, `float16` or `bfloat16`. */
+  dtype: string;
+  /** 4 or 8 for MLX-quantized weights, 0 when not quantized. */
+  quantizationBits: number;
+  vocabSize: number;
+  /** Tokens the KV cache holds (prompt + generated). */
+  contextSize: number;
+  numLayers: number;
+  hiddenSize: number;
+  /** Bytes of the weights held in memory. */
+  weightBytes: number;
+  /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
+  kvBytesPerToken: number;
+  /** Requests decoded together: the `maxBatch` asked for, or 1 for a model whose caches cannot batch (rotating windows, recurrent state). */
+  maxBatch: number;
+}
+
+/** The engine's numbers for one finished request (see {@link MlxBackend.lastGenerationStats}). */
+export interface MlxGenerationStats {
+  /** Prompt tokens run through the model (after a cached prefix was reused). */
+  evaluatedPromptTokens: number;
+  generatedTokens: number;
+  /** How the engine's loop ended: as {@link FinishReason} (`abort`: the request was cancelled). */
+  finish: "stop" | "length" | "abort";
+  prefillMs: number;
+  decodeMs: number;
+  /** Time spent building MLX graphs on the engine thread (outside MLX evaluation). */
+  graphBuildMs: number;
+  /** Other engine-thread time outside MLX evaluation. */
+  hostMs: number;
+  /** MLX operations created per decoded token. */
+  opsPerToken: number;
+  /** Constrained decoding (`jsonSchema`): time the engine waited for token masks. */
+  maskWaitMs: number;
+}
+
+/** MLX memory in bytes (see {@link MlxBackend.memory}). */
+export interface MlxMemory {
+  activeBytes: number;
+  peakBytes: number;
+  cacheBytes: number;
+  memoryLimitBytes: number;
+}
 
 /** Where MLX runs and how much memory it holds. */
 export interface MlxRuntimeInfo {
@@ -64,10 +112,11 @@ export class MlxBackend extends BaseBackend {
   readonly name = "mlx" as const;
   private model: NativeModel | undefined;
   private tokenizerInstance: Tokenizer | undefined;
-  private modelInfo: NativeModelInfo | undefined;
-  private stats: NativeGenerationStats | undefined;
+  private modelInfo: MlxModelInfo | undefined;
+  private stats: MlxGenerationStats | undefined;
   /** Token bytes for jsonSchema, read from tokenizer.json on first use. */
   private vocabulary: Promise<TokenVocabulary> | undefined;
+  private pieces: Promise<TokenPieces> | undefined;
   /** Milliseconds the last jsonSchema request spent computing token masks on the JS thread. */
   private lastMaskMs = 0;
 
@@ -90,7 +139,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Facts about the loaded model (family, dtype, quantization, sizes). */
-  get info(): NativeModelInfo | undefined {
+  get info(): MlxModelInfo | undefined {
     return this.isLoaded ? this.modelInfo : undefined;
   }
 
@@ -101,7 +150,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** Engine numbers of the last finished request: graph-build time, ops per token, prefill/decode ms. */
-  get lastGenerationStats(): NativeGenerationStats | undefined {
+  get lastGenerationStats(): MlxGenerationStats | undefined {
     return this.stats;
   }
 
@@ -115,9 +164,10 @@ export class MlxBackend extends BaseBackend {
     return this.tokenizer.encode(text, { addSpecialTokens: options?.addSpecialTokens ?? false });
   }
 
+  /** Token ids to text, special tokens rendered as their text (the contract's rule, see InferenceBackend.detokenize). */
   detokenize(tokens: readonly number[]): string {
     this.ensureLoaded("detokenize");
-    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize));
+    return this.tokenizer.decode(checkTokenIds("tokens", tokens, this.vocabSize), { skipSpecialTokens: false });
   }
 
   /**
@@ -127,7 +177,7 @@ export class MlxBackend extends BaseBackend {
   async logits(tokens: readonly number[], options: { adapter?: string } = {}): Promise<Float32Array[]> {
     this.ensureLoaded("logits");
     const ids = checkTokenIds("tokens", tokens, this.vocabSize);
-    const flat = await this.native(() => (this.model as NativeModel).logits(Int32Array.from(ids), options.adapter));
+    const flat = await this.native(() => this.loadedModel().logits(Int32Array.from(ids), options.adapter));
     const vocab = this.vocabSize;
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
@@ -140,7 +190,7 @@ export class MlxBackend extends BaseBackend {
   async batchLastLogits(prompts: readonly (readonly number[])[]): Promise<Float32Array[]> {
     this.ensureLoaded("batchLastLogits");
     const ids = prompts.map((p) => Int32Array.from(checkTokenIds("prompts", p, this.vocabSize)));
-    const flat = await this.native(() => (this.model as NativeModel).batchLogits(ids));
+    const flat = await this.native(() => this.loadedModel().batchLogits(ids));
     const vocab = this.vocabSize;
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
@@ -151,7 +201,7 @@ export class MlxBackend extends BaseBackend {
   }
 
   /** MLX memory in bytes: active, peak, cache, limit. @throws BackendUnavailableError */
-  static async memory(): Promise<NativeMemory> {
+  static async memory(): Promise<MlxMemory> {
     return requireMlx().memory();
   }
 
@@ -191,18 +241,18 @@ export class MlxBackend extends BaseBackend {
     options.signal?.throwIfAborted();
     const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
     const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes,
-      options.maxBatch ?? DEFAULT_MLX_MAX_BATCH));
+      options.maxBatch ?? DEFAULT_MLX_MAX_BATCH), { path });
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;
   }
 
   protected attachAdapter(name: string, path: string): Promise<AdapterInfo> {
-    return this.native(() => (this.model as NativeModel).loadAdapter(name, path));
+    return this.native(() => this.loadedModel().loadAdapter(name, path));
   }
 
   protected detachAdapter(name: string): Promise<void> {
-    return this.native(() => (this.model as NativeModel).unloadAdapter(name));
+    return this.native(() => this.loadedModel().unloadAdapter(name));
   }
 
   protected async unloadModel(): Promise<void> {
@@ -211,123 +261,111 @@ export class MlxBackend extends BaseBackend {
     this.modelInfo = undefined;
     this.tokenizerInstance = undefined;
     this.vocabulary = undefined;
+    this.pieces = undefined;
     await model?.unload();
   }
 
   protected runTokens(prompt: number[], options: ResolvedGenerateOptions): TokenRun {
-    const model = this.model as NativeModel;
-    const channel = new Channel<number[]>();
-    const state = { evaluated: 0, finish: undefined as "stop" | "length" | undefined, cancelled: false };
-    let settle!: () => void;
-    const completion = new Promise<void>((resolve) => (settle = resolve));
-    let handle: NativeGenerateHandle | undefined;
-    if (!options.jsonSchema) handle = this.startNative(model, prompt, options, undefined, channel, state, settle);
-    else {
+    const model = this.loadedModel();
+    return new EngineRun(async (run) => {
       // The first request with a schema builds its constraint; later ones find it cached.
-      this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
-        .then((json) => {
-          if (state.cancelled) {
-            settle();
-            channel.end();
-          } else handle = this.startNative(model, prompt, options, json, channel, state, settle);
-        })
-        .catch((error: unknown) => {
-          settle();
-          channel.fail(error);
-        });
-    }
-    return {
-      get evaluatedPromptTokens() {
-        return state.evaluated;
-      },
-      get finish() {
-        return state.finish;
-      },
-      cancel: () => {
-        state.cancelled = true;
-        handle?.cancel();
-      },
-      completion,
-      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
-    };
+      const json = options.jsonSchema
+        ? await this.jsonDriver(options.jsonSchema, Math.min(options.maxTokens, this.contextSize - prompt.length))
+        : undefined;
+      if (!run.cancelled) await this.produce(run, model, prompt, options, json);
+    }, (error) => typedError(error));
   }
 
   private async jsonDriver(schema: CompiledJsonSchema, budget: number): Promise<JsonGenerationDriver> {
-    const vocabSize = this.vocabSize;
-    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, vocabSize);
+    return new JsonGenerationDriver(tokenConstraint(schema, await this.tokenVocabulary()), budget);
+  }
+
+  /** Token bytes, read from tokenizer.json on first use (a failed read is retried next time). */
+  private tokenVocabulary(): Promise<TokenVocabulary> {
+    this.vocabulary ??= vocabularyFromTokenizer(this.tokenizer, this.vocabSize);
     const vocabulary = this.vocabulary;
     vocabulary.catch(() => {
       if (this.vocabulary === vocabulary) this.vocabulary = undefined;
     });
-    return new JsonGenerationDriver(tokenConstraint(schema, await vocabulary), budget);
+    return vocabulary;
+  }
+
+  protected async tokenPieces(): Promise<TokenPieces> {
+    const tokenizer = this.tokenizer;
+    this.pieces ??= this.tokenVocabulary().then((v) => new TokenPieces(v, (id) => tokenizer.idToToken(id)));
+    const pieces = this.pieces;
+    pieces.catch(() => {
+      if (this.pieces === pieces) this.pieces = undefined;
+    });
+    return pieces;
   }
 
   /**
-   * Starts the engine. With a JSON driver, mask 0 is sent at once and each later mask as soon as
-   * the token before it arrives, while the engine runs that step's forward pass.
+   * The engine side of a run: resolves when the engine has finished it. With a JSON driver, mask 0
+   * is sent at once and each later mask as soon as the token before it arrives, while the engine
+   * runs that step's forward pass.
    */
-  private startNative(
-    model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
-    channel: Channel<number[]>, state: { evaluated: number; finish: "stop" | "length" | undefined }, settle: () => void,
-  ): NativeGenerateHandle {
-    let failed = false;
-    const handle = model.generate(
-      Int32Array.from(prompt),
-      {
-        maxTokens: options.maxTokens,
-        temperature: options.temperature,
-        topP: options.topP,
-        topK: options.topK,
-        minP: options.minP,
-        repetitionPenalty: options.repetitionPenalty,
-        repetitionContextSize: options.repetitionContextSize,
-        seed: options.seed,
-        stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
-        constrained: json !== undefined,
-        ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
-      },
-      (tokens, done) => {
-        if (tokens) {
-          let forced: number[] | undefined;
-          if (json && !failed) {
-            try {
-              for (const t of tokens) json.push(t);
-              // Out of slack: the rest of the document is forced. It is appended without decoding
-              // (as on GGUF) and the engine, waiting for the next mask, is told to end.
-              const engineStep = json.step;
-              forced = json.forcedCompletion();
-              if (forced) {
-                for (const t of forced) json.push(t);
-                handle.provideMask(engineStep, null);
-              } else if (json.step < json.budget) handle.provideMask(json.step, json.mask());
-            } catch (error) {
-              failed = true;
-              handle.cancel();
-              channel.fail(error);
+  private produce(
+    run: EngineRun, model: NativeModel, prompt: number[], options: ResolvedGenerateOptions, json: JsonGenerationDriver | undefined,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let failure: { error: unknown } | undefined;
+      const handle = model.generate(
+        Int32Array.from(prompt),
+        {
+          ...samplingValues(options),
+          stopTokenIds: Int32Array.from(options.ignoreEos ? [] : this.tokenizer.eosTokenIds),
+          constrained: json !== undefined,
+          ...(options.adapter !== undefined ? { adapter: options.adapter } : {}),
+          ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
+        },
+        (tokens, done, values) => {
+          if (tokens) {
+            if (failure) return;
+            let forced: number[] | undefined;
+            if (json) {
+              try {
+                for (const t of tokens) json.push(t);
+                // Out of slack: the rest of the document is forced. It is appended without decoding
+                // (as on GGUF) and the engine, waiting for the next mask, is told to end.
+                const engineStep = json.step;
+                forced = json.forcedCompletion();
+                if (forced) {
+                  for (const t of forced) json.push(t);
+                  handle.provideMask(engineStep, null);
+                } else if (json.step < json.budget) handle.provideMask(json.step, json.mask());
+              } catch (error) {
+                failure = { error };
+                handle.cancel();
+                return;
+              }
             }
+            const ids = forced?.length ? [...tokens, ...forced] : Array.from(tokens);
+            if (options.logprobs === undefined) return run.push(ids);
+            try {
+              const reported = fromNativeLogprobs(values ?? new Float32Array(), tokens.length, options.logprobs);
+              run.push(ids, false, forced ? [...reported, ...forced.map(forcedLogprob)] : reported);
+            } catch (error) {
+              failure = { error };
+              handle.cancel();
+            }
+            return;
           }
-          channel.push(Array.from(tokens));
-          if (forced?.length) channel.push(forced);
-          return;
-        }
-        settle();
-        if (json) this.lastMaskMs = json.maskMs;
-        if (failed) return;
-        if (done?.error) {
-          channel.fail(errorFromNative(done.error.code ?? "MLX_ERROR", done.error.message));
-          return;
-        }
-        const stats = done?.stats;
-        if (stats) {
-          this.stats = stats;
-          state.evaluated = stats.evaluatedPromptTokens;
-          if (stats.finish !== "cancelled") state.finish = json?.forced ? "length" : stats.finish;
-        }
-        channel.end();
-      },
-    );
-    if (json) handle.provideMask(0, json.mask());
-    return handle;
+          if (json) this.lastMaskMs = json.maskMs;
+          if (failure) return reject(failure.error);
+          if (done?.error) return reject(done.error);
+          const stats = done?.stats;
+          if (stats) {
+            this.stats = { ...stats, finish: stats.finish === "cancelled" ? "abort" : stats.finish };
+            run.evaluatedPromptTokens = stats.evaluatedPromptTokens;
+            if (stats.finish !== "cancelled") run.finish = json?.forced ? "length" : stats.finish;
+          }
+          resolve();
+        },
+      );
+      run.onCancel(() => handle.cancel());
+      if (json) handle.provideMask(0, json.mask());
+    });
   }
 
   protected override chatTemplateSource(): ChatTemplateSource {
@@ -335,15 +373,27 @@ export class MlxBackend extends BaseBackend {
     return { template: t.chatTemplate, bosToken: t.bosToken, eosToken: t.eosToken, origin: `${t.directory} (chat_template.jinja, tokenizer_config.json)` };
   }
 
-  /** Runs a native call and maps its `{code, message}` error to a typed error. */
-  private async native<T>(call: () => Promise<T>): Promise<T> {
+  /** The native model; UnloadedError once unload() has let it go (a call that raced the unload). */
+  private loadedModel(): NativeModel {
+    if (!this.model) throw new UnloadedError();
+    return this.model;
+  }
+
+  /** Runs a native call and maps its `{code, message}` error to a typed error; `fields` add what the caller knows (the path). */
+  private async native<T>(call: () => Promise<T>, fields: NativeErrorFields = {}): Promise<T> {
     try {
       return await call();
     } catch (error) {
-      const e = error as Error & { code?: string };
-      throw errorFromNative(e.code ?? "MLX_ERROR", e.message);
+      throw typedError(error, fields);
     }
   }
+}
+
+/** A native failure (an Error with `code`, and the option's fields for INVALID_OPTION) as its typed error; typed errors pass through. */
+function typedError(error: unknown, fields: NativeErrorFields = {}): MlxNodeError {
+  if (error instanceof MlxNodeError) return error;
+  const e = (error instanceof Error ? error : new Error(String(error))) as Error & NativeErrorFields;
+  return errorFromNative(e.code ?? "MLX_ERROR", e.message, { ...e, ...fields });
 }
 
 function requireMlx(): NativeMlx {

@@ -3,9 +3,21 @@ import { parseArgs } from "node:util";
 import { InvalidOptionError } from "../errors.js";
 import type { GenerateOptions, JsonSchema } from "../backend.js";
 import { loadModel } from "../backends/select.js";
+import { SAMPLING_PARAMETER_NAMES, type SamplingParameterName } from "../sampling.js";
 import { progressReporter } from "./hub.js";
 import { EXIT } from "./exit-codes.js";
 import { fileFlag, numberFlag } from "./flags.js";
+
+/** `--top-p` for `topP`: the flag of a sampling parameter. */
+function flagOf(name: SamplingParameterName): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** One flag per sampling parameter of lib/sampling.ts; the two used most have a short form. */
+const SAMPLING_FLAGS = Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => {
+  const short = ({ maxTokens: "n", temperature: "t" } as Partial<Record<SamplingParameterName, string>>)[name];
+  return [flagOf(name), { type: "string" as const, ...(short ? { short } : {}) }];
+}));
 
 export async function runGenerate(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -14,13 +26,7 @@ export async function runGenerate(args: string[]): Promise<number> {
     options: {
       model: { type: "string", short: "m" },
       backend: { type: "string" },
-      "max-tokens": { type: "string", short: "n" },
-      temperature: { type: "string", short: "t" },
-      "top-p": { type: "string" },
-      "top-k": { type: "string" },
-      "min-p": { type: "string" },
-      "repetition-penalty": { type: "string" },
-      seed: { type: "string" },
+      ...SAMPLING_FLAGS,
       stop: { type: "string", multiple: true },
       "json-schema": { type: "string" },
       "context-size": { type: "string" },
@@ -48,13 +54,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   process.once("SIGINT", onSigint);
   try {
     const options: GenerateOptions = {
-      maxTokens: numberFlag("--max-tokens", values["max-tokens"]),
-      temperature: numberFlag("--temperature", values.temperature),
-      topP: numberFlag("--top-p", values["top-p"]),
-      topK: numberFlag("--top-k", values["top-k"]),
-      minP: numberFlag("--min-p", values["min-p"]),
-      repetitionPenalty: numberFlag("--repetition-penalty", values["repetition-penalty"]),
-      seed: numberFlag("--seed", values.seed),
+      ...Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => [name, numberFlag(`--${flagOf(name)}`, (values as Record<string, string | undefined>)[flagOf(name)])])),
       stop: values.stop,
       jsonSchema,
       signal: controller.signal,

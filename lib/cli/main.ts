@@ -39,7 +39,7 @@ generate options:
   --backend <name>          auto | mlx | gguf (default: auto)
   --max-tokens, -n <n>      tokens to generate (default: 256)
   --temperature, -t <x>     0 is greedy (default: 0)
-  --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --seed <n>
+  --top-p <x>  --top-k <n>  --min-p <x>  --repetition-penalty <x>  --repetition-context-size <n>  --seed <n>
   --stop <text>             stop string (repeatable)
   --json-schema <file>      answer with JSON valid against this schema (guaranteed)
   --adapter <dir> [--fuse]  apply an mlx_lm.lora adapter directory (a llama.cpp LoRA .gguf for GGUF); --fuse merges it

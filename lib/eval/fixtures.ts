@@ -8,7 +8,7 @@ import { resolve } from "node:path";
 import type { GenerateOptions } from "../backend.js";
 import { checkMessages, splitChatOptions, type ChatMessage, type ChatOptions } from "../chat.js";
 import { resolveGenerateOptions } from "../options.js";
-import { checkSchema, type JsonSchema } from "./json-validate.js";
+import { checkSchema, type JsonSchema } from "../json-schema/validate.js";
 
 /** A regular expression: its source, or `{ pattern, flags }` (for example `flags: "i"`). */
 export type Pattern = string | { pattern: string; flags?: string };
@@ -32,7 +32,7 @@ export interface EvalCase {
   expect?: Pattern[];
   /** No pattern may match the output (the file's `forbid` applies too). */
   forbid?: Pattern[];
-  /** The output, trimmed, must parse as JSON and validate against this schema (ajv; see json-validate.ts). */
+  /** The output, trimmed, must parse as JSON and validate against this schema (ajv; see lib/json-schema/validate.ts). */
   jsonSchema?: JsonSchema;
   /** Runs of the case; every run must pass. Defaults to 1. */
   repeat?: number;

@@ -5,7 +5,7 @@
 import type { GenerateOptions, GenerateResult } from "../backend.js";
 import type { ChatMessage, ChatOptions } from "../chat.js";
 import { patternLabel, type LoadedFixtures, type ResolvedCase } from "./fixtures.js";
-import { parseAndValidate } from "./json-validate.js";
+import { parseAndValidate } from "../json-schema/validate.js";
 
 /** What the runner needs from a model; a `LoadedModel` fits, and so does a test double. */
 export interface EvalModel {

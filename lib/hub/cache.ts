@@ -26,7 +26,7 @@ export type HubSettings = Required<Omit<HubOptions, "token">> & { token?: string
 
 const TRUE = new Set(["1", "true", "yes", "on"]);
 
-/** @huggingface/hub, loaded on first use: importing it costs 100–150 ms that loading a local path should not pay. */
+/** @huggingface/hub, loaded on first use: its import takes time that loading a local path should not pay. */
 export const hubLibrary = (): Promise<typeof import("@huggingface/hub")> => import("@huggingface/hub");
 
 /** Options merged over the environment, read at call time so tests and apps can change it. */

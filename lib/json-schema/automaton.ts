@@ -10,7 +10,7 @@
  * table per state: after warm-up a step is one array read, which is what the token-level walk
  * over the vocabulary (token-constraint.ts) needs.
  */
-import { MlxNodeError } from "../errors.js";
+import { InvalidOptionError } from "../errors.js";
 import type { CompiledJsonSchema } from "./nodes.js";
 import { frameKey, stackCost, step, type Frame } from "./frames.js";
 
@@ -108,7 +108,7 @@ export class JsonAutomaton {
     }
     if (byKey.size === 0) return REJECT;
     if (byKey.size > MAX_STACKS) {
-      throw new MlxNodeError("INVALID_OPTION", `jsonSchema: more than ${MAX_STACKS} readings of the output are possible at once (anyOf alternatives too alike)`);
+      throw new InvalidOptionError("jsonSchema", "", undefined, { message: `jsonSchema: more than ${MAX_STACKS} readings of the output are possible at once (anyOf alternatives too alike)` });
     }
     const keys = [...byKey.keys()].sort();
     const key = keys.join("\n");

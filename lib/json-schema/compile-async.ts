@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { MlxNodeError } from "../errors.js";
+import { InvalidOptionError } from "../errors.js";
 import { packageRoot } from "../native.js";
 import { cacheCompiled, cachedCompiled, compileJsonSchema, schemaError, schemaKey, type CompiledJsonSchema } from "./schema.js";
 
@@ -35,7 +35,7 @@ function compileWorker(): Worker | undefined {
     pending.delete(id);
     if (!job) return;
     if (compiled) job.resolve(compiled);
-    else job.reject(invalid ? schemaError((error ?? "").replace(/^Invalid option "jsonSchema": /, "")) : new MlxNodeError("INVALID_OPTION", error ?? "jsonSchema compile failed"));
+    else job.reject(invalid ? schemaError((error ?? "").replace(/^Invalid option "jsonSchema": /, "")) : new InvalidOptionError("jsonSchema", "", undefined, { message: error ?? "jsonSchema compile failed" }));
   });
   w.on("error", (error) => {
     for (const job of pending.values()) job.reject(error);

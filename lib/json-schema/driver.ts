@@ -7,7 +7,7 @@
  * complete, then generation is free again (another call may follow). A call that starts with too
  * little budget left to finish is not constrained (the answer then comes back as text).
  */
-import { MlxNodeError } from "../errors.js";
+import { InvalidOptionError } from "../errors.js";
 import { REJECT, type StateId } from "./automaton.js";
 import type { TokenConstraint } from "./token-constraint.js";
 
@@ -37,7 +37,7 @@ export class JsonGenerationDriver {
   constructor(constraint: TokenConstraint, budget: number) {
     this.trigger = constraint.automaton.schema.trigger;
     if (!this.trigger && budget < constraint.minTokens) {
-      throw new MlxNodeError("INVALID_OPTION", `jsonSchema needs ${constraint.minTokens} tokens but only ${budget} fit`);
+      throw new InvalidOptionError("jsonSchema", "", undefined, { message: `jsonSchema needs ${constraint.minTokens} tokens but only ${budget} fit` });
     }
     this.constraint = constraint;
     this.budget = budget;
@@ -77,7 +77,8 @@ export class JsonGenerationDriver {
     }
     const next = this.constraint.advance(this.current, token);
     if (next === REJECT) {
-      throw new MlxNodeError("MLX_ERROR", `jsonSchema: the engine produced token ${token}, which the constraint did not allow at step ${this.generated}`);
+      // Not typed here: the backend running the engine wraps it as its engine error (MlxError, GgufError).
+      throw new Error(`jsonSchema: the engine produced token ${token}, which the constraint did not allow at step ${this.generated}`);
     }
     this.current = next;
     this.generated++;

@@ -2,7 +2,7 @@
  * The compiled form of a schema (schema.ts builds it): node types, and the byte lengths of the
  * shortest completions that the automaton's costs (frames.ts) are computed from.
  */
-import type { JsonSchema } from "../eval/json-validate.js";
+import type { JsonSchema } from "./validate.js";
 import type { NumberBounds } from "./numbers.js";
 import type { Dfa } from "./regex.js";
 

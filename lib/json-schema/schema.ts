@@ -17,7 +17,7 @@
  * Sizes are bounded (see {@link SCHEMA_LIMITS}) so that compiling cannot stall the process.
  */
 import { InvalidOptionError } from "../errors.js";
-import { validatorFor, type JsonSchema } from "../eval/json-validate.js";
+import { validatorFor, type JsonSchema } from "./validate.js";
 import { FORMATS } from "./formats.js";
 import {
   arrayFinish, buildTrie, objectFinish, stringRest,
@@ -26,7 +26,7 @@ import {
 import { numberBounds, boundedCost } from "./numbers.js";
 import { compileAnchored, compilePattern, intersectDfas, PatternError, type Dfa } from "./regex.js";
 
-export type { JsonSchema } from "../eval/json-validate.js";
+export type { JsonSchema } from "./validate.js";
 export * from "./nodes.js";
 export { MAX_EXPONENT_DIGITS, MAX_FRACTION_DIGITS, MAX_INT_DIGITS } from "./numbers.js";
 

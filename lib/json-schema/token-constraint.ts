@@ -14,7 +14,7 @@
  * (checked when building), so the cheapest continuation always fits and the document is always
  * complete when the budget ends.
  */
-import { MlxNodeError } from "../errors.js";
+import { TokenizerError } from "../errors.js";
 import { JsonAutomaton, REJECT, type StateId } from "./automaton.js";
 import { literalBytes, type CompiledJsonSchema } from "./nodes.js";
 import type { TokenVocabulary } from "./vocab.js";
@@ -183,7 +183,7 @@ export class TokenConstraint {
           bestLength = j - i + 1;
         }
       }
-      if (best < 0) throw new MlxNodeError("TOKENIZER_ERROR", "jsonSchema: a completion byte has no token (bug: checkByteCoverage passed)");
+      if (best < 0) throw new TokenizerError("jsonSchema: a completion byte has no token (bug: checkByteCoverage passed)");
       out.push(best);
       i += bestLength;
     }
@@ -229,7 +229,7 @@ export class TokenConstraint {
     const costs = Int32Array.from(order, (i) => foundCost[i]);
     if (automaton.cost(state) > 0 && !(costs[0] < automaton.cost(state))) {
       // checkByteCoverage makes this unreachable for the bytes it knows about.
-      throw new MlxNodeError("TOKENIZER_ERROR", "jsonSchema: no token of this vocabulary brings the document closer to its end");
+      throw new TokenizerError("jsonSchema: no token of this vocabulary brings the document closer to its end");
     }
     const full = new Uint32Array(this.words);
     for (const id of tokens) full[id >>> 5] |= 1 << (id & 31);
@@ -251,7 +251,7 @@ export class TokenConstraint {
     const missing = [...needed].filter((b) => this.trie.singleByte[b] < 0);
     if (missing.length > 0) {
       const shown = missing.slice(0, 8).map((b) => `0x${b.toString(16).padStart(2, "0")}`).join(", ");
-      throw new MlxNodeError("TOKENIZER_ERROR", `jsonSchema needs a single-byte token for every byte; this vocabulary has none for ${shown}`);
+      throw new TokenizerError(`jsonSchema needs a single-byte token for every byte; this vocabulary has none for ${shown}`);
     }
   }
 }

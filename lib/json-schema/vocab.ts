@@ -6,7 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { MlxNodeError } from "../errors.js";
+import { GgufError, TokenizerError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer.js";
 
 /** A vocabulary as constrained decoding sees it. */
@@ -84,7 +84,7 @@ export async function vocabularyFromTokenizer(tokenizer: Tokenizer, modelVocabSi
   if (types.has("ByteLevel")) encoding = "byte-level";
   else if (types.has("Metaspace") || types.has("ReplaceMetaspace") || types.has("ByteFallback")) encoding = "sentencepiece";
   else {
-    throw new MlxNodeError("TOKENIZER_ERROR", `jsonSchema needs a SentencePiece or byte-level BPE tokenizer; ${path} has decoders ${[...types].join(", ") || "none"}`);
+    throw new TokenizerError(`jsonSchema, tool calls and logprobs need a SentencePiece or byte-level BPE tokenizer; ${path} has decoders ${[...types].join(", ") || "none"}`);
   }
   const byteFallback = json.model?.byte_fallback === true || types.has("ByteFallback");
   const added = new Map((json.added_tokens ?? []).map((t) => [t.id, t]));
@@ -114,7 +114,7 @@ const GGUF_BYTE = 6;
 export function vocabularyFromGguf(ggml: { model?: string; tokens?: readonly string[]; token_type?: readonly number[] }, eosIds: number[]): TokenVocabulary {
   const tokens = ggml.tokens ?? [];
   const encoding: VocabularyEncoding | undefined = ggml.model === "llama" ? "sentencepiece" : ggml.model === "gpt2" ? "byte-level" : undefined;
-  if (!encoding) throw new MlxNodeError("GGUF_ERROR", `jsonSchema needs a SentencePiece or byte-level BPE tokenizer; this GGUF has "${ggml.model}"`);
+  if (!encoding) throw new GgufError(`jsonSchema, tool calls and logprobs need a SentencePiece or byte-level BPE tokenizer; this GGUF has "${ggml.model}"`);
   const bytes: (Uint8Array | undefined)[] = new Array(tokens.length);
   tokens.forEach((token, id) => {
     const type = ggml.token_type?.[id] ?? GGUF_NORMAL;

@@ -7,6 +7,9 @@ import type { FinishReason, GenerateOptions, GenerateResult, JsonSchema } from "
 import type { ChatMessage, ChatOptions, ChatResult } from "../chat.js";
 import type { ToolCall } from "../tools.js";
 import { InvalidOptionError } from "../errors.js";
+import type { GeneratedTokenLogprob } from "../logprobs.js";
+import { chatLogprobs, chatLogprobsParams, completionLogprobs, completionLogprobsParams } from "./logprobs.js";
+import { SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS } from "../sampling.js";
 
 /** A request the server rejects before any work, with the OpenAI parameter it is about. */
 export class RequestError extends Error {
@@ -39,13 +42,7 @@ export interface ParsedChatRequest extends ParsedRequest {
 
 /** OpenAI parameter names of our options, so an InvalidOptionError from a backend names the right one. */
 const PARAM_OF_OPTION: Record<string, string> = {
-  maxTokens: "max_tokens",
-  temperature: "temperature",
-  topP: "top_p",
-  topK: "top_k",
-  minP: "min_p",
-  repetitionPenalty: "repetition_penalty",
-  seed: "seed",
+  ...Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => [name, SAMPLING_PARAMETERS[name].openai])),
   ignoreEos: "ignore_eos",
   stop: "stop",
   jsonSchema: "response_format",
@@ -55,6 +52,8 @@ const PARAM_OF_OPTION: Record<string, string> = {
   toolChoice: "tool_choice",
   parallelToolCalls: "parallel_tool_calls",
   toolCallFormat: "tool_call_format",
+  logprobs: "logprobs",
+  topLogprobs: "top_logprobs",
 };
 
 /** The OpenAI parameter an InvalidOptionError is about. */
@@ -68,8 +67,6 @@ export function paramOf(error: InvalidOptionError): string {
 const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   frequency_penalty: (v) => v === 0,
   presence_penalty: (v) => v === 0,
-  logprobs: (v) => v === false || v === 0,
-  top_logprobs: (v) => v === 0,
   logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0,
   best_of: (v) => v === 1,
   echo: (v) => v === false,
@@ -90,15 +87,11 @@ function parseCommon(body: Record<string, unknown>): ParsedRequest {
   if (n !== 1) throw new RequestError(400, `"n" must be 1: this server generates one choice per request`, "n", "unsupported_parameter");
 
   const options: GenerateOptions = {};
-  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
-  if (maxTokens !== undefined && maxTokens !== null) options.maxTokens = maxTokens as number;
+  for (const name of SAMPLING_PARAMETER_NAMES) copy(body, SAMPLING_PARAMETERS[name].openai, options, name);
+  // OpenAI's newer name for max_tokens wins.
+  copy(body, "max_completion_tokens", options, "maxTokens");
   // OpenAI's defaults: temperature 1 and top_p 1 (the library itself defaults to greedy).
-  options.temperature = (body.temperature ?? 1) as number;
-  copy(body, "top_p", options, "topP");
-  copy(body, "top_k", options, "topK");
-  copy(body, "min_p", options, "minP");
-  copy(body, "repetition_penalty", options, "repetitionPenalty");
-  copy(body, "seed", options, "seed");
+  options.temperature ??= 1;
   copy(body, "ignore_eos", options, "ignoreEos"); // llama.cpp server's extension, for benchmarks
   if (body.stop !== undefined && body.stop !== null) options.stop = body.stop as string | string[];
   const schema = responseFormatSchema(body.response_format);
@@ -142,7 +135,11 @@ export function parseCompletionRequest(body: Record<string, unknown>): ParsedCom
   for (const name of ["tools", "tool_choice"]) {
     if (body[name] !== undefined && body[name] !== null) throw new RequestError(400, `"${name}" is only supported by /v1/chat/completions`, name, "unsupported_parameter");
   }
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
+    throw new RequestError(400, `"top_logprobs" is a /v1/chat/completions parameter; here "logprobs": n asks for n alternatives`, "top_logprobs", "unsupported_parameter");
+  }
   const common = parseCommon(body);
+  Object.assign(common.options, completionLogprobsParams(body));
   let prompt = body.prompt;
   // A batch of one is a single prompt; larger batches would need n choices per response.
   if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === "string" || Array.isArray(prompt[0]))) prompt = prompt[0];
@@ -160,7 +157,7 @@ export function parseChatRequest(body: Record<string, unknown>): ParsedChatReque
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new RequestError(400, `"messages" must be a non-empty array`, "messages");
   }
-  const options: ChatOptions = common.options;
+  const options: ChatOptions = { ...common.options, ...chatLogprobsParams(body) };
   // Tools keep OpenAI's shape (lib/tools.ts checks them); the rest is renamed to camelCase.
   copy(body, "tools", options, "tools");
   copy(body, "tool_choice", options, "toolChoice");
@@ -234,15 +231,16 @@ function envelope<T extends string>(who: ResponseIdentity, object: T) {
 export function completionResponse(who: ResponseIdentity, result: GenerateResult) {
   return {
     ...envelope(who, "text_completion"),
-    choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
+    choices: [{ index: 0, text: result.text, logprobs: completionLogprobs(result.logprobs), finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
 }
 
-export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null) {
+/** `logprobs`: the chunk's part of the legacy logprobs object (completionLogprobs), or null. */
+export function completionChunk(who: ResponseIdentity, text: string, finish: FinishReason | null, logprobs: ReturnType<typeof completionLogprobs> = null) {
   return {
     ...envelope(who, "text_completion"),
-    choices: [{ index: 0, text, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+    choices: [{ index: 0, text, logprobs, finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 
@@ -251,7 +249,7 @@ export function chatResponse(who: ResponseIdentity, result: ChatResult) {
   const message = toolCalls ? { role: "assistant", content, tool_calls: toolCalls } : { role: "assistant", content };
   return {
     ...envelope(who, "chat.completion"),
-    choices: [{ index: 0, message, logprobs: null, finish_reason: finishReasonOf(result.finishReason) }],
+    choices: [{ index: 0, message, logprobs: chatLogprobs(result.logprobs), finish_reason: finishReasonOf(result.finishReason) }],
     usage: usageOf(result),
   };
 }
@@ -263,10 +261,11 @@ export interface ChatDelta {
   tool_calls?: { index: number; id?: string; type?: "function"; function: { name?: string; arguments: string } }[];
 }
 
-export function chatChunk(who: ResponseIdentity, delta: ChatDelta, finish: FinishReason | null) {
+/** `logprobs`: the entries of the tokens this chunk carries, when the request asked for them. */
+export function chatChunk(who: ResponseIdentity, delta: ChatDelta, finish: FinishReason | null, logprobs?: readonly GeneratedTokenLogprob[]) {
   return {
     ...envelope(who, "chat.completion.chunk"),
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish && finishReasonOf(finish) }],
+    choices: [{ index: 0, delta, logprobs: chatLogprobs(logprobs), finish_reason: finish && finishReasonOf(finish) }],
   };
 }
 

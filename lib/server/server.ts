@@ -7,20 +7,16 @@
 import { randomUUID } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { FinishReason, GenerateResult, GenerationStream, InferenceBackend } from "../backend.js";
-import type { ChatChunk, ChatMessage, ChatOptions, ChatResult, ChatStream } from "../chat.js";
+import type { ChatChunk, ChatOptions, ChatResult } from "../chat.js";
 import type { ToolStreamDelta } from "../tools.js";
-import { InvalidOptionError, MlxNodeError } from "../errors.js";
+import { InvalidOptionError, MlxNodeError, type MlxNodeErrorCode } from "../errors.js";
 import { accessPolicy, checkAccess } from "./access.js";
+import { PendingLogprobs } from "./logprobs.js";
 import { prepareJsonSchema } from "../json-schema/compile-async.js";
 import {
   chatChunk, chatResponse, completionChunk, completionResponse, paramOf, parseChatRequest, parseCompletionRequest,
   RequestError, usageChunk, type ChatDelta, type ResponseIdentity,
 } from "./openai.js";
-
-/** A loaded model the server can run: the contract plus chat (every backend of this package). */
-export interface ServableModel extends InferenceBackend {
-  chatStream(messages: ChatMessage[], options?: ChatOptions): ChatStream;
-}
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
@@ -80,7 +76,7 @@ function wireDelta(delta: ToolStreamDelta): ChatDelta {
   return { tool_calls: [{ index: delta.index, id: delta.id, type: "function", function: { name: delta.name, arguments: delta.arguments } }] };
 }
 
-export function createServer(model: ServableModel, options: ServerOptions = {}): Server {
+export function createServer(model: InferenceBackend, options: ServerOptions = {}): Server {
   const modelId = options.modelId ?? "local-model";
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const created = Math.floor(Date.now() / 1000);
@@ -169,17 +165,21 @@ export function createServer(model: ServableModel, options: ServerOptions = {}):
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
       const send = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
       if (kind === "chat") send(chatChunk(who, { role: "assistant", content: "" }, null));
+      // With logprobs, the entries of tokens whose text is not out yet (part of a character, a
+      // possible stop string) go with the next chunk that has text, or with the last one.
+      const logprobs = new PendingLogprobs();
       try {
         for (let step = first; !step.done; step = await iterator.next()) {
           const chunk: ChatChunk = step.value;
+          logprobs.add(chunk.logprobs);
           if (!chunk.text) continue;
-          if (kind !== "chat") send(completionChunk(who, chunk.text, null));
-          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null));
-          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null));
+          if (kind !== "chat") send(completionChunk(who, chunk.text, null, logprobs.takeCompletion()));
+          else if (!chunk.deltas) send(chatChunk(who, { content: chunk.text }, null, logprobs.take()));
+          else for (const delta of chunk.deltas) send(chatChunk(who, wireDelta(delta), null, logprobs.take()));
         }
         const result = await stream.result;
         if (result.finishReason !== "abort") {
-          send(kind === "chat" ? chatChunk(who, {}, result.finishReason) : completionChunk(who, "", result.finishReason));
+          send(kind === "chat" ? chatChunk(who, {}, result.finishReason, logprobs.take()) : completionChunk(who, "", result.finishReason, logprobs.takeCompletion()));
           if (includeUsage) send(usageChunk(who, object, result));
           res.end("data: [DONE]\n\n");
         }
@@ -257,28 +257,41 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   res.end(text);
 }
 
+/**
+ * How each error code is answered: HTTP status, OpenAI error type and code, and the parameter it
+ * is about. One entry per code of lib/errors.ts (the type makes a new code need one here).
+ */
+const HTTP_ERRORS: { [C in MlxNodeErrorCode]: { status: number; type: "invalid_request_error" | "server_error"; code: string; param?: string } } = {
+  INVALID_OPTION: { status: 400, type: "invalid_request_error", code: "invalid_value" },
+  CHAT_TEMPLATE_ERROR: { status: 400, type: "invalid_request_error", code: "chat_template_error", param: "messages" },
+  BUSY: { status: 503, type: "server_error", code: "server_busy" },
+  UNLOADED: { status: 503, type: "server_error", code: "model_unloaded" },
+  NOT_LOADED: { status: 503, type: "server_error", code: "model_unloaded" },
+  MODEL_NOT_FOUND: { status: 500, type: "server_error", code: "model_not_found" },
+  BAD_WEIGHTS: { status: 500, type: "server_error", code: "bad_weights" },
+  BAD_CONFIG: { status: 500, type: "server_error", code: "bad_config" },
+  BAD_ADAPTER: { status: 500, type: "server_error", code: "bad_adapter" },
+  UNSUPPORTED_ARCHITECTURE: { status: 500, type: "server_error", code: "unsupported_architecture" },
+  BACKEND_UNAVAILABLE: { status: 500, type: "server_error", code: "backend_unavailable" },
+  ALREADY_LOADED: { status: 500, type: "server_error", code: "already_loaded" },
+  TOKENIZER_ERROR: { status: 500, type: "server_error", code: "tokenizer_error" },
+  MLX_ERROR: { status: 500, type: "server_error", code: "mlx_error" },
+  GGUF_ERROR: { status: 500, type: "server_error", code: "gguf_error" },
+  HUB_ACCESS_DENIED: { status: 500, type: "server_error", code: "hub_access_denied" },
+  DOWNLOAD_FAILED: { status: 500, type: "server_error", code: "download_failed" },
+};
+
 /** An error as OpenAI's `{ error: { message, type, param, code } }` with its HTTP status. */
-function errorPayload(error: unknown): { status: number; payload: { error: { message: string; type: string; param: string | null; code: string | null } } } {
+export function errorPayload(error: unknown): { status: number; payload: { error: { message: string; type: string; param: string | null; code: string | null } } } {
   const make = (status: number, message: string, type: string, param: string | null, code: string | null) => ({
     status,
     payload: { error: { message, type, param, code } },
   });
   if (error instanceof RequestError) return make(error.status, error.message, error.type, error.param, error.code);
-  if (error instanceof InvalidOptionError) return make(400, error.message, "invalid_request_error", paramOf(error), "invalid_value");
   if (error instanceof MlxNodeError) {
-    switch (error.code) {
-      case "INVALID_OPTION":
-        return make(400, error.message, "invalid_request_error", null, "invalid_value");
-      case "CHAT_TEMPLATE_ERROR":
-        return make(400, error.message, "invalid_request_error", "messages", "chat_template_error");
-      case "BUSY":
-        return make(503, error.message, "server_error", null, "server_busy");
-      case "UNLOADED":
-      case "NOT_LOADED":
-        return make(503, error.message, "server_error", null, "model_unloaded");
-      default:
-        return make(500, error.message, "server_error", null, error.code.toLowerCase());
-    }
+    const answer = HTTP_ERRORS[error.code] ?? HTTP_ERRORS.MLX_ERROR;
+    const param = error instanceof InvalidOptionError ? paramOf(error) : answer.param ?? null;
+    return make(answer.status, error.message, answer.type, param, answer.code);
   }
   return make(500, error instanceof Error ? error.message : String(error), "server_error", null, null);
 }

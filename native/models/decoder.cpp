@@ -47,22 +47,15 @@ bool DecoderArgs::read_layer_types(const ModelConfig& c) {
   return true;
 }
 
-AttentionArgs DecoderArgs::attention() const {
-  AttentionArgs r;
+AttentionArgs DecoderArgs::layer_attention(int layer) const {
+  AttentionArgs r = attention;
   r.hidden_size = hidden_size;
   r.num_heads = num_attention_heads;
   r.num_kv_heads = num_key_value_heads;
   r.head_dim = head_dim;
-  r.qkv_bias = qkv_bias;
-  r.o_bias = o_bias;
-  r.qk_norm = qk_norm;
-  r.fused_qkv = fused_qkv;
   r.norm_eps = rms_norm_eps;
-  r.query_scale = query_scale;
-  r.logit_softcap = attn_logit_softcap;
   r.norm_plus_one = norm_plus_one;
-  r.position_query_beta = position_query_beta;
-  r.position_query_period = position_query_period;
+  if (!sliding_layers.empty() && sliding_layers[layer]) r.sliding_window = sliding_window;
   return r;
 }
 
@@ -128,7 +121,7 @@ void DecoderEnds::describe(Model& model, const ModelConfig& c, const Weights& w,
   model.info.vocab_size = args.vocab_size;
   model.info.num_layers = args.num_hidden_layers;
   model.info.hidden_size = args.hidden_size;
-  // Every layer keeps every position (sliding-window layers included: the cache does not rotate).
+  // Every layer's keys and values of one position (a sliding layer's stop growing at its window).
   const int64_t element = norm.weight.dtype() == MLX_FLOAT32 ? 4 : 2;
   model.info.kv_bytes_per_token = static_cast<int64_t>(args.num_hidden_layers) * 2 * args.num_key_value_heads * args.head_dim * element;
   model.max_position_embeddings = args.max_position_embeddings;
@@ -153,13 +146,11 @@ DecoderModel::DecoderModel(const ModelConfig& c, Weights& w, const DecoderArgs& 
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
     const bool sliding = !args.sliding_layers.empty() && args.sliding_layers[i];
-    AttentionArgs attention = args.attention();
-    if (sliding) attention.sliding_window = args.sliding_window;
     // local_rope_theta 0: sliding layers keep the model's RoPE (phi3's window on every layer).
     const bool own_rope = sliding && args.local_rope_theta > 0;
     const bool no_rope = !args.no_rope_layers.empty() && args.no_rope_layers[i];
     TransformerBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                           Attention::load(w, p + ".self_attn", attention, no_rope ? RoPE{} : own_rope ? local_rope : rope),
+                           Attention::load(w, p + ".self_attn", args.layer_attention(i), no_rope ? RoPE{} : own_rope ? local_rope : rope),
                            MLP::load(w, p + ".mlp", args.hidden_size, args.intermediate_size, args.mlp_bias, args.fused_gate_up)};
     block.mlp.gelu = args.gelu_mlp;
     block.clip_residual = args.clip_residual;

@@ -3,6 +3,7 @@
 // untied head); here it is written once, and a family file keeps only what differs: which
 // config.json keys it reads, their defaults, and its attention flags. Engine thread only.
 #pragma once
+#include <climits>
 #include <optional>
 #include <vector>
 
@@ -28,11 +29,10 @@ struct DecoderArgs {
   int head_dim = 0;
   int max_position_embeddings = 0;
   float default_rope_theta = 10000.0f;  // used when config.json has no rope_theta
-  bool qkv_bias = false;                // biases on q_proj/k_proj/v_proj
-  bool o_bias = false;                  // bias on o_proj
-  bool qk_norm = false;                 // RMSNorm over head_dim on queries and keys before RoPE
+  // The attention's flags (biases, q/k norms, fused qkv, query scale, soft cap, sinks, ...); its
+  // sizes are the fields above, filled in by layer_attention.
+  AttentionArgs attention;
   bool mlp_bias = false;                // biases on gate_proj/up_proj/down_proj
-  bool fused_qkv = false;               // phi3: one qkv_proj, rows [q; k; v]
   bool fused_gate_up = false;           // phi3: one gate_up_proj, rows [gate; up]
   int rope_dims = 0;                    // features RoPE rotates per head; 0: all of head_dim
   // the Gemma families
@@ -40,8 +40,6 @@ struct DecoderArgs {
   bool scale_embeddings = false;        // embeddings times sqrt(hidden_size)
   bool gelu_mlp = false;                // gelu_approx(gate) instead of silu(gate)
   bool sandwich_norms = false;          // post-attention and pre/post-feedforward norms
-  float query_scale = 0;                // 0: 1/sqrt(head_dim)
-  float attn_logit_softcap = 0;         // 0: none
   float final_logit_softcap = 0;        // 0: none
   // gemma3: local (sliding-window) layers with their own RoPE base; the others are global
   std::vector<bool> sliding_layers;     // empty: every layer global
@@ -52,15 +50,13 @@ struct DecoderArgs {
 
   // smollm3: layers whose attention has no RoPE (NoPE); empty: none
   std::vector<bool> no_rope_layers;
-  // ministral3: queries scaled by position (AttentionArgs::position_query_beta); 0: none
-  float position_query_beta = 0;
-  int position_query_period = 0;
 
   static DecoderArgs read_common(const ModelConfig& c);
   // config.json's layer_types ("sliding_attention" / "full_attention" per layer) into sliding_layers;
   // false when the key is absent or null.
   bool read_layer_types(const ModelConfig& c);
-  AttentionArgs attention() const;
+  // Layer `layer`'s attention: `attention` with the model's sizes, and the window on a sliding layer.
+  AttentionArgs layer_attention(int layer) const;
   // Sizes within sane bounds (64-bit checked), heads divisible by KV heads, even head_dim: BAD_CONFIG naming the key.
   void validate(const ModelConfig& c) const;
 };
@@ -86,28 +82,40 @@ struct DecoderEnds {
 // Llama's config reading (llama.cpp), which smollm3 and ministral3 extend.
 DecoderArgs llama_model_args(const ModelConfig& c);
 
-// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache) with a self_attn) ->
-// norm -> head. A family's own block type (moe.h) reuses everything but the block.
+// embed_tokens -> layers (each a Block: a callable over (x, its layer's cache, of kind
+// Block::Cache) with a self_attn) -> norm -> head. A family's own block type (moe.h) reuses
+// everything but the block.
 template <typename Block>
 class BlockDecoder : public Model {
  public:
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override {
     Array h = ends.embed(tokens);
-    for (size_t i = 0; i < layers.size(); ++i) h = layers[i](h, cache.layer(static_cast<int>(i)));
+    for (size_t i = 0; i < layers.size(); ++i)
+      h = layers[i](h, cache.layer_as<typename Block::Cache>(static_cast<int>(i)));
     return ends.logits(h, last_only);
   }
-  void fit_context(int context_size) override {
-    for (Block& layer : layers) layer.self_attn.rope.fit_context(context_size);
+  // Sliding-window layers get a rotating cache of their window, the others keep every position.
+  KVCache make_cache() const override {
+    std::vector<std::unique_ptr<LayerCache>> caches;
+    for (const Block& layer : layers) caches.push_back(make_attention_cache(layer.self_attn.args.sliding_window, context_size));
+    return KVCache(std::move(caches));
   }
+  void fit_context(int size) override {
+    context_size = size;
+    for (Block& layer : layers) layer.self_attn.rope.fit_context(size);
+  }
+  // Rows at their own positions need per-row RoPE and masks in every layer and caches that keep
+  // every position (a rotating window cannot be left-padded).
   bool can_batch() const override {
     for (const Block& layer : layers)
       if (!layer.self_attn.batchable()) return false;
-    return true;
+    return make_cache().full_kv();
   }
 
  protected:
   std::vector<Block> layers;
   DecoderEnds ends;
+  int context_size = INT_MAX;  // until fit_context
 };
 
 // The dense decoder: TransformerBlock layers.

@@ -14,13 +14,13 @@ namespace {
 DecoderArgs parse_model_args(const ModelConfig& c) {
   DecoderArgs a = gemma_model_args(c);
   a.sandwich_norms = true;
-  a.query_scale = query_pre_attn_scale(c, 144.0f);
+  a.attention.query_scale = query_pre_attn_scale(c, 144.0f);
   // Absent: mlx-lm's (and HF's) defaults, 50 and 30; null: no cap (HF allows it).
   auto cap = [&](const char* key, float fallback) {
     if (!c.json().contains(key)) return fallback;
     return c.json()[key].is_null() ? 0.0f : c.get_float(key);
   };
-  a.attn_logit_softcap = cap("attn_logit_softcapping", 50.0f);
+  a.attention.logit_softcap = cap("attn_logit_softcapping", 50.0f);
   a.final_logit_softcap = cap("final_logit_softcapping", 30.0f);
   return a;
 }

@@ -3,8 +3,8 @@
 // gemma2's norms, gelu and embedding scale (rounded through bfloat16, as Gemma 3 does), plus
 // RMSNorm(1 + w) over head_dim on queries and keys, and two kinds of layers: local ones attend
 // to the last `sliding_window` positions with RoPE base rope_local_base_freq; global ones attend
-// to everything with rope_theta and rope_scaling. The KV cache keeps every position (masked),
-// where mlx-lm rotates a window-sized cache: the same attention, more memory for local layers.
+// to everything with rope_theta and rope_scaling. Local layers keep a rotating cache of their
+// window (as mlx-lm's make_cache), so their memory stops growing at `sliding_window` positions.
 #include "../errors.h"
 #include "gemma.h"
 #include "registry.h"
@@ -20,8 +20,8 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.default_rope_theta = 1000000.0f;
   a.local_rope_theta = c.get_float("rope_local_base_freq", 10000.0f);
   set_gemma_traits(a);
-  a.bf16_embed_scale = a.sandwich_norms = a.qk_norm = a.clip_residual = true;
-  a.query_scale = query_pre_attn_scale(c, 256.0f);
+  a.bf16_embed_scale = a.sandwich_norms = a.attention.qk_norm = a.clip_residual = true;
+  a.attention.query_scale = query_pre_attn_scale(c, 256.0f);
   if (c.has("attn_logit_softcapping"))
     throw EngineError(kUnsupportedArchitecture, c.path() + ": gemma3 with attn_logit_softcapping is not supported");
   if (c.has("final_logit_softcapping")) a.final_logit_softcap = c.get_float("final_logit_softcapping");

@@ -17,7 +17,7 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   a.head_dim = c.get_int("head_dim", 64);
   a.max_position_embeddings = c.get_int("max_position_embeddings", 131072);
   a.default_rope_theta = 150000.0f;
-  a.qkv_bias = a.o_bias = true;
+  a.attention.qkv_bias = a.attention.o_bias = true;
   if (!a.read_layer_types(c)) {
     // mlx-lm's default: sliding, full, sliding, full, ...
     for (int i = 0; i < a.num_hidden_layers; ++i) a.sliding_layers.push_back(i % 2 == 0);
@@ -34,7 +34,7 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   m.router_bias = true;
   m.stacked = "experts";
   m.activation = ExpertActivation::ClampedSwiGLU;
-  m.attention_sinks = true;
+  a.attention.sinks = true;
   return {a, m};
 }
 

@@ -13,7 +13,7 @@ DecoderArgs llama_model_args(const ModelConfig& c) {
   a.head_dim = c.get_int("head_dim", a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0);
   a.max_position_embeddings = c.get_int("max_position_embeddings", 2048);
   a.default_rope_theta = 10000.0f;
-  a.qkv_bias = a.o_bias = c.get_bool("attention_bias", false);  // one key for q/k/v/o biases
+  a.attention.qkv_bias = a.attention.o_bias = c.get_bool("attention_bias", false);  // one key for q/k/v/o biases
   a.mlp_bias = c.get_bool("mlp_bias", false);
   // Optional per-layer kinds, as mlx-lm's llama reads them: sliding layers attend to the last
   // sliding_window positions with the model's RoPE.

@@ -19,16 +19,16 @@ std::unique_ptr<Model> make_ministral3(const ModelConfig& config, Weights& weigh
   if (!rope.contains("rope_theta")) c.fail("rope_parameters.rope_theta is required");
 
   DecoderArgs a = llama_model_args(c);
-  a.qkv_bias = a.o_bias = a.mlp_bias = false;
+  a.attention.qkv_bias = a.attention.o_bias = a.mlp_bias = false;
   a.tie_word_embeddings = a.tie_word_embeddings.value_or(true);  // mlx-lm's default
   auto number = [&](const char* key) {
     if (!rope.contains(key) || !rope[key].is_number()) c.fail(std::string("rope_parameters.") + key + " must be a number");
     return rope[key].get<double>();
   };
-  a.position_query_beta = static_cast<float>(number("llama_4_scaling_beta"));
+  a.attention.position_query_beta = static_cast<float>(number("llama_4_scaling_beta"));
   const double period = number("original_max_position_embeddings");
   if (!(period >= 1 && period <= (1 << 27))) c.fail("rope_parameters.original_max_position_embeddings must be in 1 to 2^27");
-  a.position_query_period = static_cast<int>(period);
+  a.attention.position_query_period = static_cast<int>(period);
   return std::make_unique<DecoderModel>(c, weights, a);
 }
 

@@ -71,6 +71,7 @@ Array SwitchLinear::operator()(const Array& x, const Array& idx, bool sorted) co
 
 Array SwitchGLU::activate(const Array& gate, const Array& up) const {
   if (activation == ExpertActivation::SwiGLU) return mx::multiply(mx::silu(gate), up);
+  if (activation == ExpertActivation::GeGLU) return mx::multiply(mx::gelu_approx(gate), up);
   // gpt-oss: the gate clamped above at 7 and the linear part to [-7, 7], sigmoid(1.702 g) and a +1.
   const mlx_dtype t = gate.dtype();
   const Array limit = Array::scalar(7.0f, t);
@@ -120,12 +121,85 @@ Array SparseMoe::operator()(const Array& x) const {
     if (args.norm_topk_prob) scores = mx::divide(scores, mx::sum(scores, 1, true));
   }
   const Array y = experts(flat, inds);  // [N, k, D]
-  return mx::reshape(mx::sum(mx::multiply(y, mx::reshape(scores, {N, k, 1})), 1, false), {B, T, D});
+  const Array routed = mx::reshape(mx::sum(mx::multiply(y, mx::reshape(scores, {N, k, 1})), 1, false), {B, T, D});
+  if (!shared_expert) return routed;
+  return mx::add(routed, mx::multiply(mx::sigmoid((*shared_expert_gate)(x)), (*shared_expert)(x)));
+}
+
+SparseMoe SparseMoe::load(Weights& w, const std::string& f, int hidden, const MoeArgs& moe) {
+  const int inter = moe.expert_intermediate_size, experts = moe.num_experts;
+  auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
+    return SwitchLinear::load(w, f + "." + moe.stacked + "." + name, f, split_name, in, out, experts, moe.expert_bias);
+  };
+  SwitchGLU glu;
+  if (w.has(f + ".experts.gate_up_proj")) {
+    // HF Qwen3.5-MoE: every expert's gate and up rows in one [E, 2 x inter, hidden] tensor and the
+    // down projections in one [E, hidden, inter] (float), split as mlx-lm's qwen3_5_moe sanitize.
+    auto dense = [](const Array& stacked) {
+      SwitchLinear l;
+      l.weight_t = mx::transpose(stacked, {0, 2, 1});
+      return l;
+    };
+    const Array gate_up = w.take_float(f + ".experts.gate_up_proj", {experts, 2 * inter, hidden});
+    glu = SwitchGLU{dense(mx::slice_axis(gate_up, 1, 0, inter)), dense(mx::slice_axis(gate_up, 1, inter, 2 * inter)),
+                    dense(w.take_float(f + ".experts.down_proj", {experts, hidden, inter})), moe.activation};
+  } else {
+    glu = SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter), expert("up_proj", moe.per_expert_names[1], hidden, inter),
+                    expert("down_proj", moe.per_expert_names[2], inter, hidden), moe.activation};
+  }
+  SparseMoe m{Linear::load(w, f + "." + moe.router_name, hidden, experts, moe.router_bias), std::move(glu), moe};
+  if (moe.shared_expert_intermediate_size > 0) {
+    m.shared_expert = MLP::load(w, f + ".shared_expert", hidden, moe.shared_expert_intermediate_size, false);
+    m.shared_expert_gate = Linear::load(w, f + ".shared_expert_gate", hidden, 1, false);
+  }
+  return m;
+}
+
+namespace {
+
+// Every decoder_sparse_step-th layer (default 1) not listed in mlp_only_layers, when num_experts > 0.
+std::vector<bool> read_sparse_layers(const ModelConfig& c, int num_layers, int num_experts) {
+  const int step = c.get_int("decoder_sparse_step", 1);
+  if (step < 1) c.fail("decoder_sparse_step must be at least 1");
+  std::vector<bool> dense(num_layers > 0 ? num_layers : 0, false);
+  if (c.has("mlp_only_layers")) {
+    const nlohmann::json& only = c.json()["mlp_only_layers"];
+    if (!only.is_array()) c.fail("mlp_only_layers must be a list of layer indices");
+    for (const auto& i : only) {
+      if (!i.is_number_integer() || i.get<int64_t>() < 0 || i.get<int64_t>() >= num_layers)
+        c.fail("mlp_only_layers entry " + i.dump() + " is not a layer index");
+      dense[i.get<size_t>()] = true;
+    }
+  }
+  std::vector<bool> sparse;
+  for (size_t i = 0; i < dense.size(); ++i) sparse.push_back(!dense[i] && num_experts > 0 && (i + 1) % step == 0);
+  return sparse;
+}
+
+}  // namespace
+
+MoeArgs qwen_moe_args(const ModelConfig& c, int num_layers) {
+  MoeArgs m;
+  m.num_experts = c.get_int("num_experts");
+  m.top_k = c.get_int("num_experts_per_tok");
+  m.expert_intermediate_size = c.get_int("moe_intermediate_size");
+  m.norm_topk_prob = c.get_bool("norm_topk_prob", false);
+  m.kth_from_top = true;
+  m.sparse_layers = read_sparse_layers(c, num_layers, m.num_experts);
+  return m;
+}
+
+void MoeArgs::validate(const ModelConfig& c) const {
+  if (!sparse_layers.empty() && std::find(sparse_layers.begin(), sparse_layers.end(), true) == sparse_layers.end()) return;
+  c.check_range("the number of experts", num_experts, 1, 1 << 14);
+  c.check_range("num_experts_per_tok", top_k, 1, num_experts);
+  c.check_range("the experts' intermediate size", expert_intermediate_size, 1, 1 << 20);
+  c.check_range("shared_expert_intermediate_size", shared_expert_intermediate_size, 0, 1 << 20);
 }
 
 // ---- MoeBlock / MoeModel ------------------------------------------------------------------------
 
-Array MoeBlock::operator()(const Array& x, LayerKVCache& cache) const {
+Array MoeBlock::operator()(const Array& x, AttentionCache& cache) const {
   const Array h = mx::add(x, self_attn(input_layernorm(x), cache));
   const Array n = post_attention_layernorm(h);
   return mx::add(h, moe ? (*moe)(n) : (*mlp)(n));
@@ -133,38 +207,19 @@ Array MoeBlock::operator()(const Array& x, LayerKVCache& cache) const {
 
 MoeModel::MoeModel(const ModelConfig& c, Weights& w, const DecoderArgs& args, const MoeArgs& moe) {
   args.validate(c);
-  const bool any_sparse = moe.sparse_layers.empty() ||
-                          std::find(moe.sparse_layers.begin(), moe.sparse_layers.end(), true) != moe.sparse_layers.end();
-  if (any_sparse) {
-    c.check_range("the number of experts", moe.num_experts, 1, 1 << 14);
-    c.check_range("num_experts_per_tok", moe.top_k, 1, moe.num_experts);
-    c.check_range("the experts' intermediate size", moe.expert_intermediate_size, 1, 1 << 20);
-  }
+  moe.validate(c);
   const RoPE rope = RoPE::from_config(c, args.head_dim, args.default_rope_theta);
-  AttentionArgs attention = args.attention();
-  attention.qk_norm_across_heads = moe.qk_norm_across_heads;
-  attention.sinks = moe.attention_sinks;
   if (!args.sliding_layers.empty() && args.sliding_layers.size() != static_cast<size_t>(args.num_hidden_layers))
     c.fail("layer_types must name " + std::to_string(args.num_hidden_layers) + " layers");
   ends = DecoderEnds::load(c, w, args);
-  // (not I: complex.h, through mlx-c, defines it)
-  const int hidden = args.hidden_size, inter = moe.expert_intermediate_size, experts = moe.num_experts;
+  const int hidden = args.hidden_size;
   auto norm_at = [&](const std::string& name) { return RMSNorm::load(w, name, hidden, args.rms_norm_eps); };
   for (int i = 0; i < args.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i), f = p + "." + moe.block;
-    AttentionArgs layer_attention = attention;
-    if (!args.sliding_layers.empty() && args.sliding_layers[i]) layer_attention.sliding_window = args.sliding_window;
     MoeBlock block{norm_at(p + ".input_layernorm.weight"), norm_at(p + ".post_attention_layernorm.weight"),
-                   Attention::load(w, p + ".self_attn", layer_attention, rope), std::nullopt, std::nullopt};
+                   Attention::load(w, p + ".self_attn", args.layer_attention(i), rope), std::nullopt, std::nullopt};
     if (moe.sparse_layers.empty() || moe.sparse_layers[i]) {
-      auto expert = [&](const char* name, const std::string& split_name, int in, int out) {
-        return SwitchLinear::load(w, f + "." + moe.stacked + "." + name, f, split_name, in, out, experts, moe.expert_bias);
-      };
-      block.moe = SparseMoe{Linear::load(w, f + "." + moe.router_name, hidden, experts, moe.router_bias),
-                            SwitchGLU{expert("gate_proj", moe.per_expert_names[0], hidden, inter),
-                                      expert("up_proj", moe.per_expert_names[1], hidden, inter),
-                                      expert("down_proj", moe.per_expert_names[2], inter, hidden), moe.activation},
-                            moe};
+      block.moe = SparseMoe::load(w, f, hidden, moe);
     } else {
       block.mlp = MLP::load(w, p + ".mlp", hidden, args.intermediate_size, args.mlp_bias);
     }

@@ -30,6 +30,7 @@ struct SwitchLinear {
 enum class ExpertActivation {
   SwiGLU,       // silu(gate) * up
   ClampedSwiGLU,  // gpt_oss: g * sigmoid(1.702 g) * (u + 1), g = min(gate, 7), u = clip(up, -7, 7)
+  GeGLU,          // gemma4: gelu_approx(gate) * up
 };
 
 // The experts' gated MLPs: down(act(gate(x), up(x))) with each token's own experts.
@@ -65,16 +66,30 @@ struct MoeArgs {
   ExpertActivation activation = ExpertActivation::SwiGLU;
   std::vector<std::string> per_expert_names{"gate_proj", "up_proj", "down_proj"};  // mixtral: w1, w3, w2
   std::vector<bool> sparse_layers;     // which layers have experts (the rest a dense MLP); empty: all
-  bool qk_norm_across_heads = false;   // olmoe: its attention's q/k norms span all heads
-  bool attention_sinks = false;        // gpt_oss: a sink logit per head (AttentionArgs::sinks)
+  // qwen3_next, qwen3_5_moe: a dense SwiGLU expert of this size that every token takes, weighted by
+  // sigmoid(shared_expert_gate(x)); 0: none
+  int shared_expert_intermediate_size = 0;
+
+  // Sizes in range when any layer has experts: BAD_CONFIG naming the key.
+  void validate(const ModelConfig& c) const;
 };
 
-// Router + experts: y = sum over the token's k experts of score * expert(x).
+// Qwen's expert keys (qwen3_moe, qwen3_next): num_experts, num_experts_per_tok, moe_intermediate_size,
+// norm_topk_prob (default false); experts on every decoder_sparse_step-th layer (default 1) not in
+// mlp_only_layers; the k largest router probabilities.
+MoeArgs qwen_moe_args(const ModelConfig& c, int num_layers);
+
+// Router + experts: y = sum over the token's k experts of score * expert(x), plus the gated shared
+// expert where the family has one.
 struct SparseMoe {
   Linear gate;  // hidden -> num_experts router logits
   SwitchGLU experts;
   MoeArgs args;
+  std::optional<MLP> shared_expert;
+  std::optional<Linear> shared_expert_gate;  // hidden -> 1
 
+  // The feed-forward module at `prefix` ("model.layers.3.mlp"; mixtral's "...block_sparse_moe").
+  static SparseMoe load(Weights& w, const std::string& prefix, int hidden, const MoeArgs& args);
   Array operator()(const Array& x) const;  // [B, T, D]
 };
 
@@ -85,7 +100,8 @@ struct MoeBlock {
   std::optional<SparseMoe> moe;
   std::optional<MLP> mlp;
 
-  Array operator()(const Array& x, LayerKVCache& cache) const;
+  using Cache = AttentionCache;
+  Array operator()(const Array& x, AttentionCache& cache) const;
 };
 
 class MoeModel : public BlockDecoder<MoeBlock> {

@@ -14,15 +14,15 @@ std::pair<DecoderArgs, MoeArgs> parse_model_args(const ModelConfig& c) {
   a.head_dim = c.get_int("head_dim", a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0);
   a.max_position_embeddings = c.get_int("max_position_embeddings", 4096);
   a.default_rope_theta = 10000.0f;
-  a.qkv_bias = a.o_bias = c.get_bool("attention_bias", false);
-  a.qk_norm = true;
+  a.attention.qkv_bias = a.attention.o_bias = c.get_bool("attention_bias", false);
+  a.attention.qk_norm = true;
   MoeArgs m;
   m.num_experts = c.get_int("num_experts");
   m.top_k = c.get_int("num_experts_per_tok");
   m.expert_intermediate_size = a.intermediate_size;
   m.norm_topk_prob = c.get_bool("norm_topk_prob", false);
   m.expert_bias = c.get_bool("mlp_bias", false);
-  m.qk_norm_across_heads = true;
+  a.attention.qk_norm_across_heads = true;
   return {a, m};
 }
 

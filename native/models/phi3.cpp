@@ -18,7 +18,7 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.head_dim = a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0;
   a.max_position_embeddings = c.get_int("max_position_embeddings", 131072);
   a.default_rope_theta = 10000.0f;
-  a.fused_qkv = a.fused_gate_up = true;
+  a.attention.fused_qkv = a.fused_gate_up = true;
   const float partial = c.get_float("partial_rotary_factor", 1.0f);
   if (!(partial > 0.0f && partial <= 1.0f)) c.fail("partial_rotary_factor must be in (0, 1]");
   a.rope_dims = static_cast<int>(std::floor(a.head_dim * partial));

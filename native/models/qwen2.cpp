@@ -14,7 +14,7 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.head_dim = a.num_attention_heads > 0 ? a.hidden_size / a.num_attention_heads : 0;
   a.max_position_embeddings = c.get_int("max_position_embeddings", 32768);
   a.default_rope_theta = 1000000.0f;
-  a.qkv_bias = true;  // o_proj has none
+  a.attention.qkv_bias = true;  // o_proj has none
   return a;
 }
 

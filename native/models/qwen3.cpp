@@ -14,8 +14,8 @@ DecoderArgs parse_model_args(const ModelConfig& c) {
   a.head_dim = c.get_int("head_dim");
   a.max_position_embeddings = c.get_int("max_position_embeddings", 32768);
   a.default_rope_theta = 1000000.0f;
-  a.qkv_bias = a.o_bias = c.get_bool("attention_bias", false);  // one key for q/k/v/o biases
-  a.qk_norm = true;  // q_norm/k_norm
+  a.attention.qkv_bias = a.attention.o_bias = c.get_bool("attention_bias", false);  // one key for q/k/v/o biases
+  a.attention.qk_norm = true;  // q_norm/k_norm
   return a;
 }
 

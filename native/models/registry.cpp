@@ -15,12 +15,17 @@ const std::pair<const char*, ModelFactory> kFactories[] = {
     {"gemma2", make_gemma2},
     {"gemma3_text", make_gemma3_text},
     {"gemma3", make_gemma3},  // multimodal checkpoint, run as its text model
+    {"gemma4_text", make_gemma4_text},
+    {"gemma4", make_gemma4},  // multimodal checkpoint, run as its text model
     {"smollm3", make_smollm3},
     {"ministral3", make_ministral3},
     {"mixtral", make_mixtral},
     {"qwen3_moe", make_qwen3_moe},
     {"olmoe", make_olmoe},
     {"gpt_oss", make_gpt_oss},
+    {"qwen3_next", make_qwen3_next},
+    {"qwen3_5", make_qwen3_5},
+    {"qwen3_5_moe", make_qwen3_5},  // qwen3_5 with experts; mlx-lm's qwen3_5_moe only adds a sanitize step (SparseMoe::load)
 };
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include "../adapter.h"
 #include "../kv_cache.h"
 #include "../loader.h"
-#include "../session.h"
+#include "../model_info.h"
 
 namespace mlxnode {
 
@@ -18,7 +18,10 @@ class Model {
   // tokens: int32 [1, T]. Appends T positions to `cache` and returns logits [1, T, vocab], or
   // only the last position's [1, 1, vocab] when `last_only` (skips the head for the rest).
   virtual Array forward(const Array& tokens, KVCache& cache, bool last_only) const = 0;
-  // Told the context size once, before the first forward (longrope picks its factors by it).
+  // An empty cache for `forward`: one per layer, of the kind each layer needs (mlx-lm's make_cache).
+  virtual KVCache make_cache() const = 0;
+  // Told the context size once, before the first forward and make_cache (longrope picks its
+  // factors by it; a sliding window the context never exceeds needs no rotating cache).
   virtual void fit_context(int /*context_size*/) {}
   // The linear modules an adapter may target, by checkpoint name; the pointers stay valid while
   // the model lives. Adapters change only their Linears, between requests.
@@ -48,6 +51,8 @@ std::unique_ptr<Model> make_gemma(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma2(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3_text(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gemma3(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma4_text(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_gemma4(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_smollm3(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_ministral3(const ModelConfig& config, Weights& weights);
 // Mixture-of-experts families (moe.h).
@@ -55,5 +60,8 @@ std::unique_ptr<Model> make_mixtral(const ModelConfig& config, Weights& weights)
 std::unique_ptr<Model> make_qwen3_moe(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_olmoe(const ModelConfig& config, Weights& weights);
 std::unique_ptr<Model> make_gpt_oss(const ModelConfig& config, Weights& weights);
+// Hybrid linear-attention families (hybrid.h).
+std::unique_ptr<Model> make_qwen3_next(const ModelConfig& config, Weights& weights);
+std::unique_ptr<Model> make_qwen3_5(const ModelConfig& config, Weights& weights);
 
 }  // namespace mlxnode

@@ -20,8 +20,9 @@ import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GenerateOptions, GenerateResult, InferenceBackend, LoadOptions } from "../../lib/backend.js";
 import {
-  InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnloadedError,
+  AlreadyLoadedError, InvalidOptionError, MlxNodeError, ModelFormatError, ModelNotFoundError, NotLoadedError, UnloadedError,
 } from "../../lib/errors.js";
+import { describeRange, SAMPLING_PARAMETER_NAMES, SAMPLING_PARAMETERS, type SamplingParameterName } from "../../lib/sampling.js";
 
 /** The model a backend is tested with, and what is known about it. */
 export interface ContractModel {
@@ -46,6 +47,11 @@ export interface ContractModel {
    * the paths `load()` must reject with a `ModelFormatError` whose message names the file.
    */
   corruptCopies(dir: string): Promise<Array<{ label: string; path: string }>>;
+  /**
+   * Writes copies of the model that lack a file it needs (an MLX directory without weights) or are
+   * the wrong kind of path, and returns the paths `load()` must reject with a `ModelNotFoundError`.
+   */
+  incompleteCopies(dir: string): Promise<Array<{ label: string; path: string }>>;
   /** Strings that must survive `detokenize(tokenize(s))` unchanged. Defaults to a small set with punctuation, newlines and an emoji. */
   roundTripTexts?: readonly string[];
 }
@@ -124,7 +130,7 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
       it("rejects a second load while a model is loaded", async () => {
         const backend = await load(makeBackend());
         try {
-          await expect(backend.load(model.path, model.loadOptions)).rejects.toMatchObject({ code: "ALREADY_LOADED" });
+          await expect(backend.load(model.path, model.loadOptions)).rejects.toBeInstanceOf(AlreadyLoadedError);
           expect(backend.isLoaded).toBe(true);
         } finally {
           await backend.unload();
@@ -231,6 +237,12 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect((error as MlxNodeError).code).toBe("MODEL_NOT_FOUND");
         expect((error as Error).message).toContain(missing);
         expect(backend.isLoaded).toBe(false);
+        for (const { label, path } of await model.incompleteCopies(tmp)) {
+          const incomplete = await backend.load(path, model.loadOptions).catch((e: unknown) => e);
+          expect(incomplete, label).toBeInstanceOf(ModelNotFoundError);
+          expect((incomplete as Error).message, label).toContain(path);
+          expect(backend.isLoaded, label).toBe(false);
+        }
       });
 
       it("rejects corrupt models with ModelFormatError naming the file, and stays usable", async () => {
@@ -465,6 +477,21 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         expect(() => backend.detokenize([-1])).toThrow(InvalidOptionError);
       });
 
+      it("detokenize renders special tokens as their text, which tokenizes back to them (InferenceBackend.detokenize)", () => {
+        const withSpecial = backend.tokenize(prompt, { addSpecialTokens: true });
+        const plain = backend.tokenize(prompt, { addSpecialTokens: false });
+        // The tokens addSpecialTokens added around the plain ones (BOS, maybe EOS).
+        const at = withSpecial.findIndex((_, i) => plain.every((id, j) => withSpecial[i + j] === id));
+        const specials = [...withSpecial.slice(0, at), ...withSpecial.slice(at + plain.length)];
+        expect(specials.length, "the contract model adds a special token (BOS)").toBeGreaterThan(0);
+        for (const id of specials) {
+          const text = backend.detokenize([id]);
+          expect(text, `token ${id}`).not.toBe("");
+          expect(backend.tokenize(text), `token ${id} as ${JSON.stringify(text)}`).toEqual([id]);
+          expect(backend.detokenize(withSpecial).startsWith(text)).toBe(true);
+        }
+      });
+
       it("rejects invalid options with InvalidOptionError naming the option, before any work", async () => {
         const cases: Array<[GenerateOptions, string]> = [
           [{ temperature: -1 }, "temperature"],
@@ -488,6 +515,22 @@ export function backendContractSuite(name: string, makeBackend: () => InferenceB
         }
         // The backend is unaffected.
         expect((await gen(prompt, { maxTokens: 4 })).tokens).toEqual(expectedIds.slice(0, 4));
+      });
+
+      it("accepts every sampling parameter at both ends of its range (lib/sampling.ts) and rejects values just outside, naming it", async () => {
+        for (const [name, values] of Object.entries(samplingEdges())) {
+          for (const value of values.inside) {
+            // maxTokens at its top would generate until the context is full: bounds other than its own keep it short.
+            const options = { maxTokens: 2, temperature: 1, seed: 3, [name]: name === "maxTokens" ? Math.min(value, 2) : value };
+            const result = await gen(prompt, options);
+            expect(result.tokens.length, `${name}: ${value}`).toBeGreaterThan(0);
+          }
+          for (const value of values.outside) {
+            await expect(gen(prompt, { [name]: value }), `${name}: ${value}`).rejects.toSatisfy(
+              (error) => error instanceof InvalidOptionError && error.option === name && error.message.includes(describeRange(SAMPLING_PARAMETERS[name as SamplingParameterName])),
+            );
+          }
+        }
       });
 
       it("reports sane usage and timings", async () => {
@@ -614,4 +657,16 @@ function crossingStopString(
     return { stop, expectedText: text.slice(0, boundary - 2) };
   }
   throw new Error("no stop string crossing a token boundary found in the reference text");
+}
+
+/** Per sampling parameter: the ends of its range, and values just outside it (and a fraction for integers). */
+export function samplingEdges(): Record<string, { inside: number[]; outside: number[] }> {
+  return Object.fromEntries(SAMPLING_PARAMETER_NAMES.map((name) => {
+    const p = SAMPLING_PARAMETERS[name] as { type: string; min: number; max: number; minExclusive?: boolean };
+    const integer = p.type === "integer";
+    const step = integer ? 1 : 0.001;
+    const inside = [p.minExclusive ? p.min + step : p.min, p.max];
+    const outside = [p.minExclusive ? p.min : p.min - step, p.max + step, Number.NaN, ...(integer ? [p.min + 0.5] : [])];
+    return [name, { inside, outside }];
+  }));
 }

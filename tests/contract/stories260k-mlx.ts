@@ -1,5 +1,5 @@
 /** The contract model for the MLX engine: stories260K in Hugging Face float32 format, with its known greedy output. */
-import { cp, readFile, writeFile } from "node:fs/promises";
+import { cp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_MLX_MAX_BATCH } from "../../lib/backends/mlx.js";
@@ -39,5 +39,11 @@ export const stories260kMlx: ContractModel = {
       }),
       await copy("text instead of weights", "text", () => Buffer.from("not a safetensors file\n")),
     ];
+  },
+  async incompleteCopies(dir) {
+    const path = join(dir, "no-weights");
+    await cp(F32, path, { recursive: true });
+    await rm(join(path, "model.safetensors"));
+    return [{ label: "a model directory without weights", path }];
   },
 };

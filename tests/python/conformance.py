@@ -29,6 +29,8 @@ Case spec (every field but "family" optional):
   prompt_length int   default 64;  generate  int  greedy tokens, default 32
   split_experts dict  {switch_mlp projection: per-expert name}, e.g. {"gate_proj": "w1", ...}: the stacked expert
                       tensors are saved per expert as HF checkpoints have them (mlx-lm's sanitize restacks them)
+  fuse_experts  bool  the stacked experts saved as HF's Qwen3.5-MoE checkpoints hold them: one experts.gate_up_proj
+                      [E, 2 x inter, hidden] (gate rows first) and one experts.down_proj per layer (mlx-lm's sanitize splits them); one shard
   shard_bytes   int   save_model writes shards of at most this many bytes (model-0000N-of-0000M.safetensors)
   checkpoint    str   a model directory to run instead of building one (its files are copied into the case's
                       model/ folder; family, config, dtype, quantization and seed are then not used)
@@ -91,7 +93,8 @@ BASE = {
                         hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
 }
 BASE["gemma3"] = BASE["gemma3_text"]
-GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")
+GEMMA = ("gemma", "gemma2", "gemma3_text", "gemma3")  # norms stored as w - 1 (they scale by 1 + w)
+SCALED_EMBEDDINGS = GEMMA + ("gemma4_text", "gemma4")  # embeddings times sqrt(hidden_size), tied head
 
 
 def build_config(case):
@@ -109,7 +112,7 @@ def build_config(case):
 def randomize(model, family, seed):
     """Random weights at scales that keep a 3-layer model's greedy output varied (not one repeated token)."""
     mx.random.seed(seed)
-    gemma = family in GEMMA
+    gemma, scaled = family in GEMMA, family in SCALED_EMBEDDINGS
     hidden = COMMON["hidden_size"]
 
     def init(path, p):
@@ -118,10 +121,12 @@ def randomize(model, family, seed):
             return 0.1 * mx.random.normal(p.shape)
         if p.ndim == 1:  # norm gains; Gemma's are stored as w - 1 (its norms scale by 1 + w)
             # Gemma's tied head is its small input embedding: a final gain of 4 spreads its logits.
-            gain = 4.0 if gemma and path.endswith("model.norm.weight") else 1.0
+            gain = 4.0 if scaled and path.endswith("model.norm.weight") else 1.0
             return gain - (1.0 if gemma else 0.0) + 0.15 * mx.random.normal(p.shape)
         if "embed_tokens" in path:
-            return (0.3 / math.sqrt(hidden) if gemma else 0.3) * mx.random.normal(p.shape)
+            # Scaled by sqrt(hidden) in the model: drawn that much smaller, so the input token does not
+            # dominate the residual stream (the model would echo its input).
+            return (0.3 / math.sqrt(hidden) if scaled else 0.3) * mx.random.normal(p.shape)
         gain = 1.6 if name in ("o_proj", "down_proj") else 1.2
         return gain / math.sqrt(p.shape[-1]) * mx.random.normal(p.shape)
 
@@ -185,9 +190,9 @@ def rewrite_weights(out, edit):
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=4))
 
 
-def split_experts(weights, names):
-    """The inverse of mlx-lm's MoE sanitize: stacked <p>.switch_mlp.<proj>.<k> [E, ...] saved as HF's
-    per-expert <p>.experts.<e>.<names[proj]>.<k>, which mlx-lm's sanitize stacks back on load."""
+def rewrite_experts(weights, place):
+    """Every tensor but the stacked experts <p>.switch_mlp.<proj>.<kind> [E, ...], which place(out, p, proj, kind, value)
+    writes into `out` in another checkpoint's layout (mlx-lm's sanitize folds each back)."""
     out = {}
     for name, value in weights.items():
         if ".switch_mlp." not in name:
@@ -195,9 +200,26 @@ def split_experts(weights, names):
             continue
         prefix, rest = name.split(".switch_mlp.")
         proj, kind = rest.split(".")
+        place(out, prefix, proj, kind, value)
+    return out
+
+
+def split_experts(weights, names):
+    """HF's per-expert layout: <p>.experts.<e>.<names[proj]>.<kind>."""
+    def place(out, prefix, proj, kind, value):
         for e in range(value.shape[0]):
             out[f"{prefix}.experts.{e}.{names[proj]}.{kind}"] = value[e]
-    return out
+    return rewrite_experts(weights, place)
+
+
+def fuse_experts(weights):
+    """HF's Qwen3.5-MoE layout: <p>.experts.gate_up_proj (gate rows, then up rows) and <p>.experts.down_proj."""
+    def place(out, prefix, proj, kind, value):
+        if proj == "gate_proj":
+            out[f"{prefix}.experts.gate_up_proj"] = mx.concatenate([value, weights[f"{prefix}.switch_mlp.up_proj.{kind}"]], axis=1)
+        elif proj == "down_proj":
+            out[f"{prefix}.experts.down_proj"] = value
+    return rewrite_experts(weights, place)
 
 
 def build_checkpoint(case, out, tokenizer_dir):
@@ -233,6 +255,8 @@ def build_checkpoint(case, out, tokenizer_dir):
     if extra:
         rewrite_weights(out, lambda w, first: {**w, **({name: mx.random.normal(shape).astype(getattr(mx, case.get("dtype", "float32")))
                                                         for name, shape in extra.items()} if first else {})})
+    if case.get("fuse_experts"):
+        rewrite_weights(out, lambda w, _: fuse_experts(w))
     split = case.get("split_experts")
     if split:
         rewrite_weights(out, lambda w, _: split_experts(w, split))

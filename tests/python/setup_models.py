@@ -182,6 +182,12 @@ def hf_tokenizer(meta, chat_template):
         if token_id is not None:
             tokenizer_config[name] = tokens[token_id]
     backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
+    # transformers' GGUF conversion ignores `tokenizer.ggml.pre`; llama.cpp's "smollm" pre-tokenizer
+    # splits every numeric character off first, as SmolLM2's own tokenizer.json does (Digits, then ByteLevel).
+    if meta.get("tokenizer.ggml.pre") == "smollm":
+        from tokenizers import pre_tokenizers
+
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), backend.pre_tokenizer])
     tokenizer_config.update(extra)
     tokenizer_config["chat_template"] = tokenizer_config.get("chat_template") or chat_template
     return PreTrainedTokenizerFast(tokenizer_object=backend, **tokenizer_config)

@@ -40,6 +40,8 @@ export interface ConformanceSpec {
   patches?: string[];
   /** Save the stacked experts per expert, as HF checkpoints (switch_mlp projection -> per-expert name). */
   split_experts?: Record<string, string>;
+  /** Save the stacked experts as HF's Qwen3.5-MoE: one fused experts.gate_up_proj and one experts.down_proj per layer. */
+  fuse_experts?: boolean;
   /** save_model's shards hold at most this many bytes each. */
   shard_bytes?: number;
   /** A model directory to run as it is instead of building one (its files are part of the cache key). */

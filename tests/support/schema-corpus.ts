@@ -8,7 +8,7 @@
 import { zodResponseFormat } from "openai/helpers/zod";
 import { z as z3 } from "zod";
 import { z } from "zod/v4";
-import type { JsonSchema } from "../../lib/eval/json-validate.js";
+import type { JsonSchema } from "../../lib/json-schema/validate.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { pythonModules, pythonScripts, runPython } from "./python.js";

@@ -3,13 +3,13 @@
  * first time, a child process loads it with the same llama.cpp, creates a small context and
  * evaluates one token. A `GGML_ASSERT` abort, a fatal error, a hang or runaway memory then ends
  * the child, not the host, and becomes a ModelFormatError. node-llama-cpp tries its binaries the
- * same way (`testBindingBinary`). The static checks (`validate.ts`) reject most bad files before
+ * same way (`testBindingBinary`). The static checks (lib/gguf/validate.ts) reject most bad files before
  * this; the probe catches what only llama.cpp's own code can reveal.
  *
  * Cost: a second load of the file, in a child process that stays up for 5 s after its last probe
  * (loads that follow each other share it). Starting it (Node, node-llama-cpp's binding load, which
- * itself tests the binary in a further child) takes about 0.6–1 s on a 2-core machine; probing
- * stories260K in a running server about 0.1 s. It is paid once per
+ * itself tests the binary in a further child) is the expensive part; a probe in a running child
+ * costs little more than the load itself. It is paid once per
  * file identity (absolute path, size, modification time, inode): the result is kept in memory and,
  * best effort, as an empty marker file under `$MLX_NODE_CACHE_DIR` (default
  * `$XDG_CACHE_HOME/mlx-node` or `~/.cache/mlx-node`), so later processes skip it. Only survival is
@@ -22,7 +22,7 @@ import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { BackendUnavailableError, ModelFormatError } from "../errors.js";
+import { BackendUnavailableError, ModelFormatError } from "../../errors.js";
 
 /** Identity of a file: a changed file (size, mtime or inode) is probed again. */
 export interface FileIdentity {
@@ -162,7 +162,7 @@ const IDLE_MS = 5_000;
 type Reply = { id?: number; error?: string; logs?: string[]; memory?: number; ready?: boolean };
 
 /**
- * One long-lived child that probes files one at a time: llama.cpp's start-up (about 0.6 s, with
+ * One long-lived child that probes files one at a time: llama.cpp's start-up (with
  * node-llama-cpp's own binary test) is paid once per burst of loads, not per file. A file that
  * crashes it or hangs it takes only this child down; the next probe starts a new one.
  */

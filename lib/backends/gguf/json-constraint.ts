@@ -5,11 +5,11 @@
  * state is built once and kept while the budget is not tight.
  */
 import type { LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
-import { MlxNodeError } from "../errors.js";
-import { JsonGenerationDriver } from "./driver.js";
-import type { CompiledJsonSchema } from "./schema.js";
-import { tokenConstraint } from "./token-constraint.js";
-import { vocabularyFromGguf, type TokenVocabulary } from "./vocab.js";
+import { GgufError } from "../../errors.js";
+import { JsonGenerationDriver } from "../../json-schema/driver.js";
+import type { CompiledJsonSchema } from "../../json-schema/schema.js";
+import { tokenConstraint } from "../../json-schema/token-constraint.js";
+import { vocabularyFromGguf, type TokenVocabulary } from "../../json-schema/vocab.js";
 
 /** What a GGUF run needs for one constrained generation. */
 export interface GgufJsonRun {
@@ -25,11 +25,10 @@ const vocabularies = new WeakMap<LlamaModel, TokenVocabulary>();
 const stateBiases = new WeakMap<object, Map<number, TokenBias>>();
 
 /**
- * Sets up one constrained generation of at most `budget` tokens.
+ * The bytes of a GGUF model's tokens, read from its metadata once per model.
  * @throws MlxNodeError `GGUF_ERROR` for a tokenizer that is neither SentencePiece nor byte-level BPE.
  */
-export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
-  const lib = await import("node-llama-cpp");
+export function ggufVocabulary(model: LlamaModel): TokenVocabulary {
   let vocab = vocabularies.get(model);
   if (!vocab) {
     const tokens = model.tokens;
@@ -37,6 +36,16 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
     vocab = vocabularyFromGguf(model.fileInfo.metadata?.tokenizer?.ggml ?? {}, eos);
     vocabularies.set(model, vocab);
   }
+  return vocab;
+}
+
+/**
+ * Sets up one constrained generation of at most `budget` tokens.
+ * @throws MlxNodeError `GGUF_ERROR` for a tokenizer that is neither SentencePiece nor byte-level BPE.
+ */
+export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema, budget: number): Promise<GgufJsonRun> {
+  const lib = await import("node-llama-cpp");
+  const vocab = ggufVocabulary(model);
   const driver = new JsonGenerationDriver(tokenConstraint(schema, vocab), budget);
   let cache = stateBiases.get(driver.constraint);
   if (!cache) stateBiases.set(driver.constraint, (cache = new Map()));
@@ -46,7 +55,7 @@ export async function ggufJsonRun(model: LlamaModel, schema: CompiledJsonSchema,
     // TokenBias.set skips end-of-generation tokens, which must be banned too while the document
     // is open: the bias map (read by node-llama-cpp as token → logit bias) is filled directly.
     const biases = (bias as unknown as { _biases?: Map<number, number> })._biases;
-    if (!(biases instanceof Map)) throw new MlxNodeError("GGUF_ERROR", "jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
+    if (!(biases instanceof Map)) throw new GgufError("jsonSchema: node-llama-cpp's TokenBias has changed shape; tokens cannot be banned");
     for (let id = 0; id < size; id++) if (!(mask[id >>> 5] & (1 << (id & 31)))) biases.set(id, -Infinity);
     return bias;
   };

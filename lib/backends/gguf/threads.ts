@@ -4,42 +4,29 @@
  *
  * ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
  * matrix-matrix work that splits well at any model size. A decode step is one token: for a tiny
- * model the synchronisation costs more than the work it shares (1 thread is 10-100× faster); for
- * a large one decode is bound by memory bandwidth, which one core cannot saturate. In between, the
- * better count depends on the machine and its current load: on the 2-core dev machine an 88 MiB
- * Q4_0 model decoded 66.7 vs 56.3 tok/s on 1 vs 2 threads in one run and 62 vs 90 in another. So
- * a model that is neither tiny nor clearly large starts on the rule's guess and measures both.
- *
- * Measured on that machine (Xeon, AVX-512, node-llama-cpp 3.22.1 prebuilt CPU binary), raw
- * node-llama-cpp on 1 vs 2 threads, interleaved runs (`node dist/bench/gguf.js <file> 3`):
- * - stories260K.gguf (1.2 MB, F32): decode ≈ 950–1,450 vs 7–105 tok/s; prefill ≈ 1,100–1,340 vs 2,000–2,300.
- * - llama-2-tiny-random.gguf (1.7 MB): decode ≈ 640 vs 76 tok/s.
- * - SmolLM2-135M shapes: Q4_0 (88 MiB) decode 60–67 vs 49–98 (run to run), prefill 357–390 vs 597–711;
- *   Q8_0 (139 MiB) decode 38–49 vs 39–67, prefill ≈ 2×; F16 (259 MiB) decode 28–31 vs 34–46.
- * - Qwen2.5-0.5B shapes, Q4_0 (338 MiB): decode 17–18 vs 24–29 tok/s, prefill 99–120 vs 185–234.
- * - node-llama-cpp's own default, 4 threads on 2 cores: 0.4 tok/s (the issue's measurement), so
- *   no count here ever exceeds the cores this process may use.
+ * model the synchronisation costs more than the work it shares (one thread is an order of
+ * magnitude faster); for a large one decode is bound by memory bandwidth, which one core cannot
+ * saturate. In between, the better count depends on the machine and its current load, so a model
+ * that is neither tiny nor clearly large starts on the rule's guess and measures both. No count
+ * ever exceeds the cores this process may use (oversubscribing them stalls every thread).
+ * The measurements behind these rules: bench/results/gguf-threads.md.
  */
 import { availableParallelism } from "node:os";
 
-/** Models smaller than this always decode on one thread (no measurement: the gap is 10-100×). */
+/** Models smaller than this always decode on one thread (no measurement: the gap is too wide to need one). */
 export const TINY_MODEL_BYTES = 16 * 1024 * 1024;
 
 /**
  * Models smaller than this start decoding on one thread, larger ones on every physical core; both
- * are then measured unless the model is tiny. The measured crossover on the dev machine lies
- * between 88 MiB (Q4_0) and 259 MiB (F16).
+ * are then measured unless the model is tiny. Near the crossover measured on the dev machine.
  */
 export const SMALL_MODEL_BYTES = 128 * 1024 * 1024;
 
 /**
- * A tiny model's prompt batch shorter than this runs on decode's single thread: a second ggml
- * thread often costs a tiny model ~10 ms per batch, far more than the batch itself. On the
- * 2-core dev machine (AMD EPYC), stories260K batches of 1-8 tokens took 0.3-0.5 ms on 1 thread
- * and 9.5-9.9 ms on 2; 32 and 64 tokens 2.1 and 5.3 vs 11 and 12 ms; 128 tokens 16 vs 9-17 ms;
- * 512 tokens 198 vs 100-112 ms (`setContextThreads` between batches; the first request's 512-token
- * prompt still runs on every core). Models of real size gain from every core already at a few
- * tokens (SmolLM2-135M Q4_0: 16 tokens 15.6 vs 9.4 ms, 1 token 3.2 vs 3.3).
+ * A tiny model's prompt batch shorter than this runs on decode's single thread: waking a second
+ * ggml thread costs a tiny model more than the batch itself, up to a few hundred tokens (the
+ * first request's long prompt still runs on every core). Models of real size gain from every core
+ * already at a few tokens.
  */
 export const TINY_MODEL_MIN_PARALLEL_BATCH = 256;
 
@@ -116,10 +103,8 @@ export interface DecodeThreadTunerOptions {
   tokensPerCandidate?: number;
   /**
    * A count with more threads must be this much faster (relative mean) to be chosen. Defaults to
-   * 0.15: the stalls of more threads come in bursts that a short measurement can miss (once, 15
-   * tokens on 2 threads averaged 11.8 vs 13.7 ms on 1, and the request that followed on 2 threads
-   * decoded at 19 ms per token), while where more threads really win they win by far more (a
-   * 338 MiB Q4_0 model on a Xeon: 24.4 vs 17.0 tok/s).
+   * 0.15: the stalls of more threads come in bursts that a short measurement can miss, while where
+   * more threads really win they win by far more.
    */
   margin?: number;
 }
@@ -129,11 +114,9 @@ export interface DecodeThreadTunerOptions {
  * in blocks of a few tokens (so a drift in machine load hits every count) until each has
  * `tokensPerCandidate` timings; the count with the lowest mean time per token wins, more
  * threads only when clearly faster. The mean, not the median, because throughput pays for every
- * token: on the 2-core dev machine a Qwen2.5-0.5B-shape Q4_0 model decoded most tokens in
- * 10.5 ms on 2 threads vs 13 ms on 1, but stalled for 30-58 ms on every fourth or fifth token
- * with 2, so its median chose 2 threads, which then decoded 51-64 tok/s where 1 thread gave 74-77.
- * A count more than twice as slow as the best after its first block is dropped early, so a bad
- * guess costs a handful of tokens. The first token of each block is not timed: it pays for the switch.
+ * token, and more threads can be faster on most tokens yet stall on every few. A count more than
+ * twice as slow as the best after its first block is dropped early, so a bad guess costs a
+ * handful of tokens. The first token of each block is not timed: it pays for the switch.
  */
 export class DecodeThreadTuner {
   private readonly candidates: number[];

@@ -1,6 +1,7 @@
 /**
  * JSON Schema validation through ajv (draft 2020-12, or draft-07 when the schema says so) with
- * ajv-formats: what eval scores outputs with, and what the tests check constrained output against.
+ * ajv-formats: what guaranteed JSON checks schemas with, what eval scores outputs with, and what
+ * the tests check constrained output against.
  */
 import { createRequire } from "node:module";
 import type { AnySchema, ErrorObject, ValidateFunction } from "ajv";
