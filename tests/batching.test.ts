@@ -303,6 +303,58 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     }
   });
 
+  it("logprobs of batched rows equal each request's logprobs alone (within 1e-5)", async () => {
+    const model = new MlxBackend();
+    await model.load(path, { maxBatch: 8 });
+    try {
+      const requests: { prompt: string; options: GenerateOptions }[] = [
+        { prompt: PROMPTS[0], options: { maxTokens: 12, ignoreEos: true, logprobs: true, topLogprobs: 3 } },
+        { prompt: PROMPTS[4] + " and", options: { maxTokens: 10, ignoreEos: true, temperature: 0.8, seed: 3, topK: 12, repetitionPenalty: 1.2, logprobs: true, topLogprobs: 5 } },
+      ];
+      const alone = [];
+      for (const r of requests) alone.push(await model.generate(r.prompt, r.options));
+      const together = await Promise.all(requests.map((r) => model.generate(r.prompt, r.options)));
+      let worst = 0;
+      for (const [i, got] of together.entries()) {
+        const want = alone[i];
+        expect(got.tokens, `request ${i}`).toEqual(want.tokens);
+        expect(got.logprobs?.length, `request ${i}`).toBe(want.tokens.length);
+        for (const [k, entry] of got.logprobs!.entries()) {
+          const solo = want.logprobs![k];
+          expect(entry.id).toBe(solo.id);
+          expect(entry.topLogprobs.map((t) => t.id)).toEqual(solo.topLogprobs.map((t) => t.id));
+          worst = Math.max(worst, Math.abs(entry.logprob - solo.logprob),
+            ...entry.topLogprobs.map((t, j) => Math.abs(t.logprob - solo.topLogprobs[j].logprob)));
+        }
+      }
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await model.unload();
+    }
+  });
+
+  it("the cache kinds decide: gemma3_text batches when its window covers the context, runs one row when the window rotates", async () => {
+    const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
+    const model = new MlxBackend();
+    try {
+      const prompts = [[1, 5, 9, 2, 6, 8, 3], [2, 7, 7, 7, 3], [4, 11, 12, 13, 14, 15, 16, 17, 18]];
+      for (const [window, rows] of [[64, 8], [5, 1]] as const) {
+        const dir = join(root, `g3-${window}`);
+        writeTinyModel(dir, { family: "gemma3_text", dtype: "float32", seed: 5, slidingWindow: window });
+        await model.load(dir, { maxBatch: 8, contextSize: 32 });
+        expect(model.info?.maxBatch, `window ${window}`).toBe(rows);
+        const alone = [];
+        for (const p of prompts) alone.push((await model.generate(p, { maxTokens: 12, ignoreEos: true })).tokens);
+        const together = await Promise.all(prompts.map((p) => model.generate(p, { maxTokens: 12, ignoreEos: true })));
+        expect(together.map((r) => r.tokens), `window ${window}`).toEqual(alone);
+        await model.unload();
+      }
+    } finally {
+      await model.unload();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it("a model kind whose cache cannot batch (gemma2: soft-capped scores) runs one row at a time, correctly", async () => {
     const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
     const model = new MlxBackend();
