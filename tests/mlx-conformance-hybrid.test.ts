@@ -93,6 +93,11 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention
       const again = await mlx.generate(prompt, { ...greedy, maxTokens: 8 });
       expect(again.usage.evaluatedPromptTokens).toBe(prompt.length);
       expect(again.tokens).toEqual(first.tokens);
+      // A recurrent state cannot be a left-padded batch row: whatever maxBatch asks (default 8), the
+      // model runs one request at a time, and concurrent requests each get their solo answer.
+      expect(mlx.info!.maxBatch).toBe(1);
+      const both = await Promise.all([prompt, followUp].map((p) => mlx.generate(p, { ...greedy, maxTokens: 8 })));
+      expect(both.map((r) => r.tokens)).toEqual([first.tokens, next.tokens]);
     } finally {
       await mlx.unload();
       await fresh.unload();
