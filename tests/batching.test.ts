@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import type { GenerateOptions, JsonSchema } from "../lib/backend.js";
+import type { GenerateOptions, JsonSchema, LoadOptions } from "../lib/backend.js";
 import type { BaseBackend } from "../lib/backends/base.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
@@ -27,6 +27,21 @@ const TARGETS = [
 const PROMPTS = ["Once upon a time", "Tom and his dog", "The sun was", "A little bird", "Sue had a red ball", "Mom said", "Ben liked to", "The cat sat"];
 
 const USER_TURNS = [" Then", " She said", " The end", " One day", " He was", " So they", " Later", " But", " And", " At last"];
+
+/** Six long requests with four generating (maxBatch 4), then unload(): every one ends with UnloadedError. */
+async function expectUnloadEndsBatch(model: BaseBackend, path: string, load: LoadOptions, maxTokens: number): Promise<void> {
+  await model.load(path, load);
+  const outcome = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => e);
+  const streams = PROMPTS.slice(0, 6).map((p) => model.generateStream(p, { maxTokens, ignoreEos: true }));
+  const iterators = streams.map((s) => s[Symbol.asyncIterator]());
+  await Promise.all(iterators.slice(0, 4).map((it) => it.next())); // four are generating
+  const results = streams.map((s) => outcome(s.result));
+  const drains = iterators.map((it) => outcome((async () => {
+    for (;;) if ((await it.next()).done) break;
+  })()));
+  await model.unload();
+  for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
+}
 
 for (const target of TARGETS) {
   describe.skipIf(!target.enabled)(`prompt cache on ${target.name}`, () => {
@@ -133,20 +148,8 @@ describe("concurrent requests batched on gguf", () => {
     }
   });
 
-  it("unload() during a batch ends every request, running or queued, with UnloadedError", async () => {
-    const model = new GgufBackend();
-    await model.load(path, { threads: 1, maxBatch: 4 });
-    const outcome = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => e);
-    const streams = PROMPTS.slice(0, 6).map((p) => model.generateStream(p, { maxTokens: 5000, ignoreEos: true }));
-    const iterators = streams.map((s) => s[Symbol.asyncIterator]());
-    await Promise.all(iterators.slice(0, 4).map((it) => it.next())); // four are generating
-    const results = streams.map((s) => outcome(s.result));
-    const drains = iterators.map((it) => outcome((async () => {
-      for (;;) if ((await it.next()).done) break;
-    })()));
-    await model.unload();
-    for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
-  });
+  it("unload() during a batch ends every request, running or queued, with UnloadedError", () =>
+    expectUnloadEndsBatch(new GgufBackend(), path, { threads: 1, maxBatch: 4 }, 5000));
 
   it("maxBatch must be an integer in [1, 64] on both backends", async () => {
     await expect(new GgufBackend().load(path, { maxBatch: 0 })).rejects.toThrow(/maxBatch.*\[1, 64\]/);
@@ -270,20 +273,8 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     }
   });
 
-  it("unload() during a batch ends every request, running or queued, with UnloadedError", async () => {
-    const model = new MlxBackend();
-    await model.load(path, { maxBatch: 4 });
-    const outcome = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => e);
-    const streams = PROMPTS.slice(0, 6).map((p) => model.generateStream(p, { maxTokens: 1500, ignoreEos: true }));
-    const iterators = streams.map((s) => s[Symbol.asyncIterator]());
-    await Promise.all(iterators.slice(0, 4).map((it) => it.next())); // four are generating
-    const results = streams.map((s) => outcome(s.result));
-    const drains = iterators.map((it) => outcome((async () => {
-      for (;;) if ((await it.next()).done) break;
-    })()));
-    await model.unload();
-    for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
-  });
+  it("unload() during a batch ends every request, running or queued, with UnloadedError", () =>
+    expectUnloadEndsBatch(new MlxBackend(), path, { maxBatch: 4 }, 1500));
 
   it("requests naming different adapters are not mixed in one batch, and each returns its solo tokens", async () => {
     const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
