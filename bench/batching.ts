@@ -3,16 +3,19 @@
  * requests ÷ one stream, and the time to first token of a request arriving while 7 others decode
  * ÷ the same request alone. Every ratio comes from one run (same process, same minute).
  *
- * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [model ...]
+ * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [--repeats=N] [model ...]
  * Or from a bench runner:      const result = await benchBatching();
  *
  * Aggregate decode tokens/s: all requests start together on short prompts (4-6 tokens, greedy,
  * ignoreEos, `tokens` each); tokens after each request's first ÷ time from the last request's
- * first token to the last request's end, so prefill is left out. GGUF loads with maxBatch 16
- * (requests beyond maxBatch queue); the MLX engine serves one request at a time (its rows show
- * what queueing gives). The newcomer lands on a sequence an earlier request used: node-llama-cpp
- * 3.22.1 erases its state under the context lock, which its batch loop holds while any sequence
- * has decodes queued, so the newcomer waits for the 7 (256 tokens each) to end.
+ * first token to the last request's end, so prefill is left out. Beside the wall-clock figure, the
+ * same tokens ÷ the process's CPU seconds over that window (the machine may be shared: CPU time is
+ * what other load disturbs least). Levels run interleaved in every round (1, 2, 4, 8, 16, then again),
+ * medians over rounds. Both backends load with maxBatch 16 (requests beyond it queue). The MLX
+ * engine batches every request (continuous batching), so a newcomer's first token waits for its
+ * prefill and one decode step of the batch. The GGUF newcomer lands on a sequence an earlier request
+ * used: node-llama-cpp 3.22.1 erases its state under the context lock, which its batch loop holds
+ * while any sequence has decodes queued.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -34,10 +37,16 @@ export interface BatchingBenchCase {
   tokensPerSecond: Record<number, number>;
   /** tokensPerSecond[n] ÷ tokensPerSecond[1]. */
   ratio: Record<number, number>;
-  /** TTFT of a 64-token request while 7 others decode (NaN on MLX, which runs one request at a time), and alone (ms, medians). */
+  /** The same tokens ÷ process CPU seconds, as a ratio to one stream's (medians). */
+  cpuRatio: Record<number, number>;
+  /** TTFT of a 64-token request while 7 others decode, and alone (ms, medians). */
   ttftBesideSevenMs: number;
   ttftAloneMs: number;
-  /** KV bytes one concurrent row holds (GGUF: one llama.cpp sequence of the context), when known. */
+  /**
+   * KV bytes one concurrent row holds. GGUF: one llama.cpp sequence of the whole context, allocated
+   * at load. MLX: what a row of this bench holds (its buffers grow in steps of 256 positions, so
+   * kvBytesPerToken x 256 here); it grows with the row's length and is freed when the row leaves.
+   */
   kvBytesPerRow?: number;
 }
 
@@ -50,28 +59,37 @@ export interface BatchingBenchResult {
 
 type Backend = MlxBackend | GgufBackend;
 
-/** Aggregate decode tokens/s of `n` requests started together (see the file's header). */
-async function aggregate(model: Backend, n: number, tokens: number): Promise<number> {
+interface Throughput {
+  wall: number;
+  cpu: number;
+}
+
+/** Aggregate decode tokens/s (wall and per CPU-second) of `n` requests started together (see the file's header). */
+async function aggregate(model: Backend, n: number, tokens: number): Promise<Throughput> {
   const options: GenerateOptions = { maxTokens: tokens, ignoreEos: true };
   const firsts: number[] = [];
   const ends: number[] = [];
   let produced = 0;
+  // CPU time of the process (engine thread included) from the last first token to the end.
+  let cpuAtStart: NodeJS.CpuUsage | undefined;
+  const startsAt = Math.min(n, maxRows(model));
   await Promise.all(Array.from({ length: n }, async (_, i) => {
     let seen = 0;
     for await (const chunk of model.generateStream(`${PROMPTS[i % PROMPTS.length]}${i >= PROMPTS.length ? "," : ""}`, options)) {
-      if (seen === 0 && chunk.tokens.length > 0) firsts.push(performance.now());
+      if (seen === 0 && chunk.tokens.length > 0 && firsts.push(performance.now()) === startsAt) cpuAtStart = process.cpuUsage();
       seen += chunk.tokens.length;
     }
     produced += Math.max(0, seen - 1);
     ends.push(performance.now());
   }));
   // Queued requests (beyond the batch) start late: measure from the first first token instead.
+  const cpu = process.cpuUsage(cpuAtStart);
   const start = n > maxRows(model) ? Math.min(...firsts) : Math.max(...firsts);
-  return (produced * 1000) / (Math.max(...ends) - start);
+  return { wall: (produced * 1000) / (Math.max(...ends) - start), cpu: (produced * 1e6) / (cpu.user + cpu.system) };
 }
 
 function maxRows(model: Backend): number {
-  return model instanceof GgufBackend ? model.sequenceInfo.sequences : 1;
+  return model instanceof GgufBackend ? model.sequenceInfo.sequences : (model.info?.maxBatch ?? 1);
 }
 
 async function newcomerTtft(model: Backend, besides: number): Promise<number> {
@@ -95,29 +113,28 @@ async function newcomerTtft(model: Backend, besides: number): Promise<number> {
 async function benchCase(backend: "mlx" | "gguf", name: string, path: string, tokens: number, repeats: number): Promise<BatchingBenchCase> {
   const model: Backend = backend === "mlx" ? new MlxBackend() : new GgufBackend();
   // The prompt cache would let repeats reuse each other's prompts: off, every request evaluates its prompt.
-  if (model instanceof GgufBackend) await model.load(path, { maxBatch: 16, promptCacheBytes: 0 });
-  else await model.load(path, { promptCacheBytes: 0 });
+  await model.load(path, { maxBatch: 16, promptCacheBytes: 0 });
   try {
     // Warm-up; alone first, so that GGUF's decode-thread measurement (about 40 single-stream tokens) is over.
-    await aggregate(model, 1, 48);
+    await aggregate(model, 1, backend === "gguf" ? 48 : 8);
     await aggregate(model, 2, 8);
-    const samples: Record<number, number[]> = {};
+    const samples: Record<number, Throughput[]> = {};
     const besides: number[] = [];
     const alone: number[] = [];
     for (let r = 0; r < repeats; r++) {
       for (const n of LEVELS) (samples[n] ??= []).push(await aggregate(model, n, tokens));
-      // The MLX engine runs one request at a time: a newcomer would wait for the others to end.
-      if (backend === "gguf") besides.push(await newcomerTtft(model, 7));
+      besides.push(await newcomerTtft(model, 7));
       alone.push(await newcomerTtft(model, 0));
     }
     const tokensPerSecond: Record<number, number> = {};
     const ratio: Record<number, number> = {};
-    for (const n of LEVELS) tokensPerSecond[n] = median(samples[n]);
+    const cpuRatio: Record<number, number> = {};
+    const cpu = (n: number) => median(samples[n].map((s) => s.cpu));
+    for (const n of LEVELS) tokensPerSecond[n] = median(samples[n].map((s) => s.wall));
     for (const n of LEVELS) ratio[n] = tokensPerSecond[n] / tokensPerSecond[1];
-    return {
-      backend, model: name, tokensPerSecond, ratio, ttftBesideSevenMs: besides.length ? median(besides) : NaN, ttftAloneMs: median(alone),
-      ...(model instanceof GgufBackend ? { kvBytesPerRow: model.sequenceInfo.kvBytesPerSequence } : {}),
-    };
+    for (const n of LEVELS) cpuRatio[n] = cpu(n) / cpu(1);
+    const kvBytesPerRow = model instanceof GgufBackend ? model.sequenceInfo.kvBytesPerSequence : (model.info?.kvBytesPerToken ?? 0) * 256;
+    return { backend, model: name, tokensPerSecond, ratio, cpuRatio, ttftBesideSevenMs: median(besides), ttftAloneMs: median(alone), kvBytesPerRow };
   } finally {
     await model.unload();
   }
@@ -189,7 +206,7 @@ export async function benchGgufBatchSettings(path: string, options: { tokens?: n
         await aggregate(model, 1, 48); // warm-up, and GgufBackend's decode-thread measurement
         for (const n of [1, concurrent]) {
           const cpu = process.cpuUsage();
-          const tps = await aggregate(model, n, tokens);
+          const tps = (await aggregate(model, n, tokens)).wall;
           const used = process.cpuUsage(cpu);
           (samples[i].tps[n] ??= []).push(tps);
           (samples[i].cpu[n] ??= []).push((used.user + used.system) / 1000 / (n * tokens));
@@ -298,11 +315,12 @@ export function formatInterleaved(rows: InterleavedResult[]): string {
 export function formatBatchingBench(result: BatchingBenchResult): string {
   const lines = [
     `batching bench: ${result.tokens} greedy tokens per request, medians of ${result.repeats}; aggregate decode tok/s (÷ one stream)`,
-    `${"case".padEnd(48)} ${LEVELS.map((n) => `${n}x`.padStart(15)).join(" ")} ${"TTFT +7 / alone".padStart(22)} ${"KV/row".padStart(9)}`,
+    `${"case".padEnd(48)} ${LEVELS.map((n) => `${n}x`.padStart(15)).join(" ")} ${"TTFT +7 / alone".padStart(22)} ${"KV/row".padStart(9)}  per CPU-second (÷ one stream)`,
     ...result.cases.map((c) =>
       `${`${c.backend} ${c.model}`.padEnd(48)} ${LEVELS.map((n) => `${c.tokensPerSecond[n].toFixed(0)} (${c.ratio[n].toFixed(2)})`.padStart(15)).join(" ")} ` +
       `${`${c.ttftBesideSevenMs.toFixed(1)} / ${c.ttftAloneMs.toFixed(1)} ms`.padStart(22)} ` +
-      `${c.kvBytesPerRow !== undefined ? `${(c.kvBytesPerRow / 2 ** 20).toFixed(1)} MiB` : "n/a"}`.padStart(9)),
+      `${c.kvBytesPerRow !== undefined ? `${(c.kvBytesPerRow / 2 ** 20).toFixed(1)} MiB` : "n/a"}`.padStart(9) +
+      `  ${LEVELS.slice(1).map((n) => `${n}x ${c.cpuRatio[n].toFixed(2)}`).join(", ")}`),
     ...result.skipped.map((s) => `skipped: ${s}`),
   ];
   return lines.join("\n");
@@ -310,8 +328,12 @@ export function formatBatchingBench(result: BatchingBenchResult): string {
 
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (invokedDirectly) {
-  const [tokens, ...only] = process.argv.slice(2);
-  const result = await benchBatching({ ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}) });
+  const args = process.argv.slice(2);
+  const repeats = args.find((a) => a.startsWith("--repeats="));
+  const [tokens, ...only] = args.filter((a) => a !== repeats);
+  const result = await benchBatching({
+    ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}), ...(repeats ? { repeats: Number(repeats.slice(10)) } : {}),
+  });
   console.log(formatBatchingBench(result));
   console.log(JSON.stringify(result));
 }

@@ -63,6 +63,8 @@ export interface NativeModel {
   ): NativeGenerateHandle;
   /** Logits of every position, from an empty cache: `ids.length * vocabSize` floats. */
   logits(ids: Int32Array, adapter?: string): Promise<Float32Array>;
+  /** Test hook: each prompt's last-token logits from one batched step over left-padded rows ([prompts.length * vocab]). */
+  batchLogits(prompts: Int32Array[]): Promise<Float32Array>;
   /** Keeps an mlx_lm.lora adapter directory under `name` (errors carry code BAD_ADAPTER / INVALID_OPTION). */
   loadAdapter(name: string, dir: string): Promise<{ type: "lora" | "dora"; rank: number; scale: number; modules: number }>;
   unloadAdapter(name: string): Promise<void>;
@@ -77,7 +79,7 @@ export interface NativeMlx {
    * `adapter`: an mlx_lm.lora adapter directory applied at load, merged into the weights with `fuse`;
    * `promptCacheBytes`: KV bytes kept for recent sequences (0: none).
    */
-  loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number): Promise<NativeModel>;
+  loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number, maxBatch?: number): Promise<NativeModel>;
   runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
   memory(): Promise<MlxMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;

@@ -72,6 +72,8 @@ export interface ResolvedLoadOptions {
   threads: number | undefined;
   /** Bytes of KV state kept for recent sequences (prompt cache); 0 keeps none. */
   promptCacheBytes: number;
+  /** Requests decoded together; undefined: the backend's default. */
+  maxBatch: number | undefined;
   signal: AbortSignal | undefined;
   adapter: string | undefined;
   fuse: boolean;
@@ -89,7 +91,7 @@ export function defaultPromptCacheBytes(): number {
 /** Checks load options; throws InvalidOptionError naming the first bad one. */
 export function resolveLoadOptions(options: LoadOptions = {}, extraKeys: readonly string[] = []): ResolvedLoadOptions {
   if (typeof options !== "object" || options === null) throw new InvalidOptionError("options", "an object", options);
-  rejectUnknownKeys(options, new Set(["contextSize", "threads", "promptCacheBytes", "signal", "adapter", "fuse"]), extraKeys);
+  rejectUnknownKeys(options, new Set(["contextSize", "threads", "promptCacheBytes", "maxBatch", "signal", "adapter", "fuse"]), extraKeys);
   const adapter = nonEmptyString("adapter", options.adapter);
   const fuse = booleanOr("fuse", options.fuse, false);
   if (fuse && adapter === undefined) throw new InvalidOptionError("fuse", "false unless an adapter is given", true);
@@ -99,6 +101,7 @@ export function resolveLoadOptions(options: LoadOptions = {}, extraKeys: readonl
     contextSize: options.contextSize === undefined ? undefined : integerIn("contextSize", options.contextSize, 0, 16, 1 << 20),
     threads: options.threads === undefined ? undefined : integerIn("threads", options.threads, 0, 1, 1024),
     promptCacheBytes: integerIn("promptCacheBytes", options.promptCacheBytes, defaultPromptCacheBytes(), 0, Number.MAX_SAFE_INTEGER),
+    maxBatch: options.maxBatch === undefined ? undefined : integerIn("maxBatch", options.maxBatch, 1, 1, 64),
     signal: abortSignal(options.signal),
   };
 }

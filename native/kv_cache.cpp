@@ -63,7 +63,7 @@ std::unique_ptr<LayerCache> make_attention_cache(int sliding_window, int context
   return std::make_unique<LayerKVCache>();
 }
 
-KVCache::KVCache(const KVCache& o) {
+KVCache::KVCache(const KVCache& o) : left_pad_(o.left_pad_) {
   layers_.reserve(o.layers_.size());
   for (const auto& l : o.layers_) layers_.push_back(l->clone());
 }
@@ -91,12 +91,133 @@ void KVCache::trim(int n) {
 
 void KVCache::reset() {
   for (auto& l : layers_) l->reset();
+  left_pad_.clear();
+  set_layout();
 }
 
 std::vector<Array> KVCache::state() const {
   std::vector<Array> out;
   for (const auto& l : layers_) l->state(out);
   return out;
+}
+
+// ---- Batch rows -------------------------------------------------------------------------------
+
+const Array& RowLayout::positions(int offset) const {
+  if (positions_at_ != offset) {
+    std::vector<int32_t> p(left_pad.size());
+    for (size_t b = 0; b < p.size(); ++b) p[b] = offset - left_pad[b];
+    positions_ = Array::from_int32(p, {static_cast<int>(p.size())});
+    positions_at_ = offset;
+  }
+  return positions_;
+}
+
+const Array& RowLayout::key_mask(int columns) const {
+  if (mask_columns_ != columns) {
+    const int B = static_cast<int>(left_pad.size());
+    std::vector<uint8_t> m(static_cast<size_t>(B) * columns);
+    for (int b = 0; b < B; ++b)
+      for (int j = left_pad[b]; j < columns; ++j) m[static_cast<size_t>(b) * columns + j] = 1;
+    mask_ = Array::from_bool(m, {B, 1, 1, columns});
+    mask_columns_ = columns;
+  }
+  return mask_;
+}
+
+namespace {
+
+// [B, H, n, D] zeros shaped like `like` (columns on axis 2), prepended to it.
+Array pad_left(const Array& like, int n) {
+  if (n == 0) return like;
+  std::vector<int> shape = like.shape();
+  shape[2] = n;
+  return mx::concatenate({mx::zeros(shape, like.dtype()), like}, 2);
+}
+
+}  // namespace
+
+bool KVCache::full_kv() const {
+  for (const auto& l : layers_)
+    if (!dynamic_cast<const LayerKVCache*>(l.get())) return false;
+  return true;
+}
+
+void KVCache::set_layout() {
+  std::shared_ptr<RowLayout> rows;
+  if (std::any_of(left_pad_.begin(), left_pad_.end(), [](int p) { return p > 0; })) {
+    rows = std::make_shared<RowLayout>();
+    rows->left_pad = left_pad_;
+  }
+  for (int i = 0; i < size(); ++i)
+    if (auto* l = dynamic_cast<LayerKVCache*>(layers_[i].get())) l->rows_ = rows;
+}
+
+void KVCache::append_row(const KVCache& row) {
+  const int have = offset(), add = row.offset();
+  if (left_pad_.empty()) {
+    layers_.clear();  // the first row sets the layers (a fresh batch has none)
+    for (const auto& l : row.layers_) layers_.push_back(l->clone());
+    left_pad_ = {0};
+    set_layout();
+    return;
+  }
+  const int columns = std::max(have, add);
+  for (int i = 0; i < size(); ++i) {
+    LayerKVCache& l = layer_as<LayerKVCache>(i);
+    const auto& r = dynamic_cast<const LayerKVCache&>(*row.layers_[i]);
+    auto join = [&](const Array& batch, const Array& one) {
+      return mx::concatenate({pad_left(mx::slice_axis(batch, 2, 0, have), columns - have),
+                              pad_left(mx::slice_axis(one, 2, 0, add), columns - add)}, 0);
+    };
+    l.keys_ = join(l.keys_, r.keys_);
+    l.values_ = join(l.values_, r.values_);
+    l.offset_ = columns;
+  }
+  for (int& p : left_pad_) p += columns - have;
+  left_pad_.push_back(columns - add);
+  set_layout();
+}
+
+void KVCache::keep_rows(const std::vector<int>& keep) {
+  if (keep.empty()) return reset();
+  std::vector<int> pads;
+  for (int b : keep) pads.push_back(left_pad_[b]);
+  const int drop = *std::min_element(pads.begin(), pads.end());
+  const bool all = keep.size() == left_pad_.size();
+  const Array index = Array::from_int32(std::vector<int32_t>(keep.begin(), keep.end()), {static_cast<int>(keep.size())});
+  for (int i = 0; i < size(); ++i) {
+    LayerKVCache& l = layer_as<LayerKVCache>(i);
+    if (l.keys_.empty()) continue;
+    auto pick = [&](const Array& buf) {
+      Array rows = all ? buf : mx::take(buf, index, 0);
+      return mx::slice_axis(rows, 2, drop, l.offset_);
+    };
+    l.keys_ = pick(l.keys_);
+    l.values_ = pick(l.values_);
+    l.offset_ -= drop;
+  }
+  for (int& p : pads) p -= drop;
+  left_pad_ = std::move(pads);
+  set_layout();
+}
+
+KVCache KVCache::row(int b) const {
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  for (const auto& layer : layers_) {
+    const auto& l = dynamic_cast<const LayerKVCache&>(*layer);
+    auto out = std::make_unique<LayerKVCache>();
+    if (!l.keys_.empty()) {
+      auto cut = [&](const Array& buf) {
+        return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, left_pad_[b], l.offset_));
+      };
+      out->keys_ = cut(l.keys_);
+      out->values_ = cut(l.values_);
+      out->offset_ = l.offset_ - left_pad_[b];
+    }
+    layers.push_back(std::move(out));
+  }
+  return KVCache(std::move(layers));
 }
 
 static size_t shared_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {

@@ -14,6 +14,26 @@
 
 namespace mlxnode {
 
+// ---- Batch rows (continuous batching) --------------------------------------------------------
+// A KVCache may hold B sequences ("rows", batch axis 0) that decode together, one token each per
+// step. They share one write column (offset()), so a row that joined with a shorter history is
+// left-padded: row b's keys sit in columns [left_pad[b], offset()), and the token it writes next is
+// at position offset() - left_pad[b]. Attention takes per-row RoPE positions and a key mask from
+// here (mlx-lm's BatchKVCache keeps the same left padding). Rows without padding (a single row, or
+// rows of equal length) have no RowLayout and take the plain single-offset, unmasked path.
+struct RowLayout {
+  std::vector<int> left_pad;  // per row; at least one nonzero
+  // int32 [B]: the position each row writes at write column `offset`.
+  const Array& positions(int offset) const;
+  // bool [B, 1, 1, S]: key column j is visible to row b iff j >= left_pad[b].
+  const Array& key_mask(int columns) const;
+
+ private:
+  // Shared by every layer of one step: built once per step (engine thread only).
+  mutable Array positions_, mask_;
+  mutable int positions_at_ = -1, mask_columns_ = -1;
+};
+
 // A global attention layer's keys/values, as mlx-lm's models/cache.py KVCache: buffers grow in
 // steps of 256 positions, new keys are written with slice_update (MLX donates the old buffer, so
 // the write is in place), and attention reads the filled view [.., :offset, ..].
@@ -31,10 +51,14 @@ class LayerKVCache : public AttentionCache {
   void state(std::vector<Array>& out) const override;
   int64_t nbytes() const override;  // allocated capacity, not just the filled part
   std::unique_ptr<LayerCache> clone() const override { return std::make_unique<LayerKVCache>(*this); }
+  // Batch rows: the layout when rows are padded, else nullptr. Set by KVCache.
+  const RowLayout* rows() const override { return rows_.get(); }
 
  private:
+  friend class KVCache;
   Array keys_, values_;
   int offset_ = 0;
+  std::shared_ptr<const RowLayout> rows_;
 };
 
 // An attention layer's cache: a RotatingKVCache of `sliding_window` positions for a local layer
@@ -47,7 +71,7 @@ class KVCache {
  public:
   KVCache() = default;
   explicit KVCache(std::vector<std::unique_ptr<LayerCache>> layers) : layers_(std::move(layers)) {}
-  KVCache(const KVCache& o);
+  KVCache(const KVCache& o);  // clones the layers, keeps the rows
   KVCache& operator=(const KVCache& o);
   KVCache(KVCache&&) = default;
   KVCache& operator=(KVCache&&) = default;
@@ -67,8 +91,22 @@ class KVCache {
   std::vector<Array> state() const;
   int64_t nbytes() const;
 
+  // ---- Batch rows (see RowLayout). A fresh KVCache has no rows; a cache filled by forward()
+  // holds one. Only a cache of full KV layers can hold several (full_kv). Engine thread only.
+  bool full_kv() const;  // every layer is a LayerKVCache (no window rotation, no recurrent state)
+  int row_count() const { return static_cast<int>(left_pad_.size()); }
+  // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
+  // left-padded with zeros so the write columns line up.
+  void append_row(const KVCache& row);
+  // Keeps only rows `keep` (ascending), dropping padding columns no kept row needs.
+  void keep_rows(const std::vector<int>& keep);
+  // Row b as a single-sequence cache (its own buffers: it outlives the batch in the PromptCache).
+  KVCache row(int b) const;
+
  private:
+  void set_layout();
   std::vector<std::unique_ptr<LayerCache>> layers_;
+  std::vector<int> left_pad_;  // batch rows: per-row left padding (empty: no rows appended)
 };
 
 // How many positions of `cache` (which holds `cached`) a request for `prompt` starts from: the

@@ -11,6 +11,8 @@
 
 namespace mlxnode {
 
+struct RowLayout;  // kv_cache.h
+
 class LayerCache {
  public:
   virtual ~LayerCache() = default;
@@ -38,6 +40,8 @@ class LayerCache {
 class AttentionCache : public LayerCache {
  public:
   virtual void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) = 0;
+  // Batch rows at different positions (kv_cache.h RowLayout): only a full KV cache holds them.
+  virtual const RowLayout* rows() const { return nullptr; }
 };
 
 }  // namespace mlxnode

@@ -227,8 +227,18 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   Array v = heads(v_proj(x), args.num_kv_heads, std::nullopt);
 
   const int offset = cache.offset();
-  q = rope(q, offset);
-  k = rope(k, offset);
+  // Batch rows of different lengths (kv_cache.h RowLayout): each row at its own position, and
+  // its left padding masked out below. Only decode steps (T == 1) run batched.
+  const RowLayout* rows = cache.rows();
+  if (rows && (T != 1 || !batchable()))
+    throw EngineError(kMlxError, "padded batch rows need single-token steps on a layer without softcap or position scaling");
+  if (rows) {
+    q = rope(q, rows->positions(offset));
+    k = rope(k, rows->positions(offset));
+  } else {
+    q = rope(q, offset);
+    k = rope(k, offset);
+  }
   if (args.position_query_beta != 0) {
     // Computed in float32 over positions offset..offset+T-1 ([T, 1] against [B, heads, T, D]), then cast.
     const Array pos = mx::arange(offset, offset + T, 1, MLX_FLOAT32);
@@ -241,8 +251,9 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 
-  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, offset + T - keys.dim(2))
-                                      : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
+  Array out = rows                     ? mx::sdpa_masked(q, keys, values, scale, rows->key_mask(keys.dim(2)), sinks)
+              : args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, offset + T - keys.dim(2))
+                                       : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }

@@ -102,6 +102,10 @@ struct Attention {
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
   Array operator()(const Array& x, AttentionCache& cache) const;  // x: [B, T, hidden]
+  // Whether rows at different positions can share a step (per-row RoPE and key mask): not with
+  // soft-capped scores or position-scaled queries, which read one scalar offset. A window needs a
+  // full cache (no rotation), which Model::can_batch checks from the cache kinds.
+  bool batchable() const { return args.logit_softcap == 0 && args.position_query_beta == 0; }
 
  private:
   // [B, heads, T, D] queries at positions offset.. over [B, kv_heads, S, D] keys/values at

@@ -103,16 +103,23 @@ int32_t Array::item_int32() const {
   return v;
 }
 
-std::vector<float> Array::to_float32() const {
-  // data_float32 exposes the raw buffer, so the array must be float32 and row-contiguous.
-  Array f = run("contiguous", [&](mlx_array* r, mlx_stream s) {
-    Array cast = mx::astype(*this, MLX_FLOAT32);
-    return mlx_contiguous(r, cast.raw(), false, s);
-  });
+// The array's values on the host as T: cast to `dtype` and made row-contiguous on the device
+// first, since data_* exposes the raw buffer.
+template <typename T>
+static std::vector<T> host_values(const Array& a, mlx_dtype dtype, const T* (*data)(const mlx_array), const char* what) {
+  Array f = mx::contiguous(mx::astype(a, dtype));
   f.eval();
-  const float* p = mlx_array_data_float32(f.a_);
-  if (!p) check(1, "mlx_array_data_float32");
-  return std::vector<float>(p, p + f.size());
+  const T* p = data(f.raw());
+  if (!p) check(1, what);
+  return std::vector<T>(p, p + f.size());
+}
+
+std::vector<float> Array::to_float32() const {
+  return host_values<float>(*this, MLX_FLOAT32, mlx_array_data_float32, "mlx_array_data_float32");
+}
+
+std::vector<int32_t> Array::to_int32() const {
+  return host_values<int32_t>(*this, MLX_INT32, mlx_array_data_int32, "mlx_array_data_int32");
 }
 
 // ---- VectorArray ------------------------------------------------------------------------------
@@ -428,6 +435,14 @@ Array rope(const Array& x, int dims, bool traditional, float base, float scale, 
   mlx_optional_float b{base, freqs.empty()};
   return run("mlx_fast_rope", [&](mlx_array* r, mlx_stream s) {
     return mlx_fast_rope(r, x.raw(), dims, traditional, b, scale, offset, freqs.raw(), s);
+  });
+}
+
+Array rope(const Array& x, int dims, bool traditional, float base, float scale, const Array& offsets,
+           const Array& freqs) {
+  mlx_optional_float b{base, freqs.empty()};
+  return run("mlx_fast_rope_dynamic", [&](mlx_array* r, mlx_stream s) {
+    return mlx_fast_rope_dynamic(r, x.raw(), dims, traditional, b, scale, offsets.raw(), freqs.raw(), s);
   });
 }
 

@@ -88,6 +88,7 @@ class Array {
   void eval() const;
   int32_t item_int32() const;
   std::vector<float> to_float32() const;  // any float dtype, converted on device first
+  std::vector<int32_t> to_int32() const;  // any integer dtype (sampled token ids), row-major
 
  private:
   mlx_array a_{};
@@ -198,6 +199,9 @@ Array norm_l2(const Array& a, int axis);
 Array rms_norm(const Array& x, const Array& weight, float eps);
 // freqs: empty for the default base**(2i/dims) schedule, else per-pair periods (base ignored).
 Array rope(const Array& x, int dims, bool traditional, float base, float scale, int offset,
+           const Array& freqs);
+// The same with one offset per batch row: `offsets` int32 [B] (rows at different positions).
+Array rope(const Array& x, int dims, bool traditional, float base, float scale, const Array& offsets,
            const Array& freqs);
 // mask_mode: "causal" or "" (no mask). sinks: empty, or a logit per query head that joins every
 // softmax (gpt-oss's attention sinks).

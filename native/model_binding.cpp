@@ -10,6 +10,7 @@
 
 #include "device.h"
 #include "engine.h"
+#include "generate.h"
 #include "session.h"
 #include "token_mask.h"
 
@@ -158,6 +159,7 @@ Napi::Object info_to_js(Napi::Env env, const ModelInfo& info) {
   o.Set("hiddenSize", info.hidden_size);
   o.Set("weightBytes", static_cast<double>(info.weight_bytes));
   o.Set("kvBytesPerToken", static_cast<double>(info.kv_bytes_per_token));
+  o.Set("maxBatch", info.max_batch);
   return o;
 }
 
@@ -206,6 +208,15 @@ Napi::Int32Array to_int32_array(Napi::Env env, const std::vector<int32_t>& ids) 
   return array;
 }
 
+// Drives a session's scheduler: one step per engine job, reposted while work remains, so other
+// jobs (other models, logits, unload) run between steps. Once the engine is stopping (no more
+// posts), the remaining steps run here: stopping cancelled every request, so they end at once.
+// Engine thread.
+void pump(SessionPtr session) {
+  while (session->step())
+    if (Engine::get().post([session]() mutable { pump(std::move(session)); })) return;
+}
+
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -213,6 +224,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                        {InstanceMethod<&NativeModel::Info>("info"),
                         InstanceMethod<&NativeModel::Generate>("generate"),
                         InstanceMethod<&NativeModel::Logits>("logits"),
+                        InstanceMethod<&NativeModel::BatchLogits>("batchLogits"),
                         InstanceMethod<&NativeModel::LoadAdapter>("loadAdapter"),
                         InstanceMethod<&NativeModel::UnloadAdapter>("unloadAdapter"),
                         InstanceMethod<&NativeModel::Unload>("unload")});
@@ -263,22 +275,24 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       on_event.Call({to_int32_array(env, tokens), env.Undefined(), values});
     };
 
-    Engine::get().track_cancel(cancel);
-    bool posted = Engine::get().post([session, prompt, params, cancel, mailbox, masks, tsfn, deliver]() mutable {
-      GenerationStats stats;
+    GenerationRequest request;
+    request.prompt = std::move(prompt);
+    request.params = std::move(params);
+    request.cancel = cancel;
+    request.masks = masks;
+    request.emit = [mailbox, tsfn, deliver](const EmittedToken& token) mutable {
+      std::lock_guard<std::mutex> lock(mailbox->mutex);
+      mailbox->pending.push_back(token.id);
+      mailbox->logprobs.insert(mailbox->logprobs.end(), token.logprobs.begin(), token.logprobs.end());
+      if (!mailbox->delivery_queued) {
+        mailbox->delivery_queued = true;
+        tsfn.NonBlockingCall(deliver);
+      }
+    };
+    request.done = [cancel, tsfn, deliver](const GenerationStats& stats, std::exception_ptr exception) mutable {
       bool failed = false;
-      JobError error = capture_error([&] {
-        stats = session->generate(prompt, params, *cancel, [&](const EmittedToken& token) {
-          std::lock_guard<std::mutex> lock(mailbox->mutex);
-          mailbox->pending.push_back(token.id);
-          mailbox->logprobs.insert(mailbox->logprobs.end(), token.logprobs.begin(), token.logprobs.end());
-          if (!mailbox->delivery_queued) {
-            mailbox->delivery_queued = true;
-            tsfn.NonBlockingCall(deliver);
-          }
-        }, masks.get());
-      }, failed);
-      session.reset();  // Let unload free the model as soon as this job is over.
+      JobError error;
+      if (exception) error = capture_error([&] { std::rethrow_exception(exception); }, failed);
       Engine::get().untrack_cancel(cancel);
       tsfn.BlockingCall([deliver, stats, failed, error](Napi::Env env, Napi::Function on_event) {
         deliver(env, on_event);
@@ -288,6 +302,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         on_event.Call({env.Null(), done});
       });
       tsfn.Release();
+    };
+
+    Engine::get().track_cancel(cancel);
+    auto shared = std::make_shared<GenerationRequest>(std::move(request));
+    bool posted = Engine::get().post([session, shared]() mutable {
+      if (session->submit(std::move(*shared))) pump(std::move(session));
     });
     if (!posted) {
       Engine::get().untrack_cancel(cancel);
@@ -326,6 +346,24 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const std::string adapter = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     return run_on_engine<std::vector<float>>(
         info.Env(), "mlx-node:logits", [session, ids, adapter]() { return session->logits(ids, adapter); },
+        [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
+          auto array = Napi::Float32Array::New(env, values.size());
+          std::copy(values.begin(), values.end(), array.Data());
+          return array;
+        });
+  }
+
+  // batchLogits(prompts: Int32Array[]) -> Promise<Float32Array> of prompts.length * vocabSize values:
+  // the logits of each prompt's last token, fed as one batched step over left-padded rows.
+  Napi::Value BatchLogits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SessionPtr session = Session(env);
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "prompts must be an array of Int32Array");
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<std::vector<int32_t>> prompts;
+    for (uint32_t i = 0; i < list.Length(); ++i) prompts.push_back(int32_vector(list.Get(i), "prompts[i]"));
+    return run_on_engine<std::vector<float>>(
+        env, "mlx-node:batch-logits", [session, prompts]() { return session->batch_logits(prompts); },
         [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
           auto array = Napi::Float32Array::New(env, values.size());
           std::copy(values.begin(), values.end(), array.Data());
@@ -382,7 +420,7 @@ struct Loaded {
 };
 
 // loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string, fuse?: boolean },
-//           promptCacheBytes?: number) -> Promise<NativeModel>
+//           promptCacheBytes?: number, maxBatch?: number) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw coded_error<Napi::TypeError>(env, kInvalidOption, "model directory must be a string");
@@ -396,6 +434,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     config.fuse_adapter = adapter.Get("fuse").ToBoolean();
   }
   if (info[4].IsNumber()) config.prompt_cache_bytes = info[4].As<Napi::Number>().Int64Value();
+  if (info[5].IsNumber()) config.max_batch = info[5].As<Napi::Number>().Int32Value();
   return run_on_engine<Loaded>(
       env, "mlx-node:load",
       [config]() {

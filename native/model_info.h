@@ -15,6 +15,7 @@ struct ModelInfo {
   int hidden_size = 0;
   int64_t weight_bytes = 0;       // the tensors the model took (not the ones it ignores, e.g. a vision tower)
   int64_t kv_bytes_per_token = 0;  // what one position adds to the KV cache (every layer's keys and values)
+  int max_batch = 1;               // rows decoded together: LoadConfig::max_batch, or 1 when the model cannot batch
 };
 
 }  // namespace mlxnode

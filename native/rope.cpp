@@ -137,9 +137,8 @@ RoPE RoPE::from_config(const ModelConfig& c, int dims, float default_base) {
   return r;
 }
 
-Array RoPE::operator()(const Array& x, int offset) const {
-  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
-  if (attention_factor == 1.0f) return mx::rope(x, dims, traditional, base, scale, offset, freqs);
+Array RoPE::with_gain(const Array& x) const {
+  if (attention_factor == 1.0f) return x;
   // Rotation is linear, so scaling the rotated features before it equals HF's scaled cos/sin;
   // with partial rotary, the features RoPE leaves alone keep their scale.
   if (gain.empty() || gain.dtype() != x.dtype()) {
@@ -148,7 +147,17 @@ Array RoPE::operator()(const Array& x, int offset) const {
     gain = Array::from_float32(per_feature, {x.dim(-1)});
     if (x.dtype() != MLX_FLOAT32) gain = mx::astype(gain, x.dtype());
   }
-  return mx::rope(mx::multiply(x, gain), dims, traditional, base, scale, offset, freqs);
+  return mx::multiply(x, gain);
+}
+
+Array RoPE::operator()(const Array& x, int offset) const {
+  if (dims == 0) return x;  // a layer without positions (smollm3's NoPE layers)
+  return mx::rope(with_gain(x), dims, traditional, base, scale, offset, freqs);
+}
+
+Array RoPE::operator()(const Array& x, const Array& offsets) const {
+  if (dims == 0) return x;
+  return mx::rope(with_gain(x), dims, traditional, base, scale, offsets, freqs);
 }
 
 }  // namespace mlxnode

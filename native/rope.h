@@ -35,6 +35,11 @@ struct RoPE {
   void fit_context(int context_size);
   // dims 0 (a default RoPE): the identity.
   Array operator()(const Array& x, int offset) const;
+  // One offset per batch row: `offsets` int32 [B] (continuous batching, kv_cache.h RowLayout).
+  Array operator()(const Array& x, const Array& offsets) const;
+
+ private:
+  Array with_gain(const Array& x) const;  // x times attention_factor on the rotated features
 };
 
 }  // namespace mlxnode

@@ -17,30 +17,29 @@ constexpr int kDefaultContextCap = 4096;
 
 class Session : public ModelSession {
  public:
-  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes)
-      : model_(std::move(model)), prompt_cache_([m = model_.get()] { return m->make_cache(); }, prompt_cache_bytes), info_(model_->info) {
+  Session(std::unique_ptr<Model> model, int context_size, int64_t weight_bytes, int64_t prompt_cache_bytes, int max_batch)
+      : model_(std::move(model)),
+        prompt_cache_([m = model_.get()] { return m->make_cache(); }, prompt_cache_bytes),
+        info_(model_->info),
+        scheduler_(*model_, prompt_cache_, context_size, max_batch, [this](const std::string& name) { return find_adapter(name); }) {
     info_.context_size = context_size;
     info_.weight_bytes = weight_bytes;
+    info_.max_batch = scheduler_.max_rows();
   }
 
   const ModelInfo& info() const override { return info_; }
 
-  GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
-                           const std::atomic<bool>& cancel,
-                           const std::function<void(const EmittedToken& token)>& emit, TokenMaskMailbox* masks) override {
-    AdapterScope scope(select_adapter(params.adapter));
-    PromptCache::Entry entry = prompt_cache_.take(prompt);
-    GenerationStats stats = mlxnode::generate(GenerationContext{*model_, entry.cache, entry.tokens, info_.context_size},
-                                              prompt, params, cancel, emit, masks);
-    prompt_cache_.put(std::move(entry));  // not reached on an exception: that entry is lost
-    return stats;
-  }
+  bool submit(GenerationRequest request) override { return scheduler_.submit(std::move(request)); }
+  bool step() override { return scheduler_.step(); }
 
   std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) override {
-    AdapterScope scope(select_adapter(adapter));
-    KVCache scratch = model_->make_cache();
-    std::vector<int32_t> none;
-    return all_logits(GenerationContext{*model_, scratch, none, info_.context_size}, tokens);
+    AdapterScope scope(find_adapter(adapter));
+    return all_logits(*model_, tokens, info_.context_size);
+  }
+
+  std::vector<float> batch_logits(const std::vector<std::vector<int32_t>>& prompts) override {
+    AdapterScope scope(default_adapter_);
+    return batched_last_logits(*model_, prompts, info_.context_size);
   }
 
   AdapterSummary load_adapter(const std::string& name, const std::string& dir) override {
@@ -54,7 +53,7 @@ class Session : public ModelSession {
   void unload_adapter(const std::string& name) override {
     auto it = adapters_.find(name);
     if (it == adapters_.end()) throw EngineError(kInvalidOption, "no adapter named '" + name + "' is loaded");
-    if (it->second == cached_adapter_) forget_cache();
+    if (it->second == scheduler_.adapter()) prompt_cache_.clear();
     remove_adapter(it->second, model_->adapter_targets());
     adapters_.erase(it);
   }
@@ -63,21 +62,13 @@ class Session : public ModelSession {
   void set_default_adapter(int id) { default_adapter_ = id; }
 
  private:
-  // The adapter id a request runs with. Cached prefixes were computed with one adapter's
-  // weights, so a request with another starts from an empty prompt cache.
-  int select_adapter(const std::string& name) {
-    int id = default_adapter_;
-    if (!name.empty()) {
-      auto it = adapters_.find(name);
-      if (it == adapters_.end()) throw EngineError(kInvalidOption, "no adapter named '" + name + "' is loaded (" + loaded_names() + ")");
-      id = it->second;
-    }
-    if (id != cached_adapter_) forget_cache();
-    cached_adapter_ = id;
-    return id;
+  // The adapter id a request runs with (throws INVALID_OPTION for an unknown name).
+  int find_adapter(const std::string& name) const {
+    if (name.empty()) return default_adapter_;
+    auto it = adapters_.find(name);
+    if (it == adapters_.end()) throw EngineError(kInvalidOption, "no adapter named '" + name + "' is loaded (" + loaded_names() + ")");
+    return it->second;
   }
-
-  void forget_cache() { prompt_cache_.clear(); }
 
   std::string loaded_names() const {
     std::string names;
@@ -90,7 +81,7 @@ class Session : public ModelSession {
   ModelInfo info_;
   std::map<std::string, int> adapters_;  // loaded adapters: name -> id
   int default_adapter_ = 0;
-  int cached_adapter_ = 0;               // the adapter the prompt cache was computed with
+  BatchScheduler scheduler_;             // last: it refers to model_ and prompt_cache_
 };
 
 }  // namespace
@@ -129,9 +120,12 @@ std::unique_ptr<ModelSession> ModelSession::load(const LoadConfig& config) {
   model->fit_context(context_size);
   if (config.prompt_cache_bytes < 0)
     throw EngineError(kInvalidOption, "prompt_cache_bytes must be >= 0, got " + std::to_string(config.prompt_cache_bytes));
+  if (config.max_batch < 1 || config.max_batch > 64)
+    throw EngineError(kInvalidOption, "max_batch must be in [1, 64], got " + std::to_string(config.max_batch));
   const int adapter = config.adapter_dir.empty() ? 0 : next_adapter_id();
   if (adapter) apply_adapter(config.adapter_dir, adapter, config.fuse_adapter, model->info.num_layers, model->adapter_targets());
-  auto session = std::make_unique<Session>(std::move(model), context_size, weights.used_bytes(), config.prompt_cache_bytes);
+  auto session = std::make_unique<Session>(std::move(model), context_size, weights.used_bytes(), config.prompt_cache_bytes,
+                                            config.max_batch);
   if (adapter && !config.fuse_adapter) session->set_default_adapter(adapter);
   return session;
 }

@@ -15,7 +15,8 @@
 
 namespace mlxnode {
 
-class TokenMaskMailbox;  // token_mask.h
+class TokenMaskMailbox;    // token_mask.h
+struct GenerationRequest;  // generate.h
 
 struct LoadConfig {
   std::string model_dir;
@@ -29,6 +30,8 @@ struct LoadConfig {
   bool fuse_adapter = false;
   // Bytes of KV state kept for recent sequences (PromptCache, kv_cache.h); 0 keeps none.
   int64_t prompt_cache_bytes = int64_t{512} << 20;
+  // Sequences decoded together (continuous batching, generate.h); 1 for models that cannot batch.
+  int max_batch = 1;
 };
 
 class ModelSession {
@@ -39,18 +42,18 @@ class ModelSession {
 
   virtual const ModelInfo& info() const = 0;
 
-  // Evaluates `prompt` (reusing the longest prefix it shares with a recent sequence), then samples
-  // up to max_tokens tokens, calling `emit` for each one as soon as it is known. Checks `cancel`
-  // before every step. A stop token ends generation and is not emitted. With `masks` (may be
-  // null), every token is sampled among the ids its mask allows (constrained decoding).
-  virtual GenerationStats generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
-                                   const std::atomic<bool>& cancel,
-                                   const std::function<void(const EmittedToken& token)>& emit,
-                                   TokenMaskMailbox* masks) = 0;
+  // Queues a generation (generate.h BatchScheduler): it joins the running batch when a row is
+  // free. Returns true when the session was idle: the caller then calls step() until it returns
+  // false (one engine job per step, so other jobs interleave).
+  virtual bool submit(GenerationRequest request) = 0;
+  // One scheduler step: admit, at most one prefill chunk, one batched decode step.
+  virtual bool step() = 0;
 
   // Logits for every position of `tokens` ([tokens.size() * vocab_size], float32), evaluated
   // from an empty cache. For tests against the reference forward pass; leaves the cache empty.
   virtual std::vector<float> logits(const std::vector<int32_t>& tokens, const std::string& adapter) = 0;
+  // Test hook: one batched decode step over left-padded rows (generate.h batched_last_logits).
+  virtual std::vector<float> batch_logits(const std::vector<std::vector<int32_t>>& prompts) = 0;
 
   // Keeps an adapter (unfused) under `name` for requests that name it. BAD_ADAPTER (the model is
   // unchanged), INVALID_OPTION when the name is taken.

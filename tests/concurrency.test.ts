@@ -30,7 +30,7 @@ interface Target {
 }
 
 const TARGETS: Target[] = [
-  { name: "mlx", enabled: mlxAvailable, make: (o) => new MlxBackend(o), path: shared("stories260K/hf-f32"), load: {}, parallel: 1 },
+  { name: "mlx", enabled: mlxAvailable, make: (o) => new MlxBackend(o), path: shared("stories260K/hf-f32"), load: { maxBatch: 4 }, parallel: 4 },
   { name: "gguf", enabled: true, make: (o) => new GgufBackend(o), path: shared("stories260K/stories260K.gguf"), load: { threads: 1, maxBatch: 4 }, parallel: 4 },
 ];
 

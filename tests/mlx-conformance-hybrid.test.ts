@@ -82,17 +82,22 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention
       const prompt = ref.prompt;  // 64 tokens: mlx-lm's greedy continuation is ref.greedy
       const first = await mlx.generate(prompt, { ...greedy, maxTokens: 8 });
       expect(first.tokens).toEqual(ref.greedy.slice(0, 8));
-      // A follow-up turn: the cache holds the prompt and 7 of the 8 tokens (the 8th was never fed),
-      // so only the 8th and the new tokens are evaluated, from the carried conv windows and states.
+      // A follow-up turn: the cache holds the prompt and the 8 tokens (the batch step that reads a
+      // token has fed it), so only the new tokens are evaluated, from the carried conv windows and states.
       const followUp = [...prompt, ...first.tokens, 7, 11, 13];
       const next = await mlx.generate(followUp, { ...greedy, maxTokens: 8 });
-      expect(next.usage.evaluatedPromptTokens).toBe(4);
+      expect(next.usage.evaluatedPromptTokens).toBe(3);
       expect(next.tokens).toEqual((await fresh.generate(followUp, { ...greedy, maxTokens: 8 })).tokens);
       // The first prompt again: the cached sequence goes past it and cannot be trimmed back, so it is
       // evaluated in full, and the answer is the first one.
       const again = await mlx.generate(prompt, { ...greedy, maxTokens: 8 });
       expect(again.usage.evaluatedPromptTokens).toBe(prompt.length);
       expect(again.tokens).toEqual(first.tokens);
+      // A recurrent state cannot be a left-padded batch row: whatever maxBatch asks (default 8), the
+      // model runs one request at a time, and concurrent requests each get their solo answer.
+      expect(mlx.info!.maxBatch).toBe(1);
+      const both = await Promise.all([prompt, followUp].map((p) => mlx.generate(p, { ...greedy, maxTokens: 8 })));
+      expect(both.map((r) => r.tokens)).toEqual([first.tokens, next.tokens]);
     } finally {
       await mlx.unload();
       await fresh.unload();

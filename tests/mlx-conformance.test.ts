@@ -309,12 +309,13 @@ defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) =>
       // gemma4_text only layers 0 (2 x 16) and 1 (2 x 32): its KV-shared layers 2 and 3 keep none.
       expect(mlx.info!.kvBytesPerToken).toBe(name.startsWith("gemma4") ? 2 * (2 * 16 + 2 * 32) * 4 : 3 * 2 * 2 * 32 * 4);
       const run = (prompt: number[], maxTokens: number) => mlx.generate(prompt, { maxTokens, temperature: 0, ignoreEos: true });
-      const first = await run(P, 10);  // decodes 9 steps in place through the ring buffers
+      const first = await run(P, 10);  // decodes 10 steps in place through the ring buffers
       expect(first.tokens).toEqual(G.slice(0, 10));
-      // The cache holds P + G[0..8] exactly: no trim needed, so it is reused, and the 11 new tokens
-      // are appended to the rotated buffers put back in order; the continuation is mlx-lm's.
+      // The cache holds P + G[0..9] exactly (the batch step that reads a token has fed it): no trim
+      // needed, so it is reused, and the 10 new tokens are appended to the rotated buffers put back
+      // in order; the continuation is mlx-lm's.
       const second = await run([...P, ...G.slice(0, 20)], 12);
-      expect(second.usage.evaluatedPromptTokens).toBe(11);
+      expect(second.usage.evaluatedPromptTokens).toBe(10);
       expect(second.tokens).toEqual(G.slice(20));
       // P alone would need the cache trimmed back past positions its windows dropped: evaluated anew.
       const third = await run(P, 32);

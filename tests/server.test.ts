@@ -388,6 +388,32 @@ describe("mlx-node serve", () => {
     expect(stderr).toMatch(/POST \/v1\/completions 200 finish=length tokens=8/);
     expect(stderr).toContain("server stopped");
   });
+
+  it.skipIf(!mlxAvailable)("serve --parallel N batches an MLX model's concurrent requests, each answered as alone", async () => {
+    const cli = join(import.meta.dirname, "..", "dist", "lib", "cli", "main.js");
+    // No queue: a request beyond the ones running at once would be refused (busy).
+    const child = spawn(process.execPath, [cli, "serve", "-m", join(models, "stories260K", "hf-f32"), "--port", "0", "--parallel", "3", "--max-queued", "0"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      const url = await waitFor(() => stderr.match(/at (http:\/\/127\.0\.0\.1:\d+\/v1)/)?.[1], 30_000);
+      const complete = async (prompt: string) => {
+        const res = await fetch(`${url}/completions`, { method: "POST", body: JSON.stringify({ prompt, max_tokens: 24, temperature: 0 }) });
+        expect(res.status).toBe(200);
+        return (await res.json()).choices[0].text as string;
+      };
+      const prompts = ["Once upon a time", "Tom and his dog", "The sun was"];
+      const alone = [];
+      for (const p of prompts) alone.push(await complete(p));
+      expect(await Promise.all(prompts.map(complete))).toEqual(alone);
+    } finally {
+      const code = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await code;
+    }
+  });
 });
 
 async function waitFor<T>(probe: () => T | undefined, ms = 10_000): Promise<T> {

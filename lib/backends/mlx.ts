@@ -31,10 +31,10 @@ export interface MlxLoadOptions extends LoadOptions {
    * Defaults to `auto`.
    */
   computeDtype?: "auto" | "float32" | "float16" | "bfloat16";
-  /** Requests run at once: only 1 (the engine serves one request at a time; others queue). */
-  maxBatch?: number;
 }
 
+/** Default `maxBatch` of the MLX engine (see bench/batching.ts and the README's batching section). */
+export const DEFAULT_MLX_MAX_BATCH = 8;
 /** Facts about a loaded MLX model, as its loader read them. */
 export interface MlxModelInfo {
   /** `config.json`'s `model_type`, e.g. `llama`. */
@@ -52,6 +52,8 @@ export interface MlxModelInfo {
   weightBytes: number;
   /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
   kvBytesPerToken: number;
+  /** Requests decoded together: the `maxBatch` asked for, or 1 for a model whose caches cannot batch (rotating windows, recurrent state). */
+  maxBatch: number;
 }
 
 /** The engine's numbers for one finished request (see {@link MlxBackend.lastGenerationStats}). */
@@ -126,6 +128,11 @@ export class MlxBackend extends BaseBackend {
     return this.isLoaded && this.modelInfo ? this.modelInfo.contextSize : 0;
   }
 
+  /** Requests decoded together: `maxBatch`, or 1 for a model whose caches cannot batch yet. */
+  protected override get concurrentRequests(): number {
+    return this.modelInfo?.maxBatch ?? 1;
+  }
+
   /** MLX evaluates on one engine thread (BLAS and Metal schedule their own work below it). */
   get threadCount(): number {
     return this.isLoaded ? 1 : 0;
@@ -175,6 +182,19 @@ export class MlxBackend extends BaseBackend {
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
 
+  /**
+   * The last token's logits of each prompt, fed as one batched decode step: every prompt but its
+   * last token is prefilled alone, the caches are joined as left-padded rows. For tests of batched
+   * decoding (row b should equal the last row of `logits(prompts[b])`); prompts need 2+ tokens.
+   */
+  async batchLastLogits(prompts: readonly (readonly number[])[]): Promise<Float32Array[]> {
+    this.ensureLoaded("batchLastLogits");
+    const ids = prompts.map((p) => Int32Array.from(checkTokenIds("prompts", p, this.vocabSize)));
+    const flat = await this.native(() => this.loadedModel().batchLogits(ids));
+    const vocab = this.vocabSize;
+    return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
+  }
+
   /** Device and MLX version. @throws BackendUnavailableError */
   static async runtimeInfo(): Promise<MlxRuntimeInfo> {
     return requireMlx().runtimeInfo();
@@ -203,15 +223,12 @@ export class MlxBackend extends BaseBackend {
   }
 
   protected override extraLoadOptionKeys(): readonly string[] {
-    return ["computeDtype", "maxBatch"];
+    return ["computeDtype"];
   }
 
   protected async loadModel(path: string, options: ResolvedLoadOptions, raw: MlxLoadOptions): Promise<void> {
     const addon = requireMlx();
     const computeDtype = raw.computeDtype ?? "auto";
-    if (raw.maxBatch !== undefined && raw.maxBatch !== 1) {
-      throw new InvalidOptionError("maxBatch", "1 (the MLX engine runs one request at a time)", raw.maxBatch);
-    }
     if (!["auto", "float32", "float16", "bfloat16"].includes(computeDtype)) {
       throw new InvalidOptionError("computeDtype", '"auto", "float32", "float16" or "bfloat16"', computeDtype);
     }
@@ -223,7 +240,8 @@ export class MlxBackend extends BaseBackend {
     const tokenizer = await Tokenizer.fromDirectory(path);
     options.signal?.throwIfAborted();
     const adapter = options.adapter !== undefined ? { path: options.adapter, fuse: options.fuse } : undefined;
-    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes), { path });
+    const model = await this.native(() => addon.loadModel(path, options.contextSize ?? 0, computeDtype, adapter, options.promptCacheBytes,
+      options.maxBatch ?? DEFAULT_MLX_MAX_BATCH), { path });
     this.model = model;
     this.modelInfo = model.info();
     this.tokenizerInstance = tokenizer;

@@ -25,8 +25,6 @@ export interface LoadModelOptions extends LoadOptions, BackendOptions {
   onProgress?: PullOptions["onProgress"];
   /** Cache, endpoint, token and offline settings for hub names. Default to Hugging Face's environment variables. */
   hub?: Omit<PullOptions, "onProgress" | "signal">;
-  /** Requests run at once (GGUF: see `GgufLoadOptions`; the MLX engine runs one at a time and accepts only 1). */
-  maxBatch?: number;
 }
 
 /** A loaded model: the backend that runs it, plus why that backend was chosen. */

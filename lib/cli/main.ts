@@ -63,7 +63,7 @@ serve options:
   --chat-template <file>    Jinja chat template for models without one
   --adapter <name>=<dir>    keep an mlx_lm.lora adapter; requests pick it with "model": "<model-id>:<name>" (repeatable)
   --max-queued <n>          requests that may wait for the model before 503 (default: the library's)
-  --parallel <n>            requests generated at once, batched (GGUF; default 1; MLX: 1)
+  --parallel <n>            requests generated at once, batched (maxBatch; default MLX 8, GGUF 1)
   --cors <origin>           let web pages from <origin> ("*": any) call the server (default: none)
   --allow-host <name>       accept this Host name besides IP addresses and localhost (repeatable;
                             ".lan": a domain and its subdomains; "*": any) (default: the --host name)

@@ -2,6 +2,7 @@
 import { cp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEFAULT_MLX_MAX_BATCH } from "../../lib/backends/mlx.js";
 import type { ContractModel } from "./backend.contract.js";
 
 const MODELS = fileURLToPath(new URL("../../../shared/models/", import.meta.url));
@@ -14,6 +15,7 @@ const reference = JSON.parse(await readFile(join(MODELS, "stories260K/expected/g
 
 export const stories260kMlx: ContractModel = {
   path: F32,
+  parallel: DEFAULT_MLX_MAX_BATCH,
   greedy: {
     prompt: reference.prompt,
     promptIds: reference.prompt_ids,

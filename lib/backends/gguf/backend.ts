@@ -32,15 +32,7 @@ const DEFAULT_MAX_CONTEXT = 4096;
 export type GgufBackendOptions = BackendOptions;
 
 /** Load options of the GGUF backend. */
-export interface GgufLoadOptions extends LoadOptions {
-  /**
-   * Requests generated at the same time, each on its own llama.cpp sequence; llama.cpp evaluates
-   * the sequences' tokens together in one batch. More wait in the queue. Defaults to 1: batching is
-   * opt-in until measured more widely (RSS noise over load/unload cycles grows with the sequences
-   * allocated; see tests/gguf.test.ts's leak check).
-   */
-  maxBatch?: number;
-}
+export type GgufLoadOptions = LoadOptions;
 
 /** Default `maxBatch`. */
 export const DEFAULT_GGUF_MAX_BATCH = 1;
@@ -177,16 +169,9 @@ export class GgufBackend extends BaseBackend {
     return super.load(modelPath, options);
   }
 
-  protected override extraLoadOptionKeys(): readonly string[] {
-    return ["maxBatch"];
-  }
-
   /** Loads the GGUF file at `path` and creates its context and sequences. */
   protected async loadModel(path: string, options: ResolvedLoadOptions, raw: GgufLoadOptions): Promise<void> {
-    const maxBatch = raw.maxBatch ?? DEFAULT_GGUF_MAX_BATCH;
-    if (typeof maxBatch !== "number" || !Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 64) {
-      throw new InvalidOptionError("maxBatch", "an integer in [1, 64]", maxBatch);
-    }
+    const maxBatch = options.maxBatch ?? DEFAULT_GGUF_MAX_BATCH;
     const file = resolve(path);
     const info = await stat(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT" || error.code === "ENOTDIR") throw new ModelNotFoundError(path);
