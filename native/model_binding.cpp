@@ -201,10 +201,16 @@ struct TokenMailbox {
   }
 };
 
+// Both copy into V8 memory: Electron forbids external buffers.
 Napi::Int32Array to_int32_array(Napi::Env env, const std::vector<int32_t>& ids) {
-  // Copied into V8 memory: Electron forbids external buffers.
   auto array = Napi::Int32Array::New(env, ids.size());
   std::copy(ids.begin(), ids.end(), array.Data());
+  return array;
+}
+
+Napi::Float32Array to_float32_array(Napi::Env env, const std::vector<float>& values) {
+  auto array = Napi::Float32Array::New(env, values.size());
+  std::copy(values.begin(), values.end(), array.Data());
   return array;
 }
 
@@ -270,9 +276,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         on_event.Call({to_int32_array(env, tokens)});
         return;
       }
-      auto values = Napi::Float32Array::New(env, logprobs.size());  // copied, as the ids
-      std::copy(logprobs.begin(), logprobs.end(), values.Data());
-      on_event.Call({to_int32_array(env, tokens), env.Undefined(), values});
+      on_event.Call({to_int32_array(env, tokens), env.Undefined(), to_float32_array(env, logprobs)});
     };
 
     GenerationRequest request;
@@ -346,11 +350,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     const std::string adapter = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     return run_on_engine<std::vector<float>>(
         info.Env(), "mlx-node:logits", [session, ids, adapter]() { return session->logits(ids, adapter); },
-        [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
-          auto array = Napi::Float32Array::New(env, values.size());
-          std::copy(values.begin(), values.end(), array.Data());
-          return array;
-        });
+        [](Napi::Env env, std::vector<float>& values) -> Napi::Value { return to_float32_array(env, values); });
   }
 
   // batchLogits(prompts: Int32Array[]) -> Promise<Float32Array> of prompts.length * vocabSize values:
@@ -364,11 +364,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     for (uint32_t i = 0; i < list.Length(); ++i) prompts.push_back(int32_vector(list.Get(i), "prompts[i]"));
     return run_on_engine<std::vector<float>>(
         env, "mlx-node:batch-logits", [session, prompts]() { return session->batch_logits(prompts); },
-        [](Napi::Env env, std::vector<float>& values) -> Napi::Value {
-          auto array = Napi::Float32Array::New(env, values.size());
-          std::copy(values.begin(), values.end(), array.Data());
-          return array;
-        });
+        [](Napi::Env env, std::vector<float>& values) -> Napi::Value { return to_float32_array(env, values); });
   }
 
   // loadAdapter(name: string, dir: string) -> Promise<{ type, rank, scale, modules }>
