@@ -62,12 +62,19 @@ function firstDiffs(diffs: { text: string; expected: unknown; got: unknown }[], 
     .join("\n");
 }
 
-describe("tokenizer ids (transformers)", () => {
-  let reference: Reference | undefined;
-  beforeAll(() => {
-    if (!python.available) return;
+let reference: Reference | undefined;
+/** transformers' reference for every tokenizer (made once, then read from the test cache), shared by both suites. */
+function tokenizerReference(): Reference {
+  if (!reference) {
     const keys = [JSON.stringify(python.versions), ...TOKENIZERS.map((t) => hashFiles(t.dir, TOKENIZER_FILES))];
     reference = cachedReference<Reference>("tokenizer-reference", "tokenizer_reference.py", TOKENIZERS, keys);
+  }
+  return reference;
+}
+
+describe("tokenizer ids (transformers)", () => {
+  beforeAll(() => {
+    if (python.available) tokenizerReference();
   }, 300_000);
 
   for (const { name, dir } of TOKENIZERS) {
@@ -125,9 +132,7 @@ describe("tokenizer ids (llama.cpp)", () => {
   let corpus: Map<string, string[]> | undefined;
   beforeAll(() => {
     if (!python.available || !real.available) return;
-    const keys = [JSON.stringify(python.versions), ...TOKENIZERS.map((t) => hashFiles(t.dir, TOKENIZER_FILES))];
-    const reference = cachedReference<Reference>("tokenizer-reference", "tokenizer_reference.py", TOKENIZERS, keys);
-    corpus = new Map(reference.tokenizers.map((t) => [t.name, t.cases.map((c) => c.text)]));
+    corpus = new Map(tokenizerReference().tokenizers.map((t) => [t.name, t.cases.map((c) => c.text)]));
   }, 300_000);
 
   for (const model of real.models) {
