@@ -105,7 +105,7 @@ export function forcedLogprob(id: number): EngineLogprob {
 }
 
 /**
- * The MLX engine's flat report (native/session.h EmittedToken): per token `1 + 2n` floats,
+ * The MLX engine's flat report (native/sampling_params.h EmittedToken): per token `1 + 2n` floats,
  * `[logprob, n top logprobs, n top ids]`. Entries at -Infinity (filtered out or masked) are dropped.
  */
 export function fromNativeLogprobs(values: Float32Array, count: number, n: number): EngineLogprob[] {
