@@ -241,11 +241,22 @@ export interface InterleavedResult {
   backend: "mlx" | "gguf";
   model: string;
   turns: number;
-  /** Median TTFT (ms) of turns 2..turns: one conversation alone, and two taking turns (A1 B1 A2 B2 ...). */
+  repeats: number;
+  /** Median TTFT (ms) of turns 2..turns over every round: one conversation alone, and two taking turns (A1 B1 A2 B2 ...). */
   aloneMs: number;
   interleavedMs: number;
+  /** Median over rounds of (interleaved ÷ alone median TTFT in that round): the paired verdict. */
   ratio: number;
-  /** Median prompt tokens evaluated at turns 2..turns, interleaved (only the new turn's tokens when the cache holds). */
+  /** Lowest and highest per-round ratio: how far one round can stray on this machine. */
+  ratioMin: number;
+  ratioMax: number;
+  /** The same pairing with the process's CPU ms from request to first token (what other load disturbs least). */
+  cpuRatio: number;
+  /** Median CPU ms from request to first token at turns 2..turns, alone and interleaved. */
+  aloneCpuMs: number;
+  interleavedCpuMs: number;
+  /** Median prompt tokens evaluated at turns 2..turns, alone and interleaved (only the new turn's tokens when the cache holds). */
+  aloneEvaluated: number;
   interleavedEvaluated: number;
   /** Median prompt length at those turns. */
   promptTokens: number;
@@ -253,51 +264,72 @@ export interface InterleavedResult {
 
 const QUESTIONS = ["What did Lily see in the park?", "Where did Tom go next?", "What did Max do then?", "How did they feel?", "What happened at the end?", "Who came to help?"];
 
+/** Turns 2.. of one run of conversations. */
+interface TurnSamples {
+  ttft: number[];
+  cpu: number[];
+  evaluated: number[];
+  lengths: number[];
+}
+
 /**
  * Conversations as token ids: turn k's prompt is turn k-1's prompt, its answer (16 greedy tokens)
  * and the next question, so a cache that keeps the conversation evaluates only the new tokens.
- * Each conversation starts with a different opening, so they share nothing but BOS.
+ * Each conversation starts with a different opening, so they share nothing but BOS. Every round
+ * runs one conversation alone and two interleaved, in ABBA order (alone first in rounds 1 and 4 of
+ * each four), and the verdict is the median of the rounds' ratios: on a shared machine the load
+ * drifts over seconds, and an unpaired median of a few rounds strays by ±50%.
  */
 export async function benchInterleaved(backend: "mlx" | "gguf", name: string, path: string, options: { turns?: number; repeats?: number } = {}): Promise<InterleavedResult> {
   const turns = options.turns ?? 6;
+  const repeats = options.repeats ?? 3;
   const model: Backend = backend === "mlx" ? new MlxBackend() : new GgufBackend();
   await model.load(path);
   try {
     const opening = (tag: string) => model.tokenize(`${tag}. ${PROMPTS.join(". ")}. ${PROMPTS.slice().reverse().join(". ")}.`, { addSpecialTokens: true });
-    // Runs the conversations' turns in the given order; returns TTFTs and evaluated tokens of turns 2.. per conversation.
-    const run = async (tags: string[]) => {
+    // Runs the conversations' turns in the given order; returns turns 2.. of every conversation.
+    const run = async (tags: string[]): Promise<TurnSamples> => {
       const history = tags.map(opening);
-      const ttft: number[] = [];
-      const evaluated: number[] = [];
-      const lengths: number[] = [];
+      const out: TurnSamples = { ttft: [], cpu: [], evaluated: [], lengths: [] };
       for (let turn = 0; turn < turns; turn++) {
         for (const [c, ids] of history.entries()) {
-          const result = await model.generate(ids, { maxTokens: 16, temperature: 0, ignoreEos: true });
+          const before = process.cpuUsage();
+          let cpuToFirst: NodeJS.CpuUsage | undefined;
+          const stream = model.generateStream(ids, { maxTokens: 16, temperature: 0, ignoreEos: true });
+          for await (const chunk of stream) if (chunk.tokens.length > 0) cpuToFirst ??= process.cpuUsage(before);
+          const result = await stream.result;
           if (turn > 0) {
-            ttft.push(result.timings.timeToFirstTokenMs);
-            evaluated.push(result.usage.evaluatedPromptTokens);
-            lengths.push(ids.length);
+            out.ttft.push(result.timings.timeToFirstTokenMs);
+            out.cpu.push(cpuToFirst ? (cpuToFirst.user + cpuToFirst.system) / 1000 : Number.NaN);
+            out.evaluated.push(result.usage.evaluatedPromptTokens);
+            out.lengths.push(ids.length);
           }
           history[c] = [...ids, ...result.tokens, ...model.tokenize(` ${QUESTIONS[turn % QUESTIONS.length]} `)];
         }
       }
-      return { ttft, evaluated, lengths };
+      return out;
     };
     await run(["Warm-up"]);
-    const alone: number[] = [];
-    const interleaved: number[] = [];
-    const evaluated: number[] = [];
-    const lengths: number[] = [];
-    for (let r = 0; r < (options.repeats ?? 3); r++) {
-      alone.push(...(await run([`Story ${r} alone`])).ttft);
-      const two = await run([`Story ${r} first`, `Story ${r} second`]);
-      interleaved.push(...two.ttft);
-      evaluated.push(...two.evaluated);
-      lengths.push(...two.lengths);
+    await run(["Warm-up first", "Warm-up second"]);
+    const alone: TurnSamples[] = [];
+    const interleaved: TurnSamples[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const aloneFirst = r % 4 === 0 || r % 4 === 3;
+      if (aloneFirst) alone.push(await run([`Story ${r} alone`]));
+      interleaved.push(await run([`Story ${r} first`, `Story ${r} second`]));
+      if (!aloneFirst) alone.push(await run([`Story ${r} alone`]));
     }
-    const aloneMs = median(alone);
-    const interleavedMs = median(interleaved);
-    return { backend, model: name, turns, aloneMs, interleavedMs, ratio: interleavedMs / aloneMs, interleavedEvaluated: median(evaluated), promptTokens: median(lengths) };
+    const pooled = (runs: TurnSamples[], key: keyof TurnSamples) => median(runs.flatMap((s) => s[key]));
+    const ratios = alone.map((a, r) => median(interleaved[r].ttft) / median(a.ttft));
+    const cpuRatios = alone.map((a, r) => median(interleaved[r].cpu) / median(a.cpu));
+    return {
+      backend, model: name, turns, repeats,
+      aloneMs: pooled(alone, "ttft"), interleavedMs: pooled(interleaved, "ttft"),
+      ratio: median(ratios), ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), cpuRatio: median(cpuRatios),
+      aloneCpuMs: pooled(alone, "cpu"), interleavedCpuMs: pooled(interleaved, "cpu"),
+      aloneEvaluated: pooled(alone, "evaluated"), interleavedEvaluated: pooled(interleaved, "evaluated"),
+      promptTokens: pooled(interleaved, "lengths"),
+    };
   } finally {
     await model.unload();
   }
@@ -305,9 +337,11 @@ export async function benchInterleaved(backend: "mlx" | "gguf", name: string, pa
 
 export function formatInterleaved(rows: InterleavedResult[]): string {
   return [
-    "Interleaved conversations: TTFT of turns 2.. (medians), two conversations taking turns ÷ one alone (goal ≤ 1.2)",
-    ...rows.map((r) => `  ${`${r.backend} ${r.model}`.padEnd(40)} alone ${r.aloneMs.toFixed(1)} ms, interleaved ${r.interleavedMs.toFixed(1)} ms → ${r.ratio.toFixed(2)}× ` +
-      `${r.ratio <= 1.2 ? "PASS" : "FAIL"}; interleaved turns evaluate ${r.interleavedEvaluated} of ${r.promptTokens} prompt tokens`),
+    "Interleaved conversations: TTFT of turns 2.. (medians), two conversations taking turns ÷ one alone (goal ≤ 1.2), median of paired rounds",
+    ...rows.map((r) => `  ${`${r.backend} ${r.model}`.padEnd(40)} alone ${r.aloneMs.toFixed(1)} ms, interleaved ${r.interleavedMs.toFixed(1)} ms; ` +
+      `${r.repeats} rounds ${r.ratio.toFixed(2)}× (rounds ${r.ratioMin.toFixed(2)}–${r.ratioMax.toFixed(2)}) ${r.ratio <= 1.2 ? "PASS" : "FAIL"}; ` +
+      `CPU ms to first token ${r.aloneCpuMs.toFixed(1)} / ${r.interleavedCpuMs.toFixed(1)} → ${r.cpuRatio.toFixed(2)}×; ` +
+      `evaluated ${r.aloneEvaluated} alone, ${r.interleavedEvaluated} interleaved, of ${r.promptTokens} prompt tokens`),
   ].join("\n");
 }
 
