@@ -276,9 +276,9 @@ interface TurnSamples {
  * Conversations as token ids: turn k's prompt is turn k-1's prompt, its answer (16 greedy tokens)
  * and the next question, so a cache that keeps the conversation evaluates only the new tokens.
  * Each conversation starts with a different opening, so they share nothing but BOS. Every round
- * runs one conversation alone and two interleaved, in ABBA order (alone first in rounds 1 and 4 of
- * each four), and the verdict is the median of the rounds' ratios: on a shared machine the load
- * drifts over seconds, and an unpaired median of a few rounds strays by ±50%.
+ * runs one conversation alone, two interleaved, then another alone (as many alone turns as
+ * interleaved ones, on both sides of them), and the verdict is the median of the rounds' ratios: on a
+ * shared machine the load drifts over seconds, and an unpaired median of a few rounds strays by ±50%.
  */
 export async function benchInterleaved(backend: "mlx" | "gguf", name: string, path: string, options: { turns?: number; repeats?: number } = {}): Promise<InterleavedResult> {
   const turns = options.turns ?? 6;
@@ -314,10 +314,13 @@ export async function benchInterleaved(backend: "mlx" | "gguf", name: string, pa
     const alone: TurnSamples[] = [];
     const interleaved: TurnSamples[] = [];
     for (let r = 0; r < repeats; r++) {
-      const aloneFirst = r % 4 === 0 || r % 4 === 3;
-      if (aloneFirst) alone.push(await run([`Story ${r} alone`]));
+      const before = await run([`Story ${r} alone`]);
       interleaved.push(await run([`Story ${r} first`, `Story ${r} second`]));
-      if (!aloneFirst) alone.push(await run([`Story ${r} alone`]));
+      const after = await run([`Story ${r} alone again`]);
+      alone.push({
+        ttft: [...before.ttft, ...after.ttft], cpu: [...before.cpu, ...after.cpu],
+        evaluated: [...before.evaluated, ...after.evaluated], lengths: [...before.lengths, ...after.lengths],
+      });
     }
     const pooled = (runs: TurnSamples[], key: keyof TurnSamples) => median(runs.flatMap((s) => s[key]));
     const ratios = alone.map((a, r) => median(interleaved[r].ttft) / median(a.ttft));
