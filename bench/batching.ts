@@ -287,10 +287,9 @@ export async function benchInterleaved(backend: "mlx" | "gguf", name: string, pa
   await model.load(path);
   try {
     const opening = (tag: string) => model.tokenize(`${tag}. ${PROMPTS.join(". ")}. ${PROMPTS.slice().reverse().join(". ")}.`, { addSpecialTokens: true });
-    // Runs the conversations' turns in the given order; returns turns 2.. of every conversation.
-    const run = async (tags: string[]): Promise<TurnSamples> => {
+    // Runs the conversations' turns in the given order; adds turns 2.. of every conversation to `out`.
+    const run = async (tags: string[], out: TurnSamples = { ttft: [], cpu: [], evaluated: [], lengths: [] }): Promise<TurnSamples> => {
       const history = tags.map(opening);
-      const out: TurnSamples = { ttft: [], cpu: [], evaluated: [], lengths: [] };
       for (let turn = 0; turn < turns; turn++) {
         for (const [c, ids] of history.entries()) {
           const before = process.cpuUsage();
@@ -314,13 +313,9 @@ export async function benchInterleaved(backend: "mlx" | "gguf", name: string, pa
     const alone: TurnSamples[] = [];
     const interleaved: TurnSamples[] = [];
     for (let r = 0; r < repeats; r++) {
-      const before = await run([`Story ${r} alone`]);
+      const aloneRound = await run([`Story ${r} alone`]);
       interleaved.push(await run([`Story ${r} first`, `Story ${r} second`]));
-      const after = await run([`Story ${r} alone again`]);
-      alone.push({
-        ttft: [...before.ttft, ...after.ttft], cpu: [...before.cpu, ...after.cpu],
-        evaluated: [...before.evaluated, ...after.evaluated], lengths: [...before.lengths, ...after.lengths],
-      });
+      alone.push(await run([`Story ${r} alone again`], aloneRound));
     }
     const pooled = (runs: TurnSamples[], key: keyof TurnSamples) => median(runs.flatMap((s) => s[key]));
     const ratios = alone.map((a, r) => median(interleaved[r].ttft) / median(a.ttft));
