@@ -21,30 +21,49 @@ Array grow(const Array& buf, const Array& like, int filled, int needed) {
 
 }  // namespace
 
+LayerKVCache::LayerKVCache(Array keys, Array values, int offset, int window)
+    : keys_(std::move(keys)), values_(std::move(values)), offset_(offset), window_(window) {
+  first_ = keys_.empty() ? offset : offset - keys_.dim(2);
+}
+
 void LayerKVCache::update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) {
-  const int prev = offset_;
   const int t = keys.dim(2);
+  // A window layer's first new query sees the window - 1 columns before it: older ones go, a
+  // step at a time so the copy is rare.
+  if (window_ > 0 && held() > window_ - 1 + kStep) drop_before(offset_ - (window_ - 1));
+  const int prev = held();
   keys_ = grow(keys_, keys, prev, prev + t);
   values_ = grow(values_, values, prev, prev + t);
-  offset_ = prev + t;
+  offset_ += t;
 
   std::vector<int> start = {0, 0, prev, 0};
   std::vector<int> kstop = keys.shape(), vstop = values.shape();
-  kstop[2] = vstop[2] = offset_;
+  kstop[2] = vstop[2] = prev + t;
   // Reassigning the members drops the last reference to the old buffers, which lets MLX
   // update them in place.
   keys_ = mx::slice_update(keys_, keys, start, kstop);
   values_ = mx::slice_update(values_, values, start, vstop);
-  all_keys = mx::slice_axis(keys_, 2, 0, offset_);
-  all_values = mx::slice_axis(values_, 2, 0, offset_);
+  // A single query of a window layer reads only its window; several read every kept column, which
+  // the caller masks to the window (cached_attention).
+  const int from = window_ > 0 && t == 1 ? std::max(0, held() - window_) : 0;
+  all_keys = mx::slice_axis(keys_, 2, from, held());
+  all_values = mx::slice_axis(values_, 2, from, held());
 }
 
-void LayerKVCache::trim(int n) { offset_ -= std::min(std::max(n, 0), offset_); }
+void LayerKVCache::drop_before(int column) {
+  const int drop = column - first_;
+  if (drop <= 0) return;
+  keys_ = mx::slice_axis(keys_, 2, drop, keys_.dim(2));
+  values_ = mx::slice_axis(values_, 2, drop, values_.dim(2));
+  first_ = column;
+}
+
+void LayerKVCache::trim(int n) { offset_ -= std::min(std::max(n, 0), held()); }
 
 void LayerKVCache::reset() {
   keys_ = Array();
   values_ = Array();
-  offset_ = 0;
+  offset_ = first_ = 0;
 }
 
 void LayerKVCache::state(std::vector<Array>& out) const {
@@ -113,16 +132,17 @@ const Array& RowLayout::positions(int offset) const {
   return positions_;
 }
 
-const Array& RowLayout::key_mask(int columns) const {
-  if (mask_columns_ != columns) {
-    const int B = static_cast<int>(left_pad.size());
-    std::vector<uint8_t> m(static_cast<size_t>(B) * columns);
-    for (int b = 0; b < B; ++b)
-      for (int j = left_pad[b]; j < columns; ++j) m[static_cast<size_t>(b) * columns + j] = 1;
-    mask_ = Array::from_bool(m, {B, 1, 1, columns});
-    mask_columns_ = columns;
-  }
-  return mask_;
+const Array& RowLayout::key_mask(int start, int end) const {
+  for (const Mask& m : masks_)
+    if (m.start == start && m.end == end) return m.mask;
+  const int B = static_cast<int>(left_pad.size()), columns = end - start;
+  std::vector<uint8_t> bits(static_cast<size_t>(B) * columns);
+  for (int b = 0; b < B; ++b)
+    for (int j = std::max(left_pad[b], start); j < end; ++j) bits[static_cast<size_t>(b) * columns + (j - start)] = 1;
+  Mask& slot = masks_[next_mask_];
+  next_mask_ = 1 - next_mask_;
+  slot = Mask{Array::from_bool(bits, {B, 1, 1, columns}), start, end};
+  return slot.mask;
 }
 
 namespace {
@@ -137,9 +157,9 @@ Array pad_left(const Array& like, int n) {
 
 }  // namespace
 
-bool KVCache::full_kv() const {
+bool KVCache::batchable() const {
   for (const auto& l : layers_)
-    if (!dynamic_cast<const LayerKVCache*>(l.get())) return false;
+    if (!dynamic_cast<const LayerKVCache*>(l.get()) && !dynamic_cast<const RotatingKVCache*>(l.get())) return false;
   return true;
 }
 
@@ -153,26 +173,52 @@ void KVCache::set_layout() {
     if (auto* l = dynamic_cast<LayerKVCache*>(layers_[i].get())) l->rows_ = rows;
 }
 
+namespace {
+
+// A single sequence's layer as batch columns: a rotating window as the positions it keeps, in order.
+LayerKVCache as_columns(const LayerCache& layer) {
+  if (const auto* l = dynamic_cast<const LayerKVCache*>(&layer)) return *l;
+  if (const auto* r = dynamic_cast<const RotatingKVCache*>(&layer)) {
+    Array keys, values;
+    r->ordered(keys, values);
+    return LayerKVCache(keys, values, r->offset(), r->window());
+  }
+  throw std::logic_error("a batch row's layer must be an attention cache (Model::can_batch)");
+}
+
+}  // namespace
+
 void KVCache::append_row(const KVCache& row) {
-  const int have = offset(), add = row.offset();
   if (left_pad_.empty()) {
-    layers_.clear();  // the first row sets the layers (a fresh batch has none)
+    // The first row keeps its layers' own kinds: one row decodes as a single sequence.
+    layers_.clear();
     for (const auto& l : row.layers_) layers_.push_back(l->clone());
     left_pad_ = {0};
     set_layout();
     return;
   }
+  if (left_pad_.size() == 1)  // a second row: every layer becomes columns
+    for (auto& l : layers_) l = std::make_unique<LayerKVCache>(as_columns(*l));
+  const int have = offset(), add = row.offset();
   const int columns = std::max(have, add);
-  for (int i = 0; i < size(); ++i) {
+  for (int i = 0; i < row.size(); ++i) {
+    LayerKVCache one = as_columns(*row.layers_[i]);
     LayerKVCache& l = layer_as<LayerKVCache>(i);
-    const auto& r = dynamic_cast<const LayerKVCache&>(*row.layers_[i]);
-    auto join = [&](const Array& batch, const Array& one) {
-      return mx::concatenate({pad_left(mx::slice_axis(batch, 2, 0, have), columns - have),
-                              pad_left(mx::slice_axis(one, 2, 0, add), columns - add)}, 0);
+    // Both sides' kept columns, shifted so the write columns line up, from the older start
+    // (F); what a side lacks in [F, columns) is zeros: its left padding (masked) or columns
+    // older than its window (never read).
+    const int shift_b = columns - have, shift_r = columns - add;
+    const int from = std::min(l.first_ + shift_b, one.first_ + shift_r);
+    auto side = [&](const Array& buf, int first, int held, int shift) {
+      return pad_left(mx::slice_axis(buf, 2, 0, held), first + shift - from);
     };
-    l.keys_ = join(l.keys_, r.keys_);
-    l.values_ = join(l.values_, r.values_);
+    auto join = [&](const Array& batch, const Array& other) {
+      return mx::concatenate({side(batch, l.first_, l.held(), shift_b), side(other, one.first_, one.held(), shift_r)}, 0);
+    };
+    l.keys_ = join(l.keys_, one.keys_);
+    l.values_ = join(l.values_, one.values_);
     l.offset_ = columns;
+    l.first_ = from;
   }
   for (int& p : left_pad_) p += columns - have;
   left_pad_.push_back(columns - add);
@@ -181,20 +227,30 @@ void KVCache::append_row(const KVCache& row) {
 
 void KVCache::keep_rows(const std::vector<int>& keep) {
   if (keep.empty()) return reset();
+  if (keep.size() == 1) {
+    // One row left: back to the model's own kinds (a window layer to its rotating buffer).
+    KVCache one = row(keep[0]);
+    layers_ = std::move(one.layers_);
+    left_pad_ = {0};
+    set_layout();
+    return;
+  }
   std::vector<int> pads;
   for (int b : keep) pads.push_back(left_pad_[b]);
-  const int drop = *std::min_element(pads.begin(), pads.end());
+  const int drop = *std::min_element(pads.begin(), pads.end());  // padding columns no kept row needs
   const bool all = keep.size() == left_pad_.size();
   const Array index = Array::from_int32(std::vector<int32_t>(keep.begin(), keep.end()), {static_cast<int>(keep.size())});
   for (int i = 0; i < size(); ++i) {
     LayerKVCache& l = layer_as<LayerKVCache>(i);
     if (l.keys_.empty()) continue;
+    const int cut = std::max(0, drop - l.first_);  // kept columns before `drop`
     auto pick = [&](const Array& buf) {
       Array rows = all ? buf : mx::take(buf, index, 0);
-      return mx::slice_axis(rows, 2, drop, l.offset_);
+      return mx::slice_axis(rows, 2, cut, l.held());
     };
     l.keys_ = pick(l.keys_);
     l.values_ = pick(l.values_);
+    l.first_ = std::max(l.first_, drop) - drop;
     l.offset_ -= drop;
   }
   for (int& p : pads) p -= drop;
@@ -205,17 +261,25 @@ void KVCache::keep_rows(const std::vector<int>& keep) {
 KVCache KVCache::row(int b) const {
   std::vector<std::unique_ptr<LayerCache>> layers;
   for (const auto& layer : layers_) {
+    if (row_count() == 1) {  // a single row holds its own kinds
+      layers.push_back(layer->clone());
+      continue;
+    }
     const auto& l = dynamic_cast<const LayerKVCache&>(*layer);
-    auto out = std::make_unique<LayerKVCache>();
+    const int from = std::max(l.first_, left_pad_[b]);  // the row's own kept columns
+    Array keys, values;
     if (!l.keys_.empty()) {
       auto cut = [&](const Array& buf) {
-        return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, left_pad_[b], l.offset_));
+        return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, from - l.first_, l.held()));
       };
-      out->keys_ = cut(l.keys_);
-      out->values_ = cut(l.values_);
-      out->offset_ = l.offset_ - left_pad_[b];
+      keys = cut(l.keys_);
+      values = cut(l.values_);
     }
-    layers.push_back(std::move(out));
+    const int offset = l.offset_ - left_pad_[b];
+    if (l.window_ > 0)
+      layers.push_back(std::make_unique<RotatingKVCache>(l.window_, keys, values, offset));
+    else
+      layers.push_back(std::make_unique<LayerKVCache>(keys, values, offset, 0));
   }
   return KVCache(std::move(layers));
 }

@@ -25,27 +25,43 @@ struct RowLayout {
   std::vector<int> left_pad;  // per row; at least one nonzero
   // int32 [B]: the position each row writes at write column `offset`.
   const Array& positions(int offset) const;
-  // bool [B, 1, 1, S]: key column j is visible to row b iff j >= left_pad[b].
-  const Array& key_mask(int columns) const;
+  // bool [B, 1, 1, end - start]: key column j in [start, end) is visible to row b iff j >= left_pad[b].
+  const Array& key_mask(int start, int end) const;
 
  private:
-  // Shared by every layer of one step: built once per step (engine thread only).
-  mutable Array positions_, mask_;
-  mutable int positions_at_ = -1, mask_columns_ = -1;
+  // Shared by every layer of one step: built once per step (engine thread only); a model with
+  // sliding-window layers asks for two column ranges per step, hence two mask slots.
+  struct Mask {
+    Array mask;
+    int start = -1, end = -1;
+  };
+  mutable Array positions_;
+  mutable int positions_at_ = -1;
+  mutable Mask masks_[2];
+  mutable int next_mask_ = 0;
 };
 
-// A global attention layer's keys/values, as mlx-lm's models/cache.py KVCache: buffers grow in
-// steps of 256 positions, new keys are written with slice_update (MLX donates the old buffer, so
-// the write is in place), and attention reads the filled view [.., :offset, ..].
+// An attention layer's keys/values by write column, as mlx-lm's models/cache.py KVCache: buffers
+// grow in steps of 256 positions, new keys are written with slice_update (MLX donates the old
+// buffer, so the write is in place), and attention reads the filled view. A global layer keeps
+// every column. A sliding-window layer held this way (`window` > 0: batch rows of a model whose
+// local layers rotate alone, see KVCache::append_row) keeps at least the last window - 1 columns
+// before the write column (older ones are dropped a step at a time: `first` is the oldest kept),
+// and a single query reads only the last `window` columns.
 class LayerKVCache : public AttentionCache {
  public:
   static constexpr int kStep = 256;
 
-  // keys/values: [B, n_kv_heads, T, head_dim]. Appends at offset() and returns the filled views
-  // [B, n_kv_heads, offset() + T, head_dim].
+  LayerKVCache() = default;
+  // Columns [offset - keys.dim(2), offset) of a layer with the given window (0: global).
+  LayerKVCache(Array keys, Array values, int offset, int window);
+
+  // keys/values: [B, n_kv_heads, T, head_dim]. Appends at offset() and returns the keys/values the
+  // queries attend to, [B, n_kv_heads, S, D]: the most recent S columns, in order.
   void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) override;
   int offset() const override { return offset_; }
-  bool can_trim(int /*n*/) const override { return true; }
+  // While the columns the next query needs are kept: always for a global layer.
+  bool can_trim(int n) const override { return n <= 0 || first_ == 0 || offset_ - n - (window_ - 1) >= first_; }
   void trim(int n) override;  // buffers are kept and overwritten later
   void reset() override;
   void state(std::vector<Array>& out) const override;
@@ -56,8 +72,13 @@ class LayerKVCache : public AttentionCache {
 
  private:
   friend class KVCache;
-  Array keys_, values_;
+  int held() const { return offset_ - first_; }
+  void drop_before(int column);  // forgets columns before `column` (a window layer's old keys)
+
+  Array keys_, values_;  // buffer column i holds write column first_ + i
   int offset_ = 0;
+  int first_ = 0;
+  int window_ = 0;
   std::shared_ptr<const RowLayout> rows_;
 };
 
@@ -92,15 +113,19 @@ class KVCache {
   int64_t nbytes() const;
 
   // ---- Batch rows (see RowLayout). A fresh KVCache has no rows; a cache filled by forward()
-  // holds one. Only a cache of full KV layers can hold several (full_kv). Engine thread only.
-  bool full_kv() const;  // every layer is a LayerKVCache (no window rotation, no recurrent state)
+  // holds one. Only attention caches can hold several (batchable): a batch holds each layer as a
+  // LayerKVCache, since a ring buffer cannot be left-padded. Engine thread only.
+  bool batchable() const;  // every layer is an attention cache (no recurrent state)
   int row_count() const { return static_cast<int>(left_pad_.size()); }
   // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
-  // left-padded with zeros so the write columns line up.
+  // left-padded with zeros so the write columns line up. One row keeps its layers' own kinds; from
+  // two rows on every layer is a LayerKVCache, a rotating window as the columns it holds.
   void append_row(const KVCache& row);
-  // Keeps only rows `keep` (ascending), dropping padding columns no kept row needs.
+  // Keeps only rows `keep` (ascending), dropping padding columns no kept row needs; one row left
+  // goes back to the model's own kinds.
   void keep_rows(const std::vector<int>& keep);
-  // Row b as a single-sequence cache (its own buffers: it outlives the batch in the PromptCache).
+  // Row b as a single-sequence cache of the model's own kinds (its own buffers: it outlives the
+  // batch in the PromptCache).
   KVCache row(int b) const;
 
  private:

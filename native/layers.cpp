@@ -230,8 +230,7 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   // Batch rows of different lengths (kv_cache.h RowLayout): each row at its own position, and
   // its left padding masked out below. Only decode steps (T == 1) run batched.
   const RowLayout* rows = cache.rows();
-  if (rows && (T != 1 || !batchable()))
-    throw EngineError(kMlxError, "padded batch rows need single-token steps on a layer without softcap or position scaling");
+  if (rows && T != 1) throw EngineError(kMlxError, "padded batch rows need single-token steps");
   if (rows) {
     q = rope(q, rows->positions(offset));
     k = rope(k, rows->positions(offset));
@@ -240,20 +239,24 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
     k = rope(k, offset);
   }
   if (args.position_query_beta != 0) {
-    // Computed in float32 over positions offset..offset+T-1 ([T, 1] against [B, heads, T, D]), then cast.
-    const Array pos = mx::arange(offset, offset + T, 1, MLX_FLOAT32);
+    // Computed in float32 over the queries' positions, then cast: offset..offset+T-1 as [T, 1],
+    // or each batch row's own position as [B, 1, 1, 1].
+    const Array pos = rows ? mx::reshape(mx::astype(rows->positions(offset), MLX_FLOAT32), {B, 1, 1, 1})
+                           : mx::reshape(mx::arange(offset, offset + T, 1, MLX_FLOAT32), {T, 1});
     const Array periods = mx::floor(mx::divide(pos, Array::scalar(static_cast<float>(args.position_query_period), MLX_FLOAT32)));
     const Array gain = mx::add(Array::scalar(1.0f, MLX_FLOAT32),
                                mx::multiply(Array::scalar(args.position_query_beta, MLX_FLOAT32),
                                             mx::log(mx::add(Array::scalar(1.0f, MLX_FLOAT32), periods))));
-    q = mx::multiply(q, mx::astype(mx::reshape(gain, {T, 1}), q.dtype()));
+    q = mx::multiply(q, mx::astype(gain, q.dtype()));
   }
   Array keys, values;
   cache.update_and_fetch(k, v, keys, values);
 
-  Array out = rows                     ? mx::sdpa_masked(q, keys, values, scale, rows->key_mask(keys.dim(2)), sinks)
-              : args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, offset + T - keys.dim(2))
-                                       : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
+  // The fetched keys are the most recent columns, ending at the write column.
+  const int end = cache.offset(), S = keys.dim(2);
+  Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, end - S, rows ? &rows->key_mask(end - S, end) : nullptr)
+              : rows                 ? mx::sdpa_masked(q, keys, values, scale, rows->key_mask(end - S, end), sinks)
+                                     : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }
@@ -274,7 +277,8 @@ Array cached_attention(const Array& q, const Array& keys, const Array& values, i
   return mx::sdpa(q, keys, values, scale, T > 1 ? "causal" : "", sinks);
 }
 
-Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const {
+Array Attention::softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start,
+                                     const Array* row_mask) const {
   // mlx-lm's gemma2: the fused kernel cannot cap scores, so attention is spelled out, with the
   // query heads of one KV head grouped ([B, kv, repeats, T, D]) instead of repeating K and V.
   const int B = q.dim(0), T = q.dim(2), D = args.head_dim, S = keys.dim(2);
@@ -290,6 +294,8 @@ Array Attention::softcapped_attention(const Array& q, const Array& keys, const A
     const Array ahead = mx::less(query_key_distance(offset, T, key_start, S), Array::scalar(0.0f, MLX_INT32));
     scores = mx::where(ahead, Array::scalar(-INFINITY, scores.dtype()), scores);
   }
+  if (row_mask)  // batch rows: [B, 1, 1, S] -> [B, 1, 1, 1, S] over the grouped scores
+    scores = mx::where(mx::reshape(*row_mask, {B, 1, 1, 1, S}), scores, Array::scalar(-INFINITY, scores.dtype()));
   Array out = mx::matmul(mx::softmax(scores, -1), vg);
   return mx::reshape(out, {B, args.num_heads, T, D});
 }

@@ -102,15 +102,12 @@ struct Attention {
 
   static Attention load(Weights& w, const std::string& prefix, const AttentionArgs& args, RoPE rope);
   Array operator()(const Array& x, AttentionCache& cache) const;  // x: [B, T, hidden]
-  // Whether rows at different positions can share a step (per-row RoPE and key mask): not with
-  // soft-capped scores or position-scaled queries, which read one scalar offset. A window needs a
-  // full cache (no rotation), which Model::can_batch checks from the cache kinds.
-  bool batchable() const { return args.logit_softcap == 0 && args.position_query_beta == 0; }
 
  private:
   // [B, heads, T, D] queries at positions offset.. over [B, kv_heads, S, D] keys/values at
-  // positions key_start.., scores soft-capped.
-  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start) const;
+  // positions key_start.., scores soft-capped; batch rows' padding masked by `row_mask` [B, 1, 1, S].
+  Array softcapped_attention(const Array& q, const Array& keys, const Array& values, int offset, int key_start,
+                             const Array* row_mask) const;
 };
 
 // down(act(gate(x)) * up(x)), act = silu, or gelu_approx (gemma2)

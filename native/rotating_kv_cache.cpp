@@ -4,6 +4,16 @@
 
 namespace mlxnode {
 
+RotatingKVCache::RotatingKVCache(int max_size, const Array& keys, const Array& values, int offset)
+    : max_size_(max_size), offset_(offset) {
+  if (keys.empty()) return;
+  // Only the newest max_size positions are kept; in order, so the next write wraps to the oldest.
+  const int len = keys.dim(2), from = std::max(0, len - max_size);
+  keys_ = mx::slice_axis(keys, 2, from, len);
+  values_ = mx::slice_axis(values, 2, from, len);
+  next_ = len - from;
+}
+
 Array RotatingKVCache::temporal(const Array& buf) const {
   const int len = buf.dim(2);
   if (next_ == len) return buf;
@@ -78,6 +88,20 @@ void RotatingKVCache::update_and_fetch(const Array& keys, const Array& values, A
   } else {
     all_keys = keys_;
     all_values = values_;
+  }
+}
+
+void RotatingKVCache::ordered(Array& keys, Array& values) const {
+  if (keys_.empty()) {
+    keys = values = Array();
+    return;
+  }
+  keys = temporal(keys_);
+  values = temporal(values_);
+  // Before the window fills (and after a trim) the buffer's tail past offset_ is unwritten.
+  if (keys.dim(2) > offset_) {
+    keys = mx::slice_axis(keys, 2, 0, offset_);
+    values = mx::slice_axis(values, 2, 0, offset_);
   }
 }
 

@@ -14,6 +14,8 @@ class RotatingKVCache : public AttentionCache {
   static constexpr int kStep = 256;
 
   explicit RotatingKVCache(int max_size) : max_size_(max_size) {}
+  // A window's positions oldest first, the last at offset - 1 (a batch row's columns, KVCache::row).
+  RotatingKVCache(int max_size, const Array& keys, const Array& values, int offset);
 
   void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) override;
   int offset() const override { return offset_; }
@@ -24,6 +26,9 @@ class RotatingKVCache : public AttentionCache {
   void state(std::vector<Array>& out) const override;
   int64_t nbytes() const override;
   std::unique_ptr<LayerCache> clone() const override { return std::make_unique<RotatingKVCache>(*this); }
+  int window() const { return max_size_; }
+  // The positions kept, oldest first (the last is offset() - 1): how a batch row takes this layer.
+  void ordered(Array& keys, Array& values) const;
 
  private:
   void append(const Array& keys, const Array& values);          // T > 1

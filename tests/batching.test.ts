@@ -326,35 +326,66 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     }
   });
 
-  it("the cache kinds decide: gemma3_text batches when its window covers the context, runs one row when the window rotates", async () => {
+  /** Max |logit diff| between each prompt's last logits batched (left-padded rows) and alone. */
+  async function batchedVersusAlone(model: MlxBackend, prompts: number[][]): Promise<number> {
+    const batched = await model.batchLastLogits(prompts);
+    let worst = 0;
+    for (const [i, p] of prompts.entries()) {
+      const alone = (await model.logits(p)).at(-1)!;
+      for (let j = 0; j < alone.length; j++) worst = Math.max(worst, Math.abs(alone[j] - batched[i][j]));
+    }
+    return worst;
+  }
+
+  const ids = (n: number, seed: number) => Array.from({ length: n }, (_, k) => 3 + ((k * 7 + seed * 13) % 200));
+
+  it("sliding-window layers batch past their window (gemma3_text, window 5): each request returns its solo tokens, also after old columns are dropped and a newcomer joins", async () => {
     const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
     const model = new MlxBackend();
+    const fresh = new MlxBackend();
     try {
-      const prompts = [[1, 5, 9, 2, 6, 8, 3], [2, 7, 7, 7, 3], [4, 11, 12, 13, 14, 15, 16, 17, 18]];
-      for (const [window, rows] of [[64, 8], [5, 1]] as const) {
-        const dir = join(root, `g3-${window}`);
-        writeTinyModel(dir, { family: "gemma3_text", dtype: "float32", seed: 5, slidingWindow: window });
-        await model.load(dir, { maxBatch: 8, contextSize: 32 });
-        expect(model.info?.maxBatch, `window ${window}`).toBe(rows);
-        const alone = [];
-        for (const p of prompts) alone.push((await model.generate(p, { maxTokens: 12, ignoreEos: true })).tokens);
-        const together = await Promise.all(prompts.map((p) => model.generate(p, { maxTokens: 12, ignoreEos: true })));
-        expect(together.map((r) => r.tokens), `window ${window}`).toEqual(alone);
-        await model.unload();
-      }
+      const dir = join(root, "g3");
+      writeTinyModel(dir, { family: "gemma3_text", dtype: "float32", seed: 5, slidingWindow: 5 });
+      await model.load(dir, { maxBatch: 3 });
+      await fresh.load(dir, { promptCacheBytes: 0 });
+      expect(model.info?.maxBatch).toBe(3);
+      // Rows of different lengths, all past the window; measured 0 (bit-identical). A window
+      // read from the wrong columns gives differences of order 1.
+      expect(await batchedVersusAlone(model, [ids(3, 1), ids(9, 2), ids(12, 3), ids(40, 4)])).toBeLessThanOrEqual(1e-5);
+      // Two rows decode past 260 positions (window - 1 + one 256-column step: old columns are
+      // dropped), one leaves early, and the fourth waits for a free row, then joins them.
+      const requests = [
+        { p: ids(9, 5), o: { maxTokens: 300, ignoreEos: true } },
+        { p: ids(3, 6), o: { maxTokens: 12, ignoreEos: true } },
+        { p: ids(30, 7), o: { maxTokens: 280, ignoreEos: true } },
+        { p: ids(14, 8), o: { maxTokens: 40, temperature: 0.8, seed: 4, ignoreEos: true } },
+      ];
+      const alone = [];
+      for (const r of requests) alone.push((await fresh.generate(r.p, r.o)).tokens);
+      const together = await Promise.all(requests.map((r) => model.generate(r.p, r.o)));
+      expect(together.map((r) => r.tokens)).toEqual(alone);
+      // A conversation continues from its row's cache (the window's kept columns): the same tokens
+      // as a fresh model's, with only the new tokens evaluated.
+      const next = [...requests[0].p, ...alone[0], ...ids(6, 9)];
+      const continued = await model.generate(next, { maxTokens: 20, ignoreEos: true });
+      expect(continued.tokens).toEqual((await fresh.generate(next, { maxTokens: 20, ignoreEos: true })).tokens);
+      expect(continued.usage.evaluatedPromptTokens).toBe(6);
     } finally {
       await model.unload();
+      await fresh.unload();
       rmSync(root, { recursive: true, force: true });
     }
   });
 
-  it("a model kind whose cache cannot batch (gemma2: soft-capped scores) runs one row at a time, correctly", async () => {
+  it("soft-capped attention batches (gemma2): rows return their solo tokens and logits", async () => {
     const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
     const model = new MlxBackend();
     try {
       writeTinyModel(join(root, "g2"), { family: "gemma2", dtype: "float32", seed: 5 });
       await model.load(join(root, "g2"), { maxBatch: 8 });
-      expect(model.info?.maxBatch).toBe(1);
+      expect(model.info?.maxBatch).toBe(8);
+      // Measured 0; with the padding left visible to the capped scores, of order 1.
+      expect(await batchedVersusAlone(model, [ids(2, 1), ids(9, 2), ids(5, 3)])).toBeLessThanOrEqual(1e-5);
       const prompts = [[1, 5, 9], [2, 7, 7, 7, 3], [4]];
       const alone = [];
       for (const p of prompts) alone.push((await model.generate(p, { maxTokens: 8, ignoreEos: true })).tokens);

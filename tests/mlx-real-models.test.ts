@@ -117,6 +117,27 @@ describe("real models (mlx-lm)", () => {
   }
 });
 
+describe("real models batched (mlx-lm)", () => {
+  for (const name of MODEL_NAMES) {
+    it.skipIf(!!skipReason)(`${name} mlx-4bit: the ${PROMPTS.length} chat prompts decoded together (maxBatch ${PROMPTS.length}) each give mlx_lm's greedy ${MAX_TOKENS} tokens`, async () => {
+      const model = modelNamed(name)!;
+      const references = await mlxLmReferences(model, model.mlx4bit);
+      const mlx = new MlxBackend();
+      await mlx.load(model.mlx4bit, { maxBatch: PROMPTS.length, promptCacheBytes: 0 });
+      try {
+        // Gemma 3's local layers (512-position window) batch as columns, SmolLM2's as full caches.
+        expect(mlx.info?.maxBatch).toBe(PROMPTS.length);
+        const started = performance.now();
+        const got = await Promise.all(references.map((r) => mlx.generate(r.prompt, { maxTokens: MAX_TOKENS, temperature: 0, ignoreEos: true })));
+        console.log(`[${name} mlx-4bit batched] ${PROMPTS.length} rows x ${MAX_TOKENS} tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+        expect(got.map((g) => g.tokens)).toEqual(references.map((r) => r.greedy));
+      } finally {
+        await mlx.unload();
+      }
+    }, 3_600_000);
+  }
+});
+
 describe("real models: GGUF backend (llama.cpp)", () => {
   for (const name of MODEL_NAMES) {
     it.skipIf(!real.available)(`${name}: the packaged GGUF loads and answers a chat prompt`, async () => {

@@ -104,13 +104,8 @@ class BlockDecoder : public Model {
     context_size = size;
     for (Block& layer : layers) layer.self_attn.rope.fit_context(size);
   }
-  // Rows at their own positions need per-row RoPE and masks in every layer and caches that keep
-  // every position (a rotating window cannot be left-padded).
-  bool can_batch() const override {
-    for (const Block& layer : layers)
-      if (!layer.self_attn.batchable()) return false;
-    return make_cache().full_kv();
-  }
+  // Every layer's attention takes per-row positions and masks; a recurrent state would not.
+  bool can_batch() const override { return make_cache().batchable(); }
 
  protected:
   std::vector<Block> layers;
