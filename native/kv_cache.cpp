@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "recurrent_cache.h"
 #include "rotating_kv_cache.h"
 
 namespace mlxnode {
@@ -159,7 +160,7 @@ Array pad_left(const Array& like, int n) {
 
 bool KVCache::batchable() const {
   for (const auto& l : layers_)
-    if (!dynamic_cast<const LayerKVCache*>(l.get()) && !dynamic_cast<const RotatingKVCache*>(l.get())) return false;
+    if (!dynamic_cast<const AttentionCache*>(l.get()) && !dynamic_cast<const RecurrentCache*>(l.get())) return false;
   return true;
 }
 
@@ -175,7 +176,8 @@ void KVCache::set_layout() {
 
 namespace {
 
-// A single sequence's layer as batch columns: a rotating window as the positions it keeps, in order.
+// A single sequence's attention layer as batch columns: a rotating window as the positions it
+// keeps, in order.
 LayerKVCache as_columns(const LayerCache& layer) {
   if (const auto* l = dynamic_cast<const LayerKVCache*>(&layer)) return *l;
   if (const auto* r = dynamic_cast<const RotatingKVCache*>(&layer)) {
@@ -183,8 +185,18 @@ LayerKVCache as_columns(const LayerCache& layer) {
     r->ordered(keys, values);
     return LayerKVCache(keys, values, r->offset(), r->window());
   }
-  throw std::logic_error("a batch row's layer must be an attention cache (Model::can_batch)");
+  throw std::logic_error("a batch row's layer must be an attention or recurrent cache (Model::can_batch)");
 }
+
+// A layer of a batch of two or more rows: attention as columns, a recurrent state as it is.
+std::unique_ptr<LayerCache> batch_kind(const LayerCache& layer) {
+  if (dynamic_cast<const RecurrentCache*>(&layer)) return layer.clone();
+  return std::make_unique<LayerKVCache>(as_columns(layer));
+}
+
+// Rows `index` (axis 0) of a recurrent layer's batched conv window or state.
+Array rows_of(const Array& a, const Array& index) { return a.empty() ? a : mx::take(a, index, 0); }
+Array concat_rows(const Array& a, const Array& b) { return mx::concatenate({a, b}, 0); }
 
 }  // namespace
 
@@ -197,11 +209,16 @@ void KVCache::append_row(const KVCache& row) {
     set_layout();
     return;
   }
-  if (left_pad_.size() == 1)  // a second row: every layer becomes columns
-    for (auto& l : layers_) l = std::make_unique<LayerKVCache>(as_columns(*l));
+  if (left_pad_.size() == 1)  // a second row: every attention layer becomes columns
+    for (auto& l : layers_) l = batch_kind(*l);
   const int have = offset(), add = row.offset();
   const int columns = std::max(have, add);
   for (int i = 0; i < row.size(); ++i) {
+    if (auto* r = dynamic_cast<RecurrentCache*>(layers_[i].get())) {
+      const auto& other = dynamic_cast<const RecurrentCache&>(*row.layers_[i]);
+      r->set(concat_rows(r->conv(), other.conv()), concat_rows(r->recurrent_state(), other.recurrent_state()), columns);
+      continue;
+    }
     LayerKVCache one = as_columns(*row.layers_[i]);
     LayerKVCache& l = layer_as<LayerKVCache>(i);
     // Both sides' kept columns, shifted so the write columns line up, from the older start
@@ -241,6 +258,10 @@ void KVCache::keep_rows(const std::vector<int>& keep) {
   const bool all = keep.size() == left_pad_.size();
   const Array index = Array::from_int32(std::vector<int32_t>(keep.begin(), keep.end()), {static_cast<int>(keep.size())});
   for (int i = 0; i < size(); ++i) {
+    if (auto* r = dynamic_cast<RecurrentCache*>(layers_[i].get())) {
+      r->set(all ? r->conv() : rows_of(r->conv(), index), all ? r->recurrent_state() : rows_of(r->recurrent_state(), index), r->offset() - drop);
+      continue;
+    }
     LayerKVCache& l = layer_as<LayerKVCache>(i);
     if (l.keys_.empty()) continue;
     const int cut = std::max(0, drop - l.first_);  // kept columns before `drop`
@@ -263,6 +284,13 @@ KVCache KVCache::row(int b) const {
   for (const auto& layer : layers_) {
     if (row_count() == 1) {  // a single row holds its own kinds
       layers.push_back(layer->clone());
+      continue;
+    }
+    if (const auto* r = dynamic_cast<const RecurrentCache*>(layer.get())) {
+      auto one = std::make_unique<RecurrentCache>();
+      const Array index = Array::from_int32({b}, {1});
+      one->set(rows_of(r->conv(), index), rows_of(r->recurrent_state(), index), r->offset() - left_pad_[b]);
+      layers.push_back(std::move(one));
       continue;
     }
     const auto& l = dynamic_cast<const LayerKVCache&>(*layer);

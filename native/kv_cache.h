@@ -113,9 +113,9 @@ class KVCache {
   int64_t nbytes() const;
 
   // ---- Batch rows (see RowLayout). A fresh KVCache has no rows; a cache filled by forward()
-  // holds one. Only attention caches can hold several (batchable): a batch holds each layer as a
-  // LayerKVCache, since a ring buffer cannot be left-padded. Engine thread only.
-  bool batchable() const;  // every layer is an attention cache (no recurrent state)
+  // holds one. A batch of several holds each attention layer as a LayerKVCache (a ring buffer
+  // cannot be left-padded) and each recurrent state with one slice per row. Engine thread only.
+  bool batchable() const;  // every layer is an attention cache or a recurrent state
   int row_count() const { return static_cast<int>(left_pad_.size()); }
   // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
   // left-padded with zeros so the write columns line up. One row keeps its layers' own kinds; from

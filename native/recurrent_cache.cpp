@@ -10,6 +10,12 @@ void RecurrentCache::update(Array conv, Array state, int tokens) {
   offset_ += tokens;
 }
 
+void RecurrentCache::set(Array conv, Array state, int offset) {
+  conv_ = std::move(conv);
+  state_ = std::move(state);
+  offset_ = offset;
+}
+
 void RecurrentCache::reset() {
   conv_ = Array();
   state_ = Array();

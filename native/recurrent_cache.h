@@ -21,6 +21,9 @@ class RecurrentCache : public LayerCache {
   const Array& recurrent_state() const { return state_; }
   // Stores the layer's new conv window and state after `tokens` more positions.
   void update(Array conv, Array state, int tokens);
+  // Batch rows (kv_cache.h): each row's window and state are its own slice of axis 0, so rows join,
+  // leave and split off without padding; `offset` is the batch's write column.
+  void set(Array conv, Array state, int offset);
 
   int offset() const override { return offset_; }
   bool can_trim(int n) const override { return n == 0; }
