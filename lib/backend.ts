@@ -45,8 +45,8 @@ export interface LoadOptions {
    * Requests generated at the same time, decoded together (continuous batching): each step
    * evaluates one token of every running request in one batch, so they share the cost of reading
    * the weights; more requests wait in the queue. Every request returns the tokens it returns
-   * alone. An integer in [1, 64]. Defaults to 8 on MLX (models whose caches cannot batch, a
-   * rotating sliding window or a recurrent state, run one request at a time whatever is asked) and to 1 on GGUF (opt-in until
+   * alone. An integer in [1, 64]. Defaults to 8 on MLX (every family batches, sliding windows, recurrent
+   * states and KV-shared layers included) and to 1 on GGUF (opt-in until
    * measured more widely: RSS noise over load/unload cycles grows with the llama.cpp sequences
    * allocated). `serve --parallel N` sets it.
    */

@@ -46,8 +46,8 @@ struct GenerationRequest {
 // row's log-probabilities are evaluated with its token (Sampler::outputs) and emitted with it.
 //
 // Rows of one batch share the adapter the forward pass is built with: a request naming another
-// adapter waits until the batch is empty. A model that cannot batch (Model::can_batch: a layer
-// cache that rotates a window or keeps a recurrent state) runs with max_rows 1.
+// adapter waits until the batch is empty. A model that could not batch (Model::can_batch: a layer
+// cache that cannot hold rows; none of the families here) would run with max_rows 1.
 //
 // Per request (as generate_step did): the longest prefix shared with a recent sequence is reused
 // when its cache can go back to it (reusable_prefix; at least one prompt token is evaluated, for

@@ -172,6 +172,7 @@ void KVCache::set_layout() {
   }
   for (int i = 0; i < size(); ++i)
     if (auto* l = dynamic_cast<LayerKVCache*>(layers_[i].get())) l->rows_ = rows;
+  layout_ = std::move(rows);
 }
 
 namespace {

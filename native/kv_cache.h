@@ -117,6 +117,8 @@ class KVCache {
   // cannot be left-padded) and each recurrent state with one slice per row. Engine thread only.
   bool batchable() const;  // every layer is an attention cache or a recurrent state
   int row_count() const { return static_cast<int>(left_pad_.size()); }
+  // The layout when rows are padded, else nullptr (what each LayerKVCache::rows() returns).
+  const RowLayout* rows() const { return layout_.get(); }
   // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
   // left-padded with zeros so the write columns line up. One row keeps its layers' own kinds; from
   // two rows on every layer is a LayerKVCache, a rotating window as the columns it holds.
@@ -132,6 +134,7 @@ class KVCache {
   void set_layout();
   std::vector<std::unique_ptr<LayerCache>> layers_;
   std::vector<int> left_pad_;  // batch rows: per-row left padding (empty: no rows appended)
+  std::shared_ptr<const RowLayout> layout_;
 };
 
 // How many positions of `cache` (which holds `cached`) a request for `prompt` starts from: the

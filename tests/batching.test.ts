@@ -15,6 +15,7 @@ import { MlxBackend } from "../lib/backends/mlx.js";
 import { InvalidOptionError, UnloadedError } from "../lib/errors.js";
 import { writeTinyModel } from "./reference/tiny-models.js";
 import { writeRandomAdapter } from "./support/lora.js";
+import { batchedVersusAlone, expectConcurrentEqualsAlone, idsOfLength } from "./support/batching.js";
 import { mlxAvailable } from "./support/mlx.js";
 
 const shared = (p: string) => fileURLToPath(new URL(`../../shared/models/${p}`, import.meta.url));
@@ -187,14 +188,8 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
       const bos = model.tokenize("", { addSpecialTokens: true });
       const prompts = ["Once", "Tom and his dog went to the park", "The sun was", "A little bird sang a happy song all day long"]
         .map((p) => [...bos, ...model.tokenize(p)]);
-      const batched = await model.batchLastLogits(prompts);
-      let worst = 0;
-      for (const [i, p] of prompts.entries()) {
-        const alone = (await model.logits(p)).at(-1)!;
-        for (let j = 0; j < alone.length; j++) worst = Math.max(worst, Math.abs(alone[j] - batched[i][j]));
-      }
       // Measured 0 (bit-identical) on the CPU; a wrong per-row RoPE offset gives differences of order 1.
-      expect(worst).toBeLessThanOrEqual(1e-5);
+      expect(await batchedVersusAlone(model, prompts)).toBeLessThanOrEqual(1e-5);
     } finally {
       await model.unload();
     }
@@ -326,19 +321,6 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
     }
   });
 
-  /** Max |logit diff| between each prompt's last logits batched (left-padded rows) and alone. */
-  async function batchedVersusAlone(model: MlxBackend, prompts: number[][]): Promise<number> {
-    const batched = await model.batchLastLogits(prompts);
-    let worst = 0;
-    for (const [i, p] of prompts.entries()) {
-      const alone = (await model.logits(p)).at(-1)!;
-      for (let j = 0; j < alone.length; j++) worst = Math.max(worst, Math.abs(alone[j] - batched[i][j]));
-    }
-    return worst;
-  }
-
-  const ids = (n: number, seed: number) => Array.from({ length: n }, (_, k) => 3 + ((k * 7 + seed * 13) % 200));
-
   it("sliding-window layers batch past their window (gemma3_text, window 5): each request returns its solo tokens, also after old columns are dropped and a newcomer joins", async () => {
     const root = mkdtempSync(join(tmpdir(), "mlx-node-batch-"));
     const model = new MlxBackend();
@@ -351,14 +333,14 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
       expect(model.info?.maxBatch).toBe(3);
       // Rows of different lengths, all past the window; measured 0 (bit-identical). A window
       // read from the wrong columns gives differences of order 1.
-      expect(await batchedVersusAlone(model, [ids(3, 1), ids(9, 2), ids(12, 3), ids(40, 4)])).toBeLessThanOrEqual(1e-5);
+      expect(await batchedVersusAlone(model, [idsOfLength(3, 1), idsOfLength(9, 2), idsOfLength(12, 3), idsOfLength(40, 4)])).toBeLessThanOrEqual(1e-5);
       // Two rows decode past 260 positions (window - 1 + one 256-column step: old columns are
       // dropped), one leaves early, and the fourth waits for a free row, then joins them.
       const requests = [
-        { p: ids(9, 5), o: { maxTokens: 300, ignoreEos: true } },
-        { p: ids(3, 6), o: { maxTokens: 12, ignoreEos: true } },
-        { p: ids(30, 7), o: { maxTokens: 280, ignoreEos: true } },
-        { p: ids(14, 8), o: { maxTokens: 40, temperature: 0.8, seed: 4, ignoreEos: true } },
+        { p: idsOfLength(9, 5), o: { maxTokens: 300, ignoreEos: true } },
+        { p: idsOfLength(3, 6), o: { maxTokens: 12, ignoreEos: true } },
+        { p: idsOfLength(30, 7), o: { maxTokens: 280, ignoreEos: true } },
+        { p: idsOfLength(14, 8), o: { maxTokens: 40, temperature: 0.8, seed: 4, ignoreEos: true } },
       ];
       const alone = [];
       for (const r of requests) alone.push((await fresh.generate(r.p, r.o)).tokens);
@@ -366,7 +348,7 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
       expect(together.map((r) => r.tokens)).toEqual(alone);
       // A conversation continues from its row's cache (the window's kept columns): the same tokens
       // as a fresh model's, with only the new tokens evaluated.
-      const next = [...requests[0].p, ...alone[0], ...ids(6, 9)];
+      const next = [...requests[0].p, ...alone[0], ...idsOfLength(6, 9)];
       const continued = await model.generate(next, { maxTokens: 20, ignoreEos: true });
       expect(continued.tokens).toEqual((await fresh.generate(next, { maxTokens: 20, ignoreEos: true })).tokens);
       expect(continued.usage.evaluatedPromptTokens).toBe(6);
@@ -385,12 +367,8 @@ describe.skipIf(!mlxAvailable)("continuous batching on mlx", () => {
       await model.load(join(root, "g2"), { maxBatch: 8 });
       expect(model.info?.maxBatch).toBe(8);
       // Measured 0; with the padding left visible to the capped scores, of order 1.
-      expect(await batchedVersusAlone(model, [ids(2, 1), ids(9, 2), ids(5, 3)])).toBeLessThanOrEqual(1e-5);
-      const prompts = [[1, 5, 9], [2, 7, 7, 7, 3], [4]];
-      const alone = [];
-      for (const p of prompts) alone.push((await model.generate(p, { maxTokens: 8, ignoreEos: true })).tokens);
-      const together = await Promise.all(prompts.map((p) => model.generate(p, { maxTokens: 8, ignoreEos: true })));
-      expect(together.map((r) => r.tokens)).toEqual(alone);
+      expect(await batchedVersusAlone(model, [idsOfLength(2, 1), idsOfLength(9, 2), idsOfLength(5, 3)])).toBeLessThanOrEqual(1e-5);
+      await expectConcurrentEqualsAlone(model, [[1, 5, 9], [2, 7, 7, 7, 3], [4]].map((prompt) => ({ prompt, options: { maxTokens: 8, ignoreEos: true } })));
     } finally {
       await model.unload();
       rmSync(root, { recursive: true, force: true });

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { ModelConfigError } from "../lib/errors.js";
+import { batchedVersusAlone, expectConcurrentEqualsAlone, idsOfLength } from "./support/batching.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 
 const { F32, BF16 } = BOUNDS;
@@ -101,26 +102,16 @@ defineConformanceSuite("MLX engine conformance (mlx-lm): hybrid linear attention
 
   it("batches rows of different lengths: each row's conv window and state are its own (batched logits and concurrent tokens equal each alone)", async () => {
     const greedy = { temperature: 0, ignoreEos: true } as const;
-    const prompts = [3, 20, 41, 9].map((n, r) => Array.from({ length: n }, (_, k) => 3 + ((k * 7 + r * 13) % 200)));
+    const prompts = [3, 20, 41, 9].map((n, r) => idsOfLength(n, r));
     for (const family of ["qwen3_next", "qwen3_5", "qwen3_5_moe"]) {
       const mlx = new MlxBackend();
       await mlx.load(references()[CASES.findIndex((c) => c.spec.family === family && !c.spec.quantization)].modelDir, { maxBatch: 3 });
       try {
         expect(mlx.info!.maxBatch, family).toBe(3);
-        const batched = await mlx.batchLastLogits(prompts.slice(0, 3));
-        let worst = 0;
-        for (const [i, p] of prompts.slice(0, 3).entries()) {
-          const alone = (await mlx.logits(p)).at(-1)!;
-          for (let j = 0; j < alone.length; j++) worst = Math.max(worst, Math.abs(alone[j] - batched[i][j]));
-        }
         // Measured 0; rows' states swapped on a join or a leave give differences of order 1.
-        expect(worst, family).toBeLessThanOrEqual(1e-5);
+        expect(await batchedVersusAlone(mlx, prompts.slice(0, 3)), family).toBeLessThanOrEqual(1e-5);
         // Four requests on three rows: one leaves early, the fourth joins the two still decoding.
-        const options = [24, 6, 30, 12].map((maxTokens) => ({ ...greedy, maxTokens }));
-        const alone = [];
-        for (const [i, p] of prompts.entries()) alone.push((await mlx.generate(p, options[i])).tokens);
-        const together = await Promise.all(prompts.map((p, i) => mlx.generate(p, options[i])));
-        expect(together.map((r) => r.tokens), family).toEqual(alone);
+        await expectConcurrentEqualsAlone(mlx, prompts.map((prompt, i) => ({ prompt, options: { ...greedy, maxTokens: [24, 6, 30, 12][i] } })), family);
       } finally {
         await mlx.unload();
       }

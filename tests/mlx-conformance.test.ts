@@ -15,6 +15,7 @@ import { MlxBackend, type MlxLoadOptions } from "../lib/backends/mlx.js";
 import { ModelConfigError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { readSafetensorsHeader } from "./reference/safetensors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
+import { batchedVersusAlone, expectConcurrentEqualsAlone, idsOfLength } from "./support/batching.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
 // Bounds, max |logit diff| over all prompt + 31 positions (logits here spread over about ±5):
@@ -273,6 +274,22 @@ defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) =>
       expect(kept).toBeLessThan(2 * 700 * 512);
     } finally {
       await mlx.unload();
+    }
+  });
+
+  it("batches gemma4_text rows past its window: KV-shared layers read their source's columns with the rows' layout (logits and tokens equal each alone)", async () => {
+    const prompts = [3, 20, 41, 9].map((n, r) => idsOfLength(n, r));
+    for (const seed of [60, 63]) {  // KV sharing and per-layer inputs, window 8; attention_k_eq_v, pattern 3
+      const mlx = new MlxBackend();
+      await mlx.load(references()[CASES.findIndex((c) => c.spec.family === "gemma4_text" && c.spec.seed === seed)].modelDir, { maxBatch: 3 });
+      try {
+        expect(mlx.info!.maxBatch, `seed ${seed}`).toBe(3);
+        // Measured 0; the shared layers without the rows' mask, or at one position, are of order 1.
+        expect(await batchedVersusAlone(mlx, prompts.slice(0, 3)), `seed ${seed}`).toBeLessThanOrEqual(1e-5);
+        await expectConcurrentEqualsAlone(mlx, prompts.map((prompt, i) => ({ prompt, options: { maxTokens: [24, 6, 30, 12][i], ignoreEos: true } })), `seed ${seed}`);
+      } finally {
+        await mlx.unload();
+      }
     }
   });
 

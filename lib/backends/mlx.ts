@@ -52,7 +52,7 @@ export interface MlxModelInfo {
   weightBytes: number;
   /** Bytes one position adds to the KV cache: every layer's keys and values in the compute dtype. */
   kvBytesPerToken: number;
-  /** Requests decoded together: the `maxBatch` asked for, or 1 for a model whose caches cannot batch (rotating windows, recurrent state). */
+  /** Requests decoded together: the `maxBatch` asked for (every family batches; 1 for a model whose caches could not). */
   maxBatch: number;
 }
 
@@ -128,7 +128,7 @@ export class MlxBackend extends BaseBackend {
     return this.isLoaded && this.modelInfo ? this.modelInfo.contextSize : 0;
   }
 
-  /** Requests decoded together: `maxBatch`, or 1 for a model whose caches cannot batch yet. */
+  /** Requests decoded together: the `maxBatch` asked for (1 for a model whose caches could not batch). */
   protected override get concurrentRequests(): number {
     return this.modelInfo?.maxBatch ?? 1;
   }

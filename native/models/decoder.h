@@ -104,8 +104,6 @@ class BlockDecoder : public Model {
     context_size = size;
     for (Block& layer : layers) layer.self_attn.rope.fit_context(size);
   }
-  // Every layer's attention takes per-row positions and masks; a recurrent state would not.
-  bool can_batch() const override { return make_cache().batchable(); }
 
  protected:
   std::vector<Block> layers;

@@ -161,18 +161,23 @@ struct Gemma4Attention {
   float eps = 1e-6f;
 
   // An owning layer appends its keys/values to `cache` and returns them in keys/values; a shared
-  // one (no cache) attends to the keys/values given. Queries at positions offset..
-  Array operator()(const Array& x, int offset, AttentionCache* cache, Array& keys, Array& values) const {
+  // one (no cache) attends to the keys/values given. Queries at positions offset.., or, for padded
+  // batch rows (one token each), at each row's position with its padding masked.
+  Array operator()(const Array& x, int offset, const RowLayout* rows, AttentionCache* cache, Array& keys, Array& values) const {
     const int B = x.dim(0), T = x.dim(1);
     auto split = [&](const Array& y, int n) { return mx::reshape(y, {B, T, n, head_dim}); };
     auto heads_first = [](const Array& y) { return mx::transpose(y, {0, 2, 1, 3}); };
-    const Array q = rope(heads_first(q_norm(split(q_proj(x), heads))), offset);
+    auto positioned = [&](const Array& y) { return rows ? rope(y, rows->positions(offset)) : rope(y, offset); };
+    const Array q = positioned(heads_first(q_norm(split(q_proj(x), heads))));
     if (cache) {
       const Array k = split(k_proj->operator()(x), kv_heads);
       const Array v = v_proj ? split(v_proj->operator()(x), kv_heads) : k;
-      cache->update_and_fetch(rope(heads_first((*k_norm)(k)), offset), heads_first(mx::rms_norm(v, Array(), eps)), keys, values);
+      cache->update_and_fetch(positioned(heads_first((*k_norm)(k))), heads_first(mx::rms_norm(v, Array(), eps)), keys, values);
     }
-    const Array out = cached_attention(q, keys, values, offset, 1.0f, window, Array());
+    // The keys are the most recent columns up to this step's (a window layer's: its window).
+    const int end = offset + T, S = keys.dim(2);
+    const Array out = rows ? mx::sdpa_masked(q, keys, values, 1.0f, rows->key_mask(end - S, end), Array())
+                           : cached_attention(q, keys, values, offset, 1.0f, window, Array());
     return o_proj(mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, heads * head_dim}));
   }
 };
@@ -216,8 +221,9 @@ struct Gemma4Block {
   Array layer_scalar;  // [1]
   int kv_source = 0;   // the layer whose keys/values it attends to (itself unless KV-shared)
 
-  Array operator()(const Array& x, int offset, AttentionCache* cache, Array& keys, Array& values, const Array& per_layer_input) const {
-    Array h = mx::add(x, post_attention_layernorm(self_attn(input_layernorm(x), offset, cache, keys, values)));
+  Array operator()(const Array& x, int offset, const RowLayout* rows, AttentionCache* cache, Array& keys, Array& values,
+                   const Array& per_layer_input) const {
+    Array h = mx::add(x, post_attention_layernorm(self_attn(input_layernorm(x), offset, rows, cache, keys, values)));
     Array f = mlp(pre_feedforward_layernorm(h));
     if (experts)
       f = mx::add((*post_feedforward_layernorm_1)(f), (*post_feedforward_layernorm_2)((*experts)(h, (*pre_feedforward_layernorm_2)(h))));
@@ -320,7 +326,7 @@ class Gemma4Model : public Model {
       AttentionCache* own = b.kv_source == i ? &cache.layer_as<AttentionCache>(i) : nullptr;
       if (!own) keys[i] = keys[b.kv_source], values[i] = values[b.kv_source];
       const Array input = per_layer.empty() ? Array() : mx::reshape(mx::slice_axis(per_layer, 2, i, i + 1), {B, T, args_.per_layer_dim});
-      h = b(h, offset, own, keys[i], values[i], input);
+      h = b(h, offset, cache.rows(), own, keys[i], values[i], input);
     }
     return ends_.logits(h, last_only);
   }

@@ -87,8 +87,6 @@ class HybridModel : public Model {
   Array forward(const Array& tokens, KVCache& cache, bool last_only) const override;
   KVCache make_cache() const override;
   void fit_context(int context_size) override;
-  // Rows batch: the attention layers' columns are padded and masked, the linear layers' states are per row.
-  bool can_batch() const override { return make_cache().batchable(); }
 
  private:
   std::vector<HybridBlock> layers;

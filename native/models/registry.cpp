@@ -3,6 +3,9 @@
 #include <utility>
 
 namespace mlxnode {
+
+bool Model::can_batch() const { return make_cache().batchable(); }
+
 namespace {
 
 const std::pair<const char*, ModelFactory> kFactories[] = {

@@ -27,9 +27,9 @@ class Model {
   // the model lives. Adapters change only their Linears, between requests.
   virtual std::vector<AdapterTarget> adapter_targets() { return {}; }
   // Whether sequences at different positions can decode in one batched step (kv_cache.h
-  // RowLayout): attention caches only (KVCache::batchable) with per-row positions in every layer;
-  // models that cannot (recurrent states, gemma4's attention) run their requests one row at a time.
-  virtual bool can_batch() const { return false; }
+  // RowLayout): when every layer's cache can hold rows (KVCache::batchable; every family here).
+  // A family's attention must then take per-row positions and key masks (cache.rows()).
+  bool can_batch() const;
   // model_type, dtype, quantization_bits, vocab_size, num_layers, hidden_size; the session
   // fills context_size and weight_bytes.
   ModelInfo info;
