@@ -83,11 +83,26 @@ export interface MlxMemory {
   memoryLimitBytes: number;
 }
 
+/**
+ * The BLAS that MLX's CPU matrix products (every float32 matmul on the CPU) call. On Linux the
+ * `mlx[cpu]` pip wheel links a reference (netlib) BLAS; `MLX_NODE_BLAS=openblas` (or the path of a
+ * CBLAS library), set before the process loads mlx-node, puts OpenBLAS in its place (see the README).
+ */
+export interface MlxBlasInfo {
+  /** The shared library that provides MLX's `cblas_sgemm`. */
+  library: string;
+  /** `MLX_NODE_BLAS`: loaded by that switch at startup; `linked`: the one libmlx was linked with. */
+  source: "MLX_NODE_BLAS" | "linked";
+  /** Present when that library is OpenBLAS: its build string (`openblas_get_config`) and thread count. */
+  openblas?: { config: string; threads: number };
+}
+
 /** Where MLX runs and how much memory it holds. */
 export interface MlxRuntimeInfo {
   /** `gpu` (Metal) or `cpu`. */
   device: "gpu" | "cpu";
   mlxVersion: string;
+  blas: MlxBlasInfo;
 }
 
 /** Says whether the MLX engine can run here, and if not, why. */
@@ -195,7 +210,7 @@ export class MlxBackend extends BaseBackend {
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
 
-  /** Device and MLX version. @throws BackendUnavailableError */
+  /** Device, MLX version and the BLAS MLX calls on the CPU. @throws BackendUnavailableError */
   static async runtimeInfo(): Promise<MlxRuntimeInfo> {
     return requireMlx().runtimeInfo();
   }
