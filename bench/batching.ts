@@ -6,8 +6,10 @@
  * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [--repeats=N] [--blas=linked,openblas] [model ...]
  * Or from a bench runner:      const result = await benchBatching();
  *
- * `--blas=a,b`: the MLX cases once per BLAS setting (MLX_NODE_BLAS values; `linked` = unset, libmlx's
- * own), each in a child process of one round per setting (the switch is read once per process),
+ * `--model=<dir>` (repeatable) adds an MLX model directory to the cases.
+ * `--blas=a,b`: the MLX cases once per BLAS setting (MLX_NODE_BLAS values, `linked` = unset, libmlx's
+ * own; `openblas@2` = with OPENBLAS_NUM_THREADS=2), each in a child process of one round per setting
+ * (the switch is read once per process),
  * settings alternating ABBA over the rounds; medians over rounds, ratios of the medians (CPU ratios:
  * median of each round's).
  *
@@ -24,7 +26,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import type { GenerateOptions } from "../lib/backend.js";
@@ -150,7 +152,7 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
 }
 
 /** Runs on stories260K (both backends) and the synthetic models that exist (bench/synthetic). */
-export async function benchBatching(options: { tokens?: number; repeats?: number; modelsDir?: string; syntheticDir?: string; only?: string[]; mlxOnly?: boolean } = {}): Promise<BatchingBenchResult> {
+export async function benchBatching(options: { tokens?: number; repeats?: number; modelsDir?: string; syntheticDir?: string; only?: string[]; mlxOnly?: boolean; models?: string[] } = {}): Promise<BatchingBenchResult> {
   const tokens = options.tokens ?? 64;
   const repeats = options.repeats ?? 3;
   const root = packageRoot();
@@ -162,6 +164,7 @@ export async function benchBatching(options: { tokens?: number; repeats?: number
     ["mlx", "smollm2-135m float16 weights (synthetic)", join(synthetic, "smollm2-135m-mlx-float16")],
     ["gguf", "smollm2-135m q4_0 (synthetic)", join(synthetic, "smollm2-135m-q4_0.gguf")],
     ["gguf", "qwen2.5-0.5b q4_0 (synthetic)", join(synthetic, "qwen2.5-0.5b-q4_0.gguf")],
+    ...(options.models ?? []).map((dir): ["mlx", string, string] => ["mlx", `${basename(dirname(resolve(dir)))}/${basename(dir)}`, dir]),
   ];
   const mlx = mlxAvailability();
   const cases: BatchingBenchCase[] = [];
@@ -187,15 +190,17 @@ export async function benchBatching(options: { tokens?: number; repeats?: number
  * The MLX cases under each BLAS setting (`linked`, `openblas` or a library path; see the file's
  * header): `repeats` rounds, one child process per setting and round.
  */
-export async function benchBatchingBlas(settings: readonly string[], options: { tokens?: number; repeats?: number; only?: string[] } = {}): Promise<BatchingBenchResult> {
+export async function benchBatchingBlas(settings: readonly string[], options: { tokens?: number; repeats?: number; only?: string[]; models?: string[] } = {}): Promise<BatchingBenchResult> {
   const tokens = options.tokens ?? 64;
   const repeats = options.repeats ?? 3;
   const script = fileURLToPath(import.meta.url);
   const rounds = new Map<string, { blas?: string; results: BatchingBenchResult[] }>(settings.map((s) => [s, { results: [] }]));
   for (let r = 0; r < repeats; r++) {
     for (const setting of r % 2 === 0 ? settings : [...settings].reverse()) {
-      const env = { ...process.env, MLX_NODE_BLAS: setting === "linked" ? "" : setting };
-      const { stdout } = await promisify(execFile)(process.execPath, [script, String(tokens), "--repeats=1", "--mlx-only", ...(options.only ?? [])], { env, maxBuffer: 1 << 24 });
+      const [blas, threads] = setting.split("@");
+      const env = { ...process.env, MLX_NODE_BLAS: blas === "linked" ? "" : blas, ...(threads ? { OPENBLAS_NUM_THREADS: threads } : {}) };
+      const args = [script, String(tokens), "--repeats=1", "--mlx-only", ...(options.models ?? []).map((m) => `--model=${m}`), ...(options.only ?? [])];
+      const { stdout } = await promisify(execFile)(process.execPath, args, { env, maxBuffer: 1 << 24 });
       const result = JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as BatchingBenchResult;
       rounds.get(setting)?.results.push(result);
     }
@@ -383,9 +388,11 @@ if (invokedDirectly) {
   const repeats = args.find((a) => a.startsWith("--repeats="));
   const blas = args.find((a) => a.startsWith("--blas="));
   const mlxOnly = args.includes("--mlx-only");
-  const [tokens, ...only] = args.filter((a) => a !== repeats && a !== blas && a !== "--mlx-only");
+  const models = args.filter((a) => a.startsWith("--model=")).map((a) => a.slice(8));
+  const [tokens, ...only] = args.filter((a) => a !== repeats && a !== blas && a !== "--mlx-only" && !a.startsWith("--model="));
   const options = {
     ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}), ...(repeats ? { repeats: Number(repeats.slice(10)) } : {}),
+    ...(models.length ? { models } : {}),
   };
   const result = blas ? await benchBatchingBlas(blas.slice(7).split(","), options) : await benchBatching({ ...options, mlxOnly });
   console.log(formatBatchingBench(result));

@@ -50,6 +50,10 @@ Selection load_into_global_scope(const std::string& value) {
   }
   const std::string file = by_name ? kOpenBlasSoname : value;
   const std::string prefix = std::string(kSwitch) + "=" + value + ": ";
+  const char* bind_now = std::getenv("LD_BIND_NOW");
+  if (bind_now && *bind_now) {
+    return {false, prefix + "has no effect with LD_BIND_NOW set (libmlx's BLAS symbols were bound when it loaded)"};
+  }
   // Local first, so that a library without CBLAS never enters the global scope.
   DlHandle probe(dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL));
   if (!probe) {
