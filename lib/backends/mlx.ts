@@ -86,7 +86,8 @@ export interface MlxMemory {
 /**
  * The BLAS that MLX's CPU matrix products (every float32 matmul on the CPU) call. On Linux the
  * `mlx[cpu]` pip wheel links a reference (netlib) BLAS; `MLX_NODE_BLAS=openblas` (or the path of a
- * CBLAS library), set before the process loads mlx-node, puts OpenBLAS in its place (see the README).
+ * CBLAS library) in the environment before the first use of MLX (the addon reads it once, when it
+ * loads) puts OpenBLAS in its place (see the README, "How MLX is found").
  */
 export interface MlxBlasInfo {
   /** The shared library that provides MLX's `cblas_sgemm`. */
