@@ -9,22 +9,29 @@ namespace mlxnode {
 namespace {
 
 constexpr const char* kSwitch = "MLX_NODE_BLAS";
-// Debian/Ubuntu (libopenblas0-pthread or -openmp, through update-alternatives), Fedora, Arch.
-constexpr const char* kOpenBlasSoname = "libopenblas.so.0";
 
 struct DlClose {
   void operator()(void* handle) const { dlclose(handle); }
 };
 using DlHandle = std::unique_ptr<void, DlClose>;
 
-std::string dl_error() {
-  const char* text = dlerror();
-  return text ? text : "unknown error";
-}
-
 template <typename Fn>
 Fn symbol(void* handle, const char* name) {
   return reinterpret_cast<Fn>(dlsym(handle, name));
+}
+
+struct Selection {
+  bool loaded = false;  // MLX_NODE_BLAS named a library, now in the global scope
+  std::string error;
+};
+
+#if defined(__linux__) && defined(__GLIBC__)
+// Debian/Ubuntu (libopenblas0-pthread or -openmp, through update-alternatives), Fedora, Arch.
+constexpr const char* kOpenBlasSoname = "libopenblas.so.0";
+
+std::string dl_error() {
+  const char* text = dlerror();
+  return text ? text : "unknown error";
 }
 
 // OpenBLAS reads these itself when it loads; only when none is set do we choose (1 thread).
@@ -36,12 +43,6 @@ bool threads_chosen_by_user() {
   return false;
 }
 
-struct Selection {
-  bool loaded = false;  // MLX_NODE_BLAS named a library, now in the global scope
-  std::string error;
-};
-
-#if defined(__linux__) && defined(__GLIBC__)
 Selection load_into_global_scope(const std::string& value) {
   const bool by_name = value == "openblas";
   if (!by_name && value.find('/') == std::string::npos) {
