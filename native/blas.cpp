@@ -21,7 +21,7 @@ Fn symbol(void* handle, const char* name) {
 }
 
 struct Selection {
-  bool loaded = false;  // MLX_NODE_BLAS named a library, now in the global scope
+  void* handle = nullptr;  // the library MLX_NODE_BLAS named, now in the global scope
   std::string error;
 };
 
@@ -46,37 +46,38 @@ bool threads_chosen_by_user() {
 Selection load_into_global_scope(const std::string& value) {
   const bool by_name = value == "openblas";
   if (!by_name && value.find('/') == std::string::npos) {
-    return {false, std::string(kSwitch) + " must be \"openblas\" or the path of a shared library (with a \"/\"), not \"" +
+    return {nullptr, std::string(kSwitch) + " must be \"openblas\" or the path of a shared library (with a \"/\"), not \"" +
                        value + "\""};
   }
   const std::string file = by_name ? kOpenBlasSoname : value;
   const std::string prefix = std::string(kSwitch) + "=" + value + ": ";
   const char* bind_now = std::getenv("LD_BIND_NOW");
   if (bind_now && *bind_now) {
-    return {false, prefix + "has no effect with LD_BIND_NOW set (libmlx's BLAS symbols were bound when it loaded)"};
+    return {nullptr, prefix + "has no effect with LD_BIND_NOW set (libmlx's BLAS symbols were bound when it loaded)"};
   }
   // Local first, so that a library without CBLAS never enters the global scope.
   DlHandle probe(dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL));
   if (!probe) {
-    return {false, prefix + "cannot load " + file + " (" + dl_error() + ")" +
+    return {nullptr, prefix + "cannot load " + file + " (" + dl_error() + ")" +
                        (by_name ? "; install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread)" : "") +
                        ", or unset " + kSwitch + " for libmlx's own BLAS"};
   }
-  if (!dlsym(probe.get(), "cblas_sgemm")) return {false, prefix + file + " does not export cblas_sgemm (not a CBLAS library)"};
+  if (!dlsym(probe.get(), "cblas_sgemm")) return {nullptr, prefix + file + " does not export cblas_sgemm (not a CBLAS library)"};
   // Promoted to the global scope and never closed: libmlx's bindings will point into it.
-  if (!dlopen(file.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL)) {
-    return {false, prefix + "cannot add " + file + " to the global scope (" + dl_error() + ")"};
+  void* global = dlopen(file.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+  if (!global) {
+    return {nullptr, prefix + "cannot add " + file + " to the global scope (" + dl_error() + ")"};
   }
   if (!threads_chosen_by_user()) {
     if (auto set_threads = symbol<void (*)(int)>(probe.get(), "openblas_set_num_threads")) set_threads(1);
   }
-  return {true, ""};
+  return {global, ""};
 }
 #else
 Selection load_into_global_scope(const std::string&) {
   // Elsewhere the trick does not hold: macOS binds per library (two-level namespace; MLX calls
   // Accelerate there anyway), musl binds every symbol at load.
-  return {false, std::string(kSwitch) + " is supported on Linux with glibc only"};
+  return {nullptr, std::string(kSwitch) + " is supported on Linux with glibc only"};
 }
 #endif
 
@@ -94,7 +95,6 @@ const std::string& select_blas() { return selection().error; }
 
 BlasDescription describe_blas() {
   BlasDescription d;
-  d.from_env = selection().loaded;
   // Looked up from the addon, whose scope is libmlx's (global scope, then the addon's dlopen group),
   // so this is the definition libmlx's own lazy binding of cblas_sgemm finds.
   Dl_info where{};
@@ -102,6 +102,8 @@ BlasDescription describe_blas() {
   if (sgemm && dladdr(sgemm, &where) && where.dli_fname) d.library = where.dli_fname;
   DlHandle library(d.library.empty() ? nullptr : dlopen(d.library.c_str(), RTLD_LAZY | RTLD_NOLOAD));
   if (library) {
+    // Not so when something loaded earlier (LD_PRELOAD) provides cblas_sgemm first.
+    d.from_env = library.get() == selection().handle;
     auto config = symbol<char* (*)()>(library.get(), "openblas_get_config");
     auto threads = symbol<int (*)()>(library.get(), "openblas_get_num_threads");
     if (config && config()) d.openblas_config = config();

@@ -23,7 +23,7 @@ const std::string& select_blas();
 struct BlasDescription {
   // The shared object whose cblas_sgemm libmlx's lookup scope resolves to.
   std::string library;
-  // True when select_blas() loaded it (MLX_NODE_BLAS), false for libmlx's own.
+  // True when it is the library select_blas() loaded (MLX_NODE_BLAS).
   bool from_env = false;
   // openblas_get_config() when that library is OpenBLAS, else "".
   std::string openblas_config;

@@ -92,7 +92,7 @@ export interface MlxMemory {
 export interface MlxBlasInfo {
   /** The shared library that provides MLX's `cblas_sgemm`. */
   library: string;
-  /** `MLX_NODE_BLAS`: loaded by that switch at startup; `linked`: the one libmlx was linked with. */
+  /** `MLX_NODE_BLAS`: loaded by that switch at startup; `linked`: the one libmlx was linked with (or one loaded before it, e.g. by LD_PRELOAD). */
   source: "MLX_NODE_BLAS" | "linked";
   /** Present when that library is OpenBLAS: its build string (`openblas_get_config`) and thread count. */
   openblas?: { config: string; threads: number };
