@@ -34,7 +34,7 @@
           "defines": ["<!@(node scripts/gyp-mlx.mjs defines)"],
           "libraries": ["<!@(node scripts/gyp-mlx.mjs libraries)"],
           "conditions": [
-            ["OS=='linux'", { "ldflags": ["-Wl,--no-as-needed", "<!@(node scripts/gyp-mlx.mjs ldflags)"] }],
+            ["OS=='linux'", { "ldflags": ["-Wl,--no-as-needed", "<!@(node scripts/gyp-mlx.mjs ldflags)"], "libraries": ["-ldl"] }],
             ["OS=='mac'", { "xcode_settings": { "OTHER_LDFLAGS": ["<!@(node scripts/gyp-mlx.mjs ldflags)"] } }],
           ],
         }],

@@ -3,8 +3,15 @@
  * requests ÷ one stream, and the time to first token of a request arriving while 7 others decode
  * ÷ the same request alone. Every ratio comes from one run (same process, same minute).
  *
- * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [--repeats=N] [model ...]
+ * Run on its own after `tsc`:  node dist/bench/batching.js [tokens] [--repeats=N] [--blas=linked,openblas] [model ...]
  * Or from a bench runner:      const result = await benchBatching();
+ *
+ * `--model=<dir>` (repeatable) adds an MLX model directory to the cases.
+ * `--blas=a,b`: the MLX cases once per BLAS setting (MLX_NODE_BLAS values, `linked` = unset, libmlx's
+ * own; `openblas@2` = with OPENBLAS_NUM_THREADS=2), each in a child process of one round per setting
+ * (the switch is read once per process),
+ * settings alternating ABBA over the rounds; medians over rounds, ratios of the medians (CPU ratios:
+ * median of each round's).
  *
  * Aggregate decode tokens/s: all requests start together on short prompts (4-6 tokens, greedy,
  * ignoreEos, `tokens` each); tokens after each request's first ÷ time from the last request's
@@ -17,9 +24,11 @@
  * used: node-llama-cpp 3.22.1 erases its state under the context lock, which its batch loop holds
  * while any sequence has decodes queued.
  */
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { basename, dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import type { GenerateOptions } from "../lib/backend.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
@@ -53,6 +62,8 @@ export interface BatchingBenchCase {
 export interface BatchingBenchResult {
   tokens: number;
   repeats: number;
+  /** The library MLX's CPU matmuls called (runtimeInfo().blas), when MLX ran. */
+  blas?: string;
   cases: BatchingBenchCase[];
   skipped: string[];
 }
@@ -141,7 +152,7 @@ async function benchCase(backend: "mlx" | "gguf", name: string, path: string, to
 }
 
 /** Runs on stories260K (both backends) and the synthetic models that exist (bench/synthetic). */
-export async function benchBatching(options: { tokens?: number; repeats?: number; modelsDir?: string; syntheticDir?: string; only?: string[] } = {}): Promise<BatchingBenchResult> {
+export async function benchBatching(options: { tokens?: number; repeats?: number; modelsDir?: string; syntheticDir?: string; only?: string[]; mlxOnly?: boolean; models?: string[] } = {}): Promise<BatchingBenchResult> {
   const tokens = options.tokens ?? 64;
   const repeats = options.repeats ?? 3;
   const root = packageRoot();
@@ -153,12 +164,14 @@ export async function benchBatching(options: { tokens?: number; repeats?: number
     ["mlx", "smollm2-135m float16 weights (synthetic)", join(synthetic, "smollm2-135m-mlx-float16")],
     ["gguf", "smollm2-135m q4_0 (synthetic)", join(synthetic, "smollm2-135m-q4_0.gguf")],
     ["gguf", "qwen2.5-0.5b q4_0 (synthetic)", join(synthetic, "qwen2.5-0.5b-q4_0.gguf")],
+    ...(options.models ?? []).map((dir): ["mlx", string, string] => ["mlx", `${basename(dirname(resolve(dir)))}/${basename(dir)}`, dir]),
   ];
   const mlx = mlxAvailability();
   const cases: BatchingBenchCase[] = [];
   const skipped: string[] = [];
   for (const [backend, name, path] of specs) {
     if (options.only && !options.only.some((o) => `${backend} ${name}`.includes(o))) continue;
+    if (options.mlxOnly && backend !== "mlx") continue;
     if (!existsSync(path)) skipped.push(`${backend} ${name}: ${path} not found`);
     else if (backend === "mlx" && !mlx.available) skipped.push(`${backend} ${name}: MLX unavailable (${mlx.reason})`);
     else {
@@ -169,7 +182,49 @@ export async function benchBatching(options: { tokens?: number; repeats?: number
       }
     }
   }
-  return { tokens, repeats, cases, skipped };
+  const blas = mlx.available ? (await MlxBackend.runtimeInfo()).blas.library : undefined;
+  return { tokens, repeats, ...(blas ? { blas } : {}), cases, skipped };
+}
+
+/**
+ * The MLX cases under each BLAS setting (`linked`, `openblas` or a library path; see the file's
+ * header): `repeats` rounds, one child process per setting and round.
+ */
+export async function benchBatchingBlas(settings: readonly string[], options: { tokens?: number; repeats?: number; only?: string[]; models?: string[] } = {}): Promise<BatchingBenchResult> {
+  const tokens = options.tokens ?? 64;
+  const repeats = options.repeats ?? 3;
+  const script = fileURLToPath(import.meta.url);
+  const rounds = new Map<string, { blas?: string; results: BatchingBenchResult[] }>(settings.map((s) => [s, { results: [] }]));
+  for (let r = 0; r < repeats; r++) {
+    for (const setting of r % 2 === 0 ? settings : [...settings].reverse()) {
+      const [blas, threads] = setting.split("@");
+      const env = { ...process.env, MLX_NODE_BLAS: blas === "linked" ? "" : blas, ...(threads ? { OPENBLAS_NUM_THREADS: threads } : {}) };
+      const args = [script, String(tokens), "--repeats=1", "--mlx-only", ...(options.models ?? []).map((m) => `--model=${m}`), ...(options.only ?? [])];
+      const { stdout } = await promisify(execFile)(process.execPath, args, { env, maxBuffer: 1 << 24 });
+      const result = JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as BatchingBenchResult;
+      rounds.get(setting)?.results.push(result);
+    }
+  }
+  const cases: BatchingBenchCase[] = [];
+  const skipped = new Set<string>();
+  for (const [setting, { results }] of rounds) {
+    results.flatMap((res) => res.skipped).forEach((s) => skipped.add(`[BLAS ${setting}] ${s}`));
+    const label = `${setting} (${results[0]?.blas?.split("/").at(-1) ?? "?"})`;
+    for (const first of results[0]?.cases ?? []) {
+      const same = results.map((res) => res.cases.find((c) => c.model === first.model)).filter((c) => c !== undefined);
+      const tokensPerSecond: Record<number, number> = {};
+      const ratio: Record<number, number> = {};
+      const cpuRatio: Record<number, number> = {};
+      for (const n of LEVELS) tokensPerSecond[n] = median(same.map((c) => c.tokensPerSecond[n]));
+      for (const n of LEVELS) ratio[n] = tokensPerSecond[n] / tokensPerSecond[1];
+      for (const n of LEVELS) cpuRatio[n] = median(same.map((c) => c.cpuRatio[n]));
+      cases.push({
+        ...first, model: `${first.model} BLAS ${label}`, tokensPerSecond, ratio, cpuRatio,
+        ttftBesideSevenMs: median(same.map((c) => c.ttftBesideSevenMs)), ttftAloneMs: median(same.map((c) => c.ttftAloneMs)),
+      });
+    }
+  }
+  return { tokens, repeats, cases, skipped: [...skipped] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +401,8 @@ export function formatInterleaved(rows: InterleavedResult[]): string {
 /** Human-readable summary of a {@link BatchingBenchResult}. */
 export function formatBatchingBench(result: BatchingBenchResult): string {
   const lines = [
-    `batching bench: ${result.tokens} greedy tokens per request, medians of ${result.repeats}; aggregate decode tok/s (÷ one stream)`,
+    `batching bench: ${result.tokens} greedy tokens per request, medians of ${result.repeats}; aggregate decode tok/s (÷ one stream)` +
+      (result.blas ? `; MLX BLAS ${result.blas}` : ""),
     `${"case".padEnd(48)} ${LEVELS.map((n) => `${n}x`.padStart(15)).join(" ")} ${"TTFT +7 / alone".padStart(22)} ${"KV/row".padStart(9)}  per CPU-second (÷ one stream)`,
     ...result.cases.map((c) =>
       `${`${c.backend} ${c.model}`.padEnd(48)} ${LEVELS.map((n) => `${c.tokensPerSecond[n].toFixed(0)} (${c.ratio[n].toFixed(2)})`.padStart(15)).join(" ")} ` +
@@ -362,10 +418,15 @@ const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pat
 if (invokedDirectly) {
   const args = process.argv.slice(2);
   const repeats = args.find((a) => a.startsWith("--repeats="));
-  const [tokens, ...only] = args.filter((a) => a !== repeats);
-  const result = await benchBatching({
+  const blas = args.find((a) => a.startsWith("--blas="));
+  const mlxOnly = args.includes("--mlx-only");
+  const models = args.filter((a) => a.startsWith("--model=")).map((a) => a.slice(8));
+  const [tokens, ...only] = args.filter((a) => a !== repeats && a !== blas && a !== "--mlx-only" && !a.startsWith("--model="));
+  const options = {
     ...(tokens ? { tokens: Number(tokens) } : {}), ...(only.length ? { only } : {}), ...(repeats ? { repeats: Number(repeats.slice(10)) } : {}),
-  });
+    ...(models.length ? { models } : {}),
+  };
+  const result = blas ? await benchBatchingBlas(blas.slice(7).split(","), options) : await benchBatching({ ...options, mlxOnly });
   console.log(formatBatchingBench(result));
   console.log(JSON.stringify(result));
 }

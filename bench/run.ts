@@ -463,10 +463,10 @@ function machine(root: string): Record<string, unknown> {
   } catch {
     nodeLlamaCpp = undefined;
   }
-  const rt = runtime as { device?: string; mlxVersion?: string } | undefined;
+  const rt = runtime as { device?: string; mlxVersion?: string; blas?: { library: string } } | undefined;
   return {
     cpu: cpus()[0]?.model ?? "unknown CPU", cores: availableParallelism(), memoryGiB: totalmem() / 2 ** 30, platform: `${platform()}-${arch()} ${release()}`,
-    node: process.version, mlx: rt ? `${rt.mlxVersion} (${rt.device})` : undefined, nodeLlamaCpp, commit,
+    node: process.version, mlx: rt ? `${rt.mlxVersion} (${rt.device}${rt.blas ? `, BLAS ${rt.blas.library}` : ""})` : undefined, nodeLlamaCpp, commit,
   };
 }
 

@@ -25,7 +25,8 @@ endif()
 
 function(mlxnode_link_mlx target)
   target_compile_definitions(${target} PRIVATE MLXNODE_HAVE_MLX)
-  target_link_libraries(${target} PRIVATE mlxc)
+  # ${CMAKE_DL_LIBS}: dlopen/dladdr for native/blas.cpp (in libc itself from glibc 2.34).
+  target_link_libraries(${target} PRIVATE mlxc ${CMAKE_DL_LIBS})
   if(nlohmann_json_FOUND)
     target_link_libraries(${target} PRIVATE nlohmann_json::nlohmann_json)
   endif()

@@ -12,7 +12,7 @@ export { minimumMaxTokens, SCHEMA_LIMITS, MAX_NESTING } from "./json-schema/sche
 export { prepareJsonSchema } from "./json-schema/compile-async.js";
 export type { BackendOptions } from "./backends/base.js";
 export {
-  MlxBackend, mlxAvailability, type MlxGenerationStats, type MlxLoadOptions, type MlxMemory, type MlxModelInfo, type MlxRuntimeInfo,
+  MlxBackend, mlxAvailability, type MlxGenerationStats, type MlxLoadOptions, type MlxMemory, type MlxModelInfo, type MlxRuntimeInfo, type MlxBlasInfo,
 } from "./backends/mlx.js";
 export { GgufBackend, type GgufLoadOptions, type GgufThreadCounts } from "./backends/gguf.js";
 export { chooseBackend, loadModel, type BackendSelection, type LoadedModel, type LoadModelOptions } from "./backends/select.js";

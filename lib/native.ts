@@ -7,7 +7,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { MlxGenerationStats, MlxMemory, MlxModelInfo } from "./backends/mlx.js";
+import type { MlxGenerationStats, MlxMemory, MlxModelInfo, MlxRuntimeInfo } from "./backends/mlx.js";
 import type { SamplingParameterName, SamplingValues } from "./sampling.js";
 
 /** Per-request numbers from the native generation loop: the public {@link MlxGenerationStats}, with the engine's own word for a cancel. */
@@ -80,7 +80,7 @@ export interface NativeMlx {
    * `promptCacheBytes`: KV bytes kept for recent sequences (0: none).
    */
   loadModel(dir: string, contextSize: number, computeDtype?: string, adapter?: { path: string; fuse: boolean }, promptCacheBytes?: number, maxBatch?: number): Promise<NativeModel>;
-  runtimeInfo(): Promise<{ device: "gpu" | "cpu"; mlxVersion: string }>;
+  runtimeInfo(): Promise<MlxRuntimeInfo>;
   memory(): Promise<MlxMemory>;
   setLimits(limits: { memoryLimitBytes?: number; cacheLimitBytes?: number; resetPeak?: boolean }): Promise<void>;
   /** Stops the engine thread at once (process exit). */
@@ -89,7 +89,8 @@ export interface NativeMlx {
   samplingRanges(): Record<SamplingParameterName, { integer: boolean; min: number; minExclusive: boolean; max: number }>;
 }
 
-type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string };
+/** Without MLX: `mlxBuilt` when the engine is compiled in but cannot start (MLX_NODE_BLAS not loadable). */
+type NativeAddon = NativeMlx | { mlx: false; mlxUnavailableReason: string; mlxBuilt?: boolean };
 
 /** Outcome of loading the addon: the MLX engine, or why it is unavailable. */
 export type NativeStatus = { available: true; addon: NativeMlx } | { available: false; reason: string };
@@ -142,7 +143,7 @@ function loadNative(): NativeStatus {
     }
     return { available: false, reason: `the native addon failed to load: ${message}` };
   }
-  if (!addon.mlx) return { available: false, reason: `${addon.mlxUnavailableReason}; ${HOW_TO_GET_MLX}` };
+  if (!addon.mlx) return { available: false, reason: addon.mlxBuilt ? addon.mlxUnavailableReason : `${addon.mlxUnavailableReason}; ${HOW_TO_GET_MLX}` };
   // process.exit() mid-generation would otherwise run MLX's static destructors under a live engine thread.
   const mlx = addon;
   process.once("exit", () => mlx.shutdown());

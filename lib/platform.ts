@@ -10,7 +10,7 @@ export interface BackendStatus {
   available: boolean;
   /** Why the backend cannot run here, when it cannot. */
   reason?: string;
-  /** Backend-specific details: the MLX device and version, or the node-llama-cpp version. */
+  /** Backend-specific details: the MLX device, version and BLAS, or the node-llama-cpp version. */
   details?: Record<string, string>;
 }
 
@@ -52,7 +52,9 @@ async function mlxStatus(): Promise<BackendStatus> {
   if (!availability.available) return { available: false, reason: availability.reason };
   try {
     const runtime = await MlxBackend.runtimeInfo();
-    return { available: true, details: { device: runtime.device, mlxVersion: runtime.mlxVersion } };
+    const { library, source, openblas } = runtime.blas;
+    const blas = `${library} (${source}${openblas ? `; ${openblas.config}, ${openblas.threads} thread(s)` : ""})`;
+    return { available: true, details: { device: runtime.device, mlxVersion: runtime.mlxVersion, blas } };
   } catch (error) {
     return { available: false, reason: `the MLX engine failed to start: ${(error as Error).message}` };
   }

@@ -4,6 +4,7 @@
 #include "engine.h"
 #include "errors.h"
 #ifdef MLXNODE_HAVE_MLX
+#include "blas.h"
 #include "model_binding.h"
 #endif
 
@@ -11,6 +12,15 @@ namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifdef MLXNODE_HAVE_MLX
+  // Before any MLX op: libmlx binds its BLAS symbols at their first call. A BLAS asked for and not
+  // loadable leaves MLX unavailable with the reason (GGUF still works) rather than running slower.
+  const std::string& blas_error = mlxnode::select_blas();
+  if (!blas_error.empty()) {
+    exports.Set("mlx", Napi::Boolean::New(env, false));
+    exports.Set("mlxUnavailableReason", Napi::String::New(env, blas_error));
+    exports.Set("mlxBuilt", Napi::Boolean::New(env, true));
+    return exports;
+  }
   // Before any MLX call: mlx-c's default handler prints and exits the process.
   mlxnode::install_mlx_error_handler();
   mlxnode::Engine::get().retain();

@@ -56,7 +56,7 @@ RuntimeDescription describe_runtime() {
   String version(mlx_string_new());
   check(mlx_version(version.out()), "mlx_version");
   const char* v = mlx_string_data(version.get());
-  return RuntimeDescription{current_device_name(), v ? v : ""};
+  return RuntimeDescription{current_device_name(), v ? v : "", describe_blas()};
 }
 
 MemoryStats memory_stats() {

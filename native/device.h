@@ -6,6 +6,8 @@
 
 #include <mlx/c/stream.h>
 
+#include "blas.h"
+
 namespace mlxnode {
 
 // "gpu" when a Metal (or CUDA) device is available to MLX, else "cpu".
@@ -21,6 +23,7 @@ mlx_stream load_stream();
 struct RuntimeDescription {
   std::string device;       // current_device_name()
   std::string mlx_version;  // MLX's version string, e.g. "0.31.2"
+  BlasDescription blas;     // the BLAS libmlx's CPU matmuls call
 };
 RuntimeDescription describe_runtime();
 

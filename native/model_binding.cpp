@@ -452,6 +452,16 @@ Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("device", d.device);
         o.Set("mlxVersion", d.mlx_version);
+        Napi::Object blas = Napi::Object::New(env);
+        blas.Set("library", d.blas.library);
+        blas.Set("source", d.blas.from_env ? "MLX_NODE_BLAS" : "linked");
+        if (!d.blas.openblas_config.empty()) {
+          Napi::Object openblas = Napi::Object::New(env);
+          openblas.Set("config", d.blas.openblas_config);
+          openblas.Set("threads", d.blas.openblas_threads);
+          blas.Set("openblas", openblas);
+        }
+        o.Set("blas", blas);
         return o;
       });
 }

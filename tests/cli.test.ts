@@ -101,7 +101,7 @@ describe("mlx-node info", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^platform: \w+-\w+, Node v\d+/);
     expect(r.stdout).toMatch(/gguf: available \(nodeLlamaCpp \d+\.\d+\.\d+\)/);
-    if (mlxAvailable) expect(r.stdout).toMatch(/mlx: available \(device (cpu|gpu), mlxVersion \d+\.\d+\.\d+\)/);
+    if (mlxAvailable) expect(r.stdout).toMatch(/mlx: available \(device (cpu|gpu), mlxVersion \d+\.\d+\.\d+, blas \S+ \((linked|MLX_NODE_BLAS)[^)]*\)\)/);
     else expect(r.stdout).toContain(mlxSkipReason);
   });
 });

@@ -83,11 +83,27 @@ export interface MlxMemory {
   memoryLimitBytes: number;
 }
 
+/**
+ * The BLAS that MLX's CPU matrix products (every float32 matmul on the CPU) call. On Linux the
+ * `mlx[cpu]` pip wheel links a reference (netlib) BLAS; `MLX_NODE_BLAS=openblas` (or the path of a
+ * CBLAS library) in the environment before the first use of MLX (the addon reads it once, when it
+ * loads) puts OpenBLAS in its place (see the README, "How MLX is found").
+ */
+export interface MlxBlasInfo {
+  /** The shared library that provides MLX's `cblas_sgemm`. */
+  library: string;
+  /** `MLX_NODE_BLAS`: loaded by that switch at startup; `linked`: the one libmlx was linked with (or one loaded before it, e.g. by LD_PRELOAD). */
+  source: "MLX_NODE_BLAS" | "linked";
+  /** Present when that library is OpenBLAS: its build string (`openblas_get_config`) and thread count. */
+  openblas?: { config: string; threads: number };
+}
+
 /** Where MLX runs and how much memory it holds. */
 export interface MlxRuntimeInfo {
   /** `gpu` (Metal) or `cpu`. */
   device: "gpu" | "cpu";
   mlxVersion: string;
+  blas: MlxBlasInfo;
 }
 
 /** Says whether the MLX engine can run here, and if not, why. */
@@ -195,7 +211,7 @@ export class MlxBackend extends BaseBackend {
     return ids.map((_, i) => flat.subarray(i * vocab, (i + 1) * vocab));
   }
 
-  /** Device and MLX version. @throws BackendUnavailableError */
+  /** Device, MLX version and the BLAS MLX calls on the CPU. @throws BackendUnavailableError */
   static async runtimeInfo(): Promise<MlxRuntimeInfo> {
     return requireMlx().runtimeInfo();
   }
