@@ -67,15 +67,6 @@ void LayerKVCache::reset() {
   offset_ = first_ = 0;
 }
 
-void LayerKVCache::state(std::vector<Array>& out) const {
-  if (keys_.empty()) return;
-  out.push_back(keys_);
-  out.push_back(values_);
-}
-
-int64_t LayerKVCache::nbytes() const {
-  return keys_.empty() ? 0 : static_cast<int64_t>(keys_.nbytes() + values_.nbytes());
-}
 
 std::unique_ptr<LayerCache> make_attention_cache(int sliding_window, int context_size) {
   // A window the context never exceeds keeps every position anyway: the full cache can always be trimmed.

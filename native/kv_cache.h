@@ -64,8 +64,8 @@ class LayerKVCache : public AttentionCache {
   bool can_trim(int n) const override { return n <= 0 || first_ == 0 || offset_ - n - (window_ - 1) >= first_; }
   void trim(int n) override;  // buffers are kept and overwritten later
   void reset() override;
-  void state(std::vector<Array>& out) const override;
-  int64_t nbytes() const override;  // allocated capacity, not just the filled part
+  void state(std::vector<Array>& out) const override { append_pair(keys_, values_, out); }
+  int64_t nbytes() const override { return pair_nbytes(keys_, values_); }  // allocated capacity, not just the filled part
   std::unique_ptr<LayerCache> clone() const override { return std::make_unique<LayerKVCache>(*this); }
   // Batch rows: the layout when rows are padded, else nullptr. Set by KVCache.
   const RowLayout* rows() const override { return rows_.get(); }

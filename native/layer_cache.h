@@ -13,6 +13,17 @@ namespace mlxnode {
 
 struct RowLayout;  // kv_cache.h
 
+// Every cache kind holds a pair of arrays (keys and values; a conv window and a state), both empty
+// until the first token: what it reports to state() and nbytes().
+inline void append_pair(const Array& a, const Array& b, std::vector<Array>& out) {
+  if (a.empty()) return;
+  out.push_back(a);
+  out.push_back(b);
+}
+inline int64_t pair_nbytes(const Array& a, const Array& b) {
+  return a.empty() ? 0 : static_cast<int64_t>(a.nbytes() + b.nbytes());
+}
+
 class LayerCache {
  public:
   virtual ~LayerCache() = default;

@@ -22,14 +22,5 @@ void RecurrentCache::reset() {
   offset_ = 0;
 }
 
-void RecurrentCache::state(std::vector<Array>& out) const {
-  if (conv_.empty()) return;
-  out.push_back(conv_);
-  out.push_back(state_);
-}
-
-int64_t RecurrentCache::nbytes() const {
-  return conv_.empty() ? 0 : static_cast<int64_t>(conv_.nbytes() + state_.nbytes());
-}
 
 }  // namespace mlxnode

@@ -29,8 +29,8 @@ class RecurrentCache : public LayerCache {
   bool can_trim(int n) const override { return n == 0; }
   void trim(int /*n*/) override {}  // only n == 0 (can_trim)
   void reset() override;
-  void state(std::vector<Array>& out) const override;
-  int64_t nbytes() const override;
+  void state(std::vector<Array>& out) const override { append_pair(conv_, state_, out); }
+  int64_t nbytes() const override { return pair_nbytes(conv_, state_); }
   std::unique_ptr<LayerCache> clone() const override { return std::make_unique<RecurrentCache>(*this); }
 
  private:

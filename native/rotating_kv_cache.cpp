@@ -117,14 +117,5 @@ void RotatingKVCache::reset() {
   offset_ = next_ = 0;
 }
 
-void RotatingKVCache::state(std::vector<Array>& out) const {
-  if (keys_.empty()) return;
-  out.push_back(keys_);
-  out.push_back(values_);
-}
-
-int64_t RotatingKVCache::nbytes() const {
-  return keys_.empty() ? 0 : static_cast<int64_t>(keys_.nbytes() + values_.nbytes());
-}
 
 }  // namespace mlxnode

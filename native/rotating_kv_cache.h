@@ -23,8 +23,8 @@ class RotatingKVCache : public AttentionCache {
   bool can_trim(int n) const override { return n <= 0 || offset_ < max_size_; }
   void trim(int n) override;
   void reset() override;
-  void state(std::vector<Array>& out) const override;
-  int64_t nbytes() const override;
+  void state(std::vector<Array>& out) const override { append_pair(keys_, values_, out); }
+  int64_t nbytes() const override { return pair_nbytes(keys_, values_); }
   std::unique_ptr<LayerCache> clone() const override { return std::make_unique<RotatingKVCache>(*this); }
   int window() const { return max_size_; }
   // The positions kept, oldest first (the last is offset() - 1): how a batch row takes this layer.
