@@ -377,6 +377,15 @@ async function runGroup(entries: EntryResult[], budgetMs: number, repeats: numbe
 // ---------------------------------------------------------------------------------------------
 // Models
 
+/** Whether the dynamic loader knows libopenblas.so.0 (what MLX_NODE_BLAS=openblas loads). */
+function openBlasPresent(): boolean {
+  try {
+    return execFileSync("ldconfig", ["-p"], { encoding: "utf8" }).includes("libopenblas.so.0");
+  } catch {
+    return false;
+  }
+}
+
 function discover(realRoot: string, synthDir: string): EntryResult[] {
   const make = (id: string, group: string, real: boolean, backend: EntryResult["backend"], variant: string, path: string): EntryResult =>
     ({ id, group, real, backend, variant, path, status: "ok", probes: [], samples: [] });
@@ -586,6 +595,13 @@ function sectionsAfterGroups(options: RunOptions, realRoot: string, synthDir: st
     ["Concurrent requests: aggregate decode tok/s at 2-16 ÷ 1, TTFT beside 7 (bench/batching.ts)", async () => {
       const { benchBatching, formatBatchingBench } = await import("./batching.js");
       const result = await benchBatching({ repeats, modelsDir: realRoot, syntheticDir: synthDir });
+      return { text: formatBatchingBench(result), result };
+    }],
+    ["MLX concurrent requests by BLAS: the wheel's reference BLAS vs OpenBLAS (MLX_NODE_BLAS), one child process per setting and round (bench/batching.ts)", async () => {
+      const { benchBatchingBlas, formatBatchingBench } = await import("./batching.js");
+      if (mlxUnavailableReason()) return { text: `skipped: MLX unavailable (${mlxUnavailableReason()})`, result: null };
+      if (!openBlasPresent()) return { text: "skipped: no libopenblas.so.0 here (Debian: apt-get install libopenblas0-pthread)", result: null };
+      const result = await benchBatchingBlas(["linked", "openblas"], { repeats, only: ["mlx smollm2"] });
       return { text: formatBatchingBench(result), result };
     }],
     ["Interleaved conversations: turn-k TTFT of two taking turns ÷ one alone (bench/batching.ts)", async () => {
