@@ -18,6 +18,7 @@ import { TokenPieces } from "../../logprobs.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "../base.js";
 import { EngineRun } from "../run.js";
+import { Lockstep } from "./lockstep.js";
 import { decodeThreads, kvBytesPerSequence, measuredDecodeThreads, pickSlot, type Loaded, type Slot } from "./loaded.js";
 import { ggufVocabulary } from "./json-constraint.js";
 import { GgufLoadRefused, probeEnabled, probeGguf } from "./probe.js";
@@ -253,6 +254,7 @@ export class GgufBackend extends BaseBackend {
           : undefined,
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
+        lockstep: new Lockstep(),
       };
       this.maxBatch = maxBatch;
     } catch (error) {

@@ -5,6 +5,7 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
 import { GgufError } from "../../errors.js";
 import type { TokenPieces } from "../../logprobs.js";
+import type { Lockstep } from "./lockstep.js";
 import type { DecodeThreadTuner, GgufThreadCounts } from "./threads.js";
 
 /** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
@@ -57,6 +58,8 @@ export interface Loaded {
   tuner: DecodeThreadTuner | undefined;
   bos: number | undefined;
   eos: number | undefined;
+  /** Makes concurrent runs' token requests land in one llama.cpp batch. */
+  lockstep: Lockstep;
 }
 
 /**

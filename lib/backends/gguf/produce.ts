@@ -105,9 +105,12 @@ export async function produce(
       // Timed only alone: a batch step of several requests is not one token's cost.
       const tuner = loaded.tuner?.measuring && runningAlone(loaded) ? loaded.tuner : undefined;
       const threads = decodeThreads(loaded);
-      setContextThreads(context, threads);
-      const start = performance.now();
-      const request = tokens.next();
+      let start = 0;
+      const request = loaded.lockstep.request(() => {
+        setContextThreads(context, threads);
+        start = performance.now();
+        return tokens.next();
+      }, runningAlone(loaded));
       if (tuner) {
         request.then(() => {
           tuner.record(threads, performance.now() - start);
@@ -116,7 +119,7 @@ export async function produce(
       }
       return request;
     };
-    let next: Promise<IteratorResult<Step, void>> | undefined = tokens.next();
+    let next: Promise<IteratorResult<Step, void>> | undefined = loaded.lockstep.request(() => tokens.next(), runningAlone(loaded));
     try {
       while (next) {
         const result = await next;
