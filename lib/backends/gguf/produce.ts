@@ -8,7 +8,7 @@ import type { ResolvedGenerateOptions } from "../../options.js";
 import type { EngineRun } from "../run.js";
 import { ggufJsonRun } from "./json-constraint.js";
 import {
-  decodeThreads, measuredDecodeThreads, runningAlone, sharedPrefix, type CopyableSequence, type Loaded, type Slot,
+  decodeThreads, measuredThreads, runningAlone, sharedPrefix, type CopyableSequence, type Loaded, type Slot,
 } from "./loaded.js";
 import { prefillThreadsFor, setContextThreads, type GgufThreadCounts } from "./threads.js";
 
@@ -114,7 +114,10 @@ export async function produce(
       if (tuner) {
         request.then(() => {
           tuner.record(threads, performance.now() - start);
-          if (tuner.chosen !== undefined) measuredDecodeThreads.set(loaded.fileKey, tuner.chosen);
+          if (tuner.chosen === undefined) return;
+          // More threads stalled at decode: the cores are busy, and prompt batches would stall on them too.
+          if (tuner.moreThreadsStalled) loaded.threads.prefill = Math.min(loaded.threads.prefill, tuner.chosen);
+          measuredThreads.set(loaded.fileKey, { prefill: loaded.threads.prefill, decode: tuner.chosen });
         }, () => undefined);
       }
       return request;

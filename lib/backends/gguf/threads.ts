@@ -144,6 +144,16 @@ export class DecodeThreadTuner {
     return this.decided;
   }
 
+  /**
+   * True once chosen when a count with more threads than the chosen one was dropped as more than
+   * twice as slow: ggml's workers spin at a barrier while a partner waits for a core, so the cores
+   * are not free for them (a busy machine), and prompt batches would stall the same way.
+   */
+  get moreThreadsStalled(): boolean {
+    const chosen = this.decided;
+    return chosen !== undefined && [...this.dropped].some((c) => c > chosen);
+  }
+
   /** True while counts are being compared. */
   get measuring(): boolean {
     return this.decided === undefined;
