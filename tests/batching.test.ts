@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { GenerateOptions, JsonSchema, LoadOptions } from "../lib/backend.js";
 import type { BaseBackend } from "../lib/backends/base.js";
+import { recordDecodeCalls } from "../bench/gguf-decode-rows.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { InvalidOptionError, UnloadedError } from "../lib/errors.js";
@@ -41,33 +42,6 @@ async function expectUnloadEndsBatch(model: BaseBackend, path: string, load: Loa
   })()));
   await model.unload();
   for (const r of [...results, ...drains]) expect(await r).toBeInstanceOf(UnloadedError);
-}
-
-/**
- * The sequences in each llama.cpp decode of `model` from now on (until unload), counted on
- * node-llama-cpp's native context calls (internals of the pinned 3.22.1: one addToBatch per
- * sequence, then decodeBatch).
- */
-function recordDecodeRows(model: GgufBackend): number[] {
-  const context = (model as unknown as { loaded: { context: { _ctx: Record<string, unknown> } } }).loaded.context;
-  const native = context._ctx;
-  const call = (name: string, args: unknown[]) => (native[name] as (...a: unknown[]) => unknown).apply(native, args);
-  const rows: number[] = [];
-  let current = 0;
-  const counted: Record<string, (...args: unknown[]) => unknown> = {
-    initBatch: (...args) => ((current = 0), call("initBatch", args)),
-    addToBatch: (...args) => (current++, call("addToBatch", args)),
-    decodeBatch: (...args) => (rows.push(current), call("decodeBatch", args)),
-  };
-  // Native methods need the native object as `this`.
-  context._ctx = new Proxy(native, {
-    get: (target, key) => {
-      if (typeof key === "string" && key in counted) return counted[key];
-      const value: unknown = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-  return rows;
 }
 
 for (const target of TARGETS) {
@@ -154,10 +128,10 @@ describe("concurrent requests batched on gguf", () => {
       const model = new GgufBackend();
       await model.load(path, { threads: 1, maxBatch: 8, promptCacheBytes: 0 });
       try {
-        const rows = recordDecodeRows(model);
+        const calls = recordDecodeCalls(model);
         await Promise.all(PROMPTS.slice(0, n).map((p) => model.generate(p, { maxTokens: 12, ignoreEos: true })));
         // The first decode evaluates every prompt; each of the 11 steps after it decodes one token of every request.
-        expect(rows).toEqual(Array.from({ length: 12 }, () => n));
+        expect(calls.map((c) => c.rows)).toEqual(Array.from({ length: 12 }, () => n));
       } finally {
         await model.unload();
       }
