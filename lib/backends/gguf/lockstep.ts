@@ -27,8 +27,13 @@ export class Lockstep {
    */
   request<T>(request: () => Promise<T>, alone: boolean): Promise<T> {
     const start = (): Promise<T> => {
+      let result: Promise<T>;
+      try {
+        result = request();
+      } catch (error) {
+        result = Promise.reject(error); // counted and settled like any request: the others still flush
+      }
       this.inFlight++;
-      const result = request();
       const done = () => {
         this.inFlight--;
         this.flushIfIdle();
