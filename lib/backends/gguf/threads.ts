@@ -1,6 +1,8 @@
 /**
  * How many CPU threads llama.cpp gets for a GGUF model, per phase: a fixed rule for prompt
- * batches, and for generated tokens a short measurement on the user's machine.
+ * batches, and for generated tokens a short measurement on the user's machine. When that
+ * measurement sees more threads stall (another process holds the cores), prompt batches drop to
+ * decode's count too.
  *
  * ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
  * matrix-matrix work that splits well at any model size. A decode step is one token: for a tiny
