@@ -172,6 +172,7 @@ export async function produce(
         // Pipelining: start decoding the following token before handing this one over. The
         // consumer is woken on the next macrotask, once llama.cpp's worker thread is busy, so
         // detokenization and stop strings run on the main thread while the native decode runs.
+        // (Beside other runs the request waits for their tokens, to share their decode: see Lockstep.)
         const room = !run.cancelled && run.hasRoom();
         if (room) next = requestNext();
         run.push([token], room, logprobs);
