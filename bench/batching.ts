@@ -33,6 +33,7 @@ import type { GenerateOptions } from "../lib/backend.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend, mlxAvailability } from "../lib/backends/mlx.js";
 import { packageRoot } from "../lib/native.js";
+import { recordDecodeCalls, type DecodeCall } from "./gguf-decode-rows.js";
 import { median } from "./stats.js";
 
 const PROMPTS = ["Once upon a time", "Tom and his dog", "The sun was", "A little bird", "Sue had a red ball", "Mom said", "Ben liked to", "The cat sat"];
@@ -285,6 +286,74 @@ export function formatGgufBatchSettings(model: string, rows: GgufBatchSetting[])
     `GGUF batching settings on ${model}: aggregate decode tok/s, 1 vs ${n} concurrent (medians), CPU ms per generated token`,
     ...rows.map((r) => `  threads ${String(r.threads).padEnd(7)} (context ${r.contextThreads}): 1x ${r.tokensPerSecond[1].toFixed(1)} tok/s, ${n}x ${r.tokensPerSecond[n].toFixed(1)} tok/s ` +
       `→ ${r.ratio.toFixed(2)}×; CPU ms/token 1x ${r.cpuMsPerToken[1].toFixed(1)}, ${n}x ${r.cpuMsPerToken[n].toFixed(1)}`),
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF decode calls (issue #13): how many rows each llama.cpp decode holds, and what a row costs.
+
+/** One concurrency level: the llama.cpp decodes of its generation steps, over every round. */
+export interface GgufDecodeRows {
+  concurrent: number;
+  /** "rows×count" of the decodes that generated tokens (one token per row), most frequent first. */
+  rowsPerDecode: string;
+  /** Median process CPU ms of one such decode holding `concurrent` rows. */
+  cpuMsPerDecode: number;
+  /** cpuMsPerDecode ÷ concurrent. */
+  cpuMsPerRow: number;
+  /** Process CPU ms per generated token over the whole run (prompts, sampling and JS included), median of rounds. */
+  cpuMsPerToken: number;
+}
+
+/**
+ * Greedy requests at each concurrency level (one load, `maxBatch` the largest level, no prompt
+ * cache), levels interleaved in every round: the rows of every llama.cpp decode and its CPU time.
+ * A decode's CPU time that grows with its rows as fast as one row's is a batch that saves nothing.
+ */
+export async function benchGgufDecodeRows(
+  path: string, options: { tokens?: number; levels?: number[]; rounds?: number; threads?: number } = {},
+): Promise<GgufDecodeRows[]> {
+  const tokens = options.tokens ?? 32;
+  const levels = options.levels ?? [1, 2, 4, 8, 16];
+  const model = new GgufBackend();
+  await model.load(path, { maxBatch: Math.max(...levels), promptCacheBytes: 0, threads: options.threads ?? 1 });
+  const found = new Map(levels.map((n) => [n, { calls: [] as DecodeCall[], cpuPerToken: [] as number[] }]));
+  try {
+    const calls = recordDecodeCalls(model);
+    const run = (n: number) => Promise.all(Array.from({ length: n }, (_, i) => model.generate(PROMPTS[i % PROMPTS.length], { maxTokens: tokens, ignoreEos: true })));
+    await run(1); // warm-up
+    for (let r = 0; r < (options.rounds ?? 2); r++) {
+      for (const n of levels) {
+        calls.length = 0;
+        const cpu = process.cpuUsage();
+        await run(n);
+        const used = process.cpuUsage(cpu);
+        found.get(n)!.cpuPerToken.push((used.user + used.system) / 1000 / (n * tokens));
+        found.get(n)!.calls.push(...calls.filter((c) => c.tokens === c.rows)); // generation steps, not prompts
+      }
+    }
+  } finally {
+    await model.unload();
+  }
+  return levels.map((n) => {
+    const { calls, cpuPerToken } = found.get(n)!;
+    const counts = new Map<number, number>();
+    for (const c of calls) counts.set(c.rows, (counts.get(c.rows) ?? 0) + 1);
+    const full = calls.filter((c) => c.rows === n).map((c) => c.cpuMs);
+    const cpuMsPerDecode = full.length ? median(full) : Number.NaN;
+    return {
+      concurrent: n,
+      rowsPerDecode: [...counts].sort((a, b) => b[1] - a[1]).map(([rows, count]) => `${rows}×${count}`).join(" "),
+      cpuMsPerDecode, cpuMsPerRow: cpuMsPerDecode / n, cpuMsPerToken: median(cpuPerToken),
+    };
+  });
+}
+
+export function formatGgufDecodeRows(model: string, rows: GgufDecodeRows[]): string {
+  return [
+    `GGUF decode calls on ${model}: rows per llama.cpp decode (rows×decodes), median CPU ms of a decode holding every row`,
+    ...rows.map((r) => `  ${String(r.concurrent).padStart(2)} concurrent: ${r.rowsPerDecode.padEnd(16)} ${r.cpuMsPerDecode.toFixed(1).padStart(6)} ms per decode, ` +
+      `${r.cpuMsPerRow.toFixed(2)} per row; ${r.cpuMsPerToken.toFixed(2)} CPU ms per generated token overall`),
   ].join("\n");
 }
 

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { GenerateOptions, JsonSchema, LoadOptions } from "../lib/backend.js";
 import type { BaseBackend } from "../lib/backends/base.js";
+import { recordDecodeCalls } from "../bench/gguf-decode-rows.js";
 import { GgufBackend } from "../lib/backends/gguf.js";
 import { MlxBackend } from "../lib/backends/mlx.js";
 import { InvalidOptionError, UnloadedError } from "../lib/errors.js";
@@ -119,6 +120,21 @@ describe("concurrent requests batched on gguf", () => {
         }));
         expect(together).toEqual(alone);
         expect(Math.max(...firstTokens)).toBeLessThan(Math.min(...ends));
+      } finally {
+        await model.unload();
+      }
+    });
+  }
+
+  for (const n of [2, 8]) {
+    it(`${n} concurrent requests share every llama.cpp decode (one batch of ${n} rows per step)`, async () => {
+      const model = new GgufBackend();
+      await model.load(path, { threads: 1, maxBatch: 8, promptCacheBytes: 0 });
+      try {
+        const calls = recordDecodeCalls(model);
+        await Promise.all(PROMPTS.slice(0, n).map((p) => model.generate(p, { maxTokens: 12, ignoreEos: true })));
+        // The first decode evaluates every prompt; each of the 11 steps after it decodes one token of every request.
+        expect(calls.map((c) => c.rows)).toEqual(Array.from({ length: 12 }, () => n));
       } finally {
         await model.unload();
       }

@@ -61,6 +61,23 @@ describe("DecodeThreadTuner", () => {
     expect(used.filter((t) => t === 2)).toHaveLength(4);
   });
 
+  it("says more threads stalled only when they were dropped as more than twice as slow", () => {
+    // Per-token ms on the shared 2-core machine (load 8, SmolLM2-135M-shape Q4_0): 9.4 on 1 thread, 55 on 2.
+    const busy = new DecodeThreadTuner([1, 2]);
+    tune(busy, (t) => (t === 2 ? 55 : 9.4));
+    expect(busy.chosen).toBe(1);
+    expect(busy.moreThreadsStalled).toBe(true);
+    const idle = new DecodeThreadTuner([1, 2]);
+    expect(idle.moreThreadsStalled).toBe(false); // not chosen yet
+    tune(idle, (t) => (t === 2 ? 11 : 10)); // slower, not stalled
+    expect(idle.chosen).toBe(1);
+    expect(idle.moreThreadsStalled).toBe(false);
+    const manyCores = new DecodeThreadTuner([8, 1]);
+    tune(manyCores, (t) => (t === 8 ? 5 : 30)); // fewer threads dropped: not a stall of more
+    expect(manyCores.chosen).toBe(8);
+    expect(manyCores.moreThreadsStalled).toBe(false);
+  });
+
   it("does not time the first token of a block, which pays for the switch", () => {
     const tuner = new DecodeThreadTuner([1, 2]);
     let inBlock = 0;

@@ -149,14 +149,18 @@ describe("synthetic GGUF files", () => {
       // llama.cpp splits a matmul's rows between threads, so the count does not change the math.
       expect(tuned.tokens).toEqual((await single.generate(IDS, { maxTokens: 80, temperature: 0, ignoreEos: true })).tokens);
       await backend.generate(IDS, { maxTokens: 8, temperature: 0, ignoreEos: true });
-      expect(backend.lastRequestThreads).toEqual({ prefill: cores, decode: backend.threadCount }); // as llama.cpp reports
+      // Prompt batches stay on every core, unless more threads stalled at decode (a busy machine):
+      // then they run on decode's count too. As llama.cpp reports.
+      const prefill = backend.threadCounts.prefill;
+      expect(prefill === cores || prefill === backend.threadCount).toBe(true);
+      expect(backend.lastRequestThreads).toEqual({ prefill, decode: backend.threadCount });
       console.log(`[synthetic q8_0.gguf] decode threads chosen: ${backend.threadCount} of [1, ${cores}]; ${tuned.timings.generatedTokensPerSecond.toFixed(0)} tok/s while measuring`);
       // Loading the same file again in this process keeps the measured count.
-      const chosen = backend.threadCount;
+      const chosen = backend.threadCounts;
       await backend.unload();
       await backend.load(gguf("q8_0"));
       expect(backend.decodeThreadsMeasured).toBe(true);
-      expect(backend.threadCount).toBe(chosen);
+      expect(backend.threadCounts).toEqual(chosen);
     } finally {
       await backend.unload();
       await single.unload();

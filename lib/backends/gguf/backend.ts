@@ -18,7 +18,8 @@ import { TokenPieces } from "../../logprobs.js";
 import { checkTokenIds, type ResolvedGenerateOptions, type ResolvedLoadOptions } from "../../options.js";
 import { BaseBackend, type BackendOptions, type TokenRun } from "../base.js";
 import { EngineRun } from "../run.js";
-import { decodeThreads, kvBytesPerSequence, measuredDecodeThreads, pickSlot, type Loaded, type Slot } from "./loaded.js";
+import { Lockstep } from "./lockstep.js";
+import { decodeThreads, kvBytesPerSequence, measuredThreads, pickSlot, type Loaded, type Slot } from "./loaded.js";
 import { ggufVocabulary } from "./json-constraint.js";
 import { GgufLoadRefused, probeEnabled, probeGguf } from "./probe.js";
 import { produce } from "./produce.js";
@@ -209,10 +210,10 @@ export class GgufBackend extends BaseBackend {
       const trainContext = model.trainContextSize > 0 ? model.trainContextSize : DEFAULT_MAX_CONTEXT;
       const contextSize = options.contextSize ?? Math.min(trainContext, DEFAULT_MAX_CONTEXT);
       const fileKey = `${file}\0${info.size}\0${info.mtimeMs}`;
-      const measured = options.threads === undefined ? measuredDecodeThreads.get(fileKey) : undefined;
+      const measured = options.threads === undefined ? measuredThreads.get(fileKey) : undefined;
       const threads = options.threads !== undefined
         ? { prefill: Math.min(options.threads, availableParallelism()), decode: Math.min(options.threads, availableParallelism()) }
-        : { ...defaultGgufThreads(info.size, llama.cpuMathCores), ...(measured !== undefined ? { decode: measured } : {}) };
+        : (measured ?? defaultGgufThreads(info.size, llama.cpuMathCores));
       // Sequences kept as prompt cache: as many whole sequences as the budget holds, beyond those
       // that run requests (an idle running sequence is a cache entry too).
       const sequenceBytes = await kvBytesPerSequence(model, contextSize);
@@ -253,6 +254,7 @@ export class GgufBackend extends BaseBackend {
           : undefined,
         bos: tokens.shouldPrependBosToken && tokens.bos !== null ? tokens.bos : undefined,
         eos: tokens.shouldAppendEosToken && tokens.eos !== null ? tokens.eos : undefined,
+        lockstep: new Lockstep(),
       };
       this.maxBatch = maxBatch;
     } catch (error) {

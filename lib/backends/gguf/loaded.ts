@@ -5,13 +5,17 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
 import { GgufError } from "../../errors.js";
 import type { TokenPieces } from "../../logprobs.js";
+import type { Lockstep } from "./lockstep.js";
 import type { DecodeThreadTuner, GgufThreadCounts } from "./threads.js";
 
 /** Shortest shared prefix copied from another sequence rather than evaluated (see pickSlot). */
 const MIN_COPIED_PREFIX = 8;
 
-/** Decode thread counts measured in this process, by model file: loading the same file again does not measure again. */
-export const measuredDecodeThreads = new Map<string, number>();
+/**
+ * Thread counts chosen by measurement in this process, by model file: loading the same file again
+ * does not measure again. Decode's is measured; prefill's falls to it when more threads stalled.
+ */
+export const measuredThreads = new Map<string, GgufThreadCounts>();
 
 /** One llama.cpp sequence: a running request's, or, idle, a prompt-cache entry. */
 export interface Slot {
@@ -49,7 +53,7 @@ export interface Loaded {
   threads: GgufThreadCounts;
   /** Whether counts can change between batches (see setContextThreads); when not, decode's count is used throughout. */
   canSwitchThreads: boolean;
-  /** The model file's path, size and modification time: the key of {@link measuredDecodeThreads}. */
+  /** The model file's path, size and modification time: the key of {@link measuredThreads}. */
   fileKey: string;
   /** Size of the model file. */
   fileBytes: number;
@@ -57,6 +61,8 @@ export interface Loaded {
   tuner: DecodeThreadTuner | undefined;
   bos: number | undefined;
   eos: number | undefined;
+  /** Makes concurrent runs' token requests land in one llama.cpp batch. */
+  lockstep: Lockstep;
 }
 
 /**

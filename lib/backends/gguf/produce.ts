@@ -8,7 +8,7 @@ import type { ResolvedGenerateOptions } from "../../options.js";
 import type { EngineRun } from "../run.js";
 import { ggufJsonRun } from "./json-constraint.js";
 import {
-  decodeThreads, measuredDecodeThreads, runningAlone, sharedPrefix, type CopyableSequence, type Loaded, type Slot,
+  decodeThreads, measuredThreads, runningAlone, sharedPrefix, type CopyableSequence, type Loaded, type Slot,
 } from "./loaded.js";
 import { prefillThreadsFor, setContextThreads, type GgufThreadCounts } from "./threads.js";
 
@@ -105,18 +105,24 @@ export async function produce(
       // Timed only alone: a batch step of several requests is not one token's cost.
       const tuner = loaded.tuner?.measuring && runningAlone(loaded) ? loaded.tuner : undefined;
       const threads = decodeThreads(loaded);
-      setContextThreads(context, threads);
-      const start = performance.now();
-      const request = tokens.next();
+      let start = 0;
+      const request = loaded.lockstep.request(() => {
+        setContextThreads(context, threads);
+        start = performance.now();
+        return tokens.next();
+      }, runningAlone(loaded));
       if (tuner) {
         request.then(() => {
           tuner.record(threads, performance.now() - start);
-          if (tuner.chosen !== undefined) measuredDecodeThreads.set(loaded.fileKey, tuner.chosen);
+          if (tuner.chosen === undefined) return;
+          // More threads stalled at decode: the cores are busy, and prompt batches would stall on them too.
+          if (tuner.moreThreadsStalled) loaded.threads.prefill = Math.min(loaded.threads.prefill, tuner.chosen);
+          measuredThreads.set(loaded.fileKey, { prefill: loaded.threads.prefill, decode: tuner.chosen });
         }, () => undefined);
       }
       return request;
     };
-    let next: Promise<IteratorResult<Step, void>> | undefined = tokens.next();
+    let next: Promise<IteratorResult<Step, void>> | undefined = loaded.lockstep.request(() => tokens.next(), runningAlone(loaded));
     try {
       while (next) {
         const result = await next;
@@ -166,6 +172,7 @@ export async function produce(
         // Pipelining: start decoding the following token before handing this one over. The
         // consumer is woken on the next macrotask, once llama.cpp's worker thread is busy, so
         // detokenization and stop strings run on the main thread while the native decode runs.
+        // (Beside other runs the request waits for their tokens, to share their decode: see Lockstep.)
         const room = !run.cancelled && run.hasRoom();
         if (room) next = requestNext();
         run.push([token], room, logprobs);

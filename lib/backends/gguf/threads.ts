@@ -1,6 +1,8 @@
 /**
  * How many CPU threads llama.cpp gets for a GGUF model, per phase: a fixed rule for prompt
- * batches, and for generated tokens a short measurement on the user's machine.
+ * batches, and for generated tokens a short measurement on the user's machine. When that
+ * measurement sees more threads stall (another process holds the cores), prompt batches drop to
+ * decode's count too.
  *
  * ggml's worker threads spin at a barrier after every graph node. A prompt batch is large
  * matrix-matrix work that splits well at any model size. A decode step is one token: for a tiny
@@ -142,6 +144,16 @@ export class DecodeThreadTuner {
   /** The chosen count once measured; undefined while measuring. */
   get chosen(): number | undefined {
     return this.decided;
+  }
+
+  /**
+   * True once chosen when a count with more threads than the chosen one was dropped as more than
+   * twice as slow: ggml's workers spin at a barrier while a partner waits for a core, so the cores
+   * are not free for them (a busy machine), and prompt batches would stall the same way.
+   */
+  get moreThreadsStalled(): boolean {
+    const chosen = this.decided;
+    return chosen !== undefined && [...this.dropped].some((c) => c > chosen);
   }
 
   /** True while counts are being compared. */
