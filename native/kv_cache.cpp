@@ -22,9 +22,9 @@ Array grow(const Array& buf, const Array& like, int filled, int needed) {
 
 }  // namespace
 
-LayerKVCache::LayerKVCache(Array keys, Array values, int offset, int window)
+LayerKVCache::LayerKVCache(Array keys, Array values, int offset, int window, int held)
     : keys_(std::move(keys)), values_(std::move(values)), offset_(offset), window_(window) {
-  first_ = keys_.empty() ? offset : offset - keys_.dim(2);
+  first_ = offset - (held >= 0 ? held : keys_.empty() ? 0 : keys_.dim(2));
 }
 
 void LayerKVCache::update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) {
@@ -287,10 +287,18 @@ KVCache KVCache::row(int b) const {
     }
     const auto& l = dynamic_cast<const LayerKVCache&>(*layer);
     const int from = std::max(l.first_, left_pad_[b]);  // the row's own kept columns
+    const int held = l.held() - (from - l.first_);
+    // A full layer's copy gets room to grow to the next step, so the row's next prompt is
+    // written in place rather than copied once more (grow).
+    const int spare = l.window_ > 0 ? 0 : LayerKVCache::kStep - held % LayerKVCache::kStep;
     Array keys, values;
     if (!l.keys_.empty()) {
       auto cut = [&](const Array& buf) {
-        return mx::contiguous(mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, from - l.first_, l.held()));
+        const Array own = mx::slice_axis(mx::slice_axis(buf, 0, b, b + 1), 2, from - l.first_, l.held());
+        if (spare == 0) return mx::contiguous(own);
+        std::vector<int> shape = own.shape();
+        shape[2] = spare;
+        return mx::concatenate({own, mx::zeros(shape, own.dtype())}, 2);
       };
       keys = cut(l.keys_);
       values = cut(l.values_);
@@ -299,7 +307,7 @@ KVCache KVCache::row(int b) const {
     if (l.window_ > 0)
       layers.push_back(std::make_unique<RotatingKVCache>(l.window_, keys, values, offset));
     else
-      layers.push_back(std::make_unique<LayerKVCache>(keys, values, offset, 0));
+      layers.push_back(std::make_unique<LayerKVCache>(keys, values, offset, 0, held));
   }
   return KVCache(std::move(layers));
 }

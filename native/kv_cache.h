@@ -53,8 +53,9 @@ class LayerKVCache : public AttentionCache {
   static constexpr int kStep = 256;
 
   LayerKVCache() = default;
-  // Columns [offset - keys.dim(2), offset) of a layer with the given window (0: global).
-  LayerKVCache(Array keys, Array values, int offset, int window);
+  // Columns [offset - held, offset) of a layer with the given window (0: global), in the first
+  // `held` columns of the buffers (-1: all of them).
+  LayerKVCache(Array keys, Array values, int offset, int window, int held = -1);
 
   // keys/values: [B, n_kv_heads, T, head_dim]. Appends at offset() and returns the keys/values the
   // queries attend to, [B, n_kv_heads, S, D]: the most recent S columns, in order.
