@@ -46,9 +46,9 @@ export interface LoadOptions {
    * evaluates one token of every running request in one batch, so they share the cost of reading
    * the weights; more requests wait in the queue. Every request returns the tokens it returns
    * alone. An integer in [1, 64]. Defaults to 8 on MLX (every family batches, sliding windows, recurrent
-   * states and KV-shared layers included) and to 1 on GGUF (opt-in until
-   * measured more widely: RSS noise over load/unload cycles grows with the llama.cpp sequences
-   * allocated). `serve --parallel N` sets it.
+   * states and KV-shared layers included) and to 1 on GGUF (each llama.cpp
+   * sequence's KV cells are allocated at load, `sequenceInfo`; on a 2-core CPU 8 concurrent gave
+   * 1.3–1.5× one stream, see the README). `serve --parallel N` sets it.
    */
   maxBatch?: number;
   /** Aborts a load in progress. */
