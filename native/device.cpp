@@ -1,5 +1,7 @@
 #include "device.h"
 
+#include <algorithm>
+
 #include <mlx/c/device.h>
 #include <mlx/c/memory.h>
 #include <mlx/c/version.h>
@@ -62,7 +64,9 @@ RuntimeDescription describe_runtime() {
 MemoryStats memory_stats() {
   MemoryStats m;
   m.active = active_memory();
-  m.peak = peak_memory();
+  // MLX's reset sets its peak to 0 rather than to what is active; the peak since a reset is at
+  // least what is active now.
+  m.peak = std::max(peak_memory(), m.active);
   m.cache = cache_memory();
   check(mlx_get_memory_limit(&m.memory_limit), "mlx_get_memory_limit");
   return m;

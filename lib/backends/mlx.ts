@@ -78,6 +78,7 @@ export interface MlxGenerationStats {
 /** MLX memory in bytes (see {@link MlxBackend.memory}). */
 export interface MlxMemory {
   activeBytes: number;
+  /** The most held since the last `resetPeak` (at least what is active now). */
   peakBytes: number;
   cacheBytes: number;
   memoryLimitBytes: number;
