@@ -94,6 +94,11 @@ void reset_peak_memory() { check(mlx_reset_peak_memory(), "mlx_reset_peak_memory
 
 void clear_memory_cache() { check(mlx_clear_cache(), "mlx_clear_cache"); }
 
+void synchronize_streams() {
+  check(mlx_synchronize(compute_stream()), "mlx_synchronize");
+  check(mlx_synchronize(load_stream()), "mlx_synchronize");
+}
+
 size_t set_memory_limit(size_t bytes) {
   size_t prev = 0;
   check(mlx_set_memory_limit(&prev, bytes), "mlx_set_memory_limit");

@@ -40,6 +40,9 @@ size_t peak_memory();
 size_t cache_memory();
 void reset_peak_memory();
 void clear_memory_cache();
+// Waits until MLX's streams have run every task queued on them (an evaluation started with
+// async_eval and never read still holds its inputs' buffers until it runs).
+void synchronize_streams();
 // Return the previous limit.
 size_t set_memory_limit(size_t bytes);
 size_t set_cache_limit(size_t bytes);

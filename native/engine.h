@@ -25,6 +25,8 @@ class Engine {
 
   // Queues `job` to run on the engine thread, in order. Returns false once the engine has stopped.
   bool post(std::function<void()> job);
+  // Whether the caller runs on the engine thread (a job).
+  bool on_engine_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
   // Runs the queued jobs, then ends the thread. Called when the last Node environment exits.
   void stop();
   // Process exit: cancels running generations, drops queued jobs and joins the thread, so that

@@ -20,10 +20,13 @@ namespace {
 struct Unit {};
 
 // A session is created and destroyed on the engine thread: MLX arrays must not be freed elsewhere.
+// Dropped there (unload's job), it is deleted at once, so unload frees it before it returns.
 using SessionPtr = std::shared_ptr<ModelSession>;
 SessionPtr own_on_engine(std::unique_ptr<ModelSession> session) {
   return SessionPtr(session.release(), [](ModelSession* s) {
-    if (!Engine::get().post([s] { delete s; })) {
+    if (Engine::get().on_engine_thread()) {
+      delete s;
+    } else if (!Engine::get().post([s] { delete s; })) {
       // The engine already stopped (process exit): let the OS reclaim it.
     }
   });
@@ -389,13 +392,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
   }
 
-  // unload() -> Promise<void>: frees the weights and cache on the engine thread, then clears MLX's buffer cache.
+  // unload() -> Promise<void>: frees the weights and cache on the engine thread, waits for the
+  // evaluations still in flight (the pipelined step after a request's last token holds the weights'
+  // buffers until it has run), then clears MLX's buffer cache.
   Napi::Value Unload(const Napi::CallbackInfo& info) {
     SessionPtr session = std::move(session_);
     return run_on_engine<Unit>(
         info.Env(), "mlx-node:unload",
         [session]() mutable {
           session.reset();
+          synchronize_streams();
           clear_memory_cache();
           return Unit{};
         },

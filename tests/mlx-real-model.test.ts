@@ -119,7 +119,9 @@ describe.skipIf(!mlxAvailable)("MLX engine on a real model (stories260K)", () =>
     const after = (await MlxBackend.memory()).activeBytes;
     console.log(`[memory] active before load ${before} B, loaded ${loaded} B, after unload ${after} B`);
     expect(loaded).toBeGreaterThan(before + 500_000); // the 1 MB of f32 weights is really held
-    expect(Math.abs(after - before)).toBeLessThan(4 * 2 ** 20);
+    // unload() resolves once the session is freed: before that fix, 133-355 KB of a model could
+    // still be held here (freed by a job queued after unload's).
+    expect(Math.abs(after - before)).toBeLessThan(64 * 1024);
   });
 
   it("reports device, version and memory; limits are settable", async () => {
