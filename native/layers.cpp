@@ -231,13 +231,8 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   // its left padding masked out below. Only decode steps (T == 1) run batched.
   const RowLayout* rows = cache.rows();
   if (rows && T != 1) throw EngineError(kMlxError, "padded batch rows need single-token steps");
-  if (rows) {
-    q = rope(q, rows->positions(offset));
-    k = rope(k, rows->positions(offset));
-  } else {
-    q = rope(q, offset);
-    k = rope(k, offset);
-  }
+  q = rope_at(rope, q, offset, rows);
+  k = rope_at(rope, k, offset, rows);
   if (args.position_query_beta != 0) {
     // Computed in float32 over the queries' positions, then cast: offset..offset+T-1 as [T, 1],
     // or each batch row's own position as [B, 1, 1, 1].
@@ -255,18 +250,23 @@ Array Attention::operator()(const Array& x, AttentionCache& cache) const {
   // The fetched keys are the most recent columns, ending at the write column.
   const int end = cache.offset(), S = keys.dim(2);
   Array out = args.logit_softcap > 0 ? softcapped_attention(q, keys, values, offset, end - S, rows ? &rows->key_mask(end - S, end) : nullptr)
-              : rows                 ? mx::sdpa_masked(q, keys, values, scale, rows->key_mask(end - S, end), sinks)
-                                     : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks);
+                                     : cached_attention(q, keys, values, offset, scale, args.sliding_window, sinks, rows);
   out = mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, args.num_heads * D});
   return o_proj(gate.empty() ? out : mx::multiply(out, mx::sigmoid(gate)));
 }
 
+Array rope_at(const RoPE& rope, const Array& x, int offset, const RowLayout* rows) {
+  return rows ? rope(x, rows->positions(offset)) : rope(x, offset);
+}
+
 Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
-                       const Array& sinks) {
-  // A single query needs no mask (its cache holds only what it may see); several (prefill) attend
-  // causally, aligned so the last query sees every cached key (MLX's "causal" is bottom-right
-  // aligned). For several queries the keys are the S most recent positions, in order.
+                       const Array& sinks, const RowLayout* rows) {
+  // A single query needs no mask (its cache holds only what it may see) but its row's padding;
+  // several (prefill) attend causally, aligned so the last query sees every cached key (MLX's
+  // "causal" is bottom-right aligned). For several queries the keys are the S most recent
+  // positions, in order.
   const int T = q.dim(2), S = keys.dim(2), key_start = offset + T - S;
+  if (rows) return mx::sdpa_masked(q, keys, values, scale, rows->key_mask(key_start, offset + T), sinks);
   if (window > 0 && S > window && T > 1) {
     // Query i (at offset + i) sees keys j with offset + i - window < j <= offset + i.
     const Array distance = query_key_distance(offset, T, key_start, S);

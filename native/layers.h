@@ -85,11 +85,17 @@ struct AttentionArgs {
   bool output_gate = false;
 };
 
+// `x` [B, heads, T, D] rotated for positions offset.., or, for padded batch rows (`rows`, one
+// token each), each row at its own position.
+Array rope_at(const RoPE& rope, const Array& x, int offset, const RowLayout* rows);
+
 // Queries [B, heads, T, D] at positions offset.. over keys/values [B, kv_heads, S, D] as an
-// AttentionCache returns them: causal, and within the last `window` positions when window > 0
-// (mlx-lm's attention masks and scaled_dot_product_attention). `sinks` may be empty.
+// AttentionCache returns them (the S most recent columns, ending at offset + T): causal, and
+// within the last `window` positions when window > 0 (mlx-lm's attention masks and
+// scaled_dot_product_attention); for padded batch rows (`rows`), each row's padding masked.
+// `sinks` may be empty.
 Array cached_attention(const Array& q, const Array& keys, const Array& values, int offset, float scale, int window,
-                       const Array& sinks);
+                       const Array& sinks, const RowLayout* rows);
 
 // Multi-head attention with grouped KV heads (sdpa handles the head repeat).
 struct Attention {

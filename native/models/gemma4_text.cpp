@@ -167,17 +167,13 @@ struct Gemma4Attention {
     const int B = x.dim(0), T = x.dim(1);
     auto split = [&](const Array& y, int n) { return mx::reshape(y, {B, T, n, head_dim}); };
     auto heads_first = [](const Array& y) { return mx::transpose(y, {0, 2, 1, 3}); };
-    auto positioned = [&](const Array& y) { return rows ? rope(y, rows->positions(offset)) : rope(y, offset); };
-    const Array q = positioned(heads_first(q_norm(split(q_proj(x), heads))));
+    const Array q = rope_at(rope, heads_first(q_norm(split(q_proj(x), heads))), offset, rows);
     if (cache) {
       const Array k = split(k_proj->operator()(x), kv_heads);
       const Array v = v_proj ? split(v_proj->operator()(x), kv_heads) : k;
-      cache->update_and_fetch(positioned(heads_first((*k_norm)(k))), heads_first(mx::rms_norm(v, Array(), eps)), keys, values);
+      cache->update_and_fetch(rope_at(rope, heads_first((*k_norm)(k)), offset, rows), heads_first(mx::rms_norm(v, Array(), eps)), keys, values);
     }
-    // The keys are the most recent columns up to this step's (a window layer's: its window).
-    const int end = offset + T, S = keys.dim(2);
-    const Array out = rows ? mx::sdpa_masked(q, keys, values, 1.0f, rows->key_mask(end - S, end), Array())
-                           : cached_attention(q, keys, values, offset, 1.0f, window, Array());
+    const Array out = cached_attention(q, keys, values, offset, 1.0f, window, Array(), rows);
     return o_proj(mx::reshape(mx::transpose(out, {0, 2, 1, 3}), {B, T, heads * head_dim}));
   }
 };
