@@ -163,7 +163,13 @@ void KVCache::set_layout() {
   }
   for (int i = 0; i < size(); ++i)
     if (auto* l = dynamic_cast<LayerKVCache*>(layers_[i].get())) l->rows_ = rows;
-  layout_ = std::move(rows);
+}
+
+const RowLayout* KVCache::rows() const {
+  // Every attention layer of a padded batch is a LayerKVCache holding the same layout.
+  for (const auto& l : layers_)
+    if (const auto* a = dynamic_cast<const AttentionCache*>(l.get())) return a->rows();
+  return nullptr;
 }
 
 namespace {
@@ -186,7 +192,7 @@ std::unique_ptr<LayerCache> batch_kind(const LayerCache& layer) {
   return std::make_unique<LayerKVCache>(as_columns(layer));
 }
 
-// Rows `index` (axis 0) of a recurrent layer's batched conv window or state.
+// Rows `index` (axis 0) of a batched array (keys, values, a conv window or a state).
 Array rows_of(const Array& a, const Array& index) { return a.empty() ? a : mx::take(a, index, 0); }
 Array concat_rows(const Array& a, const Array& b) { return mx::concatenate({a, b}, 0); }
 
@@ -249,18 +255,16 @@ void KVCache::keep_rows(const std::vector<int>& keep) {
   const int drop = *std::min_element(pads.begin(), pads.end());  // padding columns no kept row needs
   const bool all = keep.size() == left_pad_.size();
   const Array index = Array::from_int32(std::vector<int32_t>(keep.begin(), keep.end()), {static_cast<int>(keep.size())});
+  auto kept = [&](const Array& a) { return all ? a : rows_of(a, index); };
   for (int i = 0; i < size(); ++i) {
     if (auto* r = dynamic_cast<RecurrentCache*>(layers_[i].get())) {
-      r->set(all ? r->conv() : rows_of(r->conv(), index), all ? r->recurrent_state() : rows_of(r->recurrent_state(), index), r->offset() - drop);
+      r->set(kept(r->conv()), kept(r->recurrent_state()), r->offset() - drop);
       continue;
     }
     LayerKVCache& l = layer_as<LayerKVCache>(i);
     if (l.keys_.empty()) continue;
     const int cut = std::max(0, drop - l.first_);  // kept columns before `drop`
-    auto pick = [&](const Array& buf) {
-      Array rows = all ? buf : mx::take(buf, index, 0);
-      return mx::slice_axis(rows, 2, cut, l.held());
-    };
+    auto pick = [&](const Array& buf) { return mx::slice_axis(kept(buf), 2, cut, l.held()); };
     l.keys_ = pick(l.keys_);
     l.values_ = pick(l.values_);
     l.first_ = std::max(l.first_, drop) - drop;
@@ -286,7 +290,8 @@ KVCache KVCache::row(int b) const {
       continue;
     }
     const auto& l = dynamic_cast<const LayerKVCache&>(*layer);
-    const int from = std::max(l.first_, left_pad_[b]);  // the row's own kept columns
+    // The row's own kept columns; a window layer's, only the window its rotating buffer keeps.
+    const int from = std::max({l.first_, left_pad_[b], l.window_ > 0 ? l.offset_ - l.window_ : 0});
     const int held = l.held() - (from - l.first_);
     // A full layer's copy gets room to grow to the next step, so the row's next prompt is
     // written in place rather than copied once more (grow).

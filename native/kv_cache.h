@@ -61,8 +61,8 @@ class LayerKVCache : public AttentionCache {
   // queries attend to, [B, n_kv_heads, S, D]: the most recent S columns, in order.
   void update_and_fetch(const Array& keys, const Array& values, Array& all_keys, Array& all_values) override;
   int offset() const override { return offset_; }
-  // While the columns the next query needs are kept: always for a global layer.
-  bool can_trim(int n) const override { return n <= 0 || first_ == 0 || offset_ - n - (window_ - 1) >= first_; }
+  // Until old columns were dropped (a window layer in a batch; batches are not trimmed).
+  bool can_trim(int n) const override { return n <= 0 || first_ == 0; }
   void trim(int n) override;  // buffers are kept and overwritten later
   void reset() override;
   void state(std::vector<Array>& out) const override { append_pair(keys_, values_, out); }
@@ -119,7 +119,7 @@ class KVCache {
   bool batchable() const;  // every layer is an attention cache or a recurrent state
   int row_count() const { return static_cast<int>(left_pad_.size()); }
   // The layout when rows are padded, else nullptr (what each LayerKVCache::rows() returns).
-  const RowLayout* rows() const { return layout_.get(); }
+  const RowLayout* rows() const;
   // Appends `row` (a single-sequence cache, offset() >= 1) as the last row; the shorter side is
   // left-padded with zeros so the write columns line up. One row keeps its layers' own kinds; from
   // two rows on every layer is a LayerKVCache, a rotating window as the columns it holds.
@@ -135,7 +135,6 @@ class KVCache {
   void set_layout();
   std::vector<std::unique_ptr<LayerCache>> layers_;
   std::vector<int> left_pad_;  // batch rows: per-row left padding (empty: no rows appended)
-  std::shared_ptr<const RowLayout> layout_;
 };
 
 // How many positions of `cache` (which holds `cached`) a request for `prompt` starts from: the
