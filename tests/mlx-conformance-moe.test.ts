@@ -13,6 +13,7 @@ import { MlxBackend } from "../lib/backends/mlx.js";
 import { ModelFormatError, UnsupportedArchitectureError } from "../lib/errors.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase } from "./support/conformance-suite.js";
 import { batchedVersusAlone, idsOfLength } from "./support/batching.js";
+import { loadPeaks } from "./support/mlx.js";
 
 const { F32, BF16 } = BOUNDS;
 const q4 = { bits: 4, group_size: 64 };
@@ -194,24 +195,6 @@ const CASES: ConformanceCase[] = [
 ];
 
 defineConformanceSuite("MLX engine conformance (mlx-lm): experts, quantization modes, smollm3, ministral3", CASES, (references) => {
-  // Peak memory (above what was active before) after loading `dir` and after a first token; the load's
-  // weight bytes and KV bytes per token.
-  async function loadPeaks(dir: string) {
-    await MlxBackend.setMemoryLimits({ resetPeak: true });
-    const before = await MlxBackend.memory();
-    const mlx = new MlxBackend();
-    await mlx.load(dir);
-    try {
-      const load = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-      // The first forward too: a lazily stacked or split layout would hold the pieces and the whole there.
-      await mlx.generate([1, 5, 9, 13], { maxTokens: 1, temperature: 0, ignoreEos: true });
-      const firstToken = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-      return { load, firstToken, weights: mlx.info!.weightBytes, kvBytesPerToken: mlx.info!.kvBytesPerToken };
-    } finally {
-      await mlx.unload();
-    }
-  }
-
   it("loads an expert model shard by shard: peak memory within the weights plus one shard; HF's per-expert layout costs no more", async () => {
     // The same checkpoint (seed 124) saved in mlx-lm's stacked layout and in HF's per-expert one.
     const peaks: Record<string, number> = {};

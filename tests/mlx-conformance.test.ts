@@ -16,6 +16,7 @@ import { ModelConfigError, UnsupportedArchitectureError } from "../lib/errors.js
 import { readSafetensorsHeader } from "./reference/safetensors.js";
 import { TOKENIZER_SOURCE } from "./reference/tiny-models.js";
 import { batchedVersusAlone, expectConcurrentEqualsAlone, idsOfLength } from "./support/batching.js";
+import { loadPeaks } from "./support/mlx.js";
 import { BOUNDS, defineConformanceSuite, type ConformanceCase as Case } from "./support/conformance-suite.js";
 
 // Bounds, max |logit diff| over all prompt + 31 positions (logits here spread over about ±5):
@@ -243,20 +244,12 @@ defineConformanceSuite("MLX engine conformance (mlx-lm)", CASES, (references) =>
       }
     }
     expect(tower).toBeGreaterThan(2 * text);
-    await MlxBackend.setMemoryLimits({ resetPeak: true });
-    const before = await MlxBackend.memory();
-    const mlx = new MlxBackend();
-    await mlx.load(dir);
-    try {
-      const peak = (await MlxBackend.memory()).peakBytes - before.activeBytes;
-      console.log(`[multimodal load] text model ${text} B, vision tower ${tower} B, weightBytes ${mlx.info!.weightBytes} B, load peak ${peak} B`);
-      // float32 on disk and in compute: the text model's tensors, byte for byte.
-      expect(mlx.info!.weightBytes).toBe(text);
-      // A read tower would be resident at the load's peak, beside the text model.
-      expect(peak).toBeLessThan(text + tower);
-    } finally {
-      await mlx.unload();
-    }
+    const { load: peak, weights } = await loadPeaks(dir);
+    console.log(`[multimodal load] text model ${text} B, vision tower ${tower} B, weightBytes ${weights} B, load peak ${peak} B`);
+    // float32 on disk and in compute: the text model's tensors, byte for byte.
+    expect(weights).toBe(text);
+    // A read tower would be resident at the load's peak, beside the text model.
+    expect(peak).toBeLessThan(text + tower);
   });
 
   it("gemma3_text local layers keep only their window: a 700-token prompt's cache holds less than two layers' positions", async () => {
